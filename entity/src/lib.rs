@@ -1,0 +1,8 @@
+//! sea-orm entities, one file per table. JSON columns are stored as text so the schema is the
+//! same on SQLite and PostgreSQL.
+pub mod app_messages;
+pub mod apps;
+pub mod run_events;
+pub mod runs;
+pub mod usage_counters;
+pub mod user_limits;

@@ -1,0 +1,14 @@
+//! Schema migrations. The same migrations run on SQLite and PostgreSQL 15, so they use only
+//! portable column types (ids are UUID strings, JSON is stored as text).
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_foundation::Migration)]
+    }
+}

@@ -1,0 +1,95 @@
+//! The one place that decides which routes are public. Everything else needs a valid bearer token.
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Paths reachable without a token. Keep this list short.
+pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    // The demo agent checks its own bearer secret, like a real agent server.
+    "/demo-agent",
+];
+
+/// The authenticated caller: `sub` of the token, plus whether they are privileged.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: String,
+    pub privileged: bool,
+}
+
+fn is_public(path: &str) -> bool {
+    PUBLIC_PATH_PREFIXES.iter().any(|prefix| {
+        path.strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    })
+}
+
+pub async fn require_auth(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if is_public(request.uri().path()) {
+        return Ok(next.run(request).await);
+    }
+    let token = bearer_token(request.headers().get(AUTHORIZATION))
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+    let user = state
+        .auth
+        .authenticate(token)
+        .await
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    request.extensions_mut().insert(user);
+    Ok(next.run(request).await)
+}
+
+fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Option<&str> {
+    let value = value?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<AuthUser>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_are_exact_prefixes() {
+        assert!(is_public("/health"));
+        assert!(is_public("/demo-agent/message"));
+        assert!(!is_public("/healthz"));
+        assert!(!is_public("/apps"));
+        assert!(!is_public("/demo-agentx"));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let v = axum::http::HeaderValue::from_static("Bearer abc");
+        assert_eq!(bearer_token(Some(&v)), Some("abc"));
+        let v = axum::http::HeaderValue::from_static("Basic abc");
+        assert_eq!(bearer_token(Some(&v)), None);
+        let v = axum::http::HeaderValue::from_static("Bearer ");
+        assert_eq!(bearer_token(Some(&v)), None);
+    }
+}

@@ -1,0 +1,177 @@
+//! Bearer-token authentication: HS256 with a shared secret (the embedded default) or JWKS from an
+//! OIDC provider. Every failure is a 401 with a reason; nothing about the key is ever echoed.
+mod jwks;
+mod middleware;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AuthConfig, AuthMode};
+pub use jwks::JwksCache;
+pub use middleware::{require_auth, AuthUser, PUBLIC_PATH_PREFIXES};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token algorithm {0:?} is not accepted")]
+    AlgorithmRejected(Algorithm),
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token issuer is not accepted")]
+    WrongIssuer,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token has no usable subject")]
+    NoSubject,
+    #[error("token signing key is unknown")]
+    UnknownKey,
+    #[error("token could not be verified: key set unavailable")]
+    KeySetUnavailable,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DevClaims {
+    sub: String,
+    iat: u64,
+    exp: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    privileged: bool,
+}
+
+enum Verifier {
+    Hs256 {
+        decoding: DecodingKey,
+        encoding: EncodingKey,
+    },
+    Jwks(JwksCache),
+}
+
+pub struct Authenticator {
+    verifier: Verifier,
+    issuer: Option<String>,
+    audience: Option<String>,
+    privileged_claim: String,
+    privileged_users: HashSet<String>,
+    dev_token_ttl: Duration,
+}
+
+impl Authenticator {
+    /// `hs256_secret` is the effective secret (configured, or generated under the data dir).
+    pub fn new(config: &AuthConfig, hs256_secret: &SecretString, http: reqwest::Client) -> Self {
+        let verifier = match config.mode {
+            AuthMode::Hs256 => {
+                let secret = hs256_secret.expose_secret().as_bytes();
+                Verifier::Hs256 {
+                    decoding: DecodingKey::from_secret(secret),
+                    encoding: EncodingKey::from_secret(secret),
+                }
+            }
+            AuthMode::Jwks => Verifier::Jwks(JwksCache::new(
+                config.jwks_url.clone(),
+                http,
+                Duration::from_secs(config.jwks_refresh_min_secs),
+            )),
+        };
+        let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Self {
+            verifier,
+            issuer: non_empty(&config.issuer),
+            audience: non_empty(&config.audience),
+            privileged_claim: config.privileged_claim.clone(),
+            privileged_users: config.privileged_users.iter().cloned().collect(),
+            dev_token_ttl: Duration::from_secs(config.dev_token_ttl_secs),
+        }
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<AuthUser, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        let (key, algorithm) = match &self.verifier {
+            Verifier::Hs256 { decoding, .. } => {
+                if header.alg != Algorithm::HS256 {
+                    return Err(AuthError::AlgorithmRejected(header.alg));
+                }
+                (decoding.clone(), Algorithm::HS256)
+            }
+            Verifier::Jwks(cache) => {
+                // A shared-secret algorithm would let anyone who knows the public key sign tokens.
+                if matches!(
+                    header.alg,
+                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+                ) {
+                    return Err(AuthError::AlgorithmRejected(header.alg));
+                }
+                cache.key_for(header.kid.as_deref(), header.alg).await?
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        match &self.issuer {
+            Some(issuer) => validation.set_issuer(&[issuer]),
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(map_jwt_error)?;
+        let claims = data.claims;
+        let id = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .ok_or(AuthError::NoSubject)?
+            .to_string();
+        let claim_says_privileged = match claims.get(&self.privileged_claim) {
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(serde_json::Value::String(s)) => s == "true",
+            _ => false,
+        };
+        let privileged = claim_says_privileged || self.privileged_users.contains(&id);
+        Ok(AuthUser { id, privileged })
+    }
+
+    /// Mints a token for local development. Only possible with the shared-secret verifier.
+    pub fn mint_dev_token(&self, user: &str, privileged: bool) -> Option<String> {
+        let Verifier::Hs256 { encoding, .. } = &self.verifier else {
+            return None;
+        };
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let claims = DevClaims {
+            sub: user.to_string(),
+            iat: now,
+            exp: now + self.dev_token_ttl.as_secs(),
+            privileged,
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".into());
+        jsonwebtoken::encode(&header, &claims, encoding).ok()
+    }
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm => AuthError::AlgorithmRejected(Algorithm::HS256),
+        ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => AuthError::NoSubject,
+        _ => AuthError::Malformed,
+    }
+}

@@ -1,0 +1,258 @@
+//! Typed, layered configuration: embedded `config/default.toml` <- optional file <-
+//! `AGENTGATE__SECTION__KEY` env vars <- command-line flags. Unknown keys are an error.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub agent: AgentConfig,
+    pub runs: RunsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_url: String,
+    pub request_timeout_secs: u64,
+    pub max_body_bytes: usize,
+    pub cors_origins: Vec<String>,
+    pub demo_agent: bool,
+    pub dev_login: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Hs256,
+    Jwks,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    pub hs256_secret: SecretString,
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    pub privileged_claim: String,
+    pub privileged_users: Vec<String>,
+    pub jwks_refresh_min_secs: u64,
+    pub dev_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub daily_messages: u32,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub url: String,
+    pub secret: SecretString,
+    pub connect_timeout_secs: u64,
+    pub connect_retries: u32,
+    pub idle_timeout_secs: u64,
+    pub turn_deadline_secs: u64,
+    pub max_event_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    pub shutdown_grace_secs: u64,
+    pub live_buffer: usize,
+    pub keep_alive_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CliOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads the layers from the process environment.
+    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(file, cli).merge(Env::prefixed("AGENTGATE__").split("__")))
+    }
+
+    /// The embedded defaults plus an optional TOML string, without env vars (for tests).
+    pub fn from_toml_overrides(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+    }
+
+    fn figment(file: Option<&Path>, cli: &CliOverrides) -> Figment {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Serialized::default("server", cli))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.server.public_url.is_empty() {
+            check_url("server.public_url", &self.server.public_url)?;
+        }
+        if self.auth.mode == AuthMode::Jwks {
+            if self.auth.jwks_url.is_empty() {
+                return Err(ConfigError(
+                    "auth.jwks_url is required when auth.mode = \"jwks\"".into(),
+                ));
+            }
+            check_url("auth.jwks_url", &self.auth.jwks_url)?;
+        }
+        if self.agent.url != "builtin" {
+            check_url("agent.url", &self.agent.url)?;
+        } else if !self.server.demo_agent {
+            return Err(ConfigError(
+                "agent.url = \"builtin\" needs server.demo_agent = true".into(),
+            ));
+        }
+        let db = self.database.url.expose_secret();
+        if !db.is_empty()
+            && !(db.starts_with("sqlite:")
+                || db.starts_with("postgres://")
+                || db.starts_with("postgresql://"))
+        {
+            return Err(ConfigError(
+                "database.url must start with sqlite:, postgres:// or postgresql://".into(),
+            ));
+        }
+        if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
+            return Err(ConfigError(
+                "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn database_url(&self) -> String {
+        let url = self.database.url.expose_secret();
+        if url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.server.data_dir.join("agentgate.db").display()
+            )
+        } else {
+            url.to_string()
+        }
+    }
+}
+
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    match url::Url::parse(value) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
+        Ok(_) => Err(ConfigError(format!(
+            "{key}: {value:?} is not an http(s) URL"
+        ))),
+        Err(e) => Err(ConfigError(format!(
+            "{key}: {value:?} is not a valid URL ({e})"
+        ))),
+    }
+}
+
+fn one_line(e: &figment::Error) -> String {
+    // figment prints one line per nested error; start-up should fail with exactly one.
+    let mut parts = Vec::new();
+    for err in e.clone() {
+        let key = err.path.join(".");
+        let msg = err.kind.to_string();
+        if key.is_empty() {
+            parts.push(msg);
+        } else {
+            parts.push(format!("{key}: {msg}"));
+        }
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_load() {
+        let config = Config::from_toml_overrides("").expect("defaults");
+        assert_eq!(config.server.bind.port(), 4444);
+        assert_eq!(config.limits.daily_messages, 10);
+        assert_eq!(config.auth.mode, AuthMode::Hs256);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml_overrides("[server]\nbindd = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn bad_url_is_named() {
+        let err = Config::from_toml_overrides("[agent]\nurl = \"not a url\"").unwrap_err();
+        assert!(err.to_string().contains("agent.url"), "{err}");
+    }
+
+    #[test]
+    fn jwks_mode_needs_url() {
+        let err = Config::from_toml_overrides("[auth]\nmode = \"jwks\"").unwrap_err();
+        assert!(err.to_string().contains("auth.jwks_url"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let config =
+            Config::from_toml_overrides("[agent]\nsecret = \"very-secret-value\"").expect("cfg");
+        assert!(!format!("{config:?}").contains("very-secret-value"));
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP surface: one router per resource, assembled here with the cross-cutting layers.
+mod apps;
+mod auth_routes;
+mod extract;
+mod health;
+mod limits;
+mod messages;
+mod runs;
+pub mod sse;
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, Request};
+use axum::middleware::from_fn_with_state;
+use axum::Router;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::require_auth;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+    let config = &state.config.server;
+    // Streaming routes get idle timeouts from the stream itself, never an absolute deadline.
+    let streaming = Router::new()
+        .merge(messages::router())
+        .merge(runs::router());
+    let request_timeout = Duration::from_secs(config.request_timeout_secs);
+    let api = Router::new()
+        .merge(health::router())
+        .merge(auth_routes::router())
+        .merge(apps::router())
+        .merge(limits::router())
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))
+                .timeout(request_timeout),
+        );
+    Router::new()
+        .merge(api)
+        .merge(streaming)
+        .merge(extra)
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(from_fn_with_state(state.clone(), require_auth))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(cors(&config.cors_origins))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn timeout_error(error: tower::BoxError) -> ApiError {
+    if error.is::<tower::timeout::error::Elapsed>() {
+        ApiError::Unavailable("the request took too long".into())
+    } else {
+        ApiError::Internal(anyhow::anyhow!(error))
+    }
+}
+
+/// CORS from an explicit allow-list; an unlisted origin is never reflected.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-dailylimit-limit"),
+            HeaderName::from_static("x-dailylimit-remaining"),
+            HeaderName::from_static("x-dailylimit-usage"),
+            HeaderName::from_static("x-dailylimit-reset"),
+            HeaderName::from_static("x-run-id"),
+            HeaderName::from_static("x-app-id"),
+            REQUEST_ID,
+        ])
+}

@@ -1,0 +1,160 @@
+//! The `agentgate` command: parse the CLI, load config, start telemetry, run.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use agentgate::auth::Authenticator;
+use agentgate::config::{CliOverrides, Config};
+use agentgate::{secrets, telemetry, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "agentgate",
+    version,
+    about = "Gateway for AI app-building agents"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Clone, Default)]
+struct CommonArgs {
+    /// A TOML config file layered over the embedded defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where SQLite, local files and generated secrets live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve {
+        /// Address to bind, e.g. 127.0.0.1:0.
+        #[arg(long)]
+        bind: Option<std::net::SocketAddr>,
+    },
+    /// Print a dev bearer token (HS256 mode only).
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        privileged: bool,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Serve only the built-in demo agent.
+    DemoAgent {
+        #[arg(long, default_value_t = 8001)]
+        port: u16,
+        /// Require this bearer token from callers.
+        #[arg(long, env = "DEMO_AGENT_TOKEN")]
+        token: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(common: &CommonArgs, bind: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
+    let overrides = CliOverrides {
+        bind,
+        data_dir: common.data_dir.clone(),
+    };
+    Ok(Config::load(common.config.as_deref(), &overrides)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve { bind: None }) {
+        Command::Serve { bind } => serve(load(&cli.common, bind)?).await,
+        Command::Token { user, privileged } => {
+            let config = load(&cli.common, None)?;
+            let secret = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
+            let auth = Authenticator::new(&config.auth, &secret, reqwest::Client::new());
+            let token = auth
+                .mint_dev_token(&user, privileged)
+                .ok_or_else(|| anyhow::anyhow!("auth.mode must be hs256 to mint tokens"))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Migrate => {
+            let config = load(&cli.common, None)?;
+            telemetry::init(&config.log);
+            std::fs::create_dir_all(&config.server.data_dir)?;
+            agentgate::db::connect(&config.database_url(), 1).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::DemoAgent { port, token } => {
+            let config = load(&cli.common, None)?;
+            telemetry::init(&config.log);
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            println!("demo agent listening on http://{}", listener.local_addr()?);
+            let router = agentgate::demo_agent_router(token);
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(&config.log);
+    let app = Application::build(config).await?;
+    let address = app.address();
+    println!("agentgate listening on http://{address}");
+    let config = &app.state().config;
+    if config.auth.mode == agentgate::config::AuthMode::Hs256 {
+        if let Some(token) = app.state().auth.mint_dev_token("dev", false) {
+            println!("dev token (user \"dev\"): {token}");
+            println!("try: curl -H \"Authorization: Bearer $TOKEN\" http://{address}/apps");
+        }
+    }
+    app.run_until_stopped(shutdown_signal()).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

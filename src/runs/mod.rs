@@ -1,0 +1,278 @@
+//! Runs: durable, resumable agent turns. A run is owned by a tracked background task, never by
+//! the HTTP connection; clients subscribe to its event log and can leave and come back.
+pub mod event_log;
+pub mod live;
+pub mod recovery;
+pub mod sink;
+pub mod subscription;
+pub mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, TransactionTrait,
+};
+use serde_json::Value;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::agent::protocol::EventContext;
+use crate::apps::{self, NewMessage};
+use crate::error::ApiError;
+use entity::runs;
+pub use live::{LiveRuns, StopReason};
+pub use subscription::Subscription;
+pub use task::RunDeps;
+
+pub const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
+
+/// A diff that means "no change": empty, or an old agent's `# ...` marker line.
+pub fn is_noop_diff(diff: &str) -> bool {
+    let trimmed = diff.trim_start();
+    trimmed.is_empty() || trimmed.starts_with('#')
+}
+
+/// The app a new run works on.
+pub enum RunTarget {
+    Existing(entity::apps::Model),
+    New { name: String },
+}
+
+pub struct StartRun {
+    pub owner_id: String,
+    pub target: RunTarget,
+    pub message: String,
+    pub trace_id: Option<String>,
+    pub template_id: Option<String>,
+    pub settings: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRef {
+    pub run_id: String,
+    pub app_id: String,
+}
+
+pub enum StartOutcome {
+    Started(RunRef),
+    /// A run with the same idempotency key exists already; attach to it.
+    Existing(RunRef),
+}
+
+#[derive(Clone)]
+pub struct RunManager {
+    deps: RunDeps,
+    live: Arc<LiveRuns>,
+    tracker: TaskTracker,
+    live_buffer: usize,
+}
+
+impl RunManager {
+    pub fn new(deps: RunDeps, live_buffer: usize) -> Self {
+        Self {
+            deps,
+            live: Arc::new(LiveRuns::default()),
+            tracker: TaskTracker::new(),
+            live_buffer,
+        }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.deps.db
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Records the run (and a new app if needed) in one transaction, then spawns its task.
+    pub async fn start(&self, request: StartRun) -> Result<StartOutcome, ApiError> {
+        let db = &self.deps.db;
+        let run_id = Uuid::new_v4().to_string();
+        let trace_id = request.trace_id.clone().unwrap_or_else(|| run_id.clone());
+        let txn = db.begin().await?;
+        let app = match request.target {
+            RunTarget::Existing(app) => app,
+            RunTarget::New { name } => {
+                apps::create(&txn, &request.owner_id, &name, request.template_id.clone()).await?
+            }
+        };
+        let now = Utc::now();
+        let inserted = runs::ActiveModel {
+            id: Set(run_id.clone()),
+            app_id: Set(app.id.clone()),
+            owner_id: Set(request.owner_id.clone()),
+            trace_id: Set(trace_id.clone()),
+            idempotency_key: Set(request.idempotency_key.clone()),
+            status: Set("running".into()),
+            error: Set(None),
+            last_seq: Set(0),
+            created_at: Set(now),
+            started_at: Set(Some(now)),
+            finished_at: Set(None),
+        }
+        .insert(&txn)
+        .await;
+        if let Err(e) = inserted {
+            drop(txn.rollback().await);
+            return self
+                .explain_conflict(
+                    e,
+                    &request.owner_id,
+                    request.idempotency_key.as_deref(),
+                    &app.id,
+                )
+                .await;
+        }
+        apps::append_message(
+            &txn,
+            NewMessage {
+                app_id: &app.id,
+                run_id: Some(&run_id),
+                role: "user",
+                kind: "UserMessage",
+                content: &request.message,
+                metadata: None,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+
+        let spec = task::RunSpec {
+            ctx: EventContext {
+                app_id: app.id.clone(),
+                trace_id,
+                run_id: run_id.clone(),
+                tech_stack: app.tech_stack.clone().or(request.template_id.clone()),
+            },
+            owner_id: request.owner_id,
+            template_id: request.template_id,
+            settings: request.settings,
+        };
+        let live = self.live.insert(&run_id, &spec.owner_id, self.live_buffer);
+        let deps = self.deps.clone();
+        let registry = self.live.clone();
+        let span = tracing::info_span!("run", run_id = %run_id, app_id = %app.id);
+        let id = run_id.clone();
+        self.tracker.spawn(
+            async move {
+                task::drive(deps, spec, live).await;
+                registry.remove(&id);
+            }
+            .instrument(span),
+        );
+        Ok(StartOutcome::Started(RunRef {
+            run_id,
+            app_id: app.id,
+        }))
+    }
+
+    /// Turns a failed run insert into the right answer: attach (same idempotency key) or 409.
+    async fn explain_conflict(
+        &self,
+        error: DbErr,
+        owner_id: &str,
+        idempotency_key: Option<&str>,
+        app_id: &str,
+    ) -> Result<StartOutcome, ApiError> {
+        if !crate::db::is_unique_violation(&error) {
+            return Err(error.into());
+        }
+        if let Some(key) = idempotency_key {
+            if let Some(run) = self.find_by_idempotency_key(owner_id, key).await? {
+                return Ok(StartOutcome::Existing(RunRef {
+                    run_id: run.id,
+                    app_id: run.app_id,
+                }));
+            }
+        }
+        let active = runs::Entity::find()
+            .filter(runs::Column::AppId.eq(app_id))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .one(&self.deps.db)
+            .await?;
+        Err(ApiError::Conflict {
+            code: "run_active",
+            message: "this app already has an active run; wait for it or cancel it".into(),
+            details: serde_json::json!({ "runId": active.map(|r| r.id) }),
+        })
+    }
+
+    pub async fn find_by_idempotency_key(
+        &self,
+        owner_id: &str,
+        key: &str,
+    ) -> Result<Option<runs::Model>, DbErr> {
+        runs::Entity::find()
+            .filter(runs::Column::OwnerId.eq(owner_id))
+            .filter(runs::Column::IdempotencyKey.eq(key))
+            .one(&self.deps.db)
+            .await
+    }
+
+    /// The run, if it belongs to `owner_id`.
+    pub async fn find_owned(
+        &self,
+        owner_id: &str,
+        run_id: Uuid,
+    ) -> Result<Option<runs::Model>, DbErr> {
+        runs::Entity::find_by_id(run_id.to_string())
+            .filter(runs::Column::OwnerId.eq(owner_id))
+            .one(&self.deps.db)
+            .await
+    }
+
+    /// Events after `after_seq`: the log, then the live tail until `done`.
+    pub fn subscribe(&self, run_id: &str, after_seq: i64) -> Subscription {
+        let live = self.live.get(run_id).map(|run| run.sender.subscribe());
+        Subscription::new(self.deps.db.clone(), run_id.to_string(), after_seq, live)
+    }
+
+    /// Asks a live run to stop. False when it is not running in this process.
+    pub fn cancel(&self, run_id: &str) -> bool {
+        match self.live.get(run_id) {
+            Some(run) => {
+                run.stop(StopReason::Cancelled);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks runs left active by a previous process as interrupted. Call before serving.
+    pub async fn recover_interrupted(&self) -> Result<usize, DbErr> {
+        recovery::interrupt_orphaned_runs(&self.deps.db).await
+    }
+
+    /// Stops accepting runs, waits up to `grace` for active ones, then interrupts the rest.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let remaining = self.live.all();
+        tracing::warn!(
+            runs = remaining.len(),
+            "grace period over; interrupting active runs"
+        );
+        for run in remaining {
+            run.stop(StopReason::Interrupted);
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "runs did not stop in time; start-up recovery will mark them interrupted"
+            );
+        }
+    }
+}

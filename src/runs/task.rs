@@ -1,0 +1,345 @@
+//! The background task that owns one run: it talks to the agent, logs every client-visible event
+//! before broadcasting it, feeds diffs to the sink, and always ends the log with `done`.
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE};
+use super::live::{LiveRun, StopReason};
+use super::sink::{DiffContext, DiffSink, SinkNotice};
+use crate::agent::protocol::{
+    self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_PLATFORM_MESSAGE,
+    KIND_REFINEMENT_REQUEST, KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
+};
+use crate::agent::{AgentClient, UpstreamError};
+use crate::apps::{self, NewMessage};
+use entity::{apps as apps_table, runs};
+
+/// After an idle RefinementRequest the agent closes the stream by itself; wait this long at most.
+const AFTER_REFINEMENT_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything a run needs that outlives a request.
+#[derive(Clone)]
+pub struct RunDeps {
+    pub db: DatabaseConnection,
+    pub agent: AgentClient,
+    pub sink: Arc<dyn DiffSink>,
+    pub turn_deadline: Duration,
+}
+
+/// What the run was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub ctx: EventContext,
+    pub owner_id: String,
+    pub template_id: Option<String>,
+    pub settings: Option<Value>,
+}
+
+enum Outcome {
+    /// The agent finished; `Some(text)` when its final event was a RuntimeError.
+    Finished {
+        agent_error: Option<String>,
+    },
+    Upstream(UpstreamError),
+    Stopped(StopReason),
+    Internal(String),
+}
+
+/// Appends events to the log, then broadcasts them. Holds the run's sequence counter.
+struct Emitter {
+    db: DatabaseConnection,
+    live: Arc<LiveRun>,
+    seq: i64,
+}
+
+impl Emitter {
+    async fn emit(&mut self, event: &str, data: &Value) -> Result<(), DbErr> {
+        self.seq += 1;
+        let stored = StoredEvent {
+            seq: self.seq,
+            event: event.to_string(),
+            data: data.to_string(),
+        };
+        let mut attempt = 0;
+        loop {
+            match event_log::append(&self.db, &self.live.run_id, &stored).await {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "event log append failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // No receivers is fine: the event is in the log for whoever comes later.
+        let _ = self.live.sender.send(Arc::new(stored));
+        Ok(())
+    }
+}
+
+pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
+    let mut emitter = Emitter {
+        db: deps.db.clone(),
+        live: live.clone(),
+        seq: 0,
+    };
+    let outcome = relay(&deps, &spec, &live, &mut emitter).await;
+    let (status, error) = match &outcome {
+        Outcome::Finished { agent_error: None } => ("succeeded", None),
+        Outcome::Finished {
+            agent_error: Some(text),
+        } => ("failed", Some(text.clone())),
+        Outcome::Upstream(e) => ("failed", Some(e.to_string())),
+        Outcome::Stopped(StopReason::Cancelled) => {
+            ("cancelled", Some("cancelled by the user".to_string()))
+        }
+        Outcome::Stopped(StopReason::Interrupted) => (
+            "interrupted",
+            Some("the gateway shut down while this run was active".to_string()),
+        ),
+        Outcome::Internal(text) => ("failed", Some(text.clone())),
+    };
+    let error_event = match &outcome {
+        Outcome::Finished { .. } => None,
+        Outcome::Upstream(e) => Some((e.code(), e.to_string())),
+        Outcome::Stopped(StopReason::Cancelled) => {
+            Some(("run_cancelled", "The run was cancelled.".to_string()))
+        }
+        Outcome::Stopped(StopReason::Interrupted) => Some((
+            "run_interrupted",
+            "The gateway shut down while this run was active. Send the message again to retry."
+                .to_string(),
+        )),
+        Outcome::Internal(_) => Some((
+            "internal_error",
+            "The gateway failed while relaying this run.".to_string(),
+        )),
+    };
+    if let Some((code, text)) = error_event {
+        let payload = protocol::error_payload(&spec.ctx, code, &text);
+        if let Err(e) = emitter.emit(EVENT_ERROR, &payload).await {
+            tracing::error!(error = %e, "could not log the run's error event");
+        }
+    }
+    if let Err(e) = emitter
+        .emit(EVENT_DONE, &protocol::done_payload(&spec.ctx))
+        .await
+    {
+        tracing::error!(error = %e, "could not log the run's done event; recovery will add it");
+    }
+    if let Err(e) = finish_run(
+        &deps.db,
+        &spec.ctx.run_id,
+        status,
+        error.as_deref(),
+        emitter.seq,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "could not record the run's final status; recovery will fix it");
+    }
+    tracing::info!(run_id = %spec.ctx.run_id, status, events = emitter.seq, "run finished");
+}
+
+async fn relay(deps: &RunDeps, spec: &RunSpec, live: &LiveRun, emitter: &mut Emitter) -> Outcome {
+    let request = match build_request(deps, spec).await {
+        Ok(request) => request,
+        Err(e) => return Outcome::Internal(format!("could not prepare the agent request: {e:#}")),
+    };
+    let mut deadline = Instant::now() + deps.turn_deadline;
+    let deadline_error = UpstreamError::Deadline(deps.turn_deadline.as_secs());
+    let mut stream = tokio::select! {
+        _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
+        _ = tokio::time::sleep_until(deadline) => return Outcome::Upstream(deadline_error),
+        opened = deps.agent.open(&request) => match opened {
+            Ok(stream) => stream,
+            Err(e) => return Outcome::Upstream(e),
+        },
+    };
+    let mut awaiting_close = false;
+    loop {
+        let next = tokio::select! {
+            _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
+            _ = tokio::time::sleep_until(deadline) => {
+                return if awaiting_close { Outcome::Finished { agent_error: None } } else { Outcome::Upstream(deadline_error) };
+            }
+            next = stream.next_event() => next,
+        };
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) if awaiting_close => return Outcome::Finished { agent_error: None },
+            Ok(None) => return Outcome::Upstream(UpstreamError::EndedWithoutFinal),
+            // The turn already has its answer; a rough close after it loses nothing.
+            Err(_) if awaiting_close => return Outcome::Finished { agent_error: None },
+            Err(e) => return Outcome::Upstream(e),
+        };
+        if event.is_keep_alive() {
+            continue;
+        }
+        if let Err(e) = handle_event(deps, spec, emitter, &event).await {
+            return Outcome::Internal(format!("{e:#}"));
+        }
+        if event.idle {
+            if event.kind == KIND_REFINEMENT_REQUEST {
+                awaiting_close = true;
+                deadline = deadline.min(Instant::now() + AFTER_REFINEMENT_GRACE);
+                continue;
+            }
+            let agent_error = (event.kind == KIND_RUNTIME_ERROR).then(|| event.text());
+            return Outcome::Finished { agent_error };
+        }
+    }
+}
+
+async fn handle_event(
+    deps: &RunDeps,
+    spec: &RunSpec,
+    emitter: &mut Emitter,
+    event: &AgentEvent,
+) -> anyhow::Result<()> {
+    let ctx = &spec.ctx;
+    if let Some(state) = &event.agent_state {
+        save_agent_state(&deps.db, &ctx.app_id, state).await?;
+    }
+    emitter
+        .emit(EVENT_MESSAGE, &protocol::client_message(ctx, event))
+        .await?;
+    if event.kind != KIND_WIP_UPDATE {
+        let metadata = serde_json::json!({
+            "status": if event.idle { "idle" } else { "running" },
+            "app_name": event.app_name,
+            "commit_message": event.commit_message,
+        });
+        apps::append_message(
+            &deps.db,
+            NewMessage {
+                app_id: &ctx.app_id,
+                run_id: Some(&ctx.run_id),
+                role: "assistant",
+                kind: &event.kind,
+                content: &event.text(),
+                metadata: Some(&metadata),
+            },
+        )
+        .await?;
+    }
+    let Some(diff) = event.unified_diff.as_deref() else {
+        return Ok(());
+    };
+    if crate::runs::is_noop_diff(diff) {
+        return Ok(());
+    }
+    let diff_ctx = DiffContext {
+        app_id: ctx.app_id.clone(),
+        run_id: ctx.run_id.clone(),
+        owner_id: spec.owner_id.clone(),
+        trace_id: ctx.trace_id.clone(),
+        app_name: event.app_name.clone(),
+        commit_message: event.commit_message.clone(),
+    };
+    for notice in deps.sink.handle_diff(&diff_ctx, diff).await {
+        match notice {
+            SinkNotice::Platform { text, metadata } => {
+                emitter
+                    .emit(
+                        EVENT_MESSAGE,
+                        &protocol::platform_message(ctx, &text, metadata.clone()),
+                    )
+                    .await?;
+                apps::append_message(
+                    &deps.db,
+                    NewMessage {
+                        app_id: &ctx.app_id,
+                        run_id: Some(&ctx.run_id),
+                        role: "platform",
+                        kind: KIND_PLATFORM_MESSAGE,
+                        content: &text,
+                        metadata: Some(&metadata),
+                    },
+                )
+                .await?;
+            }
+            SinkNotice::Error { code, message } => {
+                emitter
+                    .emit(EVENT_ERROR, &protocol::error_payload(ctx, &code, &message))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn build_request(deps: &RunDeps, spec: &RunSpec) -> anyhow::Result<AgentRequest> {
+    let ctx = &spec.ctx;
+    let history = apps::history(&deps.db, &ctx.app_id).await?;
+    let all_messages = history
+        .into_iter()
+        .filter(|m| m.role == "user" || m.role == "assistant")
+        .filter(|m| m.role == "user" || !m.content.is_empty())
+        .map(|m| ConversationMessage {
+            kind: (m.role == "assistant").then(|| m.kind.clone()),
+            role: m.role,
+            content: m.content,
+        })
+        .collect();
+    let app = apps_table::Entity::find_by_id(ctx.app_id.clone())
+        .one(&deps.db)
+        .await?;
+    let agent_state = app
+        .and_then(|a| a.agent_state)
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+    let all_files = deps.sink.current_files(&ctx.app_id).await?;
+    Ok(AgentRequest {
+        application_id: ctx.app_id.clone(),
+        trace_id: ctx.trace_id.clone(),
+        all_messages,
+        agent_state,
+        all_files,
+        template_id: spec.template_id.clone(),
+        settings: spec.settings.clone(),
+    })
+}
+
+async fn save_agent_state(
+    db: &DatabaseConnection,
+    app_id: &str,
+    state: &Value,
+) -> Result<(), DbErr> {
+    apps_table::Entity::update_many()
+        .col_expr(
+            apps_table::Column::AgentState,
+            Expr::value(state.to_string()),
+        )
+        .col_expr(
+            apps_table::Column::UpdatedAt,
+            Expr::value(chrono::Utc::now()),
+        )
+        .filter(apps_table::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn finish_run(
+    db: &DatabaseConnection,
+    run_id: &str,
+    status: &str,
+    error: Option<&str>,
+    last_seq: i64,
+) -> Result<(), DbErr> {
+    runs::Entity::update_many()
+        .col_expr(runs::Column::Status, Expr::value(status))
+        .col_expr(runs::Column::Error, Expr::value(error.map(str::to_string)))
+        .col_expr(runs::Column::LastSeq, Expr::value(last_seq))
+        .col_expr(runs::Column::FinishedAt, Expr::value(chrono::Utc::now()))
+        .filter(runs::Column::Id.eq(run_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Path safety: every key of a tree is a clean relative path inside the root.
+
+use super::PatchError;
+
+/// Normalises a relative path and rejects anything that could escape the
+/// tree or touch git's own metadata.
+///
+/// `.` components and repeated slashes are collapsed. Rejected: empty
+/// paths, absolute paths, `..` components, NUL bytes, backslashes (a
+/// separator on Windows), a trailing slash, and any `.git` component
+/// (including the spellings Windows treats as `.git`, such as `.GIT.` or
+/// `git~1`).
+pub fn normalize_path(raw: &str) -> Result<String, PatchError> {
+    let reject = |reason: &str| PatchError::UnsafePath {
+        path: super::error::shown(raw.as_bytes()),
+        reason: reason.to_string(),
+    };
+    if raw.is_empty() {
+        return Err(reject("empty path"));
+    }
+    if raw.contains('\0') {
+        return Err(reject("contains a NUL byte"));
+    }
+    if raw.contains('\\') {
+        return Err(reject("contains a backslash"));
+    }
+    if raw.starts_with('/') {
+        return Err(reject("absolute path"));
+    }
+    if raw.ends_with('/') {
+        return Err(reject("names a directory"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in raw.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(reject("leaves the app root (`..` component)")),
+            _ if is_git_dir_name(part) => return Err(reject("inside a .git directory")),
+            _ => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return Err(reject("empty path"));
+    }
+    Ok(parts.join("/"))
+}
+
+/// True for `.git` and the names Windows filesystems resolve to it.
+pub(crate) fn is_git_dir_name(component: &str) -> bool {
+    let trimmed = component.trim_end_matches([' ', '.']);
+    trimmed.eq_ignore_ascii_case(".git") || trimmed.eq_ignore_ascii_case("git~1")
+}
+
+/// True for `.gitmodules`, which git refuses to check out as a symlink.
+pub(crate) fn is_gitmodules_name(component: &str) -> bool {
+    component
+        .trim_end_matches([' ', '.'])
+        .eq_ignore_ascii_case(".gitmodules")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(raw: &str) -> bool {
+        matches!(normalize_path(raw), Err(PatchError::UnsafePath { .. }))
+    }
+
+    #[test]
+    fn accepts_and_cleans_ordinary_paths() {
+        assert_eq!(normalize_path("src/main.rs").unwrap(), "src/main.rs");
+        assert_eq!(normalize_path("./src//x/./y.txt").unwrap(), "src/x/y.txt");
+        assert_eq!(normalize_path("lib/a/b.txt").unwrap(), "lib/a/b.txt");
+        assert_eq!(normalize_path("with space/é.txt").unwrap(), "with space/é.txt");
+        assert_eq!(normalize_path("tab\there").unwrap(), "tab\there");
+        assert_eq!(normalize_path(".gitignore").unwrap(), ".gitignore");
+        assert_eq!(normalize_path("x/.github/ci.yml").unwrap(), "x/.github/ci.yml");
+        assert_eq!(normalize_path("..foo/bar..").unwrap(), "..foo/bar..");
+    }
+
+    #[test]
+    fn rejects_traversal_absolute_and_git_metadata() {
+        for raw in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "a/../b",
+            "..",
+            ".git/config",
+            ".git",
+            "x/.git/hooks/y",
+            "X/.GIT/hooks",
+            ".git./config",
+            "git~1/config",
+            "foo\0bar",
+            "foo\\bar",
+            "..\\..\\x",
+            "",
+            ".",
+            "./",
+            "dir/",
+        ] {
+            assert!(rejected(raw), "{raw:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn git_dir_name_variants() {
+        assert!(is_git_dir_name(".git"));
+        assert!(is_git_dir_name(".Git "));
+        assert!(is_git_dir_name("GIT~1."));
+        assert!(!is_git_dir_name(".gitignore"));
+        assert!(!is_git_dir_name("git"));
+        assert!(is_gitmodules_name(".GitModules"));
+    }
+}
