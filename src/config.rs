@@ -125,7 +125,17 @@ impl Config {
 
     /// The embedded defaults plus an optional TOML string, without env vars (for tests).
     pub fn from_toml_overrides(toml: &str) -> Result<Self, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(DEFAULT_TOML)).merge(Toml::string(toml)))
+        Self::from_toml_layers(&[toml])
+    }
+
+    /// The embedded defaults plus TOML layers merged in order, without env vars (for tests).
+    pub fn from_toml_layers(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
+        Self::from_figment(figment)
     }
 
     fn figment(file: Option<&Path>, cli: &CliOverrides) -> Figment {

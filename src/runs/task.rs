@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
+    TransactionTrait,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -81,6 +84,39 @@ impl Emitter {
         let _ = self.live.sender.send(Arc::new(stored));
         Ok(())
     }
+
+    /// Logs `done` and the run's final status in one transaction, so a client that sees `done`
+    /// also sees the final status. Live subscribers get `done` even if that fails: they must
+    /// not wait forever, and start-up recovery completes the log.
+    async fn finish(
+        &mut self,
+        done: &Value,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), DbErr> {
+        self.seq += 1;
+        let stored = StoredEvent {
+            seq: self.seq,
+            event: EVENT_DONE.to_string(),
+            data: done.to_string(),
+        };
+        let mut result = Ok(());
+        for attempt in 0..3u64 {
+            result = async {
+                let txn = self.db.begin().await?;
+                event_log::append(&txn, &self.live.run_id, &stored).await?;
+                finish_run(&txn, &self.live.run_id, status, error, stored.seq).await?;
+                txn.commit().await
+            }
+            .await;
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+        }
+        let _ = self.live.sender.send(Arc::new(stored));
+        result
+    }
 }
 
 pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
@@ -127,22 +163,9 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             tracing::error!(error = %e, "could not log the run's error event");
         }
     }
-    if let Err(e) = emitter
-        .emit(EVENT_DONE, &protocol::done_payload(&spec.ctx))
-        .await
-    {
-        tracing::error!(error = %e, "could not log the run's done event; recovery will add it");
-    }
-    if let Err(e) = finish_run(
-        &deps.db,
-        &spec.ctx.run_id,
-        status,
-        error.as_deref(),
-        emitter.seq,
-    )
-    .await
-    {
-        tracing::error!(error = %e, "could not record the run's final status; recovery will fix it");
+    let done = protocol::done_payload(&spec.ctx);
+    if let Err(e) = emitter.finish(&done, status, error.as_deref()).await {
+        tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
     tracing::info!(run_id = %spec.ctx.run_id, status, events = emitter.seq, "run finished");
 }
@@ -327,7 +350,7 @@ async fn save_agent_state(
 }
 
 pub async fn finish_run(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     run_id: &str,
     status: &str,
     error: Option<&str>,

@@ -1,0 +1,295 @@
+//! Test harness: spawn the real application on 127.0.0.1:0 with a fresh database (SQLite in a
+//! temp dir, or a fresh PostgreSQL database when AGENTGATE_TEST_DATABASE_URL is set), and talk
+//! to it over HTTP like a client would.
+use std::time::Duration;
+
+use agentgate::config::Config;
+use agentgate::state::AppState;
+use agentgate::Application;
+use futures::StreamExt;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates a SQLite and a PostgreSQL variant of an async test taking a `DbKind`.
+#[macro_export]
+macro_rules! db_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::DbKind::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if $crate::helpers::postgres_url().is_some() {
+                    super::$name($crate::helpers::DbKind::Postgres).await
+                }
+            }
+        }
+    };
+}
+
+/// The admin URL for PostgreSQL tests. Under CI it must be set: a skipped suite is a failure.
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("AGENTGATE_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but AGENTGATE_TEST_DATABASE_URL is not set; the PostgreSQL suite must run"
+            )
+        }
+        _ => None,
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    pub data_dir: tempfile::TempDir,
+    pub database_url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    pg_database: Option<(String, String)>,
+}
+
+pub async fn spawn_app(kind: DbKind) -> TestApp {
+    spawn_app_with(kind, "").await
+}
+
+/// Spawns the app with extra TOML layered over the embedded defaults.
+pub async fn spawn_app_with(kind: DbKind, extra_toml: &str) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (database_url, pg_database) = match kind {
+        DbKind::Sqlite => (String::new(), None),
+        DbKind::Postgres => {
+            let admin = postgres_url().expect("postgres url");
+            let name = format!("agentgate_test_{}", uuid::Uuid::new_v4().simple());
+            let conn = Database::connect(&admin).await.expect("connect admin");
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create database");
+            conn.close().await.ok();
+            let mut url = url::Url::parse(&admin).expect("admin url");
+            url.set_path(&format!("/{name}"));
+            (url.to_string(), Some((admin, name)))
+        }
+    };
+    spawn_in(data_dir, database_url, pg_database, extra_toml).await
+}
+
+async fn spawn_in(
+    data_dir: tempfile::TempDir,
+    database_url: String,
+    pg_database: Option<(String, String)>,
+    extra_toml: &str,
+) -> TestApp {
+    let base = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = {:?}\n[database]\nurl = {:?}\n[log]\nlevel = \"warn\"\n",
+        data_dir.path().display().to_string(),
+        database_url,
+    );
+    let config = Config::from_toml_layers(&[&base, extra_toml]).expect("test config");
+    agentgate::telemetry::init(&config.log);
+    let app = Application::build(config).await.expect("build app");
+    let address = format!("http://{}", app.address());
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        state,
+        http: reqwest::Client::new(),
+        data_dir,
+        database_url,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        pg_database,
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, user: &str) -> String {
+        self.state.auth.mint_dev_token(user, false).expect("token")
+    }
+
+    pub fn privileged_token(&self, user: &str) -> String {
+        self.state.auth.mint_dev_token(user, true).expect("token")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_message(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.post_json("/message", token, body).await
+    }
+
+    /// Stops the server (graceful) and drops the PostgreSQL database.
+    pub async fn stop(mut self) {
+        self.stop_server().await;
+        if let Some((admin, name)) = self.pg_database.take() {
+            self.state.db.clone().close().await.ok();
+            if let Ok(conn) = Database::connect(&admin).await {
+                let _ = conn
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                conn.close().await.ok();
+            }
+        }
+    }
+
+    pub async fn stop_server(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+        }
+    }
+
+    /// Stops this instance and starts a new one on the same data dir and database.
+    pub async fn restart(mut self, extra_toml: &str) -> TestApp {
+        self.stop_server().await;
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("tempdir"));
+        let url = if self.database_url.is_empty() {
+            String::new()
+        } else {
+            self.database_url.clone()
+        };
+        spawn_in(data_dir, url, self.pg_database.take(), extra_toml).await
+    }
+}
+
+/// One SSE block as received, with its lines in order.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub event: String,
+    pub id: i64,
+    pub data: Value,
+}
+
+/// Reads an SSE response incrementally and checks the strict `event`, `id`, `data` line order.
+pub struct SseReader {
+    stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+    pub comments: usize,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> Self {
+        Self {
+            stream: response.bytes_stream().boxed(),
+            buffer: String::new(),
+            comments: 0,
+        }
+    }
+
+    /// The next event frame, or None at the end of the stream.
+    pub async fn next(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let lines: Vec<&str> = block.trim_end_matches('\n').split('\n').collect();
+                if lines.iter().all(|l| l.starts_with(':')) {
+                    self.comments += 1;
+                    continue;
+                }
+                assert_eq!(
+                    lines.len(),
+                    3,
+                    "event block must be exactly event/id/data: {block:?}"
+                );
+                let event = lines[0].strip_prefix("event: ").expect("event line first");
+                let id = lines[1].strip_prefix("id: ").expect("id line second");
+                let data = lines[2].strip_prefix("data: ").expect("data line third");
+                return Some(Frame {
+                    event: event.to_string(),
+                    id: id.parse().expect("numeric id"),
+                    data: serde_json::from_str(data).expect("data is JSON"),
+                });
+            }
+            match tokio::time::timeout(Duration::from_secs(30), self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(Some(Err(_))) | Ok(None) => return None,
+                Err(_) => panic!("SSE stream stalled for 30 s; buffer: {:?}", self.buffer),
+            }
+        }
+    }
+
+    /// Every remaining frame until the stream closes.
+    pub async fn collect(mut self) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.next().await {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// Checks the run invariants: ids 1..n without gaps, `done` exactly once and last.
+pub fn assert_complete_run(frames: &[Frame]) {
+    assert!(!frames.is_empty(), "no frames");
+    for (i, frame) in frames.iter().enumerate() {
+        assert_eq!(
+            frame.id,
+            i as i64 + 1,
+            "ids must be 1..n in order: {frames:#?}"
+        );
+    }
+    let dones = frames.iter().filter(|f| f.event == "done").count();
+    assert_eq!(dones, 1, "exactly one done: {frames:#?}");
+    assert_eq!(frames.last().map(|f| f.event.as_str()), Some("done"));
+}
+
+pub fn kinds(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| match f.event.as_str() {
+            "message" => f.data["message"]["kind"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+pub async fn run_status(app: &TestApp, run_id: &str) -> String {
+    use sea_orm::EntityTrait;
+    entity::runs::Entity::find_by_id(run_id.to_string())
+        .one(&app.state.db)
+        .await
+        .expect("query")
+        .expect("run exists")
+        .status
+}

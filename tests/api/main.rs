@@ -1,0 +1,11 @@
+//! Black-box API tests over real HTTP. Each test runs on SQLite and, when
+//! AGENTGATE_TEST_DATABASE_URL is set, on a fresh PostgreSQL database.
+mod helpers;
+
+mod fake_agent;
+
+mod apps;
+mod auth;
+mod limits;
+mod relay;
+mod resume;

@@ -1,0 +1,499 @@
+//! POST /message against a scripted agent: the happy path, the protocol quirks real agents
+//! produce, and every upstream failure mode.
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::fake_agent::{event, keep_alive, with, FakeAgent, Script, Step};
+use crate::helpers::{
+    assert_complete_run, kinds, run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+};
+
+async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config(agent_keys)).await;
+    (app, agent)
+}
+
+async fn run_message(
+    app: &TestApp,
+    token: &str,
+    body: Value,
+) -> (reqwest::header::HeaderMap, Vec<Frame>) {
+    let response = app.post_message(token, &body).await;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    let headers = response.headers().clone();
+    (headers, SseReader::new(response).collect().await)
+}
+
+fn final_review(diff: &str) -> Value {
+    let e = with(
+        event("idle", "ReviewResult", Some("Done!")),
+        "unifiedDiff",
+        json!(diff),
+    );
+    let e = with(e, "agentState", json!({"step": 2}));
+    with(e, "app_name", json!("todo-app"))
+}
+
+async fn relays_agent_events_and_persists_history(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    agent.push(Script::events(&[
+        event("running", "WipUpdate", Some("Planning")),
+        keep_alive(),
+        with(
+            event("running", "StageResult", Some("Stage one")),
+            "agentState",
+            json!({"step": 1}),
+        ),
+        with(
+            event("running", "SomeFutureKind", Some("new")),
+            "extraField",
+            json!(7),
+        ),
+        final_review("diff --git a/x b/x\n"),
+    ]));
+    let token = app.token("alice");
+    let (headers, frames) = run_message(
+        &app,
+        &token,
+        json!({"message": "build a todo app", "templateId": "template_diff"}),
+    )
+    .await;
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+    assert_eq!(headers["x-dailylimit-usage"], "1");
+    let run_id = headers["x-run-id"].to_str().expect("run id").to_string();
+    assert_complete_run(&frames);
+    assert_eq!(
+        kinds(&frames),
+        vec![
+            "WipUpdate",
+            "StageResult",
+            "SomeFutureKind",
+            "ReviewResult",
+            "done"
+        ]
+    );
+    for frame in &frames {
+        assert_eq!(frame.data["runId"], run_id.as_str());
+        assert!(frame.data["appId"].is_string());
+        assert!(
+            frame.data["message"].get("agentState").is_none(),
+            "agentState never reaches clients"
+        );
+        assert!(
+            frame.data["message"].get("unifiedDiff").is_none(),
+            "raw diffs never reach clients"
+        );
+    }
+    assert_eq!(frames[0].data["techStack"], "template_diff");
+    assert_eq!(
+        frames[2].data["message"]["extraField"], 7,
+        "unknown fields pass through"
+    );
+    assert_eq!(frames[3].data["message"]["app_name"], "todo-app");
+    assert_eq!(run_status(&app, &run_id).await, "succeeded");
+
+    // The agent got the bearer secret, identity encoding and the request shape.
+    let request = &agent.requests()[0];
+    assert_eq!(request.headers["authorization"], "Bearer agent-secret");
+    assert_eq!(request.headers["accept-encoding"], "identity");
+    assert_eq!(
+        request.body["allMessages"],
+        json!([{"role": "user", "content": "build a todo app"}])
+    );
+    assert_eq!(request.body["templateId"], "template_diff");
+    assert!(request.body.get("agentState").is_none());
+
+    // Follow-up: history in order, latest agent state sent back, same app.
+    let app_id = frames[0].data["appId"]
+        .as_str()
+        .expect("app id")
+        .to_string();
+    agent.push(Script::events(&[event(
+        "idle",
+        "ReviewResult",
+        Some("Added"),
+    )]));
+    let (_, frames) = run_message(
+        &app,
+        &token,
+        json!({"message": "add a dark mode", "applicationId": app_id}),
+    )
+    .await;
+    assert_complete_run(&frames);
+    let request = &agent.requests()[1];
+    assert_eq!(request.body["agentState"], json!({"step": 2}));
+    let roles: Vec<(&str, &str)> = request.body["allMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or(""),
+                m["content"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(roles.first(), Some(&("user", "build a todo app")));
+    assert_eq!(roles.last(), Some(&("user", "add a dark mode")));
+    assert!(roles.contains(&("assistant", "Done!")));
+
+    let history: Value = app
+        .get(&format!("/apps/{app_id}/history"), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let entries: Vec<(String, String)> = history
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|m| {
+            (
+                m["role"].as_str().unwrap_or("").to_string(),
+                m["content"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        entries.first().map(|e| e.1.as_str()),
+        Some("build a todo app")
+    );
+    assert_eq!(entries.last().map(|e| e.1.as_str()), Some("Added"));
+    assert!(
+        !entries.iter().any(|e| e.1 == "Planning"),
+        "progress updates are not conversation"
+    );
+    let listed: Value = app
+        .get(&format!("/apps/{app_id}"), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(listed.get("agentState").is_none());
+    app.stop().await;
+}
+db_test!(relays_agent_events_and_persists_history);
+
+async fn replays_the_captured_fixtures(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    let counter = std::fs::read("../shared/fixtures/agent/template_diff_counter.sse")
+        .or_else(|_| {
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../shared/fixtures/agent/template_diff_counter.sse"
+            ))
+        })
+        .expect("fixture");
+    // 7-byte chunks split lines, JSON and multi-byte characters at arbitrary points.
+    agent.push_raw(Script::raw_chunks(&counter, 7));
+    let (headers, frames) =
+        run_message(&app, &token, json!({"message": "make a counter app"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(kinds(&frames), vec!["StageResult", "ReviewResult", "done"]);
+    assert_eq!(
+        frames[0].data["message"]["messages"],
+        json!([]),
+        "null messages become []"
+    );
+    let run_id = headers["x-run-id"].to_str().expect("id");
+    assert_eq!(run_status(&app, run_id).await, "succeeded");
+
+    let runtime_error = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/agent/runtime_error.sse"
+    ))
+    .expect("fixture");
+    agent.push_raw(Script::raw_chunks(&runtime_error, 64));
+    let (headers, frames) = run_message(&app, &token, json!({"message": "make a trpc app"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(kinds(&frames), vec!["RuntimeError", "done"]);
+    assert!(frames[0].data["message"]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("GEMINI_API_KEY"));
+    assert_eq!(
+        run_status(&app, headers["x-run-id"].to_str().expect("id")).await,
+        "failed"
+    );
+    app.stop().await;
+}
+db_test!(replays_the_captured_fixtures);
+
+async fn protocol_quirks_are_tolerated(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    // CRLF framing, comments, legacy `content`, a double idle error, then more junk never read.
+    let legacy = json!({"status": "running", "traceId": "t", "message": {"role": "assistant", "kind": "StageResult", "content": "[{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"legacy text\"}]}]"}});
+    let first_error = with(
+        event(
+            "idle",
+            "RuntimeError",
+            Some("Error processing request: 'role'"),
+        ),
+        "unifiedDiff",
+        json!(null),
+    );
+    let second_error = with(
+        event("idle", "RuntimeError", Some("second")),
+        "unifiedDiff",
+        json!(""),
+    );
+    agent.push(Script::steps(vec![
+        Step::Send(": a comment\r\n\r\n".into()),
+        Step::Send(format!("data: {legacy}\r\n\r\n")),
+        Step::Send(format!("data: {first_error}\n\n")),
+        Step::Send(format!("data: {second_error}\n\n")),
+    ]));
+    let (_, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(
+        kinds(&frames),
+        vec!["StageResult", "RuntimeError", "done"],
+        "the run ends at the first idle event"
+    );
+    assert_eq!(
+        frames[0].data["message"]["messages"][0]["content"],
+        "legacy text"
+    );
+
+    // RefinementRequest is idle but not final: the run keeps reading until the agent closes.
+    agent.push(Script::events(&[with(
+        event("idle", "RefinementRequest", Some("What should it do?")),
+        "agentState",
+        json!({"q": 1}),
+    )]));
+    let (headers, frames) = run_message(&app, &token, json!({"message": "hi"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(kinds(&frames), vec!["RefinementRequest", "done"]);
+    assert_eq!(
+        run_status(&app, headers["x-run-id"].to_str().expect("id")).await,
+        "succeeded"
+    );
+    app.stop().await;
+}
+db_test!(protocol_quirks_are_tolerated);
+
+/// Runs one scripted failure and returns the frames and the run's final status.
+async fn failing_run(app: &TestApp, token: &str) -> (Vec<Frame>, String) {
+    let response = app
+        .post_message(token, &json!({"message": "build something"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let run_id = response.headers()["x-run-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
+    let frames = SseReader::new(response).collect().await;
+    assert_complete_run(&frames);
+    let status = run_status(app, &run_id).await;
+    (frames, status)
+}
+
+fn error_code(frames: &[Frame]) -> String {
+    let error = frames
+        .iter()
+        .find(|f| f.event == "error")
+        .expect("an error event");
+    assert_eq!(error.data["status"], "idle");
+    assert_eq!(error.data["message"]["kind"], "RuntimeError");
+    assert!(error.data["error"].as_str().is_some_and(|e| !e.is_empty()));
+    error.data["code"].as_str().expect("code").to_string()
+}
+
+async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
+    let (app, agent) = setup(kind, "idle_timeout_secs = 1\nturn_deadline_secs = 3\nmax_event_bytes = 4096\nconnect_retries = 0\n").await;
+    let token = app.token("alice");
+
+    let long_body = format!("Internal Server Error {}", "x".repeat(10_000));
+    agent.push(Script::status(500, &long_body));
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_http_error");
+    let text = frames[0].data["error"].as_str().unwrap_or("");
+    assert!(
+        text.contains("500") && text.contains("Internal Server Error"),
+        "{text}"
+    );
+    assert!(
+        text.len() < 1000,
+        "only an excerpt of the body: {} bytes",
+        text.len()
+    );
+    assert_eq!(status, "failed");
+
+    agent.push(Script::steps(vec![Step::Send(
+        "data: {not json\n\n".into(),
+    )]));
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_invalid_event");
+
+    let huge = with(
+        event("running", "WipUpdate", Some(&"y".repeat(10_000))),
+        "agentState",
+        json!(null),
+    );
+    agent.push(Script::events(&[huge]));
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_event_too_large");
+
+    agent.push(Script::steps(vec![
+        Step::Send(crate::fake_agent::data_line(&event(
+            "running",
+            "WipUpdate",
+            Some("working"),
+        ))),
+        Step::Pause(Duration::from_secs(5)),
+    ]));
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(kinds(&frames), vec!["WipUpdate", "error", "done"]);
+    assert_eq!(error_code(&frames), "upstream_idle_timeout");
+    assert_eq!(status, "failed");
+
+    // Only KeepAlives, forever: the turn deadline ends it.
+    let mut steps = Vec::new();
+    for _ in 0..40 {
+        steps.push(Step::Send(crate::fake_agent::data_line(&keep_alive())));
+        steps.push(Step::Pause(Duration::from_millis(200)));
+    }
+    agent.push(Script::steps(steps));
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(kinds(&frames), vec!["error", "done"]);
+    assert_eq!(error_code(&frames), "upstream_deadline_exceeded");
+
+    agent.push(Script::events(&[event(
+        "running",
+        "WipUpdate",
+        Some("then EOF"),
+    )]));
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_incomplete_stream");
+
+    agent.push(Script::steps(vec![
+        Step::Send(crate::fake_agent::data_line(&event(
+            "running",
+            "WipUpdate",
+            Some("then reset"),
+        ))),
+        Step::Cut,
+    ]));
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_connection_reset");
+    app.stop().await;
+}
+db_test!(upstream_failures_end_with_error_and_done);
+
+async fn connect_failure_is_retried_then_reported(kind: DbKind) {
+    // A port that was just free: nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let app = spawn_app_with(
+        kind,
+        &format!("[agent]\nurl = {url:?}\nconnect_retries = 2\n"),
+    )
+    .await;
+    let token = app.token("alice");
+    let started = std::time::Instant::now();
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(error_code(&frames), "upstream_connect_failed");
+    assert_eq!(status, "failed");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "two retries with backoff happened"
+    );
+    app.stop().await;
+}
+db_test!(connect_failure_is_retried_then_reported);
+
+async fn request_checks_happen_before_the_stream(kind: DbKind) {
+    let (app, _agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    let cases = [
+        (json!({"message": ""}), 400, "empty_message"),
+        (json!({"message": "   "}), 400, "empty_message"),
+        (
+            json!({"message": "x".repeat(70_000)}),
+            400,
+            "message_too_large",
+        ),
+        (json!({"nope": 1}), 400, "invalid_body"),
+        (
+            json!({"message": "hi", "applicationId": "not-a-uuid"}),
+            400,
+            "invalid_id",
+        ),
+        (
+            json!({"message": "hi", "applicationId": uuid::Uuid::new_v4().to_string()}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let response = app.post_message(&token, &body).await;
+        assert_eq!(response.status(), status, "{body}");
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/json"));
+        assert_eq!(response.json::<Value>().await.expect("json")["code"], code);
+    }
+    let response = app
+        .http
+        .post(app.url("/message"))
+        .bearer_auth(&token)
+        .body("not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 400);
+
+    // A foreign app is a 404 and costs nothing.
+    let bobs = agentgate::apps::create(&app.state.db, "bob", "bob's", None)
+        .await
+        .expect("create");
+    let response = app
+        .post_message(&token, &json!({"message": "hi", "applicationId": bobs.id}))
+        .await;
+    assert_eq!(response.status(), 404);
+    let usage: Value = app
+        .get("/message-limit", &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        usage["currentUsage"], 0,
+        "rejected requests do not use the daily limit"
+    );
+    app.stop().await;
+}
+db_test!(request_checks_happen_before_the_stream);
+
+async fn daily_limit_is_enforced_on_message(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(
+        kind,
+        &format!("{}[limits]\ndaily_messages = 1\n", agent.config("")),
+    )
+    .await;
+    let token = app.token("alice");
+    agent.push(Script::events(&[event("idle", "ReviewResult", Some("ok"))]));
+    let (_, frames) = run_message(&app, &token, json!({"message": "build a todo app"})).await;
+    assert_complete_run(&frames);
+    let response = app.post_message(&token, &json!({"message": "again"})).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["x-dailylimit-remaining"], "0");
+    assert_eq!(response.headers()["x-dailylimit-limit"], "1");
+    assert_eq!(
+        response.json::<Value>().await.expect("json")["code"],
+        "daily_limit_reached"
+    );
+    app.stop().await;
+}
+db_test!(daily_limit_is_enforced_on_message);

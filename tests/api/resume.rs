@@ -1,0 +1,387 @@
+//! Durable runs: disconnect and resume, several subscribers, idempotent retries, one active run
+//! per app, cancel, slow subscribers, and shutdown interrupting runs.
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
+use crate::helpers::{
+    assert_complete_run, kinds, run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+};
+
+fn paced_script(n: usize, pause_ms: u64) -> Script {
+    let mut steps = Vec::new();
+    for i in 0..n {
+        steps.push(Step::Send(data_line(&event(
+            "running",
+            "WipUpdate",
+            Some(&format!("step {i}")),
+        ))));
+        steps.push(Step::Pause(Duration::from_millis(pause_ms)));
+    }
+    steps.push(Step::Send(data_line(&event(
+        "idle",
+        "ReviewResult",
+        Some("finished"),
+    ))));
+    Script::steps(steps)
+}
+
+async fn events(
+    app: &TestApp,
+    token: &str,
+    run_id: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .get(app.url(&format!("/runs/{run_id}/events")))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id);
+    }
+    request.send().await.expect("events")
+}
+
+fn run_id_of(response: &reqwest::Response) -> String {
+    response.headers()["x-run-id"]
+        .to_str()
+        .expect("run id")
+        .to_string()
+}
+
+async fn disconnect_does_not_cancel_and_resume_is_exact(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(paced_script(10, 100));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let mut reader = SseReader::new(response);
+    let mut seen: Vec<Frame> = Vec::new();
+    for _ in 0..3 {
+        seen.push(reader.next().await.expect("frame"));
+    }
+    drop(reader); // the browser goes away mid-run
+
+    let response = events(&app, &token, &run_id, Some("3")).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let rest = SseReader::new(response).collect().await;
+    seen.extend(rest);
+    assert_complete_run(&seen);
+    assert_eq!(
+        seen.len(),
+        12,
+        "10 updates, the review, done: {:?}",
+        kinds(&seen)
+    );
+    assert_eq!(
+        run_status(&app, &run_id).await,
+        "succeeded",
+        "the run finished without a client"
+    );
+
+    // A full replay after the fact equals what the two connections saw together.
+    let replay = SseReader::new(events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(
+        replay
+            .iter()
+            .map(|f| (f.id, f.data.clone()))
+            .collect::<Vec<_>>(),
+        seen.iter()
+            .map(|f| (f.id, f.data.clone()))
+            .collect::<Vec<_>>()
+    );
+    let tail = SseReader::new(
+        app.get(&format!("/runs/{run_id}/events?lastEventId=10"), &token)
+            .await,
+    )
+    .collect()
+    .await;
+    assert_eq!(tail.iter().map(|f| f.id).collect::<Vec<_>>(), vec![11, 12]);
+
+    let bad = events(&app, &token, &run_id, Some("abc")).await;
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.expect("json")["code"],
+        "invalid_last_event_id"
+    );
+    assert_eq!(
+        events(&app, &app.token("bob"), &run_id, None)
+            .await
+            .status(),
+        404,
+        "foreign run"
+    );
+    assert_eq!(events(&app, &token, "nope", None).await.status(), 400);
+    app.stop().await;
+}
+db_test!(disconnect_does_not_cancel_and_resume_is_exact);
+
+async fn two_subscribers_see_the_same_run(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(paced_script(8, 50));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let second = events(&app, &token, &run_id, None).await;
+    let (a, b) = tokio::join!(
+        SseReader::new(response).collect(),
+        SseReader::new(second).collect()
+    );
+    assert_complete_run(&a);
+    assert_complete_run(&b);
+    assert_eq!(
+        a.iter().map(|f| f.data.clone()).collect::<Vec<_>>(),
+        b.iter().map(|f| f.data.clone()).collect::<Vec<_>>()
+    );
+    app.stop().await;
+}
+db_test!(two_subscribers_see_the_same_run);
+
+async fn slow_subscriber_catches_up_from_the_log(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(
+        kind,
+        &format!("{}[runs]\nlive_buffer = 16\n", agent.config("")),
+    )
+    .await;
+    let token = app.token("alice");
+    let big = "z".repeat(4000);
+    let mut events_ = Vec::new();
+    for _ in 0..300 {
+        events_.push(event("running", "WipUpdate", Some(&big)));
+    }
+    events_.push(event("idle", "ReviewResult", Some("done")));
+    agent.push(Script::events(&events_));
+    let response = app
+        .post_message(&token, &json!({"message": "build a big app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let mut reader = SseReader::new(response);
+    let first = reader.next().await.expect("first");
+    // Fall far behind the 16-event buffer while the agent streams 1.2 MB.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut frames = vec![first];
+    frames.extend(reader.collect().await);
+    assert_complete_run(&frames);
+    assert_eq!(frames.len(), 302);
+    assert_eq!(run_status(&app, &run_id).await, "succeeded");
+    app.stop().await;
+}
+db_test!(slow_subscriber_catches_up_from_the_log);
+
+async fn idempotent_retry_attaches_to_the_same_run(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(paced_script(3, 50));
+    let post = || {
+        app.http
+            .post(app.url("/message"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "key-123")
+            .json(&json!({"message": "build a todo app"}))
+            .send()
+    };
+    let first = post().await.expect("post");
+    let run_id = run_id_of(&first);
+    let second = post().await.expect("post");
+    assert_eq!(second.status(), 200);
+    assert_eq!(
+        run_id_of(&second),
+        run_id,
+        "the retry attaches to the same run"
+    );
+    let (a, b) = tokio::join!(
+        SseReader::new(first).collect(),
+        SseReader::new(second).collect()
+    );
+    assert_complete_run(&a);
+    assert_complete_run(&b);
+    let third = post().await.expect("post");
+    assert_eq!(run_id_of(&third), run_id, "after the run ended too");
+    assert_complete_run(&SseReader::new(third).collect().await);
+    assert_eq!(agent.requests().len(), 1, "the agent was called once");
+    let usage: Value = app
+        .get("/message-limit", &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        usage["currentUsage"], 1,
+        "retries do not use the daily limit"
+    );
+    // The same key from another user is a different run.
+    agent.push(paced_script(0, 0));
+    let other = app
+        .http
+        .post(app.url("/message"))
+        .bearer_auth(app.token("bob"))
+        .header("Idempotency-Key", "key-123")
+        .json(&json!({"message": "x y"}))
+        .send()
+        .await
+        .expect("post");
+    assert_ne!(run_id_of(&other), run_id);
+    SseReader::new(other).collect().await;
+    app.stop().await;
+}
+db_test!(idempotent_retry_attaches_to_the_same_run);
+
+async fn one_active_run_per_app_and_cancel(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(paced_script(100, 100));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let app_id = response.headers()["x-app-id"]
+        .to_str()
+        .expect("app id")
+        .to_string();
+    let mut reader = SseReader::new(response);
+    reader.next().await.expect("first frame");
+
+    let conflict = app
+        .post_message(&token, &json!({"message": "more", "applicationId": app_id}))
+        .await;
+    assert_eq!(conflict.status(), 409);
+    let body: Value = conflict.json().await.expect("json");
+    assert_eq!(body["code"], "run_active");
+    assert_eq!(body["runId"], run_id.as_str());
+    let usage: Value = app
+        .get("/message-limit", &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        usage["currentUsage"], 1,
+        "a 409 does not use the daily limit"
+    );
+
+    let cancel = |token: String| {
+        app.http
+            .post(app.url(&format!("/runs/{run_id}/cancel")))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        cancel(app.token("bob")).await.expect("cancel").status(),
+        404,
+        "only the owner cancels"
+    );
+    let response = cancel(token.clone()).await.expect("cancel");
+    assert_eq!(response.status(), 202);
+    let mut frames = vec![];
+    while let Some(frame) = reader.next().await {
+        frames.push(frame);
+    }
+    let tail = kinds(&frames);
+    assert_eq!(
+        &tail[tail.len() - 2..],
+        &["error".to_string(), "done".to_string()]
+    );
+    let error = frames.iter().find(|f| f.event == "error").expect("error");
+    assert_eq!(error.data["code"], "run_cancelled");
+    assert_eq!(run_status(&app, &run_id).await, "cancelled");
+    let again = cancel(token.clone()).await.expect("cancel");
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        again.json::<Value>().await.expect("json")["code"],
+        "run_not_active"
+    );
+
+    // The app is free again.
+    agent.push(paced_script(0, 0));
+    let next = app
+        .post_message(&token, &json!({"message": "more", "applicationId": app_id}))
+        .await;
+    assert_eq!(next.status(), 200);
+    assert_complete_run(&SseReader::new(next).collect().await);
+    app.stop().await;
+}
+db_test!(one_active_run_per_app_and_cancel);
+
+async fn concurrent_posts_for_one_app_start_one_run(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let existing = agentgate::apps::create(&app.state.db, "alice", "mine", None)
+        .await
+        .expect("create");
+    for _ in 0..5 {
+        agent.push(paced_script(5, 100));
+    }
+    let body = json!({"message": "go go", "applicationId": existing.id});
+    let posts = (0..5).map(|_| app.post_message(&token, &body));
+    let responses = futures::future::join_all(posts).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        4,
+        "{statuses:?}"
+    );
+    for response in responses.into_iter().filter(|r| r.status() == 200) {
+        assert_complete_run(&SseReader::new(response).collect().await);
+    }
+    app.stop().await;
+}
+db_test!(concurrent_posts_for_one_app_start_one_run);
+
+async fn shutdown_interrupts_runs_after_the_grace_period(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(
+        kind,
+        &format!("{}[runs]\nshutdown_grace_secs = 1\n", agent.config("")),
+    )
+    .await;
+    let token = app.token("alice");
+    agent.push(paced_script(1000, 100));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let mut reader = SseReader::new(response);
+    reader.next().await.expect("first frame");
+    let restarted = app.restart(&agent.config("")).await;
+    let mut frames = Vec::new();
+    while let Some(frame) = reader.next().await {
+        frames.push(frame);
+    }
+    let tail = kinds(&frames);
+    assert_eq!(
+        &tail[tail.len() - 2..],
+        &["error".to_string(), "done".to_string()],
+        "{tail:?}"
+    );
+    assert_eq!(run_status(&restarted, &run_id).await, "interrupted");
+    let replay = SseReader::new(events(&restarted, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_complete_run(&replay);
+    assert_eq!(
+        replay.iter().rev().nth(1).map(|f| f.data["code"].clone()),
+        Some(json!("run_interrupted"))
+    );
+    restarted.stop().await;
+}
+db_test!(shutdown_interrupts_runs_after_the_grace_period);
