@@ -172,11 +172,10 @@ impl Config {
             ));
         }
         let db = self.database.url.expose_secret();
-        if !db.is_empty()
-            && !(db.starts_with("sqlite:")
-                || db.starts_with("postgres://")
-                || db.starts_with("postgresql://"))
-        {
+        let known_scheme = ["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| db.starts_with(scheme));
+        if !db.is_empty() && !known_scheme {
             return Err(ConfigError(
                 "database.url must start with sqlite:, postgres:// or postgresql://".into(),
             ));

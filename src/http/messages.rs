@@ -133,7 +133,7 @@ async fn start(
             let app = apps::find_owned(&state.db, &user.id, id)
                 .await?
                 .ok_or_else(|| ApiError::not_found("application"))?;
-            RunTarget::Existing(app)
+            RunTarget::Existing(Box::new(app))
         }
         None => RunTarget::New {
             name: app_name_from(&body.message),

@@ -38,7 +38,7 @@ pub fn is_noop_diff(diff: &str) -> bool {
 
 /// The app a new run works on.
 pub enum RunTarget {
-    Existing(entity::apps::Model),
+    Existing(Box<entity::apps::Model>),
     New { name: String },
 }
 
@@ -97,7 +97,7 @@ impl RunManager {
         let trace_id = request.trace_id.clone().unwrap_or_else(|| run_id.clone());
         let txn = db.begin().await?;
         let app = match request.target {
-            RunTarget::Existing(app) => app,
+            RunTarget::Existing(app) => *app,
             RunTarget::New { name } => {
                 apps::create(&txn, &request.owner_id, &name, request.template_id.clone()).await?
             }

@@ -68,7 +68,14 @@ pub async fn spawn_app(kind: DbKind) -> TestApp {
 /// Spawns the app with extra TOML layered over the embedded defaults.
 pub async fn spawn_app_with(kind: DbKind, extra_toml: &str) -> TestApp {
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let (database_url, pg_database) = match kind {
+    let (database_url, pg_database) = fresh_database(kind).await;
+    spawn_in(data_dir, database_url, pg_database, extra_toml).await
+}
+
+/// An empty database: "" (SQLite under the data dir) or a new PostgreSQL database, with the
+/// (admin url, name) needed to drop it.
+pub async fn fresh_database(kind: DbKind) -> (String, Option<(String, String)>) {
+    match kind {
         DbKind::Sqlite => (String::new(), None),
         DbKind::Postgres => {
             let admin = postgres_url().expect("postgres url");
@@ -82,8 +89,18 @@ pub async fn spawn_app_with(kind: DbKind, extra_toml: &str) -> TestApp {
             url.set_path(&format!("/{name}"));
             (url.to_string(), Some((admin, name)))
         }
-    };
-    spawn_in(data_dir, database_url, pg_database, extra_toml).await
+    }
+}
+
+pub async fn drop_database(pg_database: Option<(String, String)>) {
+    if let Some((admin, name)) = pg_database {
+        if let Ok(conn) = Database::connect(&admin).await {
+            let _ = conn
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
+            conn.close().await.ok();
+        }
+    }
 }
 
 async fn spawn_in(
@@ -157,14 +174,9 @@ impl TestApp {
     /// Stops the server (graceful) and drops the PostgreSQL database.
     pub async fn stop(mut self) {
         self.stop_server().await;
-        if let Some((admin, name)) = self.pg_database.take() {
+        if self.pg_database.is_some() {
             self.state.db.clone().close().await.ok();
-            if let Ok(conn) = Database::connect(&admin).await {
-                let _ = conn
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-                conn.close().await.ok();
-            }
+            drop_database(self.pg_database.take()).await;
         }
     }
 

@@ -7,5 +7,6 @@ mod fake_agent;
 mod apps;
 mod auth;
 mod limits;
+mod process;
 mod relay;
 mod resume;

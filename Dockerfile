@@ -1,0 +1,20 @@
+# Multi-stage build: compile in the Rust image, run in a slim Debian with git and CA roots.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin agentgate
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates git \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --home /var/lib/agentgate --create-home agentgate
+COPY --from=build /src/target/release/agentgate /usr/local/bin/agentgate
+USER agentgate
+WORKDIR /var/lib/agentgate
+ENV AGENTGATE__SERVER__BIND=0.0.0.0:4444 \
+    AGENTGATE__SERVER__DATA_DIR=/var/lib/agentgate \
+    AGENTGATE__LOG__FORMAT=json
+EXPOSE 4444
+ENTRYPOINT ["agentgate"]
+CMD ["serve"]
