@@ -19,7 +19,32 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub agent: AgentConfig,
     pub runs: RunsConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    Local,
+    S3,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    pub kind: StorageKind,
+    pub local_dir: PathBuf,
+    pub presign_ttl_secs: u64,
+    pub retry_interval_secs: u64,
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub path_style: bool,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub prefix: String,
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,12 +205,39 @@ impl Config {
                 "database.url must start with sqlite:, postgres:// or postgresql://".into(),
             ));
         }
+        if self.storage.kind == StorageKind::S3 {
+            for (key, value) in [
+                ("storage.bucket", self.storage.bucket.as_str()),
+                ("storage.access_key_id", self.storage.access_key_id.as_str()),
+                (
+                    "storage.secret_access_key",
+                    self.storage.secret_access_key.expose_secret(),
+                ),
+            ] {
+                if value.is_empty() {
+                    return Err(ConfigError(format!(
+                        "{key} is required when storage.kind = \"s3\""
+                    )));
+                }
+            }
+            if !self.storage.endpoint.is_empty() {
+                check_url("storage.endpoint", &self.storage.endpoint)?;
+            }
+        }
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(
                 "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
             ));
         }
         Ok(())
+    }
+
+    pub fn storage_dir(&self) -> PathBuf {
+        if self.storage.local_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("objects")
+        } else {
+            self.storage.local_dir.clone()
+        }
     }
 
     pub fn database_url(&self) -> String {

@@ -6,18 +6,15 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod files;
 pub mod http;
 pub mod limits;
 pub mod runs;
 pub mod secrets;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
+pub mod workspace;
 
 pub use startup::Application;
-
-/// The built-in demo agent's router, mounted at `/demo-agent`.
-pub fn demo_agent_router(bearer_token: Option<String>) -> axum::Router {
-    let _ = bearer_token;
-    axum::Router::new()
-}

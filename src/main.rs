@@ -113,10 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&config.log);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             println!("demo agent listening on http://{}", listener.local_addr()?);
-            let router = agentgate::demo_agent_router(token);
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            agentgate::agent::demo::serve(listener, token, shutdown_signal()).await?;
             Ok(())
         }
     }

@@ -10,7 +10,12 @@ pub fn hs256_secret(configured: &SecretString, data_dir: &Path) -> anyhow::Resul
     if !configured.expose_secret().is_empty() {
         return Ok(configured.clone());
     }
-    let path = data_dir.join("hs256.secret");
+    load_or_create(data_dir, "hs256.secret")
+}
+
+/// A random secret kept in `<data_dir>/<name>` (mode 0600), created on first use.
+pub fn load_or_create(data_dir: &Path, name: &str) -> anyhow::Result<SecretString> {
+    let path = data_dir.join(name);
     if let Ok(existing) = std::fs::read_to_string(&path) {
         let existing = existing.trim();
         if existing.len() >= 32 {

@@ -13,10 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{AgentClient, AgentClientConfig};
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::config::StorageKind;
+use crate::files::{BlobCache, FileVersions, WorkspaceSink};
 use crate::limits::Limiter;
-use crate::runs::sink::{DiffSink, RecordingSink};
+use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager};
 use crate::state::AppState;
+use crate::storage::{LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
 use crate::{db, http, secrets};
 
 pub struct Application {
@@ -24,6 +27,56 @@ pub struct Application {
     router: Router,
     state: AppState,
     address: SocketAddr,
+    /// Stops background loops (upload retries) at shutdown.
+    background: CancellationToken,
+}
+
+/// The object store the config names, the local blob cache, and the version service over both.
+fn build_files(
+    config: &Config,
+    db: &sea_orm::DatabaseConnection,
+    public_url: String,
+) -> anyhow::Result<(FileVersions, Option<Arc<LocalStore>>)> {
+    let (store, local): (SharedStore, Option<Arc<LocalStore>>) = match config.storage.kind {
+        StorageKind::Local => {
+            let secret = secrets::load_or_create(&config.server.data_dir, "url-signing.secret")?;
+            let signer = UrlSigner::new(secret.expose_secret().as_bytes());
+            let local = Arc::new(LocalStore::new(config.storage_dir(), public_url, signer)?);
+            (local.clone(), Some(local))
+        }
+        StorageKind::S3 => {
+            let s = &config.storage;
+            let store = S3Store::new(&S3Settings {
+                bucket: s.bucket.clone(),
+                region: s.region.clone(),
+                endpoint: s.endpoint.clone(),
+                path_style: s.path_style,
+                access_key_id: s.access_key_id.clone(),
+                secret_access_key: s.secret_access_key.expose_secret().to_string(),
+                prefix: s.prefix.clone(),
+                max_attempts: s.max_attempts,
+            });
+            (Arc::new(store), None)
+        }
+    };
+    let cache = BlobCache::new(config.server.data_dir.join("blob-cache"))?;
+    Ok((FileVersions::new(db.clone(), store, cache), local))
+}
+
+/// Uploads versions that could not be stored during their run, until `stop` is cancelled.
+fn spawn_upload_retries(files: FileVersions, every: Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    files.upload_pending(50).await;
+                }
+            }
+        }
+    });
 }
 
 impl Application {
@@ -58,7 +111,13 @@ impl Application {
             idle_timeout: Duration::from_secs(config.agent.idle_timeout_secs),
             max_event_bytes: config.agent.max_event_bytes,
         })?;
-        let sink: Arc<dyn DiffSink> = Arc::new(RecordingSink::default());
+        let public_url = if config.server.public_url.is_empty() {
+            format!("http://{address}")
+        } else {
+            config.server.public_url.clone()
+        };
+        let (files, local_store) = build_files(&config, &db, public_url)?;
+        let sink: Arc<dyn DiffSink> = Arc::new(WorkspaceSink::new(files.clone(), Vec::new()));
         let runs = RunManager::new(
             RunDeps {
                 db: db.clone(),
@@ -83,15 +142,23 @@ impl Application {
             auth,
             limiter,
             runs,
+            files: files.clone(),
+            local_store,
             started_at: Instant::now(),
         };
+        let background = CancellationToken::new();
+        spawn_upload_retries(
+            files,
+            Duration::from_secs(config.storage.retry_interval_secs.max(1)),
+            background.clone(),
+        );
         let mut extra = Router::new();
         if config.server.demo_agent {
             let demo_secret = demo_token.or_else(|| {
                 let s = config.agent.secret.expose_secret();
                 (!s.is_empty()).then(|| s.to_string())
             });
-            extra = extra.nest_service("/demo-agent", crate::demo_agent_router(demo_secret));
+            extra = extra.nest_service("/demo-agent", crate::agent::demo::router(demo_secret));
         }
         let router = http::router(state.clone(), extra);
         tracing::info!(%address, "agentgate bound");
@@ -100,6 +167,7 @@ impl Application {
             router,
             state,
             address,
+            background,
         })
     }
 
@@ -133,6 +201,7 @@ impl Application {
             _ = stopping.cancelled() => {}
         }
         tracing::info!("shutting down: waiting for active runs");
+        self.background.cancel();
         runs.shutdown(grace).await;
         // Every run has logged `done` now, so their streams end; give them a moment to drain.
         match tokio::time::timeout(Duration::from_secs(5), &mut server).await {

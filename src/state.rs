@@ -6,8 +6,10 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::files::FileVersions;
 use crate::limits::Limiter;
 use crate::runs::RunManager;
+use crate::storage::LocalStore;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -16,6 +18,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     pub limiter: Limiter,
     pub runs: RunManager,
+    pub files: FileVersions,
+    /// Set when objects live in a local directory: the gateway serves its signed links.
+    pub local_store: Option<Arc<LocalStore>>,
     pub started_at: Instant,
 }
 

@@ -30,6 +30,20 @@ use rand::{Rng, SeedableRng};
 const DEFAULT_SEED: u64 = 0x5eed_a991;
 const GENERATED_CASES: usize = 260;
 
+/// `WORKSPACE_ORACLE_THOROUGH=1` multiplies the corpus and compares every
+/// accepted fuzz input with git; for hunting bugs, not for CI.
+fn thorough() -> bool {
+    std::env::var_os("WORKSPACE_ORACLE_THOROUGH").is_some()
+}
+
+fn generated_count() -> usize {
+    if thorough() {
+        GENERATED_CASES * 4
+    } else {
+        GENERATED_CASES
+    }
+}
+
 fn base_seed() -> u64 {
     std::env::var("WORKSPACE_ORACLE_SEED")
         .ok()
@@ -554,6 +568,9 @@ fn mutate_text(rng: &mut StdRng, content: &[u8]) -> Vec<u8> {
 }
 
 fn mutate_binary(rng: &mut StdRng, content: &[u8]) -> Vec<u8> {
+    if content.is_empty() {
+        return random_binary(rng);
+    }
     let mut data = content.to_vec();
     match rng.gen_range(0..4) {
         0 => {
@@ -810,9 +827,10 @@ fn generated_corpus() -> &'static [Case] {
             }
         };
         std::thread::scope(|s| {
-            let half = GENERATED_CASES / 2;
+            let count = generated_count();
+            let half = count / 2;
             let a = s.spawn(move || (0..half).map(make).collect::<Vec<_>>());
-            let b = s.spawn(move || (half..GENERATED_CASES).map(make).collect::<Vec<_>>());
+            let b = s.spawn(move || (half..count).map(make).collect::<Vec<_>>());
             let mut all = a.join().unwrap();
             all.extend(b.join().unwrap());
             all
@@ -1445,7 +1463,7 @@ fn edge_case_errors_are_precise() {
     let before = abc.clone();
     let ok = apply_patch_set(
         &abc,
-        b"--- a/frontend/app.js\n+++ b/frontend/app.js\n@@ -1 +1 @@\n-a\n+A\n",
+        b"--- a/frontend/app.js\n+++ b/frontend/app.js\n@@ -1,2 +1,2 @@\n-a\n+A\n b\n",
     )
     .unwrap();
     assert_eq!(abc, before);
@@ -1541,6 +1559,29 @@ fn random_diffish(rng: &mut StdRng) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Whether every header path carries git's `a/` or `b/` prefix. For any
+/// other first component `git apply -p1` strips it while we keep it (a
+/// deliberate difference), so only these diffs are compared with git.
+fn headers_use_ab_prefixes(diff: &[u8]) -> bool {
+    let prefixed = |name: &[u8]| {
+        let name = name.strip_prefix(b"\"").unwrap_or(name);
+        name.starts_with(b"a/") || name.starts_with(b"b/") || name.starts_with(b"/dev/null")
+    };
+    diff.split(|&c| c == b'\n').all(|line| {
+        if let Some(names) = line.strip_prefix(b"diff --git ") {
+            let second = names.windows(3).any(|w| w == b" b/" || w == b"\"b/");
+            prefixed(names) && second
+        } else if let Some(name) = line
+            .strip_prefix(b"--- ")
+            .or_else(|| line.strip_prefix(b"+++ "))
+        {
+            prefixed(name)
+        } else {
+            true
+        }
+    })
+}
+
 #[test]
 fn fuzz_never_panics_and_ok_results_match_git() {
     let started = Instant::now();
@@ -1551,7 +1592,8 @@ fn fuzz_never_panics_and_ok_results_match_git() {
     sources.extend(fixture_cases());
     sources.extend(edge_cases().into_iter().filter(|c| c.expect == SAME));
     let mut to_compare = Vec::new();
-    let (mut total, mut ok_results) = (0usize, 0usize);
+    let mut rejected_sample = Vec::new();
+    let (mut total, mut ok_results, mut other_prefix) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     let mut check = |name: String, base: &FileTree, diff: Vec<u8>, to_compare: &mut Vec<Case>| {
         total += 1;
@@ -1562,8 +1604,11 @@ fn fuzz_never_panics_and_ok_results_match_git() {
                 if let Err(why) = tree_is_safe(&tree) {
                     failures.push(format!("{name}: unsafe result: {why}"));
                 }
-                // Compare a deterministic sample of accepted inputs with git.
-                if ok_results % 7 == 1 && to_compare.len() < 220 {
+                // Compare a deterministic sample of accepted inputs with git,
+                // skipping names git would strip differently (see above).
+                if !headers_use_ab_prefixes(&diff) {
+                    other_prefix += 1;
+                } else if thorough() || (ok_results % 6 == 1 && to_compare.len() < 220) {
                     to_compare.push(Case {
                         name: format!("fuzz {name}"),
                         seed: Some(seed),
@@ -1573,7 +1618,11 @@ fn fuzz_never_panics_and_ok_results_match_git() {
                     });
                 }
             }
-            Ok(Err(_)) => {}
+            Ok(Err(e)) => {
+                if thorough() && rejected_sample.len() < 600 {
+                    rejected_sample.push((name, base.clone(), diff, e));
+                }
+            }
         }
     };
     for i in 0..2500 {
@@ -1607,7 +1656,8 @@ fn fuzz_never_panics_and_ok_results_match_git() {
         );
     }
     println!(
-        "fuzz: {total} inputs, {ok_results} accepted, {} accepted inputs compared with git",
+        "fuzz: {total} inputs, {ok_results} accepted, {} accepted inputs compared with git, \
+         {other_prefix} accepted inputs not compared (a header path without a/ or b/)",
         to_compare.len()
     );
     assert!(
@@ -1621,6 +1671,23 @@ fn fuzz_never_panics_and_ok_results_match_git() {
     );
     let tally = run_cases(&to_compare);
     assert_tally("fuzz sample vs git", to_compare.len(), tally);
+    // Where we are stricter than git; informational only.
+    let mut stricter: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (name, base, diff, err) in &rejected_sample {
+        if git_apply(base, diff).result.is_ok() && headers_use_ab_prefixes(diff) {
+            stricter
+                .entry(err.code())
+                .or_default()
+                .push(format!("{name}: {err}"));
+        }
+    }
+    for (code, cases) in &stricter {
+        println!(
+            "stricter than git ({code}): {} cases, e.g. {:?}",
+            cases.len(),
+            &cases[..cases.len().min(3)]
+        );
+    }
     println!("fuzz took {:?}", started.elapsed());
 }
 

@@ -1,6 +1,6 @@
 //! The upstream agent: wire protocol, SSE parsing, the HTTP client, and the built-in demo agent.
 pub mod client;
-// pub mod demo; (mounted once it lands)
+pub mod demo;
 pub mod protocol;
 pub mod sse;
 

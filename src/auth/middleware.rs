@@ -16,6 +16,8 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/docs",
     // The demo agent checks its own bearer secret, like a real agent server.
     "/demo-agent",
+    // Local storage download links carry their own signature and expiry.
+    "/files",
 ];
 
 /// The authenticated caller: `sub` of the token, plus whether they are privileged.

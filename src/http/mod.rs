@@ -2,6 +2,7 @@
 mod apps;
 mod auth_routes;
 mod extract;
+mod files;
 mod health;
 mod limits;
 mod messages;
@@ -36,6 +37,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(auth_routes::router())
         .merge(apps::router())
         .merge(limits::router())
+        .merge(files::router())
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))

@@ -54,7 +54,11 @@ pub(crate) fn parse_hunk(buf: &[u8]) -> Result<Option<ParsedHunk>, Corrupt> {
     loop {
         let len = line_len(&buf[pos..]);
         let line = &buf[pos..pos + len];
-        let corrupt = |reason| Corrupt { line: lines, reason };
+        let line_no = lines;
+        let corrupt = move |reason| Corrupt {
+            line: line_no,
+            reason,
+        };
         pos += len;
         lines += 1;
         // A one-byte line (normally the blank line) ends the hunk.
@@ -243,8 +247,7 @@ pub(crate) fn apply_binary(
         return Ok(Vec::new());
     }
     let hunk = hunk.ok_or_else(|| {
-        "no binary data in the diff (\"Binary files differ\"); regenerate with --binary"
-            .to_string()
+        "no binary data in the diff (\"Binary files differ\"); regenerate with --binary".to_string()
     })?;
     let result = match hunk.method {
         Method::Literal => hunk.data.clone(),
@@ -358,10 +361,23 @@ mod tests {
         };
         let old_id = blob_id_hex(&old);
         let new_id = blob_id_hex(&new);
-        let ok = apply_binary(old_id.as_bytes(), new_id.as_bytes(), true, &old, Some(&hunk));
+        let ok = apply_binary(
+            old_id.as_bytes(),
+            new_id.as_bytes(),
+            true,
+            &old,
+            Some(&hunk),
+        );
         assert_eq!(ok.unwrap(), new);
         assert!(apply_binary(b"abc", new_id.as_bytes(), true, &old, Some(&hunk)).is_err());
-        assert!(apply_binary(new_id.as_bytes(), new_id.as_bytes(), true, &old, Some(&hunk)).is_err());
+        assert!(apply_binary(
+            new_id.as_bytes(),
+            new_id.as_bytes(),
+            true,
+            &old,
+            Some(&hunk)
+        )
+        .is_err());
         assert!(apply_binary(old_id.as_bytes(), new_id.as_bytes(), true, &old, None).is_err());
         let zeros = "0".repeat(40);
         let deleted = apply_binary(old_id.as_bytes(), zeros.as_bytes(), true, &old, None);

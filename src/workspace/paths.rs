@@ -71,10 +71,16 @@ mod tests {
         assert_eq!(normalize_path("src/main.rs").unwrap(), "src/main.rs");
         assert_eq!(normalize_path("./src//x/./y.txt").unwrap(), "src/x/y.txt");
         assert_eq!(normalize_path("lib/a/b.txt").unwrap(), "lib/a/b.txt");
-        assert_eq!(normalize_path("with space/é.txt").unwrap(), "with space/é.txt");
+        assert_eq!(
+            normalize_path("with space/é.txt").unwrap(),
+            "with space/é.txt"
+        );
         assert_eq!(normalize_path("tab\there").unwrap(), "tab\there");
         assert_eq!(normalize_path(".gitignore").unwrap(), ".gitignore");
-        assert_eq!(normalize_path("x/.github/ci.yml").unwrap(), "x/.github/ci.yml");
+        assert_eq!(
+            normalize_path("x/.github/ci.yml").unwrap(),
+            "x/.github/ci.yml"
+        );
         assert_eq!(normalize_path("..foo/bar..").unwrap(), "..foo/bar..");
     }
 

@@ -6,11 +6,7 @@ pub(crate) fn blob_id_hex(content: &[u8]) -> String {
     let mut hasher = Sha1::new();
     hasher.update(format!("blob {}\0", content.len()).as_bytes());
     hasher.update(content);
-    hasher
-        .finish()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hasher.finish().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 struct Sha1 {
@@ -100,10 +96,7 @@ mod tests {
     #[test]
     fn matches_git_blob_ids() {
         // `git hash-object` of an empty file and of "hello\n".
-        assert_eq!(
-            blob_id_hex(b""),
-            "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
-        );
+        assert_eq!(blob_id_hex(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
         assert_eq!(
             blob_id_hex(b"hello\n"),
             "ce013625030ba8dba906f756967f9e9ca394464a"

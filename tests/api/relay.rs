@@ -27,6 +27,8 @@ async fn run_message(
     (headers, SseReader::new(response).collect().await)
 }
 
+const NEW_FILE_DIFF: &str = "diff --git a/index.html b/index.html\nnew file mode 100644\n--- /dev/null\n+++ b/index.html\n@@ -0,0 +1 @@\n+<h1>Todo</h1>\n";
+
 fn final_review(diff: &str) -> Value {
     let e = with(
         event("idle", "ReviewResult", Some("Done!")),
@@ -52,7 +54,7 @@ async fn relays_agent_events_and_persists_history(kind: DbKind) {
             "extraField",
             json!(7),
         ),
-        final_review("diff --git a/x b/x\n"),
+        final_review(NEW_FILE_DIFF),
     ]));
     let token = app.token("alice");
     let (headers, frames) = run_message(
@@ -74,6 +76,7 @@ async fn relays_agent_events_and_persists_history(kind: DbKind) {
             "StageResult",
             "SomeFutureKind",
             "ReviewResult",
+            "PlatformMessage",
             "done"
         ]
     );
@@ -195,7 +198,15 @@ async fn replays_the_captured_fixtures(kind: DbKind) {
     let (headers, frames) =
         run_message(&app, &token, json!({"message": "make a counter app"})).await;
     assert_complete_run(&frames);
-    assert_eq!(kinds(&frames), vec!["StageResult", "ReviewResult", "done"]);
+    assert_eq!(
+        kinds(&frames),
+        vec!["StageResult", "ReviewResult", "PlatformMessage", "done"]
+    );
+    assert_eq!(
+        frames[2].data["message"]["metadata"]["type"],
+        "version_created"
+    );
+    assert_eq!(frames[2].data["message"]["metadata"]["files"], 5);
     assert_eq!(
         frames[0].data["message"]["messages"],
         json!([]),

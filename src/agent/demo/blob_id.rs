@@ -18,7 +18,13 @@ pub fn short_blob_id(content: &[u8]) -> String {
 }
 
 fn sha1(data: &[u8]) -> [u8; 20] {
-    let mut h: [u32; 5] = [0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476, 0xC3D2_E1F0];
+    let mut h: [u32; 5] = [
+        0x6745_2301,
+        0xEFCD_AB89,
+        0x98BA_DCFE,
+        0x1032_5476,
+        0xC3D2_E1F0,
+    ];
     let mut msg = data.to_vec();
     let bit_len = (data.len() as u64).wrapping_mul(8);
     msg.push(0x80);
@@ -42,7 +48,12 @@ fn sha1(data: &[u8]) -> [u8; 20] {
                 40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1B_BCDC),
                 _ => (b ^ c ^ d, 0xCA62_C1D6),
             };
-            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
             e = d;
             d = c;
             c = b.rotate_left(30);
@@ -68,7 +79,10 @@ mod tests {
     fn known_git_blob_ids() {
         // `git hash-object` of an empty file and of "hello world\n".
         assert_eq!(blob_id(b""), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391");
-        assert_eq!(blob_id(b"hello world\n"), "3b18e512dba79e4c8300dd08aeb37f8e728b8dad");
+        assert_eq!(
+            blob_id(b"hello world\n"),
+            "3b18e512dba79e4c8300dd08aeb37f8e728b8dad"
+        );
         assert_eq!(short_blob_id(b""), "e69de29");
     }
 
@@ -79,9 +93,17 @@ mod tests {
             let content: Vec<u8> = (0..len).map(|i| b"abcdefg\n"[i % 8]).collect();
             let path = dir.path().join(format!("f{len}"));
             std::fs::write(&path, &content).unwrap();
-            let out = std::process::Command::new("git").arg("hash-object").arg(&path).output().unwrap();
+            let out = std::process::Command::new("git")
+                .arg("hash-object")
+                .arg(&path)
+                .output()
+                .unwrap();
             assert!(out.status.success());
-            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), blob_id(&content), "len {len}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                blob_id(&content),
+                "len {len}"
+            );
         }
     }
 }

@@ -44,7 +44,10 @@ pub fn escape_html(text: &str) -> String {
 /// Fills the placeholders documented in `templates`.
 fn fill(text: &str, state: &AppState) -> String {
     text.replace("__TITLE__", &escape_html(&state.title))
-        .replace("__PROMPT__", &escape_html(&super::intent::one_line(&state.prompt, 300)))
+        .replace(
+            "__PROMPT__",
+            &escape_html(&super::intent::one_line(&state.prompt, 300)),
+        )
         .replace("__STORE__", &state.app_name)
 }
 
@@ -55,7 +58,10 @@ fn index_html(state: &AppState) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1.0\">\n  \
          <title>__TITLE__</title>\n  <link rel=\"stylesheet\" href=\"styles.css\">\n</head>\n<body>\n",
     );
-    html.push_str(&format!("  <main id=\"app\" class=\"app\" data-app-type=\"{}\">\n", state.kind().as_str()));
+    html.push_str(&format!(
+        "  <main id=\"app\" class=\"app\" data-app-type=\"{}\">\n",
+        state.kind().as_str()
+    ));
     html.push_str("    <header class=\"app-header\">\n      <h1>__TITLE__</h1>\n");
     if state.has(FEATURE_DARK_MODE) {
         html.push_str(
@@ -317,16 +323,16 @@ const FOOTER_CSS: &str = r#"/* Footer */
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::AppKind;
     use super::*;
-    use crate::demo::state::AppKind;
 
-    pub(crate) fn state(kind: AppKind, title: &str) -> AppState {
+    fn state(kind: AppKind, title: &str) -> AppState {
         AppState {
             app_type: kind.as_str().into(),
             title: title.into(),
             features: vec![],
             version: 1,
-            app_name: crate::demo::intent::slug_app_name(title),
+            app_name: super::super::intent::slug_app_name(title),
             prompt: format!("make a {} app", kind.as_str()),
             changelog: vec!["v1: created".into()],
         }
@@ -334,18 +340,39 @@ mod tests {
 
     #[test]
     fn every_kind_renders_the_five_files_without_placeholders() {
-        for kind in [AppKind::Todo, AppKind::Counter, AppKind::Notes, AppKind::Timer, AppKind::Generic] {
+        for kind in [
+            AppKind::Todo,
+            AppKind::Counter,
+            AppKind::Notes,
+            AppKind::Timer,
+            AppKind::Generic,
+        ] {
             let files = render(&state(kind, "T <&> \"x\""));
             let names: Vec<&str> = files.keys().map(String::as_str).collect();
-            assert_eq!(names, vec!["Dockerfile", "README.md", "app.js", "index.html", "styles.css"]);
+            assert_eq!(
+                names,
+                vec![
+                    "Dockerfile",
+                    "README.md",
+                    "app.js",
+                    "index.html",
+                    "styles.css"
+                ]
+            );
             for (path, content) in &files {
                 assert!(!content.contains("__"), "{path} has a placeholder");
                 assert!(content.ends_with('\n'), "{path}");
-                assert!(!content.lines().any(|l| l.ends_with(' ')), "{path} has trailing spaces");
+                assert!(
+                    !content.lines().any(|l| l.ends_with(' ')),
+                    "{path} has trailing spaces"
+                );
             }
             let html = &files["index.html"];
             assert!(html.contains("id=\"app\""));
-            assert!(html.contains("<h1>T &lt;&amp;&gt; &quot;x&quot;</h1>"), "{html}");
+            assert!(
+                html.contains("<h1>T &lt;&amp;&gt; &quot;x&quot;</h1>"),
+                "{html}"
+            );
         }
     }
 

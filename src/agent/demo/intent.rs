@@ -6,23 +6,25 @@
 use super::state::AppKind;
 
 /// Words that carry no request content.
-const STOPWORDS: &[&str] = &[
-    "a", "an", "the", "and", "or", "but", "so", "to", "of", "for", "in", "on", "at", "by", "with", "from", "into",
-    "about", "as", "is", "are", "be", "was", "it", "its", "this", "that", "these", "those", "me", "my", "mine", "we",
-    "us", "our", "you", "your", "they", "them", "their", "please", "pls", "plz", "can", "could", "would", "will",
-    "should", "shall", "may", "might", "must", "want", "wanna", "need", "like", "just", "some", "any", "do", "does",
-    "did", "have", "has", "had", "get", "got", "let", "lets", "hi", "hello", "hey", "hiya", "yo", "help", "thanks",
-    "thank", "thx", "ok", "okay", "yes", "no", "yeah", "sure", "what", "how", "why", "who", "where", "when", "which",
-    "there", "here", "now", "also", "very", "really", "something", "anything", "stuff", "thing", "things", "good",
-    "morning", "evening", "afternoon", "test", "testing", "hmm", "lol",
-];
+const STOPWORDS: &str =
+    "a an the and or but so to of for in on at by with from into about as is are be was it \
+     its this that these those me my mine we us our you your they them their please pls plz \
+     can could would will should shall may might must want wanna need like just some any do \
+     does did have has had get got let lets hi hello hey hiya yo help thanks thank thx ok \
+     okay yes no yeah sure what how why who where when which there here now also very really \
+     something anything stuff thing things good morning evening afternoon test testing hmm \
+     lol";
 
 /// Words that are meaningful but say nothing about *which* app.
-const GENERIC: &[&str] = &[
-    "make", "build", "create", "generate", "write", "code", "develop", "app", "apps", "application", "website", "site",
-    "page", "web", "webpage", "simple", "small", "new", "basic", "quick", "little", "project", "demo", "nice", "cool",
-    "landing", "tool", "program", "single", "static",
-];
+const GENERIC: &str =
+    "add make build create generate write code develop app apps application website site page \
+     web webpage simple small new basic quick little project demo nice cool landing tool \
+     program single static";
+
+/// Whether `word` is one of the space-separated words of `list`.
+fn in_list(list: &str, word: &str) -> bool {
+    list.split_whitespace().any(|w| w == word)
+}
 
 /// Lowercase alphanumeric tokens of two or more characters.
 pub fn words(text: &str) -> Vec<String> {
@@ -33,28 +35,31 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 fn meaningful(text: &str) -> Vec<String> {
-    words(text).into_iter().filter(|w| !STOPWORDS.contains(&w.as_str())).collect()
+    words(text)
+        .into_iter()
+        .filter(|w| !in_list(STOPWORDS, w))
+        .collect()
 }
 
 /// Too little to build from: fewer than two meaningful words, or only
 /// generic ones ("build me an app").
 pub fn is_vague(text: &str) -> bool {
     let m = meaningful(text);
-    m.len() < 2 || m.iter().all(|w| GENERIC.contains(&w.as_str()))
+    m.len() < 2 || m.iter().all(|w| in_list(GENERIC, w))
 }
 
 /// Picks a template from keywords; the first matching rule wins.
 pub fn choose_kind(text: &str) -> AppKind {
     let w = words(text);
-    let has = |list: &[&str]| w.iter().any(|x| list.contains(&x.as_str()));
+    let has = |list: &str| w.iter().any(|x| in_list(list, x));
     let joined = format!(" {} ", w.join(" "));
-    if has(&["pomodoro", "timer", "timers", "stopwatch", "countdown"]) {
+    if has("pomodoro timer timers stopwatch countdown") {
         AppKind::Timer
-    } else if has(&["todo", "todos", "task", "tasks", "checklist", "chores"]) || joined.contains(" to do ") {
+    } else if has("todo todos task tasks checklist chores") || joined.contains(" to do ") {
         AppKind::Todo
-    } else if has(&["note", "notes", "notepad", "journal", "memo", "memos", "diary"]) {
+    } else if has("note notes notepad journal memo memos diary") {
         AppKind::Notes
-    } else if has(&["counter", "counters", "tally", "clicker", "count", "counting"]) {
+    } else if has("counter counters tally clicker count counting") {
         AppKind::Counter
     } else {
         AppKind::Generic
@@ -80,7 +85,7 @@ pub fn title_for(kind: AppKind, text: &str) -> String {
 fn generic_title(text: &str) -> String {
     let subject: Vec<String> = meaningful(text)
         .into_iter()
-        .filter(|w| !GENERIC.contains(&w.as_str()))
+        .filter(|w| !in_list(GENERIC, w))
         .take(4)
         .map(|w| capitalize(&w))
         .collect();
@@ -130,13 +135,19 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
     cut
 }
 
-const QUOTES: &[(char, char)] = &[('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’'), ('`', '`'), ('«', '»')];
+const QUOTES: &[(char, char)] = &[
+    ('"', '"'),
+    ('\'', '\''),
+    ('“', '”'),
+    ('‘', '’'),
+    ('`', '`'),
+    ('«', '»'),
+];
 
 /// Verbs that start a new request after a title ("... to Foo and add X").
-const CLAUSE_VERBS: &[&str] = &[
-    "add", "remove", "delete", "make", "include", "drop", "enable", "disable", "use", "change", "put", "also", "then",
-    "turn", "show", "hide",
-];
+const CLAUSE_VERBS: &str =
+    "add remove delete make include drop enable disable use change put also then turn show \
+     hide";
 
 /// A title that ends where the text after a trigger ends, or at a closing
 /// quote, a sentence end or an "and <verb>" clause.
@@ -159,7 +170,7 @@ fn title_after(rest: &str) -> Option<(String, usize)> {
             end = end.min(p);
         }
     }
-    for verb in CLAUSE_VERBS {
+    for verb in CLAUSE_VERBS.split_whitespace() {
         for joiner in [" and ", ", ", ", and ", " then "] {
             if let Some(p) = lower.find(&format!("{joiner}{verb} ")) {
                 end = end.min(p);
@@ -182,17 +193,17 @@ pub fn clean_title(raw: &str) -> Option<String> {
 
 /// "… called X" / "named X" / "titled X" in a new prompt.
 fn explicit_title(text: &str) -> Option<String> {
-    find_title(text, &["called ", "named ", "titled ", "call it ", "name it ", "title it "]).map(|(t, _)| t)
+    find_title(text, "called |named |titled |call it |name it |title it ").map(|(t, _)| t)
 }
 
 /// Finds the earliest trigger (longest on ties) and the title after it;
 /// returns the title and the byte range it spans from the trigger on.
-fn find_title(text: &str, triggers: &[&str]) -> Option<(String, std::ops::Range<usize>)> {
+fn find_title(text: &str, triggers: &str) -> Option<(String, std::ops::Range<usize>)> {
     // ASCII lowercasing keeps byte offsets aligned with `text`.
     let lower = text.to_ascii_lowercase();
     let (start, trigger) = triggers
-        .iter()
-        .filter_map(|t| find_word(&lower, t).map(|p| (p, *t)))
+        .split('|')
+        .filter_map(|t| find_word(&lower, t).map(|p| (p, t)))
         .min_by_key(|(p, t)| (*p, usize::MAX - t.len()))?;
     let after = start + trigger.len();
     let (title, consumed) = title_after(&text[after..])?;
@@ -204,7 +215,10 @@ fn find_word(hay: &str, needle: &str) -> Option<usize> {
     let mut from = 0;
     while let Some(p) = hay[from..].find(needle) {
         let at = from + p;
-        let boundary = hay[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+        let boundary = hay[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
         if boundary {
             return Some(at);
         }
@@ -222,19 +236,17 @@ pub enum Change {
     Readme(bool),
 }
 
-const RENAME_TRIGGERS: &[&str] = &[
-    "rename it to ", "rename the app to ", "rename the page to ", "rename the title to ", "rename this to ",
-    "rename to ", "rename it ", "rename the app ", "rename ", "retitle it to ", "retitle to ", "retitle it ",
-    "change the title to ", "change title to ", "change the name to ", "change name to ", "set the title to ",
-    "set title to ", "update the title to ", "title to ", "title it ", "call it ", "name it ", "call the app ",
-    "name the app ",
-];
+/// Phrases that introduce a new title, separated by `|`.
+const RENAME_TRIGGERS: &str =
+    "rename it to |rename the app to |rename the page to |rename the title to |\
+     rename this to |rename to |rename it |rename the app |rename |retitle it to |\
+     retitle to |retitle it |change the title to |change title to |change the name to |\
+     change name to |set the title to |set title to |update the title to |title to |\
+     title it |call it |name it |call the app |name the app ";
 
-const NEGATIVE: &[&str] = &["remove", "delete", "drop", "disable", "without", "hide", "rid", "off", "no", "lose"];
-const POSITIVE: &[&str] = &[
-    "add", "include", "enable", "put", "give", "show", "restore", "create", "make", "want", "need", "on", "bring",
-    "back", "use", "support",
-];
+const NEGATIVE: &str = "remove delete drop disable without hide rid off no lose";
+const POSITIVE: &str =
+    "add include enable put give show restore create make want need on bring back use support";
 
 /// The modifications requested by a follow-up message, in order.
 pub fn parse_follow_up(text: &str) -> Vec<Change> {
@@ -246,22 +258,25 @@ pub fn parse_follow_up(text: &str) -> Vec<Change> {
     }
     let lower = rest.to_lowercase();
     let mut positive = true;
-    for clause in lower.split([',', ';', '.', '!', '?', '\n']).flat_map(|c| c.split(" and ")) {
+    for clause in lower
+        .split([',', ';', '.', '!', '?', '\n'])
+        .flat_map(|c| c.split(" and "))
+    {
         let w = words(clause);
-        let has = |list: &[&str]| w.iter().any(|x| list.contains(&x.as_str()));
+        let has = |list: &str| w.iter().any(|x| in_list(list, x));
         // A clause without a verb ("… and the readme") keeps the last polarity.
         if has(NEGATIVE) {
             positive = false;
         } else if has(POSITIVE) {
             positive = true;
         }
-        if has(&["dark", "darkmode", "night"]) {
+        if has("dark darkmode night") {
             changes.push(Change::DarkMode(positive));
         }
-        if has(&["footer", "footers"]) {
+        if has("footer footers") {
             changes.push(Change::Footer(positive));
         }
-        if has(&["readme"]) || clause.contains("read me") {
+        if has("readme") || clause.contains("read me") {
             changes.push(Change::Readme(positive));
         }
     }
@@ -279,10 +294,26 @@ mod tests {
 
     #[test]
     fn vague_prompts() {
-        for p in ["hi", "hello", "help", "Hello there!", "", "   ", "build me an app", "make a website", "todo", "?"] {
+        for p in [
+            "hi",
+            "hello",
+            "help",
+            "Hello there!",
+            "",
+            "   ",
+            "build me an app",
+            "make a website",
+            "todo",
+            "?",
+        ] {
             assert!(is_vague(p), "{p:?}");
         }
-        for p in ["make a todo app", "make a counter", "build a recipe collection page", "pomodoro timer please"] {
+        for p in [
+            "make a todo app",
+            "make a counter",
+            "build a recipe collection page",
+            "pomodoro timer please",
+        ] {
             assert!(!is_vague(p), "{p:?}");
         }
     }
@@ -301,10 +332,22 @@ mod tests {
     #[test]
     fn titles() {
         assert_eq!(title_for(AppKind::Todo, "make a todo app"), "Todo List");
-        assert_eq!(title_for(AppKind::Todo, "make a todo app called Groceries"), "Groceries");
-        assert_eq!(title_for(AppKind::Notes, "notes app named \"My Ideas\" with search"), "My Ideas");
-        assert_eq!(title_for(AppKind::Generic, "Build a landing page for my bakery"), "Bakery");
-        assert_eq!(title_for(AppKind::Generic, "recipe collection website"), "Recipe Collection");
+        assert_eq!(
+            title_for(AppKind::Todo, "make a todo app called Groceries"),
+            "Groceries"
+        );
+        assert_eq!(
+            title_for(AppKind::Notes, "notes app named \"My Ideas\" with search"),
+            "My Ideas"
+        );
+        assert_eq!(
+            title_for(AppKind::Generic, "Build a landing page for my bakery"),
+            "Bakery"
+        );
+        assert_eq!(
+            title_for(AppKind::Generic, "recipe collection website"),
+            "Recipe Collection"
+        );
         assert_eq!(slug_app_name("Todo List"), "todo-list-app");
         assert_eq!(slug_app_name("Crème brûlée!"), "cr-me-br-l-e-app");
         assert_eq!(slug_app_name("🎉"), "demo-app");
@@ -313,15 +356,39 @@ mod tests {
 
     #[test]
     fn follow_up_changes() {
-        assert_eq!(parse_follow_up("add a dark mode"), vec![Change::DarkMode(true)]);
-        assert_eq!(parse_follow_up("Please use a dark theme"), vec![Change::DarkMode(true)]);
+        assert_eq!(
+            parse_follow_up("add a dark mode"),
+            vec![Change::DarkMode(true)]
+        );
+        assert_eq!(
+            parse_follow_up("Please use a dark theme"),
+            vec![Change::DarkMode(true)]
+        );
         assert_eq!(parse_follow_up("add a footer"), vec![Change::Footer(true)]);
-        assert_eq!(parse_follow_up("remove the readme"), vec![Change::Readme(false)]);
-        assert_eq!(parse_follow_up("Delete the README."), vec![Change::Readme(false)]);
-        assert_eq!(parse_follow_up("remove the footer and the readme"), vec![Change::Footer(false), Change::Readme(false)]);
-        assert_eq!(parse_follow_up("rename it to Shopping List"), vec![Change::Rename("Shopping List".into())]);
-        assert_eq!(parse_follow_up("change the title to 'Groceries'"), vec![Change::Rename("Groceries".into())]);
-        assert_eq!(parse_follow_up("call it Salt and Pepper"), vec![Change::Rename("Salt and Pepper".into())]);
+        assert_eq!(
+            parse_follow_up("remove the readme"),
+            vec![Change::Readme(false)]
+        );
+        assert_eq!(
+            parse_follow_up("Delete the README."),
+            vec![Change::Readme(false)]
+        );
+        assert_eq!(
+            parse_follow_up("remove the footer and the readme"),
+            vec![Change::Footer(false), Change::Readme(false)]
+        );
+        assert_eq!(
+            parse_follow_up("rename it to Shopping List"),
+            vec![Change::Rename("Shopping List".into())]
+        );
+        assert_eq!(
+            parse_follow_up("change the title to 'Groceries'"),
+            vec![Change::Rename("Groceries".into())]
+        );
+        assert_eq!(
+            parse_follow_up("call it Salt and Pepper"),
+            vec![Change::Rename("Salt and Pepper".into())]
+        );
         assert_eq!(
             parse_follow_up("rename it to Chores and add dark mode"),
             vec![Change::Rename("Chores".into()), Change::DarkMode(true)]

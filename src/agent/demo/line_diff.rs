@@ -86,7 +86,10 @@ fn deletes_first(ops: &mut [Op]) {
             .iter()
             .position(|op| *op == Op::Equal)
             .map_or(ops.len(), |p| start + p);
-        let deletes = ops[start..end].iter().filter(|op| **op == Op::Delete).count();
+        let deletes = ops[start..end]
+            .iter()
+            .filter(|op| **op == Op::Delete)
+            .count();
         for (k, op) in ops[start..end].iter_mut().enumerate() {
             *op = if k < deletes { Op::Delete } else { Op::Insert };
         }
@@ -141,6 +144,9 @@ mod tests {
     #[test]
     fn deletions_come_first_in_a_run() {
         let ops = diff_lines(&["a", "b", "c"], &["a", "x", "y", "c"]);
-        assert_eq!(ops, vec![Op::Equal, Op::Delete, Op::Insert, Op::Insert, Op::Equal]);
+        assert_eq!(
+            ops,
+            vec![Op::Equal, Op::Delete, Op::Insert, Op::Insert, Op::Equal]
+        );
     }
 }

@@ -154,9 +154,11 @@ mod tests {
 
     #[test]
     fn isoformat_matches_python() {
-        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 21).and_then(|d| d.and_hms_micro_opt(22, 23, 33, 823_579));
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 21)
+            .and_then(|d| d.and_hms_micro_opt(22, 23, 33, 823_579));
         assert_eq!(python_isoformat(d.unwrap()), "2026-11-21T22:23:33.823579");
-        let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).and_then(|d| d.and_hms_micro_opt(3, 4, 5, 7));
+        let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 2)
+            .and_then(|d| d.and_hms_micro_opt(3, 4, 5, 7));
         assert_eq!(python_isoformat(d.unwrap()), "2026-01-02T03:04:05.000007");
         let d = chrono::NaiveDate::from_ymd_opt(2026, 1, 2).and_then(|d| d.and_hms_opt(3, 4, 5));
         assert_eq!(python_isoformat(d.unwrap()), "2026-01-02T03:04:05");
@@ -173,7 +175,8 @@ mod tests {
 
     #[test]
     fn newlines_in_text_stay_escaped() {
-        let spec = EventSpec::idle(AgentMessage::new(Kind::RuntimeError).with_text("a\nb\u{2028}🎯"));
+        let spec =
+            EventSpec::idle(AgentMessage::new(Kind::RuntimeError).with_text("a\nb\u{2028}🎯"));
         let framed = frame_event(&spec, "t").unwrap();
         assert_eq!(framed.matches('\n').count(), 2);
         assert!(framed.contains("a\\nb\u{2028}🎯"));

@@ -24,7 +24,12 @@ pub fn json_invalid_detail() -> Value {
 
 /// Whether a `content-type` value is one FastAPI parses as JSON.
 pub fn is_json_content_type(value: &str) -> bool {
-    let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.split_once('/') {
         Some((main, sub)) => main == "application" && (sub == "json" || sub.ends_with("+json")),
         None => false,
@@ -82,7 +87,12 @@ fn required<'a>(
 ) -> Option<&'a Value> {
     let found = obj.get(key);
     if found.is_none() {
-        errors.push(error("missing", &["body", key], "Field required", body.clone()));
+        errors.push(error(
+            "missing",
+            &["body", key],
+            "Field required",
+            body.clone(),
+        ));
     }
     found
 }
@@ -103,7 +113,12 @@ fn required_string(
 }
 
 fn string_type(loc: &[&str], input: &Value) -> Value {
-    error("string_type", loc, "Input should be a valid string", input.clone())
+    error(
+        "string_type",
+        loc,
+        "Input should be a valid string",
+        input.clone(),
+    )
 }
 
 fn optional_string(obj: &Map<String, Value>, key: &str, errors: &mut Vec<Value>) {
@@ -118,7 +133,12 @@ fn optional_object(obj: &Map<String, Value>, key: &str, errors: &mut Vec<Value>)
         None | Some(Value::Null) => None,
         Some(v @ Value::Object(_)) => Some(v.clone()),
         Some(other) => {
-            errors.push(error("dict_type", &["body", key], "Input should be a valid dictionary", other.clone()));
+            errors.push(error(
+                "dict_type",
+                &["body", key],
+                "Input should be a valid dictionary",
+                other.clone(),
+            ));
             None
         }
     }
@@ -127,7 +147,12 @@ fn optional_object(obj: &Map<String, Value>, key: &str, errors: &mut Vec<Value>)
 /// Checks each ConversationMessage; returns the last user message's text.
 fn check_messages(messages: &Value, errors: &mut Vec<Value>) -> Option<String> {
     let Value::Array(items) = messages else {
-        errors.push(error("list_type", &["body", "allMessages"], "Input should be a valid list", messages.clone()));
+        errors.push(error(
+            "list_type",
+            &["body", "allMessages"],
+            "Input should be a valid list",
+            messages.clone(),
+        ));
         return None;
     };
     let mut last_user = None;
@@ -144,23 +169,45 @@ fn check_messages(messages: &Value, errors: &mut Vec<Value>) -> Option<String> {
         };
         match m.get("role") {
             // `role` defaults to "user" upstream.
-            None | Some(Value::Null) => last_user = user_content(m, item, loc("content"), errors).or(last_user),
+            None | Some(Value::Null) => {
+                last_user = user_content(m, item, loc("content"), errors).or(last_user)
+            }
             Some(Value::String(r)) if r == "user" => {
                 last_user = user_content(m, item, loc("content"), errors).or(last_user)
             }
             // Assistant entries must carry `kind` (AgentMessage shape).
             Some(Value::String(r)) if r == "assistant" => match m.get("kind") {
                 Some(Value::String(_)) => {}
-                None => errors.push(error_at("missing", loc("kind"), "Field required", item.clone())),
-                Some(other) => errors.push(error_at("enum", loc("kind"), "Input should be a valid MessageKind", other.clone())),
+                None => errors.push(error_at(
+                    "missing",
+                    loc("kind"),
+                    "Field required",
+                    item.clone(),
+                )),
+                Some(other) => errors.push(error_at(
+                    "enum",
+                    loc("kind"),
+                    "Input should be a valid MessageKind",
+                    other.clone(),
+                )),
             },
-            Some(other) => errors.push(error_at("literal_error", loc("role"), "Input should be 'user'", other.clone())),
+            Some(other) => errors.push(error_at(
+                "literal_error",
+                loc("role"),
+                "Input should be 'user'",
+                other.clone(),
+            )),
         }
     }
     last_user
 }
 
-fn user_content(m: &Map<String, Value>, item: &Value, loc: Vec<Value>, errors: &mut Vec<Value>) -> Option<String> {
+fn user_content(
+    m: &Map<String, Value>,
+    item: &Value,
+    loc: Vec<Value>,
+    errors: &mut Vec<Value>,
+) -> Option<String> {
     match m.get("content") {
         Some(Value::String(s)) => Some(s.clone()),
         None => {
@@ -168,18 +215,31 @@ fn user_content(m: &Map<String, Value>, item: &Value, loc: Vec<Value>, errors: &
             None
         }
         Some(other) => {
-            errors.push(error_at("string_type", loc, "Input should be a valid string", other.clone()));
+            errors.push(error_at(
+                "string_type",
+                loc,
+                "Input should be a valid string",
+                other.clone(),
+            ));
             None
         }
     }
 }
 
-fn optional_files(obj: &Map<String, Value>, errors: &mut Vec<Value>) -> Option<Vec<(String, String)>> {
+fn optional_files(
+    obj: &Map<String, Value>,
+    errors: &mut Vec<Value>,
+) -> Option<Vec<(String, String)>> {
     let items = match obj.get("allFiles") {
         None | Some(Value::Null) => return None,
         Some(Value::Array(items)) => items,
         Some(other) => {
-            errors.push(error("list_type", &["body", "allFiles"], "Input should be a valid list", other.clone()));
+            errors.push(error(
+                "list_type",
+                &["body", "allFiles"],
+                "Input should be a valid list",
+                other.clone(),
+            ));
             return None;
         }
     };
@@ -203,7 +263,12 @@ fn file_field(item: &Value, i: usize, field: &str, errors: &mut Vec<Value>) -> O
             None
         }
         Some(other) => {
-            errors.push(error_at("string_type", loc, "Input should be a valid string", other.clone()));
+            errors.push(error_at(
+                "string_type",
+                loc,
+                "Input should be a valid string",
+                other.clone(),
+            ));
             None
         }
     }
@@ -229,7 +294,10 @@ mod tests {
             {"role":"assistant","kind":"ReviewResult"},
             {"content":"second"}
         ],"applicationId":"x","traceId":"t"});
-        assert_eq!(validate(&body).unwrap().last_user_text.as_deref(), Some("second"));
+        assert_eq!(
+            validate(&body).unwrap().last_user_text.as_deref(),
+            Some("second")
+        );
     }
 
     #[test]

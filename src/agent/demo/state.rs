@@ -27,9 +27,15 @@ impl AppKind {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [AppKind::Todo, AppKind::Counter, AppKind::Notes, AppKind::Timer, AppKind::Generic]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            AppKind::Todo,
+            AppKind::Counter,
+            AppKind::Notes,
+            AppKind::Timer,
+            AppKind::Generic,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -99,7 +105,12 @@ impl AppState {
 
     /// Known features in canonical order, unknown ones kept after them.
     fn normalize_features(&mut self) {
-        let rank = |f: &String| FEATURE_ORDER.iter().position(|k| k == f).unwrap_or(FEATURE_ORDER.len());
+        let rank = |f: &String| {
+            FEATURE_ORDER
+                .iter()
+                .position(|k| k == f)
+                .unwrap_or(FEATURE_ORDER.len())
+        };
         self.features.sort_by_key(rank);
         self.features.dedup();
     }

@@ -13,6 +13,8 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_EVENT_DELAY: Duration = Duration::from_millis(150);
 /// Upstream closes ~0.5 s after the idle event; a little is enough here.
 pub const CLOSE_DELAY: Duration = Duration::from_millis(100);
+/// Upper bound for delays, so timer arithmetic can never overflow.
+pub const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// Upper bound for `hugeEventBytes`, to keep a typo from exhausting memory.
 pub const MAX_HUGE_EVENT_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -51,15 +53,19 @@ impl Switches {
     /// Reads `settings.demo`; anything missing keeps its default.
     pub fn from_settings(settings: Option<&Value>) -> Self {
         let mut s = Self::default();
-        let Some(demo) = settings.and_then(|v| v.get("demo")).and_then(Value::as_object) else {
+        let Some(demo) = settings
+            .and_then(|v| v.get("demo"))
+            .and_then(Value::as_object)
+        else {
             return s;
         };
         let num = |k: &str| demo.get(k).and_then(Value::as_u64);
+        let millis = |k: &str| num(k).map(|ms| ms.min(MAX_DELAY_MS));
         let flag = |k: &str| demo.get(k).and_then(Value::as_bool).unwrap_or(false);
-        if let Some(ms) = num("eventDelayMs") {
+        if let Some(ms) = millis("eventDelayMs") {
             s.event_delay = Duration::from_millis(ms);
         }
-        if let Some(ms) = num("keepAliveMs") {
+        if let Some(ms) = millis("keepAliveMs") {
             // A zero period would spin; 1 ms is the floor.
             s.keep_alive = Duration::from_millis(ms.max(1));
         }
@@ -108,8 +114,19 @@ mod tests {
     }
 
     #[test]
+    fn huge_delays_are_capped() {
+        let settings = json!({"demo": {"eventDelayMs": u64::MAX, "keepAliveMs": u64::MAX}});
+        let s = Switches::from_settings(Some(&settings));
+        assert_eq!(s.event_delay, Duration::from_millis(MAX_DELAY_MS));
+        assert_eq!(s.keep_alive, Duration::from_millis(MAX_DELAY_MS));
+    }
+
+    #[test]
     fn wrong_types_are_ignored() {
         let settings = json!({"demo": {"eventDelayMs": "5", "hang": "yes", "httpStatus": 70000}});
-        assert_eq!(Switches::from_settings(Some(&settings)), Switches::default());
+        assert_eq!(
+            Switches::from_settings(Some(&settings)),
+            Switches::default()
+        );
     }
 }

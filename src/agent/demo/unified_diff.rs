@@ -41,7 +41,9 @@ pub fn file_diff(path: &str, old: Option<&str>, new: Option<&str>) -> String {
     let new_id = new.map_or_else(|| NULL_ID.to_string(), |c| short_blob_id(c.as_bytes()));
     match (old, new) {
         (None, _) => out.push_str(&format!("new file mode 100644\nindex {old_id}..{new_id}\n")),
-        (_, None) => out.push_str(&format!("deleted file mode 100644\nindex {old_id}..{new_id}\n")),
+        (_, None) => out.push_str(&format!(
+            "deleted file mode 100644\nindex {old_id}..{new_id}\n"
+        )),
         _ => out.push_str(&format!("index {old_id}..{new_id} 100644\n")),
     }
     let old_lines = split_lines(old.unwrap_or(""));
@@ -51,8 +53,16 @@ pub fn file_diff(path: &str, old: Option<&str>, new: Option<&str>) -> String {
         // Creating or deleting an empty file: git prints no hunk at all.
         return out;
     }
-    let minus = if old.is_some() { a_label } else { "/dev/null".to_string() };
-    let plus = if new.is_some() { b_label } else { "/dev/null".to_string() };
+    let minus = if old.is_some() {
+        a_label
+    } else {
+        "/dev/null".to_string()
+    };
+    let plus = if new.is_some() {
+        b_label
+    } else {
+        "/dev/null".to_string()
+    };
     out.push_str(&format!("--- {minus}{}\n", name_tab(&minus)));
     out.push_str(&format!("+++ {plus}{}\n", name_tab(&plus)));
     write_hunks(&mut out, &old_lines, &new_lines, &ops);
@@ -77,7 +87,9 @@ fn name_tab(label: &str) -> &'static str {
 /// (control characters, quotes, backslashes, non-ASCII bytes).
 fn quote_path(prefix: &str, path: &str) -> String {
     let full = format!("{prefix}{path}");
-    let needs = full.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\' || b >= 0x7f);
+    let needs = full
+        .bytes()
+        .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b >= 0x7f);
     if !needs {
         return full;
     }
@@ -93,7 +105,7 @@ fn quote_path(prefix: &str, path: &str) -> String {
             b'\r' => out.push_str("\\r"),
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
-            b if b < 0x20 || b >= 0x7f => {
+            b if !(0x20..0x7f).contains(&b) => {
                 let _ = write!(out, "\\{b:03o}");
             }
             b => out.push(char::from(b)),
@@ -136,7 +148,12 @@ fn write_hunks(out: &mut String, old: &[&str], new: &[&str], ops: &[Op]) {
         let end = (last + 1 + CONTEXT).min(ops.len());
         let (o0, n0) = pos[start];
         let (o1, n1) = pos[end];
-        let _ = writeln!(out, "@@ -{} +{} @@", range(o0, o1 - o0), range(n0, n1 - n0));
+        let _ = write!(out, "@@ -{} +{} @@", range(o0, o1 - o0), range(n0, n1 - n0));
+        if let Some(func) = function_context(old, o0) {
+            out.push(' ');
+            out.push_str(func);
+        }
+        out.push('\n');
         for k in start..end {
             let (oi, ni) = pos[k];
             let (sign, line) = match ops[k] {
@@ -153,6 +170,21 @@ fn write_hunks(out: &mut String, old: &[&str], new: &[&str], ops: &[Op]) {
     }
 }
 
+/// git's default hunk-header context: the nearest line before the hunk
+/// that starts with a letter, `_` or `$`, cut to 80 bytes, right-trimmed.
+fn function_context<'a>(old: &[&'a str], hunk_start: usize) -> Option<&'a str> {
+    let line = old[..hunk_start].iter().rev().find(|l| {
+        l.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'$')
+    })?;
+    let mut end = line.len().min(80);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(line[..end].trim_end())
+}
+
 /// Hunk range as git prints it: `start,count`, `start` alone when count is
 /// 1, and the line before the hunk when count is 0.
 fn range(start0: usize, count: usize) -> String {
@@ -165,61 +197,21 @@ fn range(start0: usize, count: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::{git_apply, strict_apply};
     use super::*;
-    use std::path::Path;
     use std::process::Command;
 
     fn tree(files: &[(&str, &str)]) -> BTreeMap<String, String> {
-        files.iter().map(|(p, c)| (p.to_string(), c.to_string())).collect()
-    }
-
-    fn write_tree(dir: &Path, files: &BTreeMap<String, String>) {
-        for (path, content) in files {
-            let full = dir.join(path);
-            if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).unwrap();
-            }
-            std::fs::write(full, content).unwrap();
-        }
-    }
-
-    /// Every regular file under `dir`, relative path → content.
-    fn read_tree(dir: &Path) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    let rel = path.strip_prefix(dir).unwrap().to_string_lossy().replace('\\', "/");
-                    out.insert(rel, std::fs::read_to_string(&path).unwrap());
-                }
-            }
-        }
-        out
-    }
-
-    /// Applies `patch` with real `git apply` on top of `old`; returns the tree.
-    pub(crate) fn git_apply(old: &BTreeMap<String, String>, patch: &str) -> BTreeMap<String, String> {
-        let dir = tempfile::tempdir().unwrap();
-        write_tree(dir.path(), old);
-        let patch_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(patch_file.path(), patch).unwrap();
-        let out = Command::new("git")
-            .args(["apply", "--whitespace=nowarn"])
-            .arg(patch_file.path())
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "git apply failed: {}\n{patch}", String::from_utf8_lossy(&out.stderr));
-        read_tree(dir.path())
+        files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect()
     }
 
     fn check_roundtrip(old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) -> String {
         let patch = tree_diff(old, new);
         assert_eq!(&git_apply(old, &patch), new, "patch:\n{patch}");
+        assert_eq!(&strict_apply(old, &patch), new, "patch:\n{patch}");
         patch
     }
 
@@ -255,19 +247,30 @@ mod tests {
     fn matches_git_diff_no_index_output() {
         // Byte-compare against git itself on a case with two hunks.
         let old: String = (1..=30).map(|i| format!("line {i}\n")).collect();
-        let new = old.replace("line 3\n", "line three\n").replace("line 25\n", "line 25\nextra\n");
+        let new = old
+            .replace("line 3\n", "line three\n")
+            .replace("line 25\n", "line 25\nextra\n");
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("a")).unwrap();
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("a/f.txt"), &old).unwrap();
         std::fs::write(dir.path().join("b/f.txt"), &new).unwrap();
         let out = Command::new("git")
-            .args(["diff", "--no-index", "--no-color", "--no-ext-diff", "a/f.txt", "b/f.txt"])
+            .args([
+                "diff",
+                "--no-index",
+                "--no-color",
+                "--no-ext-diff",
+                "a/f.txt",
+                "b/f.txt",
+            ])
             .current_dir(dir.path())
             .output()
             .unwrap();
         let git = String::from_utf8(out.stdout).unwrap();
-        let git = git.replace("a/a/f.txt", "a/f.txt").replace("b/b/f.txt", "b/f.txt");
+        let git = git
+            .replace("a/a/f.txt", "a/f.txt")
+            .replace("b/b/f.txt", "b/f.txt");
         assert_eq!(file_diff("f.txt", Some(&old), Some(&new)), git);
     }
 
@@ -289,7 +292,13 @@ mod tests {
             ("added.txt", "hi\nthere"),
             ("empty-new.txt", ""),
             ("nl.txt", "no newline\nnow more\n"),
-            ("long.txt", &long.replace("row 2\n", "").replace("row 20\n", "ROW 20\n").replace("row 40\n", "row 40\nrow 41")),
+            (
+                "long.txt",
+                &long
+                    .replace("row 2\n", "")
+                    .replace("row 20\n", "ROW 20\n")
+                    .replace("row 40\n", "row 40\nrow 41"),
+            ),
             ("dir/nested.md", "# title\n\nbody\n"),
             ("with space.txt", "s2\n"),
             ("ünï \"q\".txt", "u2\n"),
@@ -298,6 +307,52 @@ mod tests {
         check_roundtrip(&new, &old);
         check_roundtrip(&BTreeMap::new(), &new);
         check_roundtrip(&old, &BTreeMap::new());
+    }
+
+    /// Many pseudo-random edits (deterministic LCG), applied by git at once.
+    #[test]
+    fn git_apply_accepts_random_edits() {
+        let mut seed: u64 = 0x5eed;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n.max(1)
+        };
+        let (mut old, mut new) = (BTreeMap::new(), BTreeMap::new());
+        for f in 0..120 {
+            let mut lines: Vec<String> = (0..next(40)).map(|_| format!("l{}\n", next(8))).collect();
+            let before = lines.concat();
+            for _ in 0..next(6) {
+                let at = next(lines.len() as u64 + 1) as usize;
+                match next(3) {
+                    0 if at < lines.len() => {
+                        lines.remove(at);
+                    }
+                    1 if at < lines.len() => lines[at] = format!("c{}\n", next(8)),
+                    _ => lines.insert(at, format!("n{}\n", next(8))),
+                }
+            }
+            let mut after = lines.concat();
+            if next(5) == 0 {
+                after.pop(); // drop the final newline
+            }
+            let path = format!("d{}/f{f}.txt", f % 3);
+            match next(10) {
+                0 => {
+                    old.insert(path, before);
+                }
+                1 => {
+                    new.insert(path, after);
+                }
+                _ => {
+                    old.insert(path.clone(), before);
+                    new.insert(path, after);
+                }
+            }
+        }
+        check_roundtrip(&old, &new);
+        check_roundtrip(&new, &old);
     }
 
     #[test]

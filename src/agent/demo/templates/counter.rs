@@ -15,7 +15,7 @@ pub static TEMPLATE: Template = Template {
     ],
 };
 
-const BODY: &str = r#"    <section class="counter">
+const BODY: &str = r##"    <section class="counter">
       <output id="count-value" class="count" aria-live="polite">0</output>
       <div class="row controls">
         <button id="decrement" type="button" aria-label="Decrement">−</button>
@@ -26,9 +26,9 @@ const BODY: &str = r#"    <section class="counter">
         <input id="step" type="number" min="1" max="1000" value="1">
       </label>
     </section>
-"#;
+"##;
 
-const SCRIPT: &str = r#"// Counter: +/- by a step, reset; the value is saved in localStorage.
+const SCRIPT: &str = r##"// Counter: +/- by a step, reset; the value is saved in localStorage.
 (() => {
   'use strict';
   const KEY = '__STORE__:count';
@@ -72,9 +72,9 @@ const SCRIPT: &str = r#"// Counter: +/- by a step, reset; the value is saved in 
 
   set(value);
 })();
-"#;
+"##;
 
-const STYLE: &str = r#"/* Counter */
+const STYLE: &str = r##"/* Counter */
 .counter {
   display: flex;
   flex-direction: column;
@@ -101,4 +101,4 @@ const STYLE: &str = r#"/* Counter */
   width: 5rem;
   margin-left: 0.5rem;
 }
-"#;
+"##;

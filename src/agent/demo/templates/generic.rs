@@ -14,8 +14,8 @@ pub static TEMPLATE: Template = Template {
     ],
 };
 
-const BODY: &str = r#"    <section class="hero">
-      <p class="tagline">__PROMPT__</p>
+const BODY: &str = r##"    <section class="hero">
+      <p class="tagline">Built from the idea: “__PROMPT__”</p>
       <a class="cta" href="#list-section">Get started</a>
     </section>
     <section id="list-section" class="card">
@@ -27,9 +27,9 @@ const BODY: &str = r#"    <section class="hero">
       <ul id="item-list" class="list"></ul>
       <p id="item-empty" class="muted">Nothing here yet — add the first item.</p>
     </section>
-"#;
+"##;
 
-const SCRIPT: &str = r#"// Simple list: add and remove items; saved in localStorage.
+const SCRIPT: &str = r##"// Simple list: add and remove items; saved in localStorage.
 (() => {
   'use strict';
   const KEY = '__STORE__:items';
@@ -91,9 +91,9 @@ const SCRIPT: &str = r#"// Simple list: add and remove items; saved in localStor
 
   render();
 })();
-"#;
+"##;
 
-const STYLE: &str = r#"/* Landing section and list */
+const STYLE: &str = r##"/* Landing section and list */
 .hero {
   padding: 2rem 1.5rem;
   margin-bottom: 1.5rem;
@@ -120,4 +120,4 @@ const STYLE: &str = r#"/* Landing section and list */
 .card h2 {
   margin-top: 0;
 }
-"#;
+"##;

@@ -15,7 +15,7 @@ pub static TEMPLATE: Template = Template {
     ],
 };
 
-const BODY: &str = r#"    <form id="note-form" class="stack" autocomplete="off">
+const BODY: &str = r##"    <form id="note-form" class="stack" autocomplete="off">
       <input id="note-title" type="text" placeholder="Title" aria-label="Note title" maxlength="120">
       <textarea id="note-body" rows="4" placeholder="Write something…" aria-label="Note text"></textarea>
       <button type="submit">Save note</button>
@@ -23,9 +23,9 @@ const BODY: &str = r#"    <form id="note-form" class="stack" autocomplete="off">
     <input id="note-search" type="search" placeholder="Search notes" aria-label="Search notes">
     <ul id="note-list" class="notes"></ul>
     <p id="note-empty" class="muted">No notes yet.</p>
-"#;
+"##;
 
-const SCRIPT: &str = r#"// Notes: add, search and delete notes; saved in localStorage.
+const SCRIPT: &str = r##"// Notes: add, search and delete notes; saved in localStorage.
 (() => {
   'use strict';
   const KEY = '__STORE__:notes';
@@ -99,9 +99,9 @@ const SCRIPT: &str = r#"// Notes: add, search and delete notes; saved in localSt
   search.addEventListener('input', render);
   render();
 })();
-"#;
+"##;
 
-const STYLE: &str = r#"/* Notes */
+const STYLE: &str = r##"/* Notes */
 .stack {
   display: flex;
   flex-direction: column;
@@ -150,4 +150,4 @@ const STYLE: &str = r#"/* Notes */
   top: 0.5rem;
   right: 0.5rem;
 }
-"#;
+"##;

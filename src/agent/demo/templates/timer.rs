@@ -15,7 +15,7 @@ pub static TEMPLATE: Template = Template {
     ],
 };
 
-const BODY: &str = r#"    <section class="timer">
+const BODY: &str = r##"    <section class="timer">
       <nav class="modes" aria-label="Timer mode">
         <button type="button" data-mode="focus" class="active">Focus</button>
         <button type="button" data-mode="short">Short break</button>
@@ -28,9 +28,9 @@ const BODY: &str = r#"    <section class="timer">
       </div>
       <p class="muted">Completed focus sessions: <strong id="sessions">0</strong></p>
     </section>
-"#;
+"##;
 
-const SCRIPT: &str = r#"// Focus timer: counts down the selected mode; finished focus sessions are saved.
+const SCRIPT: &str = r##"// Focus timer: counts down the selected mode; finished focus sessions are saved.
 (() => {
   'use strict';
   const KEY = '__STORE__:sessions';
@@ -119,9 +119,9 @@ const SCRIPT: &str = r#"// Focus timer: counts down the selected mode; finished 
 
   render();
 })();
-"#;
+"##;
 
-const STYLE: &str = r#"/* Focus timer */
+const STYLE: &str = r##"/* Focus timer */
 .timer {
   display: flex;
   flex-direction: column;
@@ -148,4 +148,4 @@ const STYLE: &str = r#"/* Focus timer */
 .controls button {
   min-width: 6rem;
 }
-"#;
+"##;

@@ -15,7 +15,7 @@ pub static TEMPLATE: Template = Template {
     ],
 };
 
-const BODY: &str = r#"    <form id="todo-form" class="row" autocomplete="off">
+const BODY: &str = r##"    <form id="todo-form" class="row" autocomplete="off">
       <input id="todo-input" type="text" placeholder="What needs to be done?" aria-label="New task" maxlength="200">
       <button type="submit">Add</button>
     </form>
@@ -29,9 +29,9 @@ const BODY: &str = r#"    <form id="todo-form" class="row" autocomplete="off">
       <span id="todo-count">0 items left</span>
       <button id="clear-completed" type="button" class="link">Clear completed</button>
     </p>
-"#;
+"##;
 
-const SCRIPT: &str = r#"// Todo list: add, toggle, delete and filter tasks; saved in localStorage.
+const SCRIPT: &str = r##"// Todo list: add, toggle, delete and filter tasks; saved in localStorage.
 (() => {
   'use strict';
   const KEY = '__STORE__:todos';
@@ -121,9 +121,9 @@ const SCRIPT: &str = r#"// Todo list: add, toggle, delete and filter tasks; save
 
   render();
 })();
-"#;
+"##;
 
-const STYLE: &str = r#"/* Todo list */
+const STYLE: &str = r##"/* Todo list */
 .filters {
   display: flex;
   gap: 0.5rem;
@@ -153,4 +153,4 @@ const STYLE: &str = r#"/* Todo list */
   justify-content: space-between;
   color: var(--muted);
 }
-"#;
+"##;

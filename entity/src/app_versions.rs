@@ -1,0 +1,27 @@
+use sea_orm::entity::prelude::*;
+
+/// One version of an app's files. `manifest` is JSON: path -> {sha256, size, mode}.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "app_versions")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub app_id: String,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub version: i32,
+    pub parent_version: Option<i32>,
+    #[sea_orm(column_type = "Text")]
+    pub manifest: String,
+    pub diff_sha256: Option<String>,
+    pub run_id: Option<String>,
+    /// pending (files kept locally, upload to storage outstanding) | stored
+    pub status: String,
+    pub file_count: i32,
+    pub total_bytes: i64,
+    pub created_at: DateTimeUtc,
+    pub stored_at: Option<DateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

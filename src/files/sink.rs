@@ -1,0 +1,147 @@
+//! The relay's diff sink for real apps: apply the agent's diff to the current version (all or
+//! nothing), record the new version, upload it, then let later steps (git, deploy) react.
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::manifest::sha256_hex;
+use super::versions::FileVersions;
+use crate::agent::protocol::AgentFile;
+use crate::runs::sink::{DiffContext, DiffSink, SinkNotice};
+use crate::workspace::{apply_patch_set, FileTree};
+use entity::app_versions;
+
+/// A step that runs after a new version exists (git commit, deployment).
+#[async_trait]
+pub trait VersionHook: Send + Sync {
+    async fn on_version(
+        &self,
+        ctx: &DiffContext,
+        version: &app_versions::Model,
+        tree: &FileTree,
+    ) -> Vec<SinkNotice>;
+}
+
+pub struct WorkspaceSink {
+    versions: FileVersions,
+    hooks: Vec<Arc<dyn VersionHook>>,
+}
+
+impl WorkspaceSink {
+    pub fn new(versions: FileVersions, hooks: Vec<Arc<dyn VersionHook>>) -> Self {
+        Self { versions, hooks }
+    }
+
+    async fn current(
+        &self,
+        app_id: &str,
+    ) -> anyhow::Result<(Option<app_versions::Model>, FileTree)> {
+        match self.versions.latest(app_id).await? {
+            Some(version) => {
+                let tree = self.versions.load_tree(&version).await?;
+                Ok((Some(version), tree))
+            }
+            None => Ok((None, FileTree::new())),
+        }
+    }
+}
+
+fn error(code: &str, message: String) -> Vec<SinkNotice> {
+    vec![SinkNotice::Error {
+        code: code.to_string(),
+        message,
+    }]
+}
+
+#[async_trait]
+impl DiffSink for WorkspaceSink {
+    async fn current_files(&self, app_id: &str) -> anyhow::Result<Option<Vec<AgentFile>>> {
+        let (version, tree) = self.current(app_id).await?;
+        if version.is_none() {
+            return Ok(None);
+        }
+        // The agent protocol carries text; binary files cannot be sent and are left out.
+        Ok(Some(
+            tree.into_iter()
+                .filter_map(|(path, entry)| {
+                    String::from_utf8(entry.content)
+                        .ok()
+                        .map(|content| AgentFile { path, content })
+                })
+                .collect(),
+        ))
+    }
+
+    async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice> {
+        let (parent, base) = match self.current(&ctx.app_id).await {
+            Ok(current) => current,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not load the app's files");
+                return error("files_unavailable", "The app's current files could not be loaded, so the agent's changes were not applied.".into());
+            }
+        };
+        let parent_version = parent.as_ref().map(|p| p.version);
+        let tree = match apply_patch_set(&base, diff.as_bytes()) {
+            Ok(tree) => tree,
+            Err(e) => {
+                let kept = parent_version
+                    .map(|v| format!("version {v} stays current"))
+                    .unwrap_or_else(|| "no files were written".into());
+                return error(
+                    e.code(),
+                    format!("The agent's changes were rejected: {e}. Nothing was applied; {kept}."),
+                );
+            }
+        };
+        if tree == base {
+            return Vec::new();
+        }
+        let version = match self
+            .versions
+            .create(
+                &ctx.app_id,
+                Some(&ctx.run_id),
+                Some(sha256_hex(diff.as_bytes())),
+                parent_version,
+                &tree,
+            )
+            .await
+        {
+            Ok(version) => version,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "could not record a new version");
+                return error(
+                    "version_not_saved",
+                    "The agent's changes applied, but the new version could not be saved.".into(),
+                );
+            }
+        };
+        let mut notices = vec![SinkNotice::Platform {
+            text: format!(
+                "Saved version {} ({} files).",
+                version.version, version.file_count
+            ),
+            metadata: json!({"type": "version_created", "version": version.version, "files": version.file_count}),
+        }];
+        match self.versions.upload(&version).await {
+            Ok(report) => tracing::info!(
+                version = version.version,
+                blobs = report.blobs,
+                bytes = report.total_bytes,
+                "version uploaded"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), version = version.version, "upload failed; will retry in the background");
+                notices.push(SinkNotice::Platform {
+                    text: format!("Version {} is saved on the gateway; uploading it to storage failed and will be retried.", version.version),
+                    metadata: json!({"type": "storage_pending", "version": version.version}),
+                });
+            }
+        }
+        for hook in &self.hooks {
+            notices.extend(hook.on_version(ctx, &version, &tree).await);
+        }
+        notices
+    }
+}

@@ -1,0 +1,208 @@
+//! `GET /apps/:id/read-url` (presigned links to a version's files) and, for the local store,
+//! `GET /files/*key`, which serves objects to whoever holds a valid signed link.
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::extract::parse_id;
+use crate::apps;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, ApiResult};
+use crate::files::mime::content_type_for;
+use crate::files::versions::{archive_key, blob_key, STATUS_STORED};
+use crate::files::Manifest;
+use crate::state::AppState;
+use crate::storage::signing::SignatureError;
+use crate::storage::{ObjectStore, StorageError};
+use crate::workspace::normalize_path;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/apps/{id}/read-url", get(read_url))
+        .route("/files/{*key}", get(download))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadUrl {
+    read_url: String,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    version: i32,
+    files: Vec<FileUrl>,
+}
+
+#[derive(Serialize)]
+struct FileUrl {
+    path: String,
+    size: u64,
+    sha256: String,
+    mode: u32,
+    url: String,
+}
+
+fn storage_error(e: StorageError) -> ApiError {
+    tracing::error!(error = %e, "presigning failed");
+    ApiError::Unavailable("storage is unavailable".into())
+}
+
+async fn read_url(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<ReadUrl>> {
+    let id = parse_id(&id, "app")?;
+    let app = apps::find_owned(&state.db, &user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("app"))?;
+    let version = match query.get("version") {
+        Some(raw) => {
+            let n = raw.parse::<i32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("version must be a positive integer, got {raw:?}"),
+                )
+            })?;
+            state
+                .files
+                .get(&app.id, n)
+                .await?
+                .ok_or_else(|| ApiError::not_found("version"))?
+        }
+        None => state
+            .files
+            .latest(&app.id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound("the app has no files yet".into()))?,
+    };
+    if version.status != STATUS_STORED {
+        return Err(ApiError::Conflict {
+            code: "version_pending",
+            message: format!(
+                "version {} is still being uploaded to storage; try again shortly",
+                version.version
+            ),
+            details: serde_json::json!({ "version": version.version }),
+        });
+    }
+    let manifest =
+        Manifest::from_json(&version.manifest).map_err(|e| ApiError::Internal(e.into()))?;
+    let selected: Vec<(&String, &crate::files::ManifestEntry)> = match query.get("path") {
+        Some(raw) => {
+            let path = normalize_path(raw)
+                .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
+            let (path, entry) = manifest.files.get_key_value(&path).ok_or_else(|| {
+                ApiError::NotFound(format!("no file {path:?} in version {}", version.version))
+            })?;
+            vec![(path, entry)]
+        }
+        None => manifest.files.iter().collect(),
+    };
+    let ttl = Duration::from_secs(state.config.storage.presign_ttl_secs);
+    let store = state.files.store();
+    let archive_name = format!("{}-v{}.tar.gz", app.id, version.version);
+    let read_url = store
+        .presign_get(
+            &archive_key(&app.id, version.version),
+            ttl,
+            Some(&archive_name),
+        )
+        .await
+        .map_err(storage_error)?;
+    let mut files = Vec::with_capacity(selected.len());
+    for (path, entry) in selected {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let url = store
+            .presign_get(&blob_key(&entry.sha256), ttl, Some(name))
+            .await
+            .map_err(storage_error)?;
+        files.push(FileUrl {
+            path: path.clone(),
+            size: entry.size,
+            sha256: entry.sha256.clone(),
+            mode: entry.mode,
+            url,
+        });
+    }
+    Ok(Json(ReadUrl {
+        read_url,
+        expires_at: chrono::Utc::now() + ttl,
+        version: version.version,
+        files,
+    }))
+}
+
+/// Serves a local object to the holder of a valid link. The signature is the credential.
+async fn download(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let Some(local) = state.local_store.as_ref() else {
+        return Err(ApiError::not_found("route"));
+    };
+    let expires = query
+        .get("expires")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let name = query.get("name").map(String::as_str).unwrap_or("");
+    let signature = query.get("sig").map(String::as_str).unwrap_or("");
+    match local.signer().verify(
+        &key,
+        expires,
+        name,
+        signature,
+        chrono::Utc::now().timestamp(),
+    ) {
+        Ok(()) => {}
+        Err(SignatureError::Expired) => {
+            return Err(ApiError::ForbiddenCode {
+                code: "link_expired",
+                message: "the link has expired".into(),
+            })
+        }
+        Err(SignatureError::Invalid) => {
+            return Err(ApiError::ForbiddenCode {
+                code: "invalid_signature",
+                message: "the link signature is invalid".into(),
+            })
+        }
+    }
+    let bytes = local
+        .get(&key)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "local object read failed");
+            ApiError::Unavailable("storage is unavailable".into())
+        })?
+        .ok_or_else(|| ApiError::not_found("object"))?;
+    let content_type = if name.is_empty() {
+        "application/octet-stream"
+    } else {
+        content_type_for(name)
+    };
+    let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=300"),
+    );
+    let safe: String = name
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' || *c == ' ')
+        .collect();
+    if !safe.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{safe}\"")) {
+            headers.insert(header::CONTENT_DISPOSITION, value);
+        }
+    }
+    Ok(response)
+}

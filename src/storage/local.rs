@@ -1,0 +1,121 @@
+//! Objects as files under a directory. Writes go to a temp file and are renamed into place, so a
+//! reader never sees half an object. Links point at the gateway's own `/files/` route.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+
+use super::{validate_key, ObjectStore, StorageError, UrlSigner};
+
+pub struct LocalStore {
+    root: PathBuf,
+    base_url: String,
+    signer: UrlSigner,
+}
+
+impl LocalStore {
+    /// `base_url` is where the gateway serves `/files/...`, e.g. `http://127.0.0.1:4444`.
+    pub fn new(root: PathBuf, base_url: String, signer: UrlSigner) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        Ok(Self {
+            root,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            signer,
+        })
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
+    }
+
+    pub fn path_of(&self, key: &str) -> Result<PathBuf, StorageError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+fn unavailable(e: std::io::Error) -> StorageError {
+    StorageError::Unavailable(e.to_string())
+}
+
+async fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::other("object path has no parent"))?;
+    tokio::fs::create_dir_all(dir).await?;
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(body).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn put(&self, key: &str, body: Bytes, _content_type: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        write_atomically(&path, &body).await.map_err(unavailable)
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(key)?;
+        tokio::fs::try_exists(&path).await.map_err(unavailable)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn presign_get(
+        &self,
+        key: &str,
+        ttl: Duration,
+        download_name: Option<&str>,
+    ) -> Result<String, StorageError> {
+        validate_key(key)?;
+        let expires = chrono::Utc::now().timestamp() + ttl.as_secs() as i64;
+        let name = download_name.unwrap_or("");
+        let sig = self.signer.sign(key, expires, name);
+        let mut url = url::Url::parse(&format!("{}/files/{}", self.base_url, key))
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("expires", &expires.to_string())
+            .append_pair("name", name)
+            .append_pair("sig", &sig);
+        Ok(url.to_string())
+    }
+
+    async fn check(&self) -> Result<(), StorageError> {
+        tokio::fs::metadata(&self.root)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
