@@ -3,9 +3,11 @@
 mod helpers;
 
 mod fake_agent;
+mod s3_server;
 
 mod apps;
 mod auth;
+mod files;
 mod limits;
 mod process;
 mod relay;
