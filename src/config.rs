@@ -20,7 +20,31 @@ pub struct Config {
     pub agent: AgentConfig,
     pub runs: RunsConfig,
     pub storage: StorageConfig,
+    pub deploy: DeployConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployProvider {
+    Local,
+    Koyeb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployConfig {
+    pub provider: DeployProvider,
+    pub on_new_version: bool,
+    pub stream_wait_secs: u64,
+    pub workers: u32,
+    pub poll_interval_ms: u64,
+    pub lease_secs: u64,
+    pub max_attempts: u32,
+    pub queued_deadline_secs: u64,
+    pub building_deadline_secs: u64,
+    pub deploying_deadline_secs: u64,
+    pub unknown_status_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

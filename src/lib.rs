@@ -5,6 +5,7 @@ pub mod apps;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod deploy;
 pub mod error;
 pub mod files;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod wiring;
 pub mod workspace;
 
 pub use startup::Application;

@@ -38,7 +38,12 @@ enum Command {
         /// Address to bind, e.g. 127.0.0.1:0.
         #[arg(long)]
         bind: Option<std::net::SocketAddr>,
+        /// Serve only the API; run deployment workers elsewhere (`agentgate worker`).
+        #[arg(long)]
+        no_worker: bool,
     },
+    /// Run only the deployment workers and upload retries.
+    Worker,
     /// Print a dev bearer token (HS256 mode only).
     Token {
         #[arg(long)]
@@ -88,8 +93,18 @@ fn load(common: &CommonArgs, bind: Option<std::net::SocketAddr>) -> anyhow::Resu
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve { bind: None }) {
-        Command::Serve { bind } => serve(load(&cli.common, bind)?).await,
+    let default = Command::Serve {
+        bind: None,
+        no_worker: false,
+    };
+    match cli.command.unwrap_or(default) {
+        Command::Serve { bind, no_worker } => serve(load(&cli.common, bind)?, !no_worker).await,
+        Command::Worker => {
+            let config = load(&cli.common, None)?;
+            telemetry::init(&config.log);
+            println!("agentgate worker running");
+            agentgate::startup::run_workers(config, shutdown_signal()).await
+        }
         Command::Token { user, privileged } => {
             let config = load(&cli.common, None)?;
             let secret = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
@@ -119,9 +134,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, with_workers: bool) -> anyhow::Result<()> {
     telemetry::init(&config.log);
-    let app = Application::build(config).await?;
+    let app = Application::build_with(config, with_workers).await?;
     let address = app.address();
     println!("agentgate listening on http://{address}");
     let config = &app.state().config;

@@ -13,13 +13,13 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::{AgentClient, AgentClientConfig};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::config::StorageKind;
-use crate::files::{BlobCache, FileVersions, WorkspaceSink};
+use crate::deploy::DeployHook;
+use crate::files::WorkspaceSink;
 use crate::limits::Limiter;
 use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager};
 use crate::state::AppState;
-use crate::storage::{LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
+use crate::wiring::Components;
 use crate::{db, http, secrets};
 
 pub struct Application {
@@ -31,56 +31,15 @@ pub struct Application {
     background: CancellationToken,
 }
 
-/// The object store the config names, the local blob cache, and the version service over both.
-fn build_files(
-    config: &Config,
-    db: &sea_orm::DatabaseConnection,
-    public_url: String,
-) -> anyhow::Result<(FileVersions, Option<Arc<LocalStore>>)> {
-    let (store, local): (SharedStore, Option<Arc<LocalStore>>) = match config.storage.kind {
-        StorageKind::Local => {
-            let secret = secrets::load_or_create(&config.server.data_dir, "url-signing.secret")?;
-            let signer = UrlSigner::new(secret.expose_secret().as_bytes());
-            let local = Arc::new(LocalStore::new(config.storage_dir(), public_url, signer)?);
-            (local.clone(), Some(local))
-        }
-        StorageKind::S3 => {
-            let s = &config.storage;
-            let store = S3Store::new(&S3Settings {
-                bucket: s.bucket.clone(),
-                region: s.region.clone(),
-                endpoint: s.endpoint.clone(),
-                path_style: s.path_style,
-                access_key_id: s.access_key_id.clone(),
-                secret_access_key: s.secret_access_key.expose_secret().to_string(),
-                prefix: s.prefix.clone(),
-                max_attempts: s.max_attempts,
-            });
-            (Arc::new(store), None)
-        }
-    };
-    let cache = BlobCache::new(config.server.data_dir.join("blob-cache"))?;
-    Ok((FileVersions::new(db.clone(), store, cache), local))
-}
-
-/// Uploads versions that could not be stored during their run, until `stop` is cancelled.
-fn spawn_upload_retries(files: FileVersions, every: Duration, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticker.tick() => {
-                    files.upload_pending(50).await;
-                }
-            }
-        }
-    });
-}
-
 impl Application {
+    /// The API plus deployment workers (what `agentgate serve` runs).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, true).await
+    }
+
+    /// `with_workers = false` serves only the API (`serve --no-worker`): such hosts need no
+    /// build tools or cloud credentials.
+    pub async fn build_with(config: Config, with_workers: bool) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.server.data_dir)?;
         let hs256 = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
         let db = db::connect(&config.database_url(), config.database.max_connections).await?;
@@ -116,8 +75,16 @@ impl Application {
         } else {
             config.server.public_url.clone()
         };
-        let (files, local_store) = build_files(&config, &db, public_url)?;
-        let sink: Arc<dyn DiffSink> = Arc::new(WorkspaceSink::new(files.clone(), Vec::new()));
+        let parts = Components::build(&config, &db, public_url)?;
+        let files = parts.files.clone();
+        let local_store = parts.local_store.clone();
+        let deploy_hook = Arc::new(DeployHook::new(
+            db.clone(),
+            parts.deploy_settings.clone(),
+            parts.deployer.provider(),
+        ));
+        let sink: Arc<dyn DiffSink> =
+            Arc::new(WorkspaceSink::new(files.clone(), vec![deploy_hook]));
         let runs = RunManager::new(
             RunDeps {
                 db: db.clone(),
@@ -136,6 +103,7 @@ impl Application {
         }
 
         let config = Arc::new(config);
+        let db_for_background = db.clone();
         let state = AppState {
             config: config.clone(),
             db,
@@ -144,12 +112,15 @@ impl Application {
             runs,
             files: files.clone(),
             local_store,
+            preview: parts.preview.clone(),
+            deploy_provider: parts.deployer.provider(),
             started_at: Instant::now(),
         };
         let background = CancellationToken::new();
-        spawn_upload_retries(
-            files,
-            Duration::from_secs(config.storage.retry_interval_secs.max(1)),
+        parts.spawn_background(
+            &config,
+            &db_for_background,
+            with_workers,
             background.clone(),
         );
         let mut extra = Router::new();
@@ -213,4 +184,21 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// `agentgate worker`: only the deployment workers and upload retries, until `shutdown`.
+pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.server.data_dir)?;
+    let db = db::connect(&config.database_url(), config.database.max_connections).await?;
+    let public_url = if config.server.public_url.is_empty() {
+        format!("http://{}", config.server.bind)
+    } else {
+        config.server.public_url.clone()
+    };
+    let parts = Components::build(&config, &db, public_url)?;
+    let stop = CancellationToken::new();
+    parts.spawn_background(&config, &db, true, stop.clone());
+    shutdown.await;
+    stop.cancel();
+    Ok(())
 }

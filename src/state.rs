@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::deploy::LocalPreview;
 use crate::files::FileVersions;
 use crate::limits::Limiter;
 use crate::runs::RunManager;
@@ -21,6 +22,10 @@ pub struct AppState {
     pub files: FileVersions,
     /// Set when objects live in a local directory: the gateway serves its signed links.
     pub local_store: Option<Arc<LocalStore>>,
+    /// Set when deploys are local previews served by this gateway.
+    pub preview: Option<Arc<LocalPreview>>,
+    /// The configured deployment provider's name ("local", "koyeb").
+    pub deploy_provider: &'static str,
     pub started_at: Instant,
 }
 

@@ -1691,61 +1691,73 @@ fn fuzz_never_panics_and_ok_results_match_git() {
 
 // --------------------------------------------------------- benchmark ---
 
-/// Times a 1,000-file, ~10 MB patch set against `git apply`. Run with
+/// Times `apply_patch_set` against `git apply` on one diff.
+fn time_apply(label: &str, old: &FileTree, new: &FileTree) {
+    let diff = git_diff(old, new, &[]);
+    let mut best = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let tree = apply_patch_set(old, &diff).unwrap();
+        best = best.min(t.elapsed());
+        assert!(&tree == new, "{label}: wrong result");
+    }
+    let t = Instant::now();
+    let theirs = git_apply(old, &diff);
+    let git_time = t.elapsed();
+    assert!(theirs.result.unwrap() == *new, "{label}: git disagrees");
+    println!(
+        "{label}: {} bytes of diff; apply_patch_set {best:?}; \
+         git apply {git_time:?} (including writing the base and reading back)",
+        diff.len()
+    );
+}
+
+fn text_file(lines: &[String]) -> FileEntry {
+    FileEntry {
+        content: lines.concat().into_bytes(),
+        mode: FileMode::Regular,
+    }
+}
+
+/// Times a 1,000-file, ~10 MB patch set and a 60,000-line file with 6,000
+/// hunks against `git apply`. Run with
 /// `cargo test --release --test workspace_oracle -- --ignored --nocapture bench`.
 #[test]
 #[ignore]
 fn bench_large_patch_set() {
     let mut rng = StdRng::seed_from_u64(7);
-    let mut old = FileTree::new();
-    let mut new = FileTree::new();
-    for i in 0..1000 {
-        let lines: Vec<String> = (0..200)
-            .map(|n| format!("line {n} of file {i}: {}", random_line(&mut rng)))
+    let (mut old, mut new) = (FileTree::new(), FileTree::new());
+    for i in 0..500 {
+        let lines: Vec<String> = (0..240)
+            .map(|n| format!("line {n} of file {i}: {}\n", random_line(&mut rng)))
             .collect();
-        let base = lines.join("\n") + "\n";
         let mut changed = lines.clone();
-        for n in (0..200).step_by(17) {
-            changed[n] = format!("changed {n} {}", random_line(&mut rng));
+        for n in (0..240).step_by(9) {
+            changed[n] = format!("changed {n} {}\n", random_line(&mut rng));
         }
         let path = format!("dir{}/file{i}.txt", i % 37);
-        old.insert(
-            path.clone(),
-            FileEntry {
-                content: base.into_bytes(),
-                mode: FileMode::Regular,
-            },
-        );
-        new.insert(
-            path.clone(),
-            FileEntry {
-                content: (changed.join("\n") + "\n").into_bytes(),
-                mode: FileMode::Regular,
-            },
-        );
-        let fresh: String = (0..120)
+        old.insert(path.clone(), text_file(&lines));
+        new.insert(path, text_file(&changed));
+        let fresh: Vec<String> = (0..750)
             .map(|n| format!("new {n} {}\n", random_line(&mut rng)))
             .collect();
-        new.insert(
-            format!("new{}/f{i}.txt", i % 23),
-            FileEntry {
-                content: fresh.into_bytes(),
-                mode: FileMode::Regular,
-            },
-        );
+        new.insert(format!("new{}/f{i}.txt", i % 23), text_file(&fresh));
     }
-    let diff = git_diff(&old, &new, &[]);
-    println!("diff: {} files changed, {} bytes", new.len(), diff.len());
-    let mut best = std::time::Duration::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        let tree = apply_patch_set(&old, &diff).unwrap();
-        best = best.min(t.elapsed());
-        assert_eq!(tree, new);
+    time_apply("1,000 files", &old, &new);
+
+    let lines: Vec<String> = (0..60_000).map(|n| format!("row {n}\n")).collect();
+    let mut changed = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        if n % 10 == 5 {
+            changed.push(format!("edited {n}\n"));
+            if n % 20 == 5 {
+                changed.push(format!("added after {n}\n"));
+            }
+        } else {
+            changed.push(line.clone());
+        }
     }
-    let t = Instant::now();
-    let theirs = git_apply(&old, &diff);
-    let git_time = t.elapsed();
-    assert_eq!(theirs.result.unwrap(), new);
-    println!("apply_patch_set: {best:?}; git apply (incl. writing the base and reading back): {git_time:?}");
+    let old = FileTree::from([("big.txt".to_string(), text_file(&lines))]);
+    let new = FileTree::from([("big.txt".to_string(), text_file(&changed))]);
+    time_apply("one file, 6,000 hunks", &old, &new);
 }

@@ -3,6 +3,8 @@
 pub mod app_messages;
 pub mod app_versions;
 pub mod apps;
+pub mod cleanup_jobs;
+pub mod deployments;
 pub mod run_events;
 pub mod runs;
 pub mod usage_counters;

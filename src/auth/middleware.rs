@@ -18,6 +18,8 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/demo-agent",
     // Local storage download links carry their own signature and expiry.
     "/files",
+    // Deployed previews are public sites, served sandboxed.
+    "/preview",
 ];
 
 /// The authenticated caller: `sub` of the token, plus whether they are privileged.

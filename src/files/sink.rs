@@ -21,6 +21,11 @@ pub trait VersionHook: Send + Sync {
         version: &app_versions::Model,
         tree: &FileTree,
     ) -> Vec<SinkNotice>;
+
+    /// Called once before the run's `done`; `wait` is false when the run was stopped.
+    async fn on_run_end(&self, _ctx: &DiffContext, _wait: bool) -> Vec<SinkNotice> {
+        Vec::new()
+    }
 }
 
 pub struct WorkspaceSink {
@@ -71,6 +76,14 @@ impl DiffSink for WorkspaceSink {
                 })
                 .collect(),
         ))
+    }
+
+    async fn finish_run(&self, ctx: &DiffContext, wait: bool) -> Vec<SinkNotice> {
+        let mut notices = Vec::new();
+        for hook in &self.hooks {
+            notices.extend(hook.on_run_end(ctx, wait).await);
+        }
+        notices
     }
 
     async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice> {

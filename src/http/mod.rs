@@ -1,11 +1,13 @@
 //! The HTTP surface: one router per resource, assembled here with the cross-cutting layers.
 mod apps;
 mod auth_routes;
+mod deployments;
 mod extract;
 mod files;
 mod health;
 mod limits;
 mod messages;
+mod preview;
 mod runs;
 pub mod sse;
 
@@ -38,6 +40,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(apps::router())
         .merge(limits::router())
         .merge(files::router())
+        .merge(deployments::router())
+        .merge(preview::router())
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))

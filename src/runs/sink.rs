@@ -33,6 +33,12 @@ pub trait DiffSink: Send + Sync {
     async fn current_files(&self, app_id: &str) -> anyhow::Result<Option<Vec<AgentFile>>>;
 
     async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice>;
+
+    /// Called once before the run's `done` (after the agent finished, failed or was stopped);
+    /// `wait` is false when the run was stopped and should end promptly.
+    async fn finish_run(&self, _ctx: &DiffContext, _wait: bool) -> Vec<SinkNotice> {
+        Vec::new()
+    }
 }
 
 /// Records diffs without applying them; useful where no workspace is configured.

@@ -157,6 +157,20 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             "The gateway failed while relaying this run.".to_string(),
         )),
     };
+    // Side effects of the run (a deployment) report before `done`; a stopped run does not wait.
+    let wait = !matches!(outcome, Outcome::Stopped(_));
+    let end_ctx = DiffContext {
+        app_id: spec.ctx.app_id.clone(),
+        run_id: spec.ctx.run_id.clone(),
+        owner_id: spec.owner_id.clone(),
+        trace_id: spec.ctx.trace_id.clone(),
+        app_name: None,
+        commit_message: None,
+    };
+    let notices = deps.sink.finish_run(&end_ctx, wait).await;
+    if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, notices).await {
+        tracing::error!(error = %format!("{e:#}"), "could not log the run's final notices");
+    }
     if let Some((code, text)) = error_event {
         let payload = protocol::error_payload(&spec.ctx, code, &text);
         if let Err(e) = emitter.emit(EVENT_ERROR, &payload).await {
@@ -266,7 +280,18 @@ async fn handle_event(
         app_name: event.app_name.clone(),
         commit_message: event.commit_message.clone(),
     };
-    for notice in deps.sink.handle_diff(&diff_ctx, diff).await {
+    let notices = deps.sink.handle_diff(&diff_ctx, diff).await;
+    emit_notices(deps, ctx, emitter, notices).await
+}
+
+/// Sends the sink's notices as events and keeps platform messages in the app's history.
+async fn emit_notices(
+    deps: &RunDeps,
+    ctx: &EventContext,
+    emitter: &mut Emitter,
+    notices: Vec<SinkNotice>,
+) -> anyhow::Result<()> {
+    for notice in notices {
         match notice {
             SinkNotice::Platform { text, metadata } => {
                 emitter

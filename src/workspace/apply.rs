@@ -245,10 +245,9 @@ impl<'a> State<'a> {
         let exists = || PatchError::FileExists {
             path: shown(new.as_bytes()),
         };
-        match self.slots.get(new) {
-            // Stricter than git, which lets the later creation win.
-            Some(Slot::Patched(_)) => return Err(exists()),
-            _ => {}
+        // Stricter than git, which lets the later creation win.
+        if let Some(Slot::Patched(_)) = self.slots.get(new) {
+            return Err(exists());
         }
         match lstat(self.base, new) {
             Stat::File(_) if !ok_if_exists => Err(exists()),

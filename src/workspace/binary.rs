@@ -23,11 +23,10 @@ pub(crate) struct BinaryHunk {
     pub data: Vec<u8>,
 }
 
-/// A binary hunk read from the diff, with how many bytes and lines it took.
+/// A binary hunk read from the diff, with how many bytes it took.
 pub(crate) struct ParsedHunk {
     pub hunk: BinaryHunk,
     pub used: usize,
-    pub lines: usize,
 }
 
 /// Why a binary hunk could not be read; `line` is 0-based from the hunk start.
@@ -87,7 +86,6 @@ pub(crate) fn parse_hunk(buf: &[u8]) -> Result<Option<ParsedHunk>, Corrupt> {
     Ok(Some(ParsedHunk {
         hunk: BinaryHunk { method, data },
         used: pos,
-        lines,
     }))
 }
 

@@ -3,11 +3,12 @@
 //! at an offset (searched outward from its stated position), and lines
 //! written by an earlier hunk are never matched again.
 
+use super::gap::GapVec;
 use super::header::line_len;
 use super::parse::Hunk;
 
 /// One line: a span of `Image::bytes`, including its `\n` if it has one.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Line {
     start: usize,
     len: usize,
@@ -16,10 +17,11 @@ struct Line {
 }
 
 /// A file being patched. Replaced lines stay in `bytes`; only `lines`
-/// says what the file is, so each hunk costs its own size plus one splice.
+/// says what the file is, so a hunk costs its own size plus the distance
+/// from the previous hunk.
 pub(crate) struct Image {
     bytes: Vec<u8>,
-    lines: Vec<Line>,
+    lines: GapVec<Line>,
 }
 
 /// Git's whitespace-blind line hash, kept to 24 bits as git stores it; it
@@ -32,38 +34,39 @@ fn hash_line(line: &[u8]) -> u32 {
     h & 0x00ff_ffff
 }
 
-fn split_lines(bytes: &[u8], base: usize, patched: bool, out: &mut Vec<Line>) {
+fn split_lines(bytes: &[u8]) -> Vec<Line> {
+    let mut lines = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let len = line_len(&bytes[at..]);
-        out.push(Line {
-            start: base + at,
+        lines.push(Line {
+            start: at,
             len,
             hash: hash_line(&bytes[at..at + len]),
-            patched,
+            patched: false,
         });
         at += len;
     }
+    lines
 }
 
 impl Image {
     pub(crate) fn new(bytes: Vec<u8>) -> Self {
-        let mut lines = Vec::new();
-        split_lines(&bytes, 0, false, &mut lines);
+        let lines = GapVec::from_vec(split_lines(&bytes));
         Image { bytes, lines }
     }
 
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         let total = self.lines.iter().map(|l| l.len).sum();
         let mut out = Vec::with_capacity(total);
-        for l in &self.lines {
+        for l in self.lines.iter() {
             out.extend_from_slice(&self.bytes[l.start..l.start + l.len]);
         }
         out
     }
 
     fn line(&self, i: usize) -> &[u8] {
-        let l = self.lines[i];
+        let l = self.lines.get(i);
         &self.bytes[l.start..l.start + l.len]
     }
 
@@ -160,7 +163,7 @@ pub(crate) fn apply_hunk(img: &mut Image, diff: &[u8], hunk: &Hunk) -> Result<()
     img.bytes.extend_from_slice(&post.bytes);
     let mut new_lines = Vec::with_capacity(post.lines.len());
     split_side(&post, base, &mut new_lines);
-    img.lines.splice(at..at + pre.lines.len(), new_lines);
+    img.lines.replace(at, pre.lines.len(), &new_lines);
     Ok(())
 }
 
@@ -236,16 +239,15 @@ fn matches_at(img: &Image, pre: &Side, lno: usize, beginning: bool, end: bool) -
     if n + lno > nr || (end && n + lno != nr) || (beginning && lno != 0) {
         return false;
     }
-    let hashes_agree = pre
-        .lines
-        .iter()
-        .zip(&img.lines[lno..lno + n])
-        .all(|(&(_, h), l)| !l.patched && l.hash == h);
+    let hashes_agree = pre.lines.iter().enumerate().all(|(k, &(_, h))| {
+        let l = img.lines.get(lno + k);
+        !l.patched && l.hash == h
+    });
     if !hashes_agree {
         return false;
     }
     if end {
-        let rest: usize = img.lines[lno..].iter().map(|l| l.len).sum();
+        let rest: usize = (lno..nr).map(|k| img.lines.get(k).len).sum();
         if rest != pre.bytes.len() {
             return false;
         }
@@ -276,7 +278,7 @@ fn diagnose(img: &Image, pre: &Side, start: usize, beginning: bool, end: bool) -
                 show(img.line(lno))
             );
         }
-        if img.lines[lno].patched {
+        if img.lines.get(lno).patched {
             return format!("line {} was already changed by an earlier hunk", lno + 1);
         }
     }

@@ -19,6 +19,7 @@
 mod apply;
 mod binary;
 mod error;
+mod gap;
 mod header;
 mod image;
 mod parse;

@@ -478,7 +478,7 @@ fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), St
     let ([oldpos, oldcount, newpos, newcount], header_end) = parse_hunk_header(header_line)
         .ok_or_else(|| format!("bad header {}", excerpt(header_line)))?;
     let (mut oldlines, mut newlines) = (oldcount, newcount);
-    let (mut leading, mut trailing, mut added, mut deleted) = (0u64, 0u64, 0u64, 0u64);
+    let (mut trailing, mut added, mut deleted) = (0u64, 0u64, 0u64);
     let mut at = start + first;
     while at < diff.len() {
         if oldlines == 0 && newlines == 0 {
@@ -493,9 +493,6 @@ fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), St
             b'\n' | b' ' => {
                 oldlines = oldlines.wrapping_sub(1);
                 newlines = newlines.wrapping_sub(1);
-                if deleted == 0 && added == 0 {
-                    leading += 1;
-                }
                 trailing += 1;
             }
             b'-' => {
@@ -524,7 +521,6 @@ fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), St
     if deleted == 0 && added == 0 {
         return Err("hunk changes nothing".into());
     }
-    let _ = leading;
     // A final "\ No newline at end of file" belongs to the hunk.
     if diff.len() - at > 12 && diff[at..].starts_with(b"\\ ") {
         at += line_len(&diff[at..]);
@@ -561,7 +557,6 @@ fn parse_binary(diff: &[u8], start: usize) -> Parsed<(BinaryHunk, usize)> {
         Ok(None) => {}
         Err(c) => return Err(corrupt(c, start + used)),
     }
-    let _ = forward.lines;
     Ok((forward.hunk, used))
 }
 

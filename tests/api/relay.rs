@@ -12,7 +12,12 @@ use crate::helpers::{
 
 async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
     let agent = FakeAgent::start().await;
-    let app = spawn_app_with(kind, &agent.config(agent_keys)).await;
+    // Deployments have their own tests; here the stream shows only the relay and the version.
+    let toml = format!(
+        "{}[deploy]\non_new_version = false\n",
+        agent.config(agent_keys)
+    );
+    let app = spawn_app_with(kind, &toml).await;
     (app, agent)
 }
 

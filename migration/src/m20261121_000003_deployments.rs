@@ -1,0 +1,180 @@
+//! Deployments as durable jobs (with leases and deadlines) and app clean-up jobs.
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(Iden)]
+enum Deployments {
+    Table,
+    Id,
+    AppId,
+    OwnerId,
+    Version,
+    Provider,
+    Status,
+    ProviderState,
+    Url,
+    Error,
+    Attempts,
+    NextAttemptAt,
+    LeaseOwner,
+    LeaseExpiresAt,
+    StatusDeadlineAt,
+    UnknownSince,
+    Watched,
+    Notified,
+    CreatedAt,
+    UpdatedAt,
+    FinishedAt,
+}
+
+#[derive(Iden)]
+enum CleanupJobs {
+    Table,
+    Id,
+    AppId,
+    Kind,
+    Status,
+    Attempts,
+    NextAttemptAt,
+    LastError,
+    CreatedAt,
+    UpdatedAt,
+}
+
+fn ts<T: IntoIden>(name: T) -> ColumnDef {
+    ColumnDef::new(name).timestamp_with_time_zone().to_owned()
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Deployments::Table)
+                    .col(
+                        ColumnDef::new(Deployments::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Deployments::AppId).string_len(36).not_null())
+                    .col(ColumnDef::new(Deployments::OwnerId).string().not_null())
+                    .col(ColumnDef::new(Deployments::Version).integer().not_null())
+                    .col(
+                        ColumnDef::new(Deployments::Provider)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deployments::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Deployments::ProviderState).text().not_null())
+                    .col(ColumnDef::new(Deployments::Url).string())
+                    .col(ColumnDef::new(Deployments::Error).text())
+                    .col(
+                        ColumnDef::new(Deployments::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ts(Deployments::NextAttemptAt).not_null())
+                    .col(ColumnDef::new(Deployments::LeaseOwner).string())
+                    .col(ts(Deployments::LeaseExpiresAt))
+                    .col(ts(Deployments::StatusDeadlineAt))
+                    .col(ts(Deployments::UnknownSince))
+                    .col(
+                        ColumnDef::new(Deployments::Watched)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(
+                        ColumnDef::new(Deployments::Notified)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
+                    .col(ts(Deployments::CreatedAt).not_null())
+                    .col(ts(Deployments::UpdatedAt).not_null())
+                    .col(ts(Deployments::FinishedAt))
+                    .to_owned(),
+            )
+            .await?;
+        // Workers claim due, unleased jobs by status and time.
+        manager
+            .create_index(
+                Index::create()
+                    .name("deployments_due")
+                    .table(Deployments::Table)
+                    .col(Deployments::Status)
+                    .col(Deployments::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await?;
+        // The latest deployment of an app (status route, supersede).
+        manager
+            .create_index(
+                Index::create()
+                    .name("deployments_app_created")
+                    .table(Deployments::Table)
+                    .col(Deployments::AppId)
+                    .col(Deployments::CreatedAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(CleanupJobs::Table)
+                    .col(
+                        ColumnDef::new(CleanupJobs::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(CleanupJobs::AppId).string_len(36).not_null())
+                    .col(ColumnDef::new(CleanupJobs::Kind).string_len(32).not_null())
+                    .col(
+                        ColumnDef::new(CleanupJobs::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(CleanupJobs::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(ts(CleanupJobs::NextAttemptAt).not_null())
+                    .col(ColumnDef::new(CleanupJobs::LastError).text())
+                    .col(ts(CleanupJobs::CreatedAt).not_null())
+                    .col(ts(CleanupJobs::UpdatedAt).not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("cleanup_jobs_due")
+                    .table(CleanupJobs::Table)
+                    .col(CleanupJobs::Status)
+                    .col(CleanupJobs::NextAttemptAt)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(CleanupJobs::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Deployments::Table).to_owned())
+            .await
+    }
+}

@@ -1,0 +1,137 @@
+//! Connects runs to deployments: each new version is enqueued, and before a run's `done` the
+//! stream waits (bounded) for the outcome so the user sees it live.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde_json::json;
+
+use super::jobs;
+use super::worker::to_chrono;
+use super::{outcome_notice, DeploySettings};
+use crate::files::VersionHook;
+use crate::runs::sink::{DiffContext, SinkNotice};
+use crate::workspace::FileTree;
+use entity::{app_versions, apps};
+
+pub struct DeployHook {
+    db: DatabaseConnection,
+    settings: DeploySettings,
+    provider: &'static str,
+    /// The deployment each active run waits for.
+    pending: Mutex<HashMap<String, String>>,
+}
+
+impl DeployHook {
+    pub fn new(db: DatabaseConnection, settings: DeploySettings, provider: &'static str) -> Self {
+        Self {
+            db,
+            settings,
+            provider,
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn report_if_finished(&self, id: &str) -> Option<SinkNotice> {
+        let job = jobs::find(&self.db, id).await.ok()??;
+        if !jobs::is_terminal(&job.status) {
+            return None;
+        }
+        if !jobs::claim_notification(&self.db, id)
+            .await
+            .unwrap_or(false)
+        {
+            return None;
+        }
+        let (text, metadata) = outcome_notice(&job);
+        Some(SinkNotice::Platform { text, metadata })
+    }
+}
+
+#[async_trait]
+impl VersionHook for DeployHook {
+    async fn on_version(
+        &self,
+        ctx: &DiffContext,
+        version: &app_versions::Model,
+        _tree: &FileTree,
+    ) -> Vec<SinkNotice> {
+        if !self.settings.on_new_version {
+            return Vec::new();
+        }
+        let queued = jobs::enqueue(
+            &self.db,
+            &ctx.app_id,
+            &ctx.owner_id,
+            version.version,
+            self.provider,
+            to_chrono(self.settings.queued_deadline),
+            true,
+        )
+        .await;
+        let job = match queued {
+            Ok(job) => job,
+            Err(e) => {
+                tracing::error!(error = %e, "could not enqueue a deployment");
+                return vec![SinkNotice::Error {
+                    code: "deployment_not_queued".into(),
+                    message:
+                        "The new version could not be queued for deployment; deploy it again later."
+                            .into(),
+                }];
+            }
+        };
+        let _ = apps::Entity::update_many()
+            .col_expr(apps::Column::DeployStatus, Expr::value(jobs::QUEUED))
+            .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(apps::Column::Id.eq(ctx.app_id.as_str()))
+            .exec(&self.db)
+            .await;
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.insert(ctx.run_id.clone(), job.id.clone());
+        }
+        vec![SinkNotice::Platform {
+            text: format!("Deploying version {}…", version.version),
+            metadata: json!({"type": "deployment_in_progress", "deploymentId": job.id, "version": version.version}),
+        }]
+    }
+
+    async fn on_run_end(&self, ctx: &DiffContext, wait: bool) -> Vec<SinkNotice> {
+        let pending = self
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&ctx.run_id));
+        let Some(id) = pending else {
+            return Vec::new();
+        };
+        if wait {
+            let deadline = tokio::time::Instant::now() + self.settings.stream_wait;
+            while tokio::time::Instant::now() < deadline {
+                if let Some(notice) = self.report_if_finished(&id).await {
+                    return vec![notice];
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        // Hand the report over to the worker, then check once more so it cannot fall between.
+        if let Err(e) = jobs::unwatch(&self.db, &id).await {
+            tracing::warn!(error = %e, "could not hand the deployment report over");
+        }
+        if let Some(notice) = self.report_if_finished(&id).await {
+            return vec![notice];
+        }
+        if !wait {
+            return Vec::new();
+        }
+        vec![SinkNotice::Platform {
+            text:
+                "The deployment is still in progress; its result will appear in the app's history."
+                    .into(),
+            metadata: json!({"type": "deployment_in_progress", "deploymentId": id, "stillRunning": true}),
+        }]
+    }
+}

@@ -1,0 +1,269 @@
+//! The deployment queue: enqueue (superseding older queued work), claim with a lease, record
+//! progress. Claims are atomic: `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a single
+//! statement under SQLite's writer lock (and a single worker).
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
+use uuid::Uuid;
+
+use crate::db::statement;
+use entity::deployments;
+
+pub const QUEUED: &str = "queued";
+pub const BUILDING: &str = "building";
+pub const DEPLOYING: &str = "deploying";
+pub const HEALTHY: &str = "healthy";
+pub const FAILED: &str = "failed";
+pub const SUPERSEDED: &str = "superseded";
+pub const CANCELLED: &str = "cancelled";
+pub const ACTIVE: [&str; 3] = [QUEUED, BUILDING, DEPLOYING];
+
+pub fn is_terminal(status: &str) -> bool {
+    !ACTIVE.contains(&status)
+}
+
+/// Creates a queued deployment for `version`; older queued or running ones of the app are
+/// superseded, since only the newest version matters.
+pub async fn enqueue(
+    db: &DatabaseConnection,
+    app_id: &str,
+    owner_id: &str,
+    version: i32,
+    provider: &str,
+    queued_deadline: ChronoDuration,
+    watched: bool,
+) -> Result<deployments::Model, DbErr> {
+    let now = Utc::now();
+    deployments::Entity::update_many()
+        .col_expr(deployments::Column::Status, Expr::value(SUPERSEDED))
+        .col_expr(
+            deployments::Column::Error,
+            Expr::value(format!("superseded by version {version}")),
+        )
+        .col_expr(deployments::Column::FinishedAt, Expr::value(now))
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
+        .filter(deployments::Column::AppId.eq(app_id))
+        .filter(deployments::Column::Status.is_in(ACTIVE))
+        .filter(deployments::Column::Version.lt(version))
+        .exec(db)
+        .await?;
+    deployments::ActiveModel {
+        id: Set(Uuid::new_v4().to_string()),
+        app_id: Set(app_id.to_string()),
+        owner_id: Set(owner_id.to_string()),
+        version: Set(version),
+        provider: Set(provider.to_string()),
+        status: Set(QUEUED.to_string()),
+        provider_state: Set("{}".to_string()),
+        url: Set(None),
+        error: Set(None),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        status_deadline_at: Set(Some(now + queued_deadline)),
+        unknown_since: Set(None),
+        watched: Set(watched),
+        notified: Set(false),
+        created_at: Set(now),
+        updated_at: Set(now),
+        finished_at: Set(None),
+    }
+    .insert(db)
+    .await
+}
+
+/// Leases the oldest due job to `worker` until `now + lease`. None when nothing is due.
+pub async fn claim(
+    db: &DatabaseConnection,
+    worker: &str,
+    lease: ChronoDuration,
+) -> Result<Option<deployments::Model>, DbErr> {
+    let now = Utc::now();
+    let lock = match db.get_database_backend() {
+        DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
+        _ => "",
+    };
+    let sql = format!(
+        "UPDATE deployments SET lease_owner = $1, lease_expires_at = $2 \
+         WHERE id = (SELECT id FROM deployments \
+                     WHERE status IN ('queued', 'building', 'deploying') AND next_attempt_at <= $3 \
+                       AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
+                     ORDER BY next_attempt_at LIMIT 1{lock}) \
+         RETURNING id"
+    );
+    let row = db
+        .query_one_raw(statement(
+            db,
+            &sql,
+            vec![worker.into(), (now + lease).into(), now.into(), now.into()],
+        ))
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let id: String = row.try_get("", "id")?;
+    deployments::Entity::find_by_id(id).one(db).await
+}
+
+/// Extends a lease the worker still holds; false when it was lost.
+pub async fn extend_lease(
+    db: &DatabaseConnection,
+    id: &str,
+    worker: &str,
+    lease: ChronoDuration,
+) -> Result<bool, DbErr> {
+    let result = deployments::Entity::update_many()
+        .col_expr(
+            deployments::Column::LeaseExpiresAt,
+            Expr::value(Utc::now() + lease),
+        )
+        .filter(deployments::Column::Id.eq(id))
+        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// What a processing step decided; written only if the worker still holds the lease and the
+/// job was not superseded meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct Update {
+    pub status: Option<&'static str>,
+    pub provider_state: Option<String>,
+    pub url: Option<String>,
+    pub error: Option<String>,
+    pub attempts: Option<i32>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub status_deadline_at: Option<Option<DateTime<Utc>>>,
+    pub unknown_since: Option<Option<DateTime<Utc>>>,
+}
+
+pub async fn apply(
+    db: &DatabaseConnection,
+    id: &str,
+    worker: &str,
+    update: Update,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let mut query = deployments::Entity::update_many()
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            deployments::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            deployments::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        );
+    if let Some(status) = update.status {
+        query = query.col_expr(deployments::Column::Status, Expr::value(status));
+        if is_terminal(status) {
+            query = query
+                .col_expr(deployments::Column::FinishedAt, Expr::value(now))
+                .col_expr(
+                    deployments::Column::StatusDeadlineAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                );
+        }
+    }
+    if let Some(state) = update.provider_state {
+        query = query.col_expr(deployments::Column::ProviderState, Expr::value(state));
+    }
+    if let Some(url) = update.url {
+        query = query.col_expr(deployments::Column::Url, Expr::value(url));
+    }
+    if let Some(error) = update.error {
+        query = query.col_expr(deployments::Column::Error, Expr::value(error));
+    }
+    if let Some(attempts) = update.attempts {
+        query = query.col_expr(deployments::Column::Attempts, Expr::value(attempts));
+    }
+    if let Some(at) = update.next_attempt_at {
+        query = query.col_expr(deployments::Column::NextAttemptAt, Expr::value(at));
+    }
+    if let Some(deadline) = update.status_deadline_at {
+        query = query.col_expr(deployments::Column::StatusDeadlineAt, Expr::value(deadline));
+    }
+    if let Some(since) = update.unknown_since {
+        query = query.col_expr(deployments::Column::UnknownSince, Expr::value(since));
+    }
+    let result = query
+        .filter(deployments::Column::Id.eq(id))
+        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .filter(deployments::Column::Status.is_in(ACTIVE))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Fails every active deployment whose status deadline has passed, whoever holds it. This is
+/// what guarantees that no status is ever stuck, even with no worker running.
+pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+    let now = Utc::now();
+    let overdue = deployments::Entity::find()
+        .filter(deployments::Column::Status.is_in(ACTIVE))
+        .filter(deployments::Column::StatusDeadlineAt.lt(now))
+        .all(db)
+        .await?;
+    let mut failed = 0;
+    for job in overdue {
+        let reason = format!("timed out: still {} at its deadline", job.status);
+        let result = deployments::Entity::update_many()
+            .col_expr(deployments::Column::Status, Expr::value(FAILED))
+            .col_expr(deployments::Column::Error, Expr::value(reason))
+            .col_expr(deployments::Column::FinishedAt, Expr::value(now))
+            .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
+            .col_expr(
+                deployments::Column::StatusDeadlineAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(deployments::Column::Id.eq(job.id.as_str()))
+            .filter(deployments::Column::Status.eq(job.status.as_str()))
+            .exec(db)
+            .await?;
+        failed += result.rows_affected;
+    }
+    Ok(failed)
+}
+
+pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<deployments::Model>, DbErr> {
+    deployments::Entity::find_by_id(id.to_string())
+        .one(db)
+        .await
+}
+
+pub async fn latest_for_app(
+    db: &DatabaseConnection,
+    app_id: &str,
+) -> Result<Option<deployments::Model>, DbErr> {
+    deployments::Entity::find()
+        .filter(deployments::Column::AppId.eq(app_id))
+        .order_by_desc(deployments::Column::CreatedAt)
+        .one(db)
+        .await
+}
+
+/// Takes the right to report a terminal outcome; exactly one caller wins.
+pub async fn claim_notification(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr> {
+    let result = deployments::Entity::update_many()
+        .col_expr(deployments::Column::Notified, Expr::value(true))
+        .filter(deployments::Column::Id.eq(id))
+        .filter(deployments::Column::Notified.eq(false))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// A run stops waiting; from now on the worker reports the outcome to the app's history.
+pub async fn unwatch(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
+    deployments::Entity::update_many()
+        .col_expr(deployments::Column::Watched, Expr::value(false))
+        .filter(deployments::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

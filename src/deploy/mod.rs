@@ -1,0 +1,94 @@
+//! Deployments: durable jobs with leases, retries and deadlines, run by workers through a
+//! `Deployer` (local preview, Koyeb). Runs enqueue a deployment per new version and report its
+//! outcome in their stream; later outcomes land in the app's history.
+pub mod hook;
+pub mod jobs;
+pub mod local;
+pub mod provider;
+pub mod worker;
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use hook::DeployHook;
+pub use local::LocalPreview;
+pub use provider::Deployer;
+pub use worker::DeployWorker;
+
+use entity::deployments;
+
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    pub on_new_version: bool,
+    pub stream_wait: Duration,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_attempts: u32,
+    pub queued_deadline: Duration,
+    pub building_deadline: Duration,
+    pub deploying_deadline: Duration,
+    pub unknown_status_wait: Duration,
+}
+
+/// The text and metadata of the `PlatformMessage` that reports a finished deployment.
+pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
+    match job.status.as_str() {
+        jobs::HEALTHY => {
+            let url = job.url.clone().unwrap_or_default();
+            (
+                format!("Version {} is live at {url}", job.version),
+                json!({"type": "deployment_complete", "deploymentUrl": url, "deploymentId": job.id, "version": job.version}),
+            )
+        }
+        _ => {
+            let reason = job
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("deployment {}", job.status));
+            (
+                format!("Deployment of version {} failed: {reason}", job.version),
+                json!({"type": "deployment_failed", "reason": reason, "error": reason, "deploymentId": job.id, "version": job.version}),
+            )
+        }
+    }
+}
+
+/// `GET /deployment-status/:id` as app.build clients read it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentView {
+    pub id: String,
+    pub app_id: String,
+    pub version: i32,
+    pub status: String,
+    pub url: Option<String>,
+    pub error: Option<String>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    pub is_deployed: bool,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+}
+
+impl From<deployments::Model> for DeploymentView {
+    fn from(job: deployments::Model) -> Self {
+        let kind = match job.status.as_str() {
+            jobs::HEALTHY => "HEALTHY",
+            jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING => "DEPLOYMENT_IN_PROGRESS",
+            jobs::SUPERSEDED | jobs::CANCELLED => "STOPPING",
+            _ => "ERROR",
+        };
+        Self {
+            is_deployed: job.status == jobs::HEALTHY,
+            id: job.id,
+            app_id: job.app_id,
+            version: job.version,
+            status: job.status,
+            url: job.url,
+            error: job.error,
+            updated_at: job.updated_at,
+            kind,
+        }
+    }
+}

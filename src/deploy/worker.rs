@@ -1,0 +1,285 @@
+//! Deployment workers: claim a due job, advance it one step through its provider, write the
+//! result back, release the lease. A worker that dies leaves a lease that simply expires.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{Duration as ChronoDuration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use tokio_util::sync::CancellationToken;
+
+use super::jobs::{self, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED};
+use super::provider::{
+    DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
+};
+use super::DeploySettings;
+use crate::apps::{self, NewMessage};
+use crate::files::FileVersions;
+use entity::{apps as apps_table, deployments};
+
+#[derive(Clone)]
+pub struct DeployWorker {
+    pub db: DatabaseConnection,
+    pub deployer: Arc<dyn Deployer>,
+    pub files: FileVersions,
+    pub settings: DeploySettings,
+    pub id: String,
+}
+
+impl DeployWorker {
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(worker = %self.id, "deploy worker started");
+        loop {
+            if let Err(e) = jobs::fail_overdue(&self.db).await {
+                tracing::warn!(error = %e, "could not fail overdue deployments");
+            }
+            let claimed = jobs::claim(&self.db, &self.id, self.lease()).await;
+            match claimed {
+                Ok(Some(job)) => self.process(job).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not claim a deployment"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    fn lease(&self) -> ChronoDuration {
+        ChronoDuration::from_std(self.settings.lease).unwrap_or(ChronoDuration::seconds(60))
+    }
+
+    /// One step of one job, with the lease kept alive while the provider works.
+    pub async fn process(&self, job: deployments::Model) {
+        let heartbeat = {
+            let db = self.db.clone();
+            let (id, worker, lease) = (job.id.clone(), self.id.clone(), self.lease());
+            let every = self.settings.lease / 3;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if !matches!(jobs::extend_lease(&db, &id, &worker, lease).await, Ok(true)) {
+                        break;
+                    }
+                }
+            })
+        };
+        let update = self.step(&job).await;
+        heartbeat.abort();
+        let status = update.status;
+        match jobs::apply(&self.db, &job.id, &self.id, update).await {
+            Ok(true) => {
+                if let Some(status) = status.filter(|s| jobs::is_terminal(s)) {
+                    self.on_terminal(&job.id, status).await;
+                }
+            }
+            Ok(false) => {
+                tracing::info!(deployment = %job.id, "lease lost or job superseded; step discarded")
+            }
+            Err(e) => {
+                tracing::warn!(deployment = %job.id, error = %e, "could not record a deployment step")
+            }
+        }
+    }
+
+    async fn step(&self, job: &deployments::Model) -> Update {
+        match self.newer_exists(job).await {
+            Ok(true) => {
+                return Update {
+                    status: Some(SUPERSEDED),
+                    error: Some("a newer version is being deployed".into()),
+                    ..Default::default()
+                }
+            }
+            Ok(false) => {}
+            Err(e) => return self.retry(job, DeployError::Transient(e.to_string())),
+        }
+        let request = match self.request(job).await {
+            Ok(request) => request,
+            Err(e) => return self.retry(job, DeployError::Transient(format!("{e:#}"))),
+        };
+        let mut state: ProviderState =
+            serde_json::from_str(&job.provider_state).unwrap_or_default();
+        let now = Utc::now();
+        if job.status == QUEUED {
+            return match self.deployer.start(&request, &mut state).await {
+                Ok(()) => Update {
+                    status: Some(BUILDING),
+                    provider_state: Some(serde_json::Value::Object(state).to_string()),
+                    attempts: Some(0),
+                    next_attempt_at: Some(now),
+                    status_deadline_at: Some(Some(
+                        now + to_chrono(self.settings.building_deadline),
+                    )),
+                    ..Default::default()
+                },
+                Err(e) => self.retry(job, e),
+            };
+        }
+        match self.deployer.poll(&request, &state).await {
+            Ok(ProviderStatus::Building) => self.keep(job, BUILDING),
+            Ok(ProviderStatus::Deploying) => self.keep(job, DEPLOYING),
+            Ok(ProviderStatus::Healthy { url }) => Update {
+                status: Some(HEALTHY),
+                url: Some(url),
+                ..Default::default()
+            },
+            Ok(ProviderStatus::Failed { reason }) => Update {
+                status: Some(FAILED),
+                error: Some(reason),
+                ..Default::default()
+            },
+            Ok(ProviderStatus::Unknown(raw)) => {
+                let since = job.unknown_since.unwrap_or(now);
+                if now - since > to_chrono(self.settings.unknown_status_wait) {
+                    return Update {
+                        status: Some(FAILED),
+                        error: Some(format!(
+                            "the provider kept reporting an unknown status {raw:?}"
+                        )),
+                        ..Default::default()
+                    };
+                }
+                Update {
+                    unknown_since: Some(Some(since)),
+                    next_attempt_at: Some(now + to_chrono(self.settings.poll_interval)),
+                    ..Default::default()
+                }
+            }
+            Err(e) => self.retry(job, e),
+        }
+    }
+
+    /// Stays in (or moves to) `status`; a new status gets its own deadline.
+    fn keep(&self, job: &deployments::Model, status: &'static str) -> Update {
+        let now = Utc::now();
+        let deadline = (job.status != status).then(|| {
+            let limit = if status == DEPLOYING {
+                self.settings.deploying_deadline
+            } else {
+                self.settings.building_deadline
+            };
+            Some(now + to_chrono(limit))
+        });
+        Update {
+            status: Some(status),
+            next_attempt_at: Some(now + to_chrono(self.settings.poll_interval)),
+            status_deadline_at: deadline,
+            unknown_since: Some(None),
+            ..Default::default()
+        }
+    }
+
+    fn retry(&self, job: &deployments::Model, error: DeployError) -> Update {
+        let attempts = job.attempts + 1;
+        match error {
+            DeployError::Transient(reason) if (attempts as u32) < self.settings.max_attempts => {
+                let backoff = Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 7) as u32))
+                    .min(Duration::from_secs(60));
+                tracing::warn!(deployment = %job.id, attempts, %reason, "deployment step failed; retrying");
+                Update {
+                    attempts: Some(attempts),
+                    next_attempt_at: Some(Utc::now() + to_chrono(backoff)),
+                    error: Some(reason),
+                    ..Default::default()
+                }
+            }
+            DeployError::Transient(reason) => Update {
+                status: Some(FAILED),
+                attempts: Some(attempts),
+                error: Some(format!("gave up after {attempts} attempts: {reason}")),
+                ..Default::default()
+            },
+            DeployError::Permanent(reason) => Update {
+                status: Some(FAILED),
+                attempts: Some(attempts),
+                error: Some(reason),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn newer_exists(&self, job: &deployments::Model) -> Result<bool, sea_orm::DbErr> {
+        let newer = deployments::Entity::find()
+            .filter(deployments::Column::AppId.eq(job.app_id.as_str()))
+            .filter(deployments::Column::Version.gt(job.version))
+            .one(&self.db)
+            .await?;
+        Ok(newer.is_some())
+    }
+
+    async fn request(&self, job: &deployments::Model) -> anyhow::Result<DeployRequest> {
+        let version = self
+            .files
+            .get(&job.app_id, job.version)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "version {} of app {} does not exist",
+                    job.version,
+                    job.app_id
+                )
+            })?;
+        let files = self.files.load_tree(&version).await?;
+        let app = apps_table::Entity::find_by_id(job.app_id.clone())
+            .one(&self.db)
+            .await?;
+        let repository = app
+            .and_then(|a| a.repository_url)
+            .map(|url| RepositoryInfo {
+                url,
+                branch: "main".into(),
+                commit_sha: None,
+            });
+        Ok(DeployRequest {
+            deployment_id: job.id.clone(),
+            app_id: job.app_id.clone(),
+            version: job.version,
+            files,
+            repository,
+            env: Default::default(),
+        })
+    }
+
+    /// Records the outcome on the app, and in its history unless a run's stream reports it.
+    async fn on_terminal(&self, id: &str, status: &str) {
+        let Ok(Some(job)) = jobs::find(&self.db, id).await else {
+            return;
+        };
+        let mut update = apps_table::Entity::update_many()
+            .col_expr(apps_table::Column::DeployStatus, Expr::value(status))
+            .col_expr(apps_table::Column::UpdatedAt, Expr::value(Utc::now()));
+        if status == HEALTHY {
+            update = update.col_expr(apps_table::Column::AppUrl, Expr::value(job.url.clone()));
+        }
+        if let Err(e) = update
+            .filter(apps_table::Column::Id.eq(job.app_id.as_str()))
+            .exec(&self.db)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the deploy status on the app");
+        }
+        if job.watched || status == SUPERSEDED {
+            return;
+        }
+        if let Ok(true) = jobs::claim_notification(&self.db, &job.id).await {
+            let (text, metadata) = super::outcome_notice(&job);
+            let message = NewMessage {
+                app_id: &job.app_id,
+                run_id: None,
+                role: "platform",
+                kind: crate::agent::protocol::KIND_PLATFORM_MESSAGE,
+                content: &text,
+                metadata: Some(&metadata),
+            };
+            if let Err(e) = apps::append_message(&self.db, message).await {
+                tracing::warn!(error = %e, "could not record the deploy outcome in the history");
+            }
+        }
+    }
+}
+
+pub fn to_chrono(d: Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}

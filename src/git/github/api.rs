@@ -1,0 +1,241 @@
+//! Runs one GitHub request through octocrab: picks the credentials, retries what is worth
+//! retrying (see `retry.rs`), and turns failures into errors that never carry a token.
+
+use std::future::Future;
+
+use octocrab::Octocrab;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::auth::Credentials;
+use super::retry::{Attempt, Decision, RateLimitHeaders, RetryPolicy};
+use crate::git::GitError;
+
+pub(super) struct Api {
+    base: Octocrab,
+    creds: Credentials,
+    pub(super) policy: RetryPolicy,
+}
+
+/// A failed request: either GitHub's final answer, for the caller to interpret, or an error
+/// that is already final.
+#[derive(Debug)]
+pub(super) enum ApiError {
+    Status { status: u16, message: String },
+    Git(GitError),
+}
+
+impl From<GitError> for ApiError {
+    fn from(e: GitError) -> Self {
+        ApiError::Git(e)
+    }
+}
+
+impl ApiError {
+    pub(super) fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            ApiError::Git(_) => None,
+        }
+    }
+
+    pub(super) fn mentions(&self, text: &str) -> bool {
+        match self {
+            ApiError::Status { message, .. } => message.to_lowercase().contains(text),
+            ApiError::Git(_) => false,
+        }
+    }
+
+    /// The default meaning of a status; `what` names the operation, e.g. "read branch main".
+    pub(super) fn into_git(self, what: &str) -> GitError {
+        let (status, message) = match self {
+            ApiError::Git(e) => return e,
+            ApiError::Status { status, message } => (status, message),
+        };
+        match status {
+            401 => GitError::Auth(format!("GitHub rejected the credentials ({what})")),
+            403 if message.to_lowercase().contains("archived") => GitError::Invalid(format!(
+                "{what}: the repository is archived and read-only"
+            )),
+            403 => GitError::Auth(format!("{what}: forbidden ({message})")),
+            404 => GitError::NotFound(format!("{what} ({message})")),
+            400 | 409 | 422 => GitError::Invalid(format!("{what}: {message}")),
+            s if s >= 500 => GitError::Unavailable(format!(
+                "{what}: GitHub kept answering HTTP {s} ({message})"
+            )),
+            s => GitError::Unavailable(format!("{what}: HTTP {s} ({message})")),
+        }
+    }
+}
+
+impl Api {
+    pub(super) fn new(base: Octocrab, creds: Credentials, policy: RetryPolicy) -> Self {
+        Self {
+            base,
+            creds,
+            policy,
+        }
+    }
+
+    /// Runs `request` with the host's credentials. An installation token that GitHub rejects
+    /// (revoked, or expired earlier than announced) is replaced once.
+    pub(super) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, ApiError>
+    where
+        F: Fn(Octocrab) -> Fut + Sync,
+        Fut: Future<Output = octocrab::Result<T>> + Send,
+        T: Send,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.creds.token(self).await?;
+            match self.call_as(&token, what, &request).await {
+                Err(ApiError::Status { status: 401, .. })
+                    if !refreshed && self.creds.refreshable() =>
+                {
+                    self.creds.forget(&token).await;
+                    refreshed = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Runs `request` as `token`, retrying per the policy.
+    pub(super) async fn call_as<T, F, Fut>(
+        &self,
+        token: &SecretString,
+        what: &str,
+        request: &F,
+    ) -> Result<T, ApiError>
+    where
+        F: Fn(Octocrab) -> Fut + Sync,
+        Fut: Future<Output = octocrab::Result<T>> + Send,
+        T: Send,
+    {
+        let crab = self
+            .base
+            .user_access_token(token.clone())
+            .map_err(|_| GitError::Invalid("the GitHub token cannot be sent".into()))?;
+        let mut retries = 0;
+        loop {
+            let error = match request(crab.clone()).await {
+                Ok(value) => return Ok(value),
+                Err(e) => e,
+            };
+            let (attempt, failure) = classify(error, what, token);
+            match self.policy.decide(&attempt, retries) {
+                Decision::Retry(wait) => {
+                    tracing::warn!(
+                        request = what,
+                        retry = retries + 1,
+                        wait_ms = wait.as_millis() as u64,
+                        status = failure.status(),
+                        "GitHub request failed, retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                    retries += 1;
+                }
+                Decision::GiveUp => return Err(failure),
+                Decision::RateLimited(wait) => {
+                    return Err(GitError::Unavailable(format!(
+                        "{what}: rate limited by GitHub, retry in {} s",
+                        wait.as_secs().max(1)
+                    ))
+                    .into())
+                }
+            }
+        }
+    }
+}
+
+fn classify(error: octocrab::Error, what: &str, token: &SecretString) -> (Attempt, ApiError) {
+    match error {
+        octocrab::Error::GitHub { source, .. } => {
+            let status = source.status_code.as_u16();
+            let mut message = source.message.clone();
+            // Validation details (e.g. "name already exists on this account") live here.
+            for detail in source.errors.iter().flatten() {
+                if let Some(text) = detail.get("message").and_then(|m| m.as_str()) {
+                    message = format!("{message}: {text}");
+                }
+            }
+            let message = scrub(&message, token);
+            let header = |name: &str| {
+                source
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            let limit = RateLimitHeaders {
+                retry_after: header("retry-after"),
+                remaining: header("x-ratelimit-remaining"),
+                reset: header("x-ratelimit-reset"),
+                secondary_message: message.to_lowercase().contains("secondary rate limit"),
+            };
+            (
+                Attempt::Status { status, limit },
+                ApiError::Status { status, message },
+            )
+        }
+        e @ (octocrab::Error::Hyper { .. } | octocrab::Error::Service { .. }) => (
+            Attempt::Transport,
+            GitError::Unavailable(format!(
+                "{what}: cannot reach GitHub ({})",
+                scrub(&e.to_string(), token)
+            ))
+            .into(),
+        ),
+        e => (
+            Attempt::Fatal,
+            GitError::Unavailable(format!(
+                "{what}: unexpected response from GitHub ({})",
+                scrub(&e.to_string(), token)
+            ))
+            .into(),
+        ),
+    }
+}
+
+/// GitHub never echoes credentials, but a proxy or a future error format might.
+fn scrub(text: &str, token: &SecretString) -> String {
+    let secret = token.expose_secret();
+    if secret.len() >= 8 {
+        text.replace(secret, "[redacted]")
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_clear_errors() {
+        let status = |status: u16, message: &str| ApiError::Status {
+            status,
+            message: message.into(),
+        };
+        assert_eq!(status(401, "Bad credentials").into_git("x").code(), "auth");
+        assert_eq!(status(403, "Forbidden").into_git("x").code(), "auth");
+        assert_eq!(
+            status(403, "Repository was archived so is read-only.")
+                .into_git("x")
+                .code(),
+            "invalid"
+        );
+        assert_eq!(status(404, "Not Found").into_git("x").code(), "not_found");
+        assert_eq!(status(422, "Invalid").into_git("x").code(), "invalid");
+        assert_eq!(status(502, "Bad Gateway").into_git("x").code(), "unavailable");
+    }
+
+    #[test]
+    fn scrub_removes_the_token() {
+        let token = SecretString::from("ghs_supersecretvalue");
+        assert_eq!(
+            scrub("bad token ghs_supersecretvalue here", &token),
+            "bad token [redacted] here"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! GitHub as the git host, through the REST API only (no clone, no shell).
+//!
+//! Commits use the Git Data API: blobs for new content only, a tree on top of the parent's
+//! tree, a commit, then a non-forced ref update, so GitHub itself refuses to move the branch
+//! unless it fast-forwards. An empty repository needs one Contents API call first; see
+//! `bootstrap.rs`.
+//!
+//! The host must be created inside a tokio runtime (octocrab spawns its connection worker).
+
+mod api;
+mod auth;
+mod bootstrap;
+mod commit;
+mod objects;
+mod plan;
+mod refs;
+mod repos;
+mod retry;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use octocrab::Octocrab;
+
+use super::{CommitRef, CommitRequest, CreateRepo, GitError, GitHost, RepoRef};
+use api::Api;
+use auth::Credentials;
+
+pub use auth::GitHubAuth;
+pub use retry::RetryPolicy;
+
+pub const DEFAULT_API_BASE: &str = "https://api.github.com";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
+/// Long enough for GitHub's usual one-minute secondary rate limit.
+const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct GitHubSettings {
+    /// `https://api.github.com`, or a GitHub Enterprise / test server base URL.
+    pub api_base: String,
+    pub auth: GitHubAuth,
+    /// The user or organisation that owns new repositories by default.
+    pub owner: String,
+    pub owner_is_org: bool,
+    /// Make every repository private, whatever the request says.
+    pub private: bool,
+    /// Retries after the first attempt for server errors and rate limits.
+    pub max_retries: u32,
+}
+
+pub struct GitHubHost {
+    api: Api,
+    owner: String,
+    owner_is_org: bool,
+    private: bool,
+}
+
+impl GitHubHost {
+    pub fn new(settings: GitHubSettings) -> Result<Self, GitError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(GitError::Invalid(
+                "the GitHub host must be created inside the tokio runtime".into(),
+            ));
+        }
+        let invalid_base = || GitError::Invalid(format!("invalid GitHub API base {:?}", settings.api_base));
+        let base = url::Url::parse(&settings.api_base).map_err(|_| invalid_base())?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid_base());
+        }
+        let crab = Octocrab::builder()
+            .base_uri(settings.api_base.trim_end_matches('/'))
+            .map_err(|_| invalid_base())?
+            .set_connect_timeout(Some(CONNECT_TIMEOUT))
+            .set_read_timeout(Some(READ_TIMEOUT))
+            .build()
+            .map_err(|e| GitError::Invalid(format!("cannot set up the GitHub client: {e}")))?;
+        let creds = Credentials::new(&settings.auth, &settings.owner, settings.owner_is_org)?;
+        let policy = RetryPolicy {
+            max_retries: settings.max_retries,
+            base_delay: DEFAULT_BASE_DELAY,
+            max_wait: DEFAULT_MAX_WAIT,
+        };
+        Ok(Self {
+            api: Api::new(crab, creds, policy),
+            owner: settings.owner,
+            owner_is_org: settings.owner_is_org,
+            private: settings.private,
+        })
+    }
+
+    /// Changes the backoff base and the longest wait (tests use short ones).
+    pub fn with_retry_timing(mut self, base_delay: Duration, max_wait: Duration) -> Self {
+        self.api.policy.base_delay = base_delay;
+        self.api.policy.max_wait = max_wait;
+        self
+    }
+}
+
+#[async_trait]
+impl GitHost for GitHubHost {
+    fn kind(&self) -> &'static str {
+        "github"
+    }
+
+    async fn create_repo(&self, req: &CreateRepo) -> Result<RepoRef, GitError> {
+        repos::create(self, req).await
+    }
+
+    async fn commit(&self, repo: &RepoRef, req: &CommitRequest) -> Result<CommitRef, GitError> {
+        commit::commit(&self.api, repo, req).await
+    }
+
+    async fn head(&self, repo: &RepoRef, branch: &str) -> Result<Option<String>, GitError> {
+        super::changes::validate_branch(branch)?;
+        match refs::head(&self.api, repo, branch).await? {
+            refs::Head::At(sha) => Ok(Some(sha)),
+            refs::Head::EmptyRepo => Ok(None),
+            // GitHub answers 404 for a missing branch and a missing repository alike.
+            refs::Head::Missing => repos::ensure_exists(&self.api, repo).await.map(|_| None),
+        }
+    }
+
+    async fn set_homepage(&self, repo: &RepoRef, url: &str) -> Result<(), GitError> {
+        let body = serde_json::json!({ "homepage": url });
+        repos::update(&self.api, repo, &body, "set the homepage").await
+    }
+
+    async fn archive_repo(&self, repo: &RepoRef) -> Result<(), GitError> {
+        let body = serde_json::json!({ "archived": true });
+        repos::update(&self.api, repo, &body, "archive the repository").await
+    }
+}

@@ -1,0 +1,81 @@
+//! Repository administration: `POST /user/repos` or `/orgs/{org}/repos`, `GET` and `PATCH
+//! /repos/{owner}/{repo}`.
+
+use octocrab::models::Repository;
+use serde_json::{json, Value};
+
+use super::api::Api;
+use super::GitHubHost;
+use crate::git::{CreateRepo, GitError, RepoRef};
+
+const FALLBACK_BRANCH: &str = "main";
+
+pub(super) async fn create(host: &GitHubHost, req: &CreateRepo) -> Result<RepoRef, GitError> {
+    let owner = req.owner.clone().unwrap_or_else(|| host.owner.clone());
+    // `/user/repos` creates under the token's own account, so only use it for that account.
+    let route = if host.owner_is_org || !owner.eq_ignore_ascii_case(&host.owner) {
+        format!("/orgs/{owner}/repos")
+    } else {
+        "/user/repos".to_string()
+    };
+    let body = json!({
+        "name": req.name,
+        "private": req.private || host.private,
+        "description": req.description,
+        "homepage": req.homepage,
+        // An initial README would give the repository history we did not ask for.
+        "auto_init": false,
+    });
+    let what = format!("create repository {owner}/{}", req.name);
+    let (route, body) = (route.as_str(), &body);
+    let created: Repository = host
+        .api
+        .call(&what, |crab| async move { crab.post(route, Some(body)).await })
+        .await
+        .map_err(|e| {
+            if e.status() == Some(422) && e.mentions("already exists") {
+                GitError::AlreadyExists
+            } else {
+                e.into_git(&what)
+            }
+        })?;
+    let owner = created.owner.map(|o| o.login).unwrap_or(owner);
+    let url = match created.html_url {
+        Some(url) => url.to_string(),
+        None => format!("https://github.com/{owner}/{}", created.name),
+    };
+    Ok(RepoRef {
+        owner,
+        name: created.name,
+        url,
+        default_branch: created
+            .default_branch
+            .unwrap_or_else(|| FALLBACK_BRANCH.into()),
+    })
+}
+
+pub(super) async fn update(
+    api: &Api,
+    repo: &RepoRef,
+    body: &Value,
+    action: &str,
+) -> Result<(), GitError> {
+    let route = format!("/repos/{}/{}", repo.owner, repo.name);
+    let what = format!("{action} of {}/{}", repo.owner, repo.name);
+    let route = route.as_str();
+    api.call(&what, |crab| async move {
+        crab.patch::<Repository, _, _>(route, Some(body)).await
+    })
+    .await
+    .map(drop)
+    .map_err(|e| e.into_git(&what))
+}
+
+pub(super) async fn ensure_exists(api: &Api, repo: &RepoRef) -> Result<(), GitError> {
+    let what = format!("read repository {}/{}", repo.owner, repo.name);
+    let (owner, name) = (repo.owner.as_str(), repo.name.as_str());
+    api.call(&what, |crab| async move { crab.repos(owner, name).get().await })
+        .await
+        .map(drop)
+        .map_err(|e| e.into_git(&what))
+}

@@ -1,0 +1,151 @@
+//! The parts both the API process and a worker-only process need: object storage, file
+//! versions, the deployer, and the background loops (deploy workers, upload retries).
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, DbBackend};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DeployProvider, StorageKind};
+use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
+use crate::files::{BlobCache, FileVersions};
+use crate::secrets;
+use crate::storage::{LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
+
+pub struct Components {
+    pub files: FileVersions,
+    pub local_store: Option<Arc<LocalStore>>,
+    pub deployer: Arc<dyn Deployer>,
+    /// Set when previews are served by this gateway.
+    pub preview: Option<Arc<LocalPreview>>,
+    pub deploy_settings: DeploySettings,
+}
+
+impl Components {
+    pub fn build(
+        config: &Config,
+        db: &DatabaseConnection,
+        public_url: String,
+    ) -> anyhow::Result<Self> {
+        let (files, local_store) = build_files(config, db, public_url.clone())?;
+        let (deployer, preview): (Arc<dyn Deployer>, Option<Arc<LocalPreview>>) =
+            match config.deploy.provider {
+                DeployProvider::Local => {
+                    let preview = Arc::new(LocalPreview::new(
+                        config.server.data_dir.join("previews"),
+                        public_url,
+                    )?);
+                    (preview.clone(), Some(preview))
+                }
+                DeployProvider::Koyeb => {
+                    anyhow::bail!("deploy.provider: \"koyeb\" is not available in this build")
+                }
+            };
+        let d = &config.deploy;
+        let deploy_settings = DeploySettings {
+            on_new_version: d.on_new_version,
+            stream_wait: Duration::from_secs(d.stream_wait_secs),
+            poll_interval: Duration::from_millis(d.poll_interval_ms.max(10)),
+            lease: Duration::from_secs(d.lease_secs.max(3)),
+            max_attempts: d.max_attempts.max(1),
+            queued_deadline: Duration::from_secs(d.queued_deadline_secs),
+            building_deadline: Duration::from_secs(d.building_deadline_secs),
+            deploying_deadline: Duration::from_secs(d.deploying_deadline_secs),
+            unknown_status_wait: Duration::from_secs(d.unknown_status_wait_secs),
+        };
+        Ok(Self {
+            files,
+            local_store,
+            deployer,
+            preview,
+            deploy_settings,
+        })
+    }
+
+    /// Upload retries always; deploy workers when `with_workers`. All stop with `stop`.
+    pub fn spawn_background(
+        &self,
+        config: &Config,
+        db: &DatabaseConnection,
+        with_workers: bool,
+        stop: CancellationToken,
+    ) {
+        spawn_upload_retries(
+            self.files.clone(),
+            Duration::from_secs(config.storage.retry_interval_secs.max(1)),
+            stop.clone(),
+        );
+        if !with_workers {
+            return;
+        }
+        // SQLite has one writer; several workers would only contend for it.
+        let count = match db.get_database_backend() {
+            DbBackend::Sqlite => 1,
+            _ => config.deploy.workers.max(1),
+        };
+        let process = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        for i in 0..count {
+            let worker = DeployWorker {
+                db: db.clone(),
+                deployer: self.deployer.clone(),
+                files: self.files.clone(),
+                settings: self.deploy_settings.clone(),
+                id: format!("worker-{process}-{i}"),
+            };
+            tokio::spawn(worker.run(stop.clone()));
+        }
+    }
+}
+
+/// The object store the config names, the local blob cache, and the version service over both.
+fn build_files(
+    config: &Config,
+    db: &DatabaseConnection,
+    public_url: String,
+) -> anyhow::Result<(FileVersions, Option<Arc<LocalStore>>)> {
+    let (store, local): (SharedStore, Option<Arc<LocalStore>>) = match config.storage.kind {
+        StorageKind::Local => {
+            let secret = secrets::load_or_create(&config.server.data_dir, "url-signing.secret")?;
+            let signer = UrlSigner::new(secret.expose_secret().as_bytes());
+            let local = Arc::new(LocalStore::new(config.storage_dir(), public_url, signer)?);
+            (local.clone(), Some(local))
+        }
+        StorageKind::S3 => {
+            let s = &config.storage;
+            let store = S3Store::new(&S3Settings {
+                bucket: s.bucket.clone(),
+                region: s.region.clone(),
+                endpoint: s.endpoint.clone(),
+                path_style: s.path_style,
+                access_key_id: s.access_key_id.clone(),
+                secret_access_key: s.secret_access_key.expose_secret().to_string(),
+                prefix: s.prefix.clone(),
+                max_attempts: s.max_attempts,
+            });
+            (Arc::new(store), None)
+        }
+    };
+    let cache = BlobCache::new(config.server.data_dir.join("blob-cache"))?;
+    Ok((FileVersions::new(db.clone(), store, cache), local))
+}
+
+/// Uploads versions that could not be stored during their run, until `stop` is cancelled.
+fn spawn_upload_retries(files: FileVersions, every: Duration, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {
+                    files.upload_pending(50).await;
+                }
+            }
+        }
+    });
+}
