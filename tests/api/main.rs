@@ -7,6 +7,7 @@ mod s3_server;
 
 mod apps;
 mod auth;
+mod deploy;
 mod files;
 mod limits;
 mod process;

@@ -6,7 +6,7 @@
 //   AGENTGATE_UPSTREAM=http://127.0.0.1:4444 AGENTGATE_DATA_DIR=./data node dev-proxy.mjs
 //
 // Env: PORT (default 4480, 0 = any), AGENTGATE_UPSTREAM (a running gateway; otherwise one is
-// started from AGENTGATE_BIN, default target/release/agentgate, else target/debug/agentgate),
+// started from AGENTGATE_BIN, default the newer of target/release and target/debug agentgate),
 // AGENTGATE_DATA_DIR (the gateway's data dir, so `agentgate token` can mint dev sign-in tokens).
 //
 // The proxy answers `GET/POST /auth/dev-login` itself when it can mint tokens and the gateway
@@ -14,7 +14,7 @@
 // gets the proxy's URL as its public URL so they stay same-origin.
 
 import { spawn, execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
@@ -36,12 +36,14 @@ const TYPES = {
   '.json': 'application/json',
 };
 
+/** The newest of target/release/agentgate and target/debug/agentgate, or null. */
 export function defaultBinary() {
-  for (const p of ['target/release/agentgate', 'target/debug/agentgate']) {
-    const full = path.join(repoRoot, p);
-    if (existsSync(full)) return full;
-  }
-  return null;
+  const found = ['target/release/agentgate', 'target/debug/agentgate']
+    .map((p) => path.join(repoRoot, p))
+    .filter((p) => existsSync(p))
+    .map((p) => ({ p, mtime: statSync(p).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  return found[0]?.p || null;
 }
 
 /** Starts `agentgate serve` on a free port; resolves to {url, token, dataDir, child, stop()}. */

@@ -5,8 +5,8 @@
 //
 // Env:
 //   AGENTGATE_URL    the gateway (serving the page at `/`). Without it, a gateway is started from
-//                    AGENTGATE_BIN (default target/release/agentgate, else target/debug/agentgate)
-//                    on a free port with a temporary data dir.
+//                    AGENTGATE_BIN (default: the newer of target/release/agentgate and
+//                    target/debug/agentgate) on a free port with a temporary data dir.
 //   DEV_PROXY=1      with a started gateway: put dev-proxy.mjs in front (serves web/ and
 //                    /auth/dev-login), for gateways that do not serve the page yet.
 //   AGENTGATE_TOKEN  sign in by pasting this token when the page offers no dev sign-in.

@@ -1,0 +1,310 @@
+//! Deployments with the embedded local preview: live outcome in the stream, the reconciled
+//! status route, manual deploys, lease expiry, supersede and deadlines.
+use std::time::Duration;
+
+use agentgate::deploy::jobs;
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::helpers::{
+    assert_complete_run, spawn_app, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+};
+
+fn metadata_types(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            f.data["message"]["metadata"]["type"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+async fn build_app(app: &TestApp, token: &str) -> (String, Vec<Frame>) {
+    let response = app
+        .post_message(token, &json!({"message": "build a todo list app"}))
+        .await;
+    assert_eq!(response.status(), 200);
+    let frames = SseReader::new(response).collect().await;
+    assert_complete_run(&frames);
+    (
+        frames[0].data["appId"]
+            .as_str()
+            .expect("app id")
+            .to_string(),
+        frames,
+    )
+}
+
+async fn wait_for_status(app: &TestApp, token: &str, id: &str, want: &str) -> Value {
+    for _ in 0..100 {
+        let response = app.get(&format!("/deployment-status/{id}"), token).await;
+        if response.status() == 200 {
+            let body: Value = response.json().await.expect("json");
+            if body["status"] == want {
+                return body;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("deployment {id} never reached {want}");
+}
+
+async fn demo_run_deploys_a_working_preview(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let (app_id, frames) = build_app(&app, &token).await;
+    let types = metadata_types(&frames);
+    assert_eq!(
+        types,
+        vec![
+            "version_created",
+            "deployment_in_progress",
+            "deployment_complete"
+        ],
+        "{types:?}"
+    );
+    let complete = frames
+        .iter()
+        .find(|f| f.data["message"]["metadata"]["type"] == "deployment_complete")
+        .expect("complete");
+    let url = complete.data["message"]["metadata"]["deploymentUrl"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert!(url.ends_with(&format!("/preview/{app_id}/")), "{url}");
+
+    let page = app.http.get(&url).send().await.expect("preview");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("sandbox"));
+    let html = page.text().await.expect("html");
+    assert!(html.contains("<h1") && html.contains("app.js"), "{html}");
+    let js = app
+        .http
+        .get(format!("{url}app.js"))
+        .send()
+        .await
+        .expect("js");
+    assert_eq!(js.status(), 200);
+    assert!(js.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/javascript"));
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "nope.js",
+    ] {
+        assert_eq!(
+            app.http
+                .get(format!("{url}{bad}"))
+                .send()
+                .await
+                .expect("get")
+                .status(),
+            404,
+            "{bad}"
+        );
+    }
+
+    let by_app = wait_for_status(&app, &token, &app_id, "healthy").await;
+    assert_eq!(by_app["type"], "HEALTHY");
+    assert_eq!(by_app["isDeployed"], true);
+    assert_eq!(by_app["url"], url.as_str());
+    let by_id = wait_for_status(&app, &token, by_app["id"].as_str().expect("id"), "healthy").await;
+    assert_eq!(by_id["appId"], app_id.as_str());
+    assert_eq!(
+        app.get(&format!("/deployment-status/{app_id}"), &app.token("bob"))
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        app.get("/deployment-status/nope", &token).await.status(),
+        400
+    );
+    let view: Value = app
+        .get(&format!("/apps/{app_id}"), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["deployStatus"], "healthy");
+    assert_eq!(view["appUrl"], url.as_str());
+
+    // A follow-up replaces the preview atomically with the new version.
+    let response = app
+        .post_message(
+            &token,
+            &json!({"message": "rename it to Groceries", "applicationId": app_id}),
+        )
+        .await;
+    let frames = SseReader::new(response).collect().await;
+    assert!(metadata_types(&frames).contains(&"deployment_complete".to_string()));
+    let html = app
+        .http
+        .get(&url)
+        .send()
+        .await
+        .expect("preview")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("Groceries"));
+    app.stop().await;
+}
+db_test!(demo_run_deploys_a_working_preview);
+
+async fn manual_deploy_reports_to_history(kind: DbKind) {
+    let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
+    let token = app.token("alice");
+    let (app_id, frames) = build_app(&app, &token).await;
+    assert_eq!(metadata_types(&frames), vec!["version_created"]);
+    assert_eq!(
+        app.get(&format!("/deployment-status/{app_id}"), &token)
+            .await
+            .status(),
+        404,
+        "never deployed"
+    );
+    let response = app
+        .post_json(&format!("/apps/{app_id}/deploy"), &token, &json!({}))
+        .await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.expect("json");
+    wait_for_status(
+        &app,
+        &token,
+        body["deploymentId"].as_str().expect("id"),
+        "healthy",
+    )
+    .await;
+    let mut found = false;
+    for _ in 0..50 {
+        let history: Value = app
+            .get(&format!("/apps/{app_id}/history"), &token)
+            .await
+            .json()
+            .await
+            .expect("json");
+        found = history
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|m| m["metadata"]["type"] == "deployment_complete");
+        if found {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "the outcome of a deploy nobody streams lands in the history"
+    );
+    assert_eq!(
+        app.post_json(
+            &format!("/apps/{app_id}/deploy"),
+            &app.token("bob"),
+            &json!({})
+        )
+        .await
+        .status(),
+        404
+    );
+    app.stop().await;
+}
+db_test!(manual_deploy_reports_to_history);
+
+async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
+    let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
+    let token = app.token("alice");
+    let (app_id, _) = build_app(&app, &token).await;
+    let db = &app.state.db;
+    let job = jobs::enqueue(
+        db,
+        &app_id,
+        "alice",
+        1,
+        "local",
+        chrono::Duration::minutes(10),
+        false,
+    )
+    .await
+    .expect("enqueue");
+    // A worker that claims the job and dies: its 1 s lease must expire before anyone else runs it.
+    // The gateway's own worker may win the claim first; then there is nothing to steal.
+    let stolen = jobs::claim(db, "dead-worker", chrono::Duration::seconds(1))
+        .await
+        .expect("claim");
+    if let Some(stolen) = &stolen {
+        assert_eq!(stolen.id, job.id);
+        assert!(
+            jobs::claim(db, "other", chrono::Duration::seconds(30))
+                .await
+                .expect("claim")
+                .is_none(),
+            "a leased job is not claimed twice"
+        );
+    }
+    let healthy = wait_for_status(&app, &token, &job.id, "healthy").await;
+    assert_eq!(healthy["type"], "HEALTHY");
+    app.stop().await;
+}
+db_test!(dead_worker_lease_expires_and_the_job_is_retried);
+
+async fn newer_versions_supersede_and_deadlines_fail_stuck_jobs(kind: DbKind) {
+    let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
+    let token = app.token("alice");
+    let (app_id, _) = build_app(&app, &token).await;
+    // Stop the workers so the queue stays as we leave it.
+    let mut app = app;
+    app.stop_server().await;
+    let db = &app.state.db;
+    let first = jobs::enqueue(
+        db,
+        &app_id,
+        "alice",
+        1,
+        "local",
+        chrono::Duration::minutes(10),
+        false,
+    )
+    .await
+    .expect("enqueue");
+    let second = jobs::enqueue(
+        db,
+        &app_id,
+        "alice",
+        2,
+        "local",
+        chrono::Duration::milliseconds(300),
+        false,
+    )
+    .await
+    .expect("enqueue");
+    let first = jobs::find(db, &first.id).await.expect("find").expect("row");
+    assert_eq!(first.status, "superseded");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The status route reconciles: a queued job past its deadline is failed with a reason.
+    let restarted = app
+        .restart("[deploy]\non_new_version = false\nworkers = 1\n")
+        .await;
+    let body: Value = restarted
+        .get(&format!("/deployment-status/{}", second.id), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["status"], "failed", "{body}");
+    assert_eq!(body["type"], "ERROR");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("timed out"),
+        "{body}"
+    );
+    restarted.stop().await;
+}
+db_test!(newer_versions_supersede_and_deadlines_fail_stuck_jobs);
