@@ -14,6 +14,8 @@ USER agentgate
 WORKDIR /var/lib/agentgate
 ENV AGENTGATE__SERVER__BIND=0.0.0.0:4444 \
     AGENTGATE__SERVER__DATA_DIR=/var/lib/agentgate \
+    AGENTGATE__SERVER__DEV_LOGIN=false \
+    AGENTGATE__SERVER__DEMO_AGENT=true \
     AGENTGATE__LOG__FORMAT=json
 EXPOSE 4444
 ENTRYPOINT ["agentgate"]

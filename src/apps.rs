@@ -128,16 +128,31 @@ pub async fn create(
     .await
 }
 
-/// Soft delete; deleting an already deleted app is a no-op. Returns whether the app existed.
-pub async fn soft_delete(db: &impl ConnectionTrait, owner: &str, id: Uuid) -> Result<bool, DbErr> {
+/// What a soft delete found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    NotFound,
+    Now,
+    Already,
+}
+
+/// Soft delete; deleting an already deleted app is a no-op.
+pub async fn soft_delete(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    id: Uuid,
+) -> Result<Deleted, DbErr> {
     let exists = apps::Entity::find_by_id(id.to_string())
         .filter(apps::Column::OwnerId.eq(owner))
         .one(db)
         .await?;
     let Some(app) = exists else {
-        return Ok(false);
+        return Ok(Deleted::NotFound);
     };
-    if app.deleted_at.is_none() {
+    if app.deleted_at.is_some() {
+        return Ok(Deleted::Already);
+    }
+    {
         let now = Utc::now();
         apps::Entity::update_many()
             .col_expr(apps::Column::DeletedAt, Expr::value(now))
@@ -147,7 +162,7 @@ pub async fn soft_delete(db: &impl ConnectionTrait, owner: &str, id: Uuid) -> Re
             .exec(db)
             .await?;
     }
-    Ok(true)
+    Ok(Deleted::Now)
 }
 
 pub async fn history(

@@ -229,6 +229,11 @@ impl Config {
                 "database.url must start with sqlite:, postgres:// or postgresql://".into(),
             ));
         }
+        if self.server.dev_login && !self.server.bind.ip().is_loopback() {
+            return Err(ConfigError(
+                "server.dev_login mints tokens for anyone; it must be false when server.bind is not a loopback address".into(),
+            ));
+        }
         if self.storage.kind == StorageKind::S3 {
             for (key, value) in [
                 ("storage.bucket", self.storage.bucket.as_str()),

@@ -8,6 +8,7 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeployProvider, StorageKind};
+use crate::deploy::cleanup::CleanupRunner;
 use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::secrets;
@@ -79,6 +80,18 @@ impl Components {
         if !with_workers {
             return;
         }
+        let cleanup = CleanupRunner {
+            db: db.clone(),
+            deployer: self.deployer.clone(),
+        };
+        tokio::spawn(
+            cleanup.run(
+                self.deploy_settings
+                    .poll_interval
+                    .max(Duration::from_secs(1)),
+                stop.clone(),
+            ),
+        );
         // SQLite has one writer; several workers would only contend for it.
         let count = match db.get_database_backend() {
             DbBackend::Sqlite => 1,

@@ -20,6 +20,18 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/files",
     // Deployed previews are public sites, served sandboxed.
     "/preview",
+    // The web client's page and assets, and its dev sign-in (off unless server.dev_login).
+    "/",
+    "/index.html",
+    "/app.css",
+    "/app.js",
+    "/api.js",
+    "/sse.js",
+    "/dom.js",
+    "/events.js",
+    "/chat.js",
+    "/files.js",
+    "/auth/dev-login",
 ];
 
 /// The authenticated caller: `sub` of the token, plus whether they are privileged.
@@ -85,6 +97,10 @@ mod tests {
         assert!(!is_public("/healthz"));
         assert!(!is_public("/apps"));
         assert!(!is_public("/demo-agentx"));
+        assert!(is_public("/"));
+        assert!(!is_public("/message"));
+        assert!(!is_public("/runs/x/events"));
+        assert!(!is_public("/app.jsx"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Deployments: durable jobs with leases, retries and deadlines, run by workers through a
 //! `Deployer` (local preview, Koyeb). Runs enqueue a deployment per new version and report its
 //! outcome in their stream; later outcomes land in the app's history.
+pub mod cleanup;
 pub mod hook;
 pub mod jobs;
 pub mod local;

@@ -9,8 +9,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use super::extract::{bounded_param, parse_id};
-use crate::apps::{self, AppView, HistoryEntry};
+use crate::apps::{self, AppView, Deleted, HistoryEntry};
 use crate::auth::AuthUser;
+use crate::deploy::cleanup;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
 use crate::state::AppState;
@@ -75,9 +76,15 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "app")?;
-    if apps::soft_delete(&state.db, &user.id, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("app"))
+    match apps::soft_delete(&state.db, &user.id, id).await? {
+        Deleted::NotFound => Err(ApiError::not_found("app")),
+        Deleted::Already => Ok(StatusCode::NO_CONTENT),
+        Deleted::Now => {
+            // Clean-up runs in the background, retried until done; the response never waits.
+            if let Err(e) = cleanup::enqueue_for_app(&state.db, &id.to_string()).await {
+                tracing::error!(error = %e, app_id = %id, "could not queue the app's clean-up");
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
     }
 }

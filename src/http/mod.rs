@@ -10,6 +10,7 @@ mod messages;
 mod preview;
 mod runs;
 pub mod sse;
+mod web;
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(files::router())
         .merge(deployments::router())
         .merge(preview::router())
+        .merge(web::router())
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))

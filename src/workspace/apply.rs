@@ -102,7 +102,18 @@ fn checked_name(raw: Option<Vec<u8>>) -> Result<Option<String>, PatchError> {
         path: shown(e.as_bytes()),
         reason: "not valid UTF-8".into(),
     })?;
-    normalize_path(&text).map(Some)
+    let clean = normalize_path(&text)?;
+    // Git refuses `.` components and empty ones; so do we, rather than guess.
+    if clean != text {
+        return Err(PatchError::UnsafePath {
+            path: shown(text.as_bytes()),
+            reason: format!(
+                "not a canonical path (did you mean {}?)",
+                shown(clean.as_bytes())
+            ),
+        });
+    }
+    Ok(Some(clean))
 }
 
 fn checked_names(p: FilePatch) -> Result<Patch, PatchError> {
@@ -120,10 +131,6 @@ fn checked_names(p: FilePatch) -> Result<Patch, PatchError> {
         body: p.body,
         result: Vec::new(),
     })
-}
-
-fn git_mode(mode: FileMode) -> u32 {
-    mode.git_octal()
 }
 
 struct State<'a> {
@@ -193,7 +200,7 @@ impl<'a> State<'a> {
         let st_mode = match self.previous(&patches[i])? {
             Some(j) => patches[j].new_mode,
             None => match lstat(self.base, &old) {
-                Stat::File(entry) => git_mode(entry.mode),
+                Stat::File(entry) => entry.mode.git_octal(),
                 Stat::Missing if patches[i].is_new < 0 => {
                     // A traditional diff against a missing file creates it.
                     let p = &mut patches[i];

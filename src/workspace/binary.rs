@@ -29,9 +29,10 @@ pub(crate) struct ParsedHunk {
     pub used: usize,
 }
 
-/// Why a binary hunk could not be read; `line` is 0-based from the hunk start.
+/// Why a binary hunk could not be read, and where (a byte offset in the
+/// buffer given to [`parse_hunk`]).
 pub(crate) struct Corrupt {
-    pub line: usize,
+    pub at: usize,
     pub reason: &'static str,
 }
 
@@ -39,7 +40,6 @@ pub(crate) struct Corrupt {
 ///
 /// `Ok(None)` means `buf` does not start with a hunk at all.
 pub(crate) fn parse_hunk(buf: &[u8]) -> Result<Option<ParsedHunk>, Corrupt> {
-    let first = line_len(buf);
     let (method, size) = if let Some(rest) = buf.strip_prefix(b"delta ") {
         (Method::Delta, strtoul(rest, 10).0)
     } else if let Some(rest) = buf.strip_prefix(b"literal ") {
@@ -47,19 +47,14 @@ pub(crate) fn parse_hunk(buf: &[u8]) -> Result<Option<ParsedHunk>, Corrupt> {
     } else {
         return Ok(None);
     };
-    let mut pos = first;
-    let mut lines = 1;
+    let mut pos = line_len(buf);
     let mut deflated = Vec::new();
     loop {
+        let at = pos;
+        let corrupt = move |reason| Corrupt { at, reason };
         let len = line_len(&buf[pos..]);
         let line = &buf[pos..pos + len];
-        let line_no = lines;
-        let corrupt = move |reason| Corrupt {
-            line: line_no,
-            reason,
-        };
         pos += len;
-        lines += 1;
         // A one-byte line (normally the blank line) ends the hunk.
         if len == 1 {
             break;
@@ -80,8 +75,8 @@ pub(crate) fn parse_hunk(buf: &[u8]) -> Result<Option<ParsedHunk>, Corrupt> {
         decode_85(&line[1..len - 1], bytes, &mut deflated).ok_or(corrupt("bad base85 data"))?;
     }
     let data = inflate_exact(&deflated, size).ok_or(Corrupt {
-        line: lines.saturating_sub(1),
-        reason: "zlib data is corrupt or has the wrong size",
+        at: 0,
+        reason: "zlib data is corrupt or does not have the stated size",
     })?;
     Ok(Some(ParsedHunk {
         hunk: BinaryHunk { method, data },

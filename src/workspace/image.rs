@@ -159,26 +159,29 @@ pub(crate) fn apply_hunk(img: &mut Image, diff: &[u8], hunk: &Hunk) -> Result<()
     let Some(at) = find_pos(img, &pre, start, match_beginning, match_end) else {
         return Err(diagnose(img, &pre, start, match_beginning, match_end));
     };
-    let base = img.bytes.len();
+    let new_lines = patched_lines(&post, img.bytes.len());
     img.bytes.extend_from_slice(&post.bytes);
-    let mut new_lines = Vec::with_capacity(post.lines.len());
-    split_side(&post, base, &mut new_lines);
     img.lines.replace(at, pre.lines.len(), &new_lines);
     Ok(())
 }
 
-/// Turns a side into image lines marked as patched.
-fn split_side(side: &Side, base: usize, out: &mut Vec<Line>) {
+/// Image lines for a side stored at `base`, marked so that later hunks
+/// cannot match them again.
+fn patched_lines(side: &Side, base: usize) -> Vec<Line> {
     let mut start = base;
-    for &(len, hash) in &side.lines {
-        out.push(Line {
-            start,
-            len,
-            hash,
-            patched: true,
-        });
-        start += len;
-    }
+    side.lines
+        .iter()
+        .map(|&(len, hash)| {
+            let line = Line {
+                start,
+                len,
+                hash,
+                patched: true,
+            };
+            start += len;
+            line
+        })
+        .collect()
 }
 
 /// Where the search starts, clamped like git's unsigned comparison.

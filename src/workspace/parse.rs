@@ -17,7 +17,9 @@ use super::PatchError;
 #[derive(Debug, Clone)]
 pub(crate) struct Hunk {
     pub oldpos: u64,
+    pub oldlines: u64,
     pub newpos: u64,
+    pub newlines: u64,
     pub trailing: u64,
     pub text: Range<usize>,
     /// `@@ -a,b +c,d @@`, for messages.
@@ -445,14 +447,14 @@ fn parse_hunks(diff: &[u8], start: usize, patch: &mut FilePatch) -> Parsed<usize
     let mut hunks = Vec::new();
     let (mut oldlines, mut newlines) = (0u64, 0u64);
     while diff.len() - at > 4 && diff[at..].starts_with(b"@@ -") {
-        let (hunk, len, counts) = parse_hunk(diff, at).map_err(|reason| Fail {
-            at,
-            reason: format!("corrupt hunk {}: {reason}", hunks.len() + 1),
+        let hunk = parse_hunk(diff, at).map_err(|f| Fail {
+            at: f.at,
+            reason: format!("corrupt hunk {}: {}", hunks.len() + 1, f.reason),
         })?;
-        oldlines = oldlines.wrapping_add(counts.0);
-        newlines = newlines.wrapping_add(counts.1);
+        oldlines = oldlines.wrapping_add(hunk.oldlines);
+        newlines = newlines.wrapping_add(hunk.newlines);
+        at = hunk.text.end;
         hunks.push(hunk);
-        at += len;
     }
     if patch.is_new < 0 && (oldlines != 0 || hunks.len() > 1) {
         patch.is_new = 0;
@@ -470,13 +472,14 @@ fn parse_hunks(diff: &[u8], start: usize, patch: &mut FilePatch) -> Parsed<usize
     Ok(at - start)
 }
 
-/// Reads one hunk; checks that its lines match the counts in its header.
-/// Returns the hunk, its length and its (old, new) line counts.
-fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), String> {
+/// Reads one hunk and checks that its lines match the counts in its header.
+fn parse_hunk(diff: &[u8], start: usize) -> Parsed<Hunk> {
     let first = line_len(&diff[start..]);
     let header_line = &diff[start..start + first];
-    let ([oldpos, oldcount, newpos, newcount], header_end) = parse_hunk_header(header_line)
-        .ok_or_else(|| format!("bad header {}", excerpt(header_line)))?;
+    let Some(([oldpos, oldcount, newpos, newcount], header_end)) = parse_hunk_header(header_line)
+    else {
+        return fail(start, format!("bad header {}", excerpt(header_line)));
+    };
     let (mut oldlines, mut newlines) = (oldcount, newcount);
     let (mut trailing, mut added, mut deleted) = (0u64, 0u64, 0u64);
     let mut at = start + first;
@@ -487,7 +490,7 @@ fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), St
         let len = line_len(&diff[at..]);
         let line = &diff[at..at + len];
         if !line.ends_with(b"\n") {
-            return Err("truncated line at the end of the diff".into());
+            return fail(at, "the diff ends in the middle of a line");
         }
         match line[0] {
             b'\n' | b' ' => {
@@ -507,44 +510,47 @@ fn parse_hunk(diff: &[u8], start: usize) -> Result<(Hunk, usize, (u64, u64)), St
             }
             b'\\' if len >= 12 && line.starts_with(b"\\ ") => {}
             _ => {
-                return Err(format!(
-                    "line counts do not match the header, or bad line {}",
-                    excerpt(line)
-                ))
+                return fail(
+                    at,
+                    format!(
+                        "the header's line counts do not match the hunk (unexpected line {})",
+                        excerpt(line)
+                    ),
+                )
             }
         }
         at += len;
     }
     if oldlines != 0 || newlines != 0 {
-        return Err("the diff ends before the hunk's line counts are reached".into());
+        return fail(
+            at,
+            "the diff ends before the hunk's line counts are reached",
+        );
     }
     if deleted == 0 && added == 0 {
-        return Err("hunk changes nothing".into());
+        return fail(start, "hunk changes nothing");
     }
     // A final "\ No newline at end of file" belongs to the hunk.
     if diff.len() - at > 12 && diff[at..].starts_with(b"\\ ") {
         at += line_len(&diff[at..]);
     }
-    let hunk = Hunk {
+    Ok(Hunk {
         oldpos,
+        oldlines: oldcount,
         newpos,
+        newlines: newcount,
         trailing,
         text: start..at,
         header: String::from_utf8_lossy(&header_line[..header_end]).into_owned(),
-    };
-    Ok((hunk, at - start, (oldcount, newcount)))
+    })
 }
 
 /// Reads the forward hunk of a `GIT binary patch` and skips the optional
 /// reverse hunk. Returns the forward hunk and the bytes used.
 fn parse_binary(diff: &[u8], start: usize) -> Parsed<(BinaryHunk, usize)> {
     let corrupt = |c: binary::Corrupt, base: usize| Fail {
-        at: base,
-        reason: format!(
-            "corrupt binary patch ({}) at line {} of the hunk",
-            c.reason,
-            c.line + 1
-        ),
+        at: base + c.at,
+        reason: format!("corrupt binary patch: {}", c.reason),
     };
     let forward = match binary::parse_hunk(&diff[start..]) {
         Ok(Some(h)) => h,
@@ -656,7 +662,11 @@ index e69de29..0000000\n";
         assert_eq!(err(b"@@ -1 +1 @@\n-a\n+b\n").code(), "diff_parse_error");
         // Counts promise two old lines, only one follows.
         let short = b"--- a/x\n+++ b/x\n@@ -1,2 +1,2 @@\n-a\n+b\n";
-        assert!(matches!(err(short), PatchError::Parse { line: 3, .. }));
+        assert!(
+            matches!(err(short), PatchError::Parse { line: 6, .. }),
+            "{}",
+            err(short)
+        );
         let no_change = b"--- a/x\n+++ b/x\n@@ -1 +1 @@\n a\n";
         assert_eq!(err(no_change).code(), "diff_parse_error");
         let inconsistent =

@@ -274,3 +274,73 @@ async fn unknown_routes_are_json_404_after_auth(kind: DbKind) {
     app.stop().await;
 }
 db_test!(unknown_routes_are_json_404_after_auth);
+
+async fn web_client_and_dev_login(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let page = app.http.get(app.url("/")).send().await.expect("page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/html"));
+    assert!(page.text().await.expect("html").contains("<script"));
+    let js = app.http.get(app.url("/app.js")).send().await.expect("js");
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/auth/dev-login"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        200
+    );
+    let response = app
+        .http
+        .post(app.url("/auth/dev-login"))
+        .json(&json!({"user": "carol"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let token = body["token"].as_str().expect("token");
+    assert_eq!(
+        app.get("/apps", token).await.status(),
+        200,
+        "the minted token works"
+    );
+    let bad = app
+        .http
+        .post(app.url("/auth/dev-login"))
+        .json(&json!({"user": "no spaces"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bad.status(), 400);
+    app.stop().await;
+
+    let prod = spawn_app_with(kind, "[server]\ndev_login = false\n").await;
+    assert_eq!(
+        prod.http
+            .get(prod.url("/auth/dev-login"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        404
+    );
+    let response = prod
+        .http
+        .post(prod.url("/auth/dev-login"))
+        .json(&json!({"user": "carol"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 404, "no token minting when disabled");
+    prod.stop().await;
+}
+db_test!(web_client_and_dev_login);

@@ -308,3 +308,49 @@ async fn newer_versions_supersede_and_deadlines_fail_stuck_jobs(kind: DbKind) {
     restarted.stop().await;
 }
 db_test!(newer_versions_supersede_and_deadlines_fail_stuck_jobs);
+
+async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let (app_id, frames) = build_app(&app, &token).await;
+    let url = frames
+        .iter()
+        .find_map(|f| f.data["message"]["metadata"]["deploymentUrl"].as_str())
+        .expect("deployed")
+        .to_string();
+    assert_eq!(app.http.get(&url).send().await.expect("get").status(), 200);
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .delete(app.url(&format!("/apps/{app_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the response does not wait for clean-up"
+    );
+    let mut gone = false;
+    for _ in 0..50 {
+        if app.http.get(&url).send().await.expect("get").status() == 404 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the preview is removed");
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let jobs = entity::cleanup_jobs::Entity::find()
+        .filter(entity::cleanup_jobs::Column::AppId.eq(app_id.as_str()))
+        .all(&app.state.db)
+        .await
+        .expect("jobs");
+    assert!(
+        !jobs.is_empty() && jobs.iter().all(|j| j.status == "done"),
+        "{jobs:?}"
+    );
+    app.stop().await;
+}
+db_test!(deleting_an_app_cleans_up_its_deployment);

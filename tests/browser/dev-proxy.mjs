@@ -36,6 +36,10 @@ const TYPES = {
   '.json': 'application/json',
 };
 
+export const CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; " +
+  "connect-src 'self' https:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /** The newest of target/release/agentgate and target/debug/agentgate, or null. */
 export function defaultBinary() {
   const found = ['target/release/agentgate', 'target/debug/agentgate']
@@ -114,11 +118,14 @@ async function serveStatic(req, res) {
     return false;
   }
   const body = await readFile(file);
-  res.writeHead(200, {
+  const headers = {
     'Content-Type': TYPES[path.extname(name)] || 'application/octet-stream',
     'Cache-Control': 'no-cache',
     'X-Content-Type-Options': 'nosniff',
-  });
+  };
+  // The policy the page is written to work under (no inline script or style).
+  if (name.endsWith('.html')) headers['Content-Security-Policy'] = CSP;
+  res.writeHead(200, headers);
   res.end(req.method === 'HEAD' ? undefined : body);
   return true;
 }

@@ -16,7 +16,7 @@
 //   HEADFUL=1        show the browser (needs a display).
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -104,6 +104,10 @@ async function waitForCount(locator, n, timeout = RUN_TIMEOUT) {
 
 async function main() {
   mkdirSync(SCREENSHOT_DIR, { recursive: true });
+  // Screenshots of an earlier run would mix with this one's.
+  for (const name of readdirSync(SCREENSHOT_DIR)) {
+    if (/^\d\d-.*\.png$/.test(name)) rmSync(path.join(SCREENSHOT_DIR, name));
+  }
   let base = process.env.AGENTGATE_URL?.replace(/\/$/, '');
   const cleanups = [];
   if (!base) {

@@ -1,0 +1,129 @@
+//! Clean-up after an app is deleted: one job per resource (deployment, preview files, ...),
+//! each retried with backoff until done and its outcome recorded. Never blocks the DELETE.
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::jobs::{ACTIVE, CANCELLED};
+use super::provider::Deployer;
+use entity::{cleanup_jobs, deployments};
+
+pub const KIND_DEPLOYMENT: &str = "deployment";
+const MAX_ATTEMPTS: i32 = 8;
+
+/// Queues the clean-up of everything the app owns and cancels its pending deployments.
+pub async fn enqueue_for_app(db: &DatabaseConnection, app_id: &str) -> Result<(), DbErr> {
+    let now = Utc::now();
+    deployments::Entity::update_many()
+        .col_expr(deployments::Column::Status, Expr::value(CANCELLED))
+        .col_expr(
+            deployments::Column::Error,
+            Expr::value("the app was deleted"),
+        )
+        .col_expr(deployments::Column::FinishedAt, Expr::value(now))
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
+        .filter(deployments::Column::AppId.eq(app_id))
+        .filter(deployments::Column::Status.is_in(ACTIVE))
+        .exec(db)
+        .await?;
+    for kind in [KIND_DEPLOYMENT] {
+        cleanup_jobs::ActiveModel {
+            id: Set(uuid::Uuid::new_v4().to_string()),
+            app_id: Set(app_id.to_string()),
+            kind: Set(kind.to_string()),
+            status: Set("pending".into()),
+            attempts: Set(0),
+            next_attempt_at: Set(now),
+            last_error: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(db)
+        .await?;
+    }
+    Ok(())
+}
+
+pub struct CleanupRunner {
+    pub db: DatabaseConnection,
+    pub deployer: Arc<dyn Deployer>,
+}
+
+impl CleanupRunner {
+    pub async fn run(self, every: Duration, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.run_due().await {
+                tracing::warn!(error = %e, "clean-up pass failed");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Runs every due job once. Jobs are claimed by moving their next attempt forward first,
+    /// so two runners never work on the same job at the same time.
+    pub async fn run_due(&self) -> Result<usize, DbErr> {
+        let due = cleanup_jobs::Entity::find()
+            .filter(cleanup_jobs::Column::Status.eq("pending"))
+            .filter(cleanup_jobs::Column::NextAttemptAt.lte(Utc::now()))
+            .order_by_asc(cleanup_jobs::Column::NextAttemptAt)
+            .limit(20)
+            .all(&self.db)
+            .await?;
+        let mut done = 0;
+        for job in due {
+            let claim = cleanup_jobs::Entity::update_many()
+                .col_expr(
+                    cleanup_jobs::Column::NextAttemptAt,
+                    Expr::value(Utc::now() + chrono::Duration::minutes(5)),
+                )
+                .filter(cleanup_jobs::Column::Id.eq(job.id.as_str()))
+                .filter(cleanup_jobs::Column::NextAttemptAt.eq(job.next_attempt_at))
+                .exec(&self.db)
+                .await?;
+            if claim.rows_affected != 1 {
+                continue;
+            }
+            let result = match job.kind.as_str() {
+                KIND_DEPLOYMENT => self
+                    .deployer
+                    .destroy(&job.app_id)
+                    .await
+                    .map_err(|e| e.to_string()),
+                other => Err(format!("unknown clean-up kind {other:?}")),
+            };
+            let attempts = job.attempts + 1;
+            let (status, error, next) = match result {
+                Ok(()) => ("done", None, Utc::now()),
+                Err(e) if attempts >= MAX_ATTEMPTS => ("failed", Some(e), Utc::now()),
+                Err(e) => {
+                    let backoff = chrono::Duration::seconds(2i64.pow(attempts.clamp(0, 10) as u32));
+                    ("pending", Some(e), Utc::now() + backoff)
+                }
+            };
+            tracing::info!(app_id = %job.app_id, kind = %job.kind, status, "clean-up step");
+            cleanup_jobs::Entity::update_many()
+                .col_expr(cleanup_jobs::Column::Status, Expr::value(status))
+                .col_expr(cleanup_jobs::Column::Attempts, Expr::value(attempts))
+                .col_expr(cleanup_jobs::Column::LastError, Expr::value(error))
+                .col_expr(cleanup_jobs::Column::NextAttemptAt, Expr::value(next))
+                .col_expr(cleanup_jobs::Column::UpdatedAt, Expr::value(Utc::now()))
+                .filter(cleanup_jobs::Column::Id.eq(job.id.as_str()))
+                .exec(&self.db)
+                .await?;
+            if status == "done" {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}

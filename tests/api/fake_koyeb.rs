@@ -1,0 +1,730 @@
+//! A stateful fake of the Koyeb REST API v1 subset agentgate uses, with Koyeb's documented
+//! shapes: apps (with an auto-assigned `<name>.koyeb.app` domain), services, deployments,
+//! secrets, `{status, code, message}` errors, and bearer-token auth (401 otherwise).
+//!
+//! Each deployment walks PENDING → PROVISIONING → STARTING → HEALTHY, one step per `step`
+//! (configurable), unless a script says otherwise: `script_next_deployment`,
+//! `unknown_status_next`, `hang_next` (stays STARTING). `fail_next(n, status)` makes the next n
+//! authenticated requests fail. Every request and answer is recorded for assertions.
+//!
+//! Env values and registry passwords are recorded for tests but never put into answers, so a
+//! test can check that a secret reached Koyeb without Koyeb (or us) echoing it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Map, Value};
+
+pub const TOKEN: &str = "fake-koyeb-token";
+const DEFAULT_PATH: [&str; 4] = ["PENDING", "PROVISIONING", "STARTING", "HEALTHY"];
+
+#[derive(Debug, Clone)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    /// Parsed JSON body (`Null` when there was none).
+    pub body: Value,
+    pub status: u16,
+    pub response: String,
+}
+
+#[derive(Clone)]
+struct App {
+    id: String,
+    name: String,
+    created_at: String,
+}
+
+#[derive(Clone)]
+struct Service {
+    id: String,
+    app_id: String,
+    name: String,
+    latest_deployment_id: String,
+    created_at: String,
+}
+
+#[derive(Clone)]
+struct Deployment {
+    id: String,
+    app_id: String,
+    service_id: String,
+    started: Instant,
+    path: Vec<String>,
+    messages: Vec<String>,
+    definition: Value,
+    created_at: String,
+}
+
+#[derive(Clone)]
+struct Secret {
+    id: String,
+    name: String,
+    kind: String,
+    /// As sent, credentials included (never answered).
+    payload: Value,
+}
+
+struct Script {
+    path: Vec<String>,
+    messages: Vec<String>,
+}
+
+struct Inner {
+    step: Duration,
+    apps: BTreeMap<String, App>,
+    services: BTreeMap<String, Service>,
+    deployments: BTreeMap<String, Deployment>,
+    secrets: BTreeMap<String, Secret>,
+    scripts: VecDeque<Script>,
+    failures: VecDeque<u16>,
+    requests: Vec<RecordedRequest>,
+    /// Every definition sent (create or update), in order.
+    definitions: Vec<Value>,
+}
+
+type Shared = Arc<Mutex<Inner>>;
+
+pub struct FakeKoyeb {
+    pub url: String,
+    inner: Shared,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeKoyeb {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeKoyeb {
+    pub async fn start() -> Self {
+        Self::start_with_step(Duration::from_millis(50)).await
+    }
+
+    /// `step`: how long a deployment stays in each status of its path.
+    pub async fn start_with_step(step: Duration) -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            step,
+            apps: BTreeMap::new(),
+            services: BTreeMap::new(),
+            deployments: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            scripts: VecDeque::new(),
+            failures: VecDeque::new(),
+            requests: Vec::new(),
+            definitions: Vec::new(),
+        }));
+        let router = Router::new().fallback(handle).with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake Koyeb");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self { url, inner, server }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_step(&self, step: Duration) {
+        self.lock().step = step;
+    }
+
+    /// The next deployment walks `statuses` (one per step) and stays at the last one.
+    pub fn script_next_deployment(&self, statuses: Vec<&str>) {
+        self.script_next_deployment_with_messages(statuses, Vec::new());
+    }
+
+    /// Like `script_next_deployment`; `messages` are reported once the last status is reached.
+    pub fn script_next_deployment_with_messages(&self, statuses: Vec<&str>, messages: Vec<&str>) {
+        self.lock().scripts.push_back(Script {
+            path: statuses.into_iter().map(str::to_string).collect(),
+            messages: messages.into_iter().map(str::to_string).collect(),
+        });
+    }
+
+    pub fn unknown_status_next(&self, status: &str) {
+        self.script_next_deployment(vec!["PENDING", status]);
+    }
+
+    /// The next deployment never gets past STARTING.
+    pub fn hang_next(&self) {
+        self.script_next_deployment(vec!["PENDING", "PROVISIONING", "STARTING"]);
+    }
+
+    /// The next `n` authenticated requests answer `status` (429 comes with `Retry-After: 1`).
+    pub fn fail_next(&self, n: usize, status: u16) {
+        let mut inner = self.lock();
+        for _ in 0..n {
+            inner.failures.push_back(status);
+        }
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// `"METHOD /path"` for each request, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock()
+            .requests
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    pub fn app_names(&self) -> Vec<String> {
+        self.lock().apps.values().map(|a| a.name.clone()).collect()
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.lock().services.values().map(|s| s.name.clone()).collect()
+    }
+
+    pub fn secret_names(&self) -> Vec<String> {
+        self.lock().secrets.values().map(|s| s.name.clone()).collect()
+    }
+
+    /// The registry configuration last sent for a secret (password included).
+    pub fn secret_payload(&self, name: &str) -> Option<Value> {
+        self.lock()
+            .secrets
+            .values()
+            .find(|s| s.name == name)
+            .map(|s| s.payload.clone())
+    }
+
+    pub fn deployment_count(&self) -> usize {
+        self.lock().deployments.len()
+    }
+
+    /// Every definition sent, in order.
+    pub fn definitions(&self) -> Vec<Value> {
+        self.lock().definitions.clone()
+    }
+
+    /// The env of every definition sent, as key → value (or `secret:<name>`).
+    pub fn env_seen(&self) -> Vec<BTreeMap<String, String>> {
+        self.lock()
+            .definitions
+            .iter()
+            .map(|d| {
+                d["env"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| {
+                        let key = e["key"].as_str()?.to_string();
+                        let value = match (e["value"].as_str(), e["secret"].as_str()) {
+                            (Some(v), _) => v.to_string(),
+                            (None, Some(s)) => format!("secret:{s}"),
+                            (None, None) => return None,
+                        };
+                        Some((key, value))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+async fn handle(
+    State(inner): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let query = uri.query().unwrap_or_default().to_string();
+    let parsed: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).unwrap_or(Value::String("<invalid json>".into()))
+    };
+    let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
+    let (status, answer, retry_after) = answer(&mut guard, &method, &path, &query, &headers, &parsed);
+    let text = answer.to_string();
+    guard.requests.push(RecordedRequest {
+        method: method.to_string(),
+        path,
+        query,
+        body: parsed,
+        status: status.as_u16(),
+        response: text.clone(),
+    });
+    drop(guard);
+    let mut response = (status, [("content-type", "application/json")], text).into_response();
+    if retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn answer(
+    inner: &mut Inner,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &HeaderMap,
+    body: &Value,
+) -> (StatusCode, Value, bool) {
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {TOKEN}"));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            error(401, "unauthenticated", "Invalid or missing token"),
+            false,
+        );
+    }
+    if let Some(status) = inner.failures.pop_front() {
+        let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return (code, error(status, "injected", "Injected failure"), status == 429);
+    }
+    let params = query_params(query);
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let result = match (method.as_str(), segments.as_slice()) {
+        ("POST", ["v1", "apps"]) => create_app(inner, body),
+        ("GET", ["v1", "apps"]) => Ok(list_apps(inner, &params)),
+        ("GET", ["v1", "apps", id]) => get_app(inner, id),
+        ("DELETE", ["v1", "apps", id]) => delete_app(inner, id),
+        ("POST", ["v1", "services"]) => create_service(inner, body),
+        ("GET", ["v1", "services"]) => Ok(list_services(inner, &params)),
+        ("GET", ["v1", "services", id]) => get_service(inner, id),
+        ("PUT" | "PATCH", ["v1", "services", id]) => update_service(inner, id, body),
+        ("POST", ["v1", "services", id, "redeploy"]) => redeploy(inner, id),
+        ("DELETE", ["v1", "services", id]) => delete_service(inner, id),
+        ("GET", ["v1", "deployments", id]) => get_deployment(inner, id),
+        ("POST", ["v1", "secrets"]) => create_secret(inner, body),
+        ("GET", ["v1", "secrets"]) => Ok(list_secrets(inner, &params)),
+        ("PUT" | "PATCH", ["v1", "secrets", id]) => update_secret(inner, id, body),
+        ("DELETE", ["v1", "secrets", id]) => delete_secret(inner, id),
+        _ => Err((404, "not_found", "Unknown route".to_string())),
+    };
+    match result {
+        Ok(value) => (StatusCode::OK, value, false),
+        Err((status, code, message)) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            error(status, code, &message),
+            false,
+        ),
+    }
+}
+
+type Answer = Result<Value, (u16, &'static str, String)>;
+
+fn error(status: u16, code: &str, message: &str) -> Value {
+    json!({ "status": status, "code": code, "message": message })
+}
+
+fn invalid(message: &str) -> (u16, &'static str, String) {
+    (400, "invalid_argument", message.to_string())
+}
+
+fn not_found(what: &str) -> (u16, &'static str, String) {
+    (404, "not_found", format!("{what} not found"))
+}
+
+fn query_params(query: &str) -> BTreeMap<String, String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.replace("%2F", "/")))
+        .collect()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+fn valid_name(name: &str) -> bool {
+    (3..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+fn app_json(app: &App) -> Value {
+    json!({
+        "id": app.id,
+        "name": app.name,
+        "organization_id": "org-fake",
+        "created_at": app.created_at,
+        "updated_at": app.created_at,
+        "status": "HEALTHY",
+        "domains": [{
+            "id": format!("dom-{}", &app.id[..8]),
+            "name": format!("{}-fake.koyeb.app", app.name),
+            "type": "AUTOASSIGNED",
+            "status": "ACTIVE",
+        }],
+    })
+}
+
+fn create_app(inner: &mut Inner, body: &Value) -> Answer {
+    let name = body["name"].as_str().unwrap_or_default();
+    if !valid_name(name) {
+        return Err(invalid("name: must be 3-64 lowercase letters, digits or dashes"));
+    }
+    if inner.apps.values().any(|a| a.name == name) {
+        return Err((409, "already_exists", "An app with this name already exists".into()));
+    }
+    let app = App {
+        id: new_id(),
+        name: name.to_string(),
+        created_at: now(),
+    };
+    inner.apps.insert(app.id.clone(), app.clone());
+    Ok(json!({ "app": app_json(&app) }))
+}
+
+/// Like Koyeb's, the name filter matches substrings.
+fn list_apps(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
+    let apps: Vec<Value> = inner
+        .apps
+        .values()
+        .filter(|a| params.get("name").is_none_or(|n| a.name.contains(n.as_str())))
+        .map(app_json)
+        .collect();
+    json!({ "apps": apps, "limit": 100, "offset": 0, "count": apps.len() })
+}
+
+fn get_app(inner: &Inner, id: &str) -> Answer {
+    inner
+        .apps
+        .get(id)
+        .map(|a| json!({ "app": app_json(a) }))
+        .ok_or_else(|| not_found("app"))
+}
+
+fn delete_app(inner: &mut Inner, id: &str) -> Answer {
+    if inner.apps.remove(id).is_none() {
+        return Err(not_found("app"));
+    }
+    inner.services.retain(|_, s| s.app_id != id);
+    Ok(json!({}))
+}
+
+fn service_json(inner: &Inner, service: &Service) -> Value {
+    let status = inner
+        .deployments
+        .get(&service.latest_deployment_id)
+        .map(|d| current_status(inner.step, d).0)
+        .unwrap_or_else(|| "STARTING".to_string());
+    json!({
+        "id": service.id,
+        "name": service.name,
+        "app_id": service.app_id,
+        "organization_id": "org-fake",
+        "created_at": service.created_at,
+        "updated_at": service.created_at,
+        "status": if status == "HEALTHY" { "HEALTHY" } else { "STARTING" },
+        "messages": [],
+        "latest_deployment_id": service.latest_deployment_id,
+        "active_deployment_id": service.latest_deployment_id,
+    })
+}
+
+/// Checks a definition the way Koyeb would reject it.
+fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'static str, String)> {
+    let name = definition["name"].as_str().unwrap_or_default();
+    if !valid_name(name) {
+        return Err(invalid("definition.name: invalid"));
+    }
+    if definition["type"] != "WEB" {
+        return Err(invalid("definition.type: expected WEB"));
+    }
+    for list in ["regions", "instance_types", "scalings", "ports", "routes"] {
+        if definition[list].as_array().is_none_or(|a| a.is_empty()) {
+            return Err(invalid(&format!("definition.{list}: required")));
+        }
+    }
+    let mut regions = definition["regions"].as_array().into_iter().flatten();
+    if regions.any(|r| r.as_str().is_none_or(str::is_empty)) {
+        return Err(invalid("definition.regions: unknown region"));
+    }
+    let mut types = definition["instance_types"].as_array().into_iter().flatten();
+    if types.any(|t| t["type"].as_str().is_none_or(str::is_empty)) {
+        return Err(invalid("definition.instance_types: unknown instance type"));
+    }
+    for env in definition["env"].as_array().into_iter().flatten() {
+        let key_ok = env["key"].as_str().is_some_and(|k| !k.is_empty());
+        let one_value = env["value"].is_string() != env["secret"].is_string();
+        if !key_ok || !one_value {
+            return Err(invalid("definition.env: each entry needs a key and a value or a secret"));
+        }
+    }
+    match (definition.get("git"), definition.get("docker")) {
+        (Some(git), None) => {
+            if git["repository"].as_str().is_none_or(str::is_empty)
+                || git["branch"].as_str().is_none_or(str::is_empty)
+            {
+                return Err(invalid("definition.git: repository and branch are required"));
+            }
+        }
+        (None, Some(docker)) => {
+            if docker["image"].as_str().is_none_or(str::is_empty) {
+                return Err(invalid("definition.docker.image: required"));
+            }
+            if let Some(secret) = docker["image_registry_secret"].as_str() {
+                if !inner.secrets.values().any(|s| s.name == secret && s.kind == "REGISTRY") {
+                    return Err(invalid("definition.docker.image_registry_secret: not found"));
+                }
+            }
+        }
+        _ => return Err(invalid("definition: exactly one of git or docker is required")),
+    }
+    Ok(())
+}
+
+fn new_deployment(inner: &mut Inner, service_id: &str, app_id: &str, definition: &Value) -> String {
+    let script = inner.scripts.pop_front().unwrap_or_else(|| Script {
+        path: DEFAULT_PATH.iter().map(|s| s.to_string()).collect(),
+        messages: Vec::new(),
+    });
+    let deployment = Deployment {
+        id: new_id(),
+        app_id: app_id.to_string(),
+        service_id: service_id.to_string(),
+        started: Instant::now(),
+        path: script.path,
+        messages: script.messages,
+        definition: definition.clone(),
+        created_at: now(),
+    };
+    let id = deployment.id.clone();
+    inner.deployments.insert(id.clone(), deployment);
+    inner.definitions.push(definition.clone());
+    id
+}
+
+fn create_service(inner: &mut Inner, body: &Value) -> Answer {
+    let app_id = body["app_id"].as_str().unwrap_or_default().to_string();
+    if !inner.apps.contains_key(&app_id) {
+        return Err(invalid("app_id: app not found"));
+    }
+    let definition = &body["definition"];
+    check_definition(inner, definition)?;
+    let name = definition["name"].as_str().unwrap_or_default().to_string();
+    if inner.services.values().any(|s| s.app_id == app_id && s.name == name) {
+        return Err((409, "already_exists", "A service with this name already exists".into()));
+    }
+    let id = new_id();
+    let deployment_id = new_deployment(inner, &id, &app_id, definition);
+    let service = Service {
+        id: id.clone(),
+        app_id,
+        name,
+        latest_deployment_id: deployment_id,
+        created_at: now(),
+    };
+    inner.services.insert(id, service.clone());
+    Ok(json!({ "service": service_json(inner, &service) }))
+}
+
+fn list_services(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
+    let services: Vec<Value> = inner
+        .services
+        .values()
+        .filter(|s| params.get("app_id").is_none_or(|a| &s.app_id == a))
+        .filter(|s| params.get("name").is_none_or(|n| s.name.contains(n.as_str())))
+        .map(|s| service_json(inner, s))
+        .collect();
+    json!({ "services": services, "limit": 100, "offset": 0, "count": services.len() })
+}
+
+fn get_service(inner: &Inner, id: &str) -> Answer {
+    inner
+        .services
+        .get(id)
+        .map(|s| json!({ "service": service_json(inner, s) }))
+        .ok_or_else(|| not_found("service"))
+}
+
+fn update_service(inner: &mut Inner, id: &str, body: &Value) -> Answer {
+    let Some(service) = inner.services.get(id).cloned() else {
+        return Err(not_found("service"));
+    };
+    let definition = &body["definition"];
+    check_definition(inner, definition)?;
+    let deployment_id = new_deployment(inner, id, &service.app_id, definition);
+    let service = Service {
+        latest_deployment_id: deployment_id,
+        ..service
+    };
+    inner.services.insert(id.to_string(), service.clone());
+    Ok(json!({ "service": service_json(inner, &service) }))
+}
+
+fn redeploy(inner: &mut Inner, id: &str) -> Answer {
+    let Some(service) = inner.services.get(id).cloned() else {
+        return Err(not_found("service"));
+    };
+    let definition = inner
+        .deployments
+        .get(&service.latest_deployment_id)
+        .map(|d| d.definition.clone())
+        .unwrap_or(Value::Null);
+    let deployment_id = new_deployment(inner, id, &service.app_id, &definition);
+    if let Some(s) = inner.services.get_mut(id) {
+        s.latest_deployment_id = deployment_id.clone();
+    }
+    let deployment = inner.deployments.get(&deployment_id).cloned();
+    Ok(json!({ "deployment": deployment.map(|d| deployment_json(inner.step, &d)) }))
+}
+
+fn delete_service(inner: &mut Inner, id: &str) -> Answer {
+    inner
+        .services
+        .remove(id)
+        .map(|_| json!({}))
+        .ok_or_else(|| not_found("service"))
+}
+
+/// The status reached by now, and whether it is the last of the path.
+fn current_status(step: Duration, deployment: &Deployment) -> (String, bool) {
+    let steps = deployment.started.elapsed().as_millis() / step.as_millis().max(1);
+    let last = deployment.path.len().saturating_sub(1);
+    let index = usize::try_from(steps).unwrap_or(usize::MAX).min(last);
+    let status = deployment.path.get(index).cloned().unwrap_or_default();
+    (status, index == last)
+}
+
+/// Env values are left out: the fake never echoes secrets.
+fn redacted_definition(definition: &Value) -> Value {
+    let mut definition = definition.clone();
+    if let Some(env) = definition.get_mut("env").and_then(Value::as_array_mut) {
+        for entry in env {
+            if let Some(object) = entry.as_object_mut() {
+                object.remove("value");
+            }
+        }
+    }
+    definition
+}
+
+fn deployment_json(step: Duration, deployment: &Deployment) -> Value {
+    let (status, finished) = current_status(step, deployment);
+    let messages = if finished { deployment.messages.clone() } else { Vec::new() };
+    json!({
+        "id": deployment.id,
+        "app_id": deployment.app_id,
+        "service_id": deployment.service_id,
+        "organization_id": "org-fake",
+        "created_at": deployment.created_at,
+        "updated_at": deployment.created_at,
+        "status": status,
+        "messages": messages,
+        "definition": redacted_definition(&deployment.definition),
+    })
+}
+
+fn get_deployment(inner: &Inner, id: &str) -> Answer {
+    inner
+        .deployments
+        .get(id)
+        .map(|d| json!({ "deployment": deployment_json(inner.step, d) }))
+        .ok_or_else(|| not_found("deployment"))
+}
+
+fn secret_json(secret: &Secret) -> Value {
+    let mut answer = Map::new();
+    answer.insert("id".into(), secret.id.clone().into());
+    answer.insert("name".into(), secret.name.clone().into());
+    answer.insert("type".into(), secret.kind.clone().into());
+    answer.insert("organization_id".into(), "org-fake".into());
+    // Registry configuration without the password, like Koyeb.
+    if let Some(registry) = secret.payload.get("private_registry") {
+        answer.insert(
+            "private_registry".into(),
+            json!({ "username": registry["username"], "url": registry["url"] }),
+        );
+    }
+    Value::Object(answer)
+}
+
+fn check_secret(body: &Value) -> Result<(String, String), (u16, &'static str, String)> {
+    let name = body["name"].as_str().unwrap_or_default().to_string();
+    if name.is_empty() {
+        return Err(invalid("name: required"));
+    }
+    let kind = body["type"].as_str().unwrap_or("SIMPLE").to_string();
+    match kind.as_str() {
+        "REGISTRY" => {
+            let registry = &body["private_registry"];
+            for field in ["username", "password", "url"] {
+                if registry[field].as_str().is_none_or(str::is_empty) {
+                    return Err(invalid(&format!("private_registry.{field}: required")));
+                }
+            }
+        }
+        "SIMPLE" if body["value"].is_string() => {}
+        _ => return Err(invalid("type: unsupported secret")),
+    }
+    Ok((name, kind))
+}
+
+fn create_secret(inner: &mut Inner, body: &Value) -> Answer {
+    let (name, kind) = check_secret(body)?;
+    if inner.secrets.values().any(|s| s.name == name) {
+        return Err((409, "already_exists", "A secret with this name already exists".into()));
+    }
+    let secret = Secret {
+        id: new_id(),
+        name,
+        kind,
+        payload: body.clone(),
+    };
+    inner.secrets.insert(secret.id.clone(), secret.clone());
+    Ok(json!({ "secret": secret_json(&secret) }))
+}
+
+fn list_secrets(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
+    let secrets: Vec<Value> = inner
+        .secrets
+        .values()
+        .filter(|s| params.get("name").is_none_or(|n| s.name.contains(n.as_str())))
+        .map(secret_json)
+        .collect();
+    json!({ "secrets": secrets, "limit": 100, "offset": 0, "count": secrets.len() })
+}
+
+fn update_secret(inner: &mut Inner, id: &str, body: &Value) -> Answer {
+    let (name, kind) = check_secret(body)?;
+    let Some(secret) = inner.secrets.get_mut(id) else {
+        return Err(not_found("secret"));
+    };
+    secret.name = name;
+    secret.kind = kind;
+    secret.payload = body.clone();
+    Ok(json!({ "secret": secret_json(secret) }))
+}
+
+fn delete_secret(inner: &mut Inner, id: &str) -> Answer {
+    inner
+        .secrets
+        .remove(id)
+        .map(|_| json!({}))
+        .ok_or_else(|| not_found("secret"))
+}
