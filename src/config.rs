@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     pub demo_agent: bool,
     pub dev_login: bool,
+    /// Serve /metrics on its own address instead of the API's.
+    #[serde(default)]
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

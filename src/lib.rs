@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod runs;
 pub mod secrets;
 pub mod startup;

@@ -182,6 +182,7 @@ fn today() -> (String, DateTime<Utc>) {
 }
 
 fn limit_reached(status: LimitStatus) -> ApiError {
+    crate::metrics::metrics().limiter_rejections.inc();
     ApiError::LimitReached {
         headers: limit_headers(&status),
     }

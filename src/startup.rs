@@ -167,6 +167,13 @@ impl Application {
         let server = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(stopping.clone().cancelled_owned());
         let mut server = tokio::spawn(server.into_future());
+        if let Some(bind) = self.state.config.server.metrics_bind {
+            let listener = TcpListener::bind(bind).await?;
+            tracing::info!(address = %listener.local_addr()?, "metrics bound");
+            let metrics = axum::serve(listener, http::metrics::router::<()>())
+                .with_graceful_shutdown(stopping.clone().cancelled_owned());
+            tokio::spawn(metrics.into_future());
+        }
         tokio::select! {
             result = &mut server => return result?.map_err(Into::into),
             _ = stopping.cancelled() => {}

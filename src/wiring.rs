@@ -12,7 +12,7 @@ use crate::deploy::cleanup::CleanupRunner;
 use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::secrets;
-use crate::storage::{LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
+use crate::storage::{Instrumented, LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
 
 pub struct Components {
     pub files: FileVersions,
@@ -143,6 +143,7 @@ fn build_files(
             (Arc::new(store), None)
         }
     };
+    let store: SharedStore = Arc::new(Instrumented(store));
     let cache = BlobCache::new(config.server.data_dir.join("blob-cache"))?;
     Ok((FileVersions::new(db.clone(), store, cache), local))
 }

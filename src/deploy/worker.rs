@@ -247,6 +247,17 @@ impl DeployWorker {
         let Ok(Some(job)) = jobs::find(&self.db, id).await else {
             return;
         };
+        let metrics = crate::metrics::metrics();
+        metrics
+            .deployments
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: status.to_string(),
+            })
+            .inc();
+        let took = (job.finished_at.unwrap_or_else(Utc::now) - job.created_at)
+            .num_milliseconds()
+            .max(0);
+        metrics.deployment_duration.observe(took as f64 / 1000.0);
         let mut update = apps_table::Entity::update_many()
             .col_expr(apps_table::Column::DeployStatus, Expr::value(status))
             .col_expr(apps_table::Column::UpdatedAt, Expr::value(Utc::now()));

@@ -7,6 +7,7 @@ mod files;
 mod health;
 mod limits;
 mod messages;
+pub mod metrics;
 mod preview;
 mod runs;
 pub mod sse;
@@ -49,9 +50,11 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
                 .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))
                 .timeout(request_timeout),
         );
-    Router::new()
-        .merge(api)
-        .merge(streaming)
+    let mut root = Router::new().merge(api).merge(streaming);
+    if config.metrics_bind.is_none() {
+        root = root.merge(metrics::router());
+    }
+    root
         .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(from_fn_with_state(state.clone(), require_auth))

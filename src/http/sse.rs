@@ -41,19 +41,20 @@ where
 {
     let start = tokio::time::Instant::now() + keep_alive;
     let ticker = tokio::time::interval_at(start, keep_alive);
+    let guard = crate::metrics::SubscriberGuard::new();
     let body = futures::stream::unfold(
-        (Box::pin(events), ticker, false),
-        |(mut events, mut ticker, ended)| async move {
+        (Box::pin(events), ticker, false, guard),
+        |(mut events, mut ticker, ended, guard)| async move {
             if ended {
                 return None;
             }
             tokio::select! {
                 item = events.next() => match item {
-                    Some(Ok(event)) => Some((frame(&event), (events, ticker, false))),
-                    Some(Err(e)) => Some((log_error_frame(&e), (events, ticker, true))),
+                    Some(Ok(event)) => Some((frame(&event), (events, ticker, false, guard))),
+                    Some(Err(e)) => Some((log_error_frame(&e), (events, ticker, true, guard))),
                     None => None,
                 },
-                _ = ticker.tick() => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), (events, ticker, false))),
+                _ = ticker.tick() => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), (events, ticker, false, guard))),
             }
         },
     )

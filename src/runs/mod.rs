@@ -161,8 +161,11 @@ impl RunManager {
         let id = run_id.clone();
         self.tracker.spawn(
             async move {
+                let active = &crate::metrics::metrics().active_runs;
+                active.inc();
                 task::drive(deps, spec, live).await;
                 registry.remove(&id);
+                active.dec();
             }
             .instrument(span),
         );

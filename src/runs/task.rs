@@ -82,6 +82,7 @@ impl Emitter {
         }
         // No receivers is fine: the event is in the log for whoever comes later.
         let _ = self.live.sender.send(Arc::new(stored));
+        crate::metrics::metrics().events_relayed.inc();
         Ok(())
     }
 
@@ -181,6 +182,21 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     if let Err(e) = emitter.finish(&done, status, error.as_deref()).await {
         tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
+    let metrics = crate::metrics::metrics();
+    metrics
+        .runs
+        .get_or_create(&crate::metrics::Outcome {
+            outcome: status.to_string(),
+        })
+        .inc();
+    if let Outcome::Upstream(e) = &outcome {
+        metrics
+            .upstream_errors
+            .get_or_create(&crate::metrics::Kind {
+                kind: e.code().to_string(),
+            })
+            .inc();
+    }
     tracing::info!(run_id = %spec.ctx.run_id, status, events = emitter.seq, "run finished");
 }
 
@@ -244,9 +260,13 @@ async fn handle_event(
     if let Some(state) = &event.agent_state {
         save_agent_state(&deps.db, &ctx.app_id, state).await?;
     }
+    let arrived = std::time::Instant::now();
     emitter
         .emit(EVENT_MESSAGE, &protocol::client_message(ctx, event))
         .await?;
+    crate::metrics::metrics()
+        .relay_latency
+        .observe(arrived.elapsed().as_secs_f64());
     if event.kind != KIND_WIP_UPDATE {
         let metadata = serde_json::json!({
             "status": if event.idle { "idle" } else { "running" },

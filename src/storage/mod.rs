@@ -1,5 +1,6 @@
 //! Object storage behind one trait: a local directory (the embedded default; its download links
 //! are signed by the gateway) and S3 or any S3-compatible store (real SigV4 presigned URLs).
+mod instrumented;
 mod local;
 mod s3;
 pub mod signing;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use instrumented::Instrumented;
 pub use local::LocalStore;
 pub use s3::{S3Settings, S3Store};
 pub use signing::UrlSigner;

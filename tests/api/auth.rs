@@ -344,3 +344,42 @@ async fn web_client_and_dev_login(kind: DbKind) {
     prod.stop().await;
 }
 db_test!(web_client_and_dev_login);
+
+async fn metrics_are_public_and_count_runs(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo list app"}))
+        .await;
+    crate::helpers::SseReader::new(response).collect().await;
+    let mut text = String::new();
+    // The worker records the deployment a moment after the stream reported it.
+    for _ in 0..20 {
+        text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if text.contains("agentgate_deployments_total") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for name in [
+        "agentgate_active_runs",
+        "agentgate_active_subscribers",
+        "agentgate_runs_total{outcome=\"succeeded\"}",
+        "agentgate_events_relayed_total",
+        "agentgate_relay_latency_seconds_bucket",
+        "agentgate_storage_operations_total{op=\"put\",result=\"ok\"}",
+        "agentgate_deployments_total{outcome=\"healthy\"}",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    app.stop().await;
+}
+db_test!(metrics_are_public_and_count_runs);

@@ -1,0 +1,211 @@
+//! Prometheus metrics for what operators watch: runs, subscribers, relayed events and their
+//! latency, upstream errors, deployments, storage and git operations, limiter rejections.
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Operation {
+    pub op: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    pub op: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub active_runs: Gauge,
+    pub active_subscribers: Gauge,
+    pub runs: Family<Outcome, Counter>,
+    pub events_relayed: Counter,
+    pub relay_latency: Histogram,
+    pub upstream_errors: Family<Kind, Counter>,
+    pub deployments: Family<Outcome, Counter>,
+    pub deployment_duration: Histogram,
+    pub storage_operations: Family<Operation, Counter>,
+    pub storage_latency: Family<Op, Histogram, fn() -> Histogram>,
+    pub git_operations: Family<Operation, Counter>,
+    pub git_latency: Family<Op, Histogram, fn() -> Histogram>,
+    pub limiter_rejections: Counter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("agentgate");
+        let metrics = Self {
+            active_runs: Gauge::default(),
+            active_subscribers: Gauge::default(),
+            runs: Family::default(),
+            events_relayed: Counter::default(),
+            relay_latency: latency_histogram(),
+            upstream_errors: Family::default(),
+            deployments: Family::default(),
+            deployment_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+            storage_operations: Family::default(),
+            storage_latency: Family::new_with_constructor(latency_histogram),
+            git_operations: Family::default(),
+            git_latency: Family::new_with_constructor(latency_histogram),
+            limiter_rejections: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "active_runs",
+            "Runs in progress in this process",
+            metrics.active_runs.clone(),
+        );
+        registry.register(
+            "active_subscribers",
+            "Open event streams",
+            metrics.active_subscribers.clone(),
+        );
+        registry.register("runs", "Finished runs by outcome", metrics.runs.clone());
+        registry.register(
+            "events_relayed",
+            "Events logged and sent to subscribers",
+            metrics.events_relayed.clone(),
+        );
+        registry.register(
+            "relay_latency_seconds",
+            "From an upstream event's arrival to its broadcast (after it is logged)",
+            metrics.relay_latency.clone(),
+        );
+        registry.register(
+            "upstream_errors",
+            "Agent stream failures by kind",
+            metrics.upstream_errors.clone(),
+        );
+        registry.register(
+            "deployments",
+            "Finished deployments by outcome",
+            metrics.deployments.clone(),
+        );
+        registry.register(
+            "deployment_duration_seconds",
+            "From enqueue to a terminal status",
+            metrics.deployment_duration.clone(),
+        );
+        registry.register(
+            "storage_operations",
+            "Object storage calls by result",
+            metrics.storage_operations.clone(),
+        );
+        registry.register(
+            "storage_latency_seconds",
+            "Object storage call latency",
+            metrics.storage_latency.clone(),
+        );
+        registry.register(
+            "git_operations",
+            "Git host calls by result",
+            metrics.git_operations.clone(),
+        );
+        registry.register(
+            "git_latency_seconds",
+            "Git host call latency",
+            metrics.git_latency.clone(),
+        );
+        registry.register(
+            "limiter_rejections",
+            "Messages refused by the daily limit",
+            metrics.limiter_rejections.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn storage_call(&self, op: &str, ok: bool, took: Duration) {
+        record(
+            &self.storage_operations,
+            &self.storage_latency,
+            op,
+            ok,
+            took,
+        );
+    }
+
+    pub fn git_call(&self, op: &str, ok: bool, took: Duration) {
+        record(&self.git_operations, &self.git_latency, op, ok, took);
+    }
+}
+
+fn record(
+    counts: &Family<Operation, Counter>,
+    latency: &Family<Op, Histogram, fn() -> Histogram>,
+    op: &str,
+    ok: bool,
+    took: Duration,
+) {
+    let result = if ok { "ok" } else { "error" };
+    counts
+        .get_or_create(&Operation {
+            op: op.into(),
+            result: result.into(),
+        })
+        .inc();
+    latency
+        .get_or_create(&Op { op: op.into() })
+        .observe(took.as_secs_f64());
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &metrics().registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// Counts an open stream for as long as it lives.
+pub struct SubscriberGuard;
+
+impl SubscriberGuard {
+    pub fn new() -> Self {
+        metrics().active_subscribers.inc();
+        Self
+    }
+}
+
+impl Default for SubscriberGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        metrics().active_subscribers.dec();
+    }
+}
