@@ -123,6 +123,8 @@ pub async fn create(
         created_at: Set(now),
         updated_at: Set(now),
         deleted_at: Set(None),
+        repo_owner: Set(None),
+        last_commit_sha: Set(None),
     }
     .insert(db)
     .await

@@ -21,7 +21,37 @@ pub struct Config {
     pub runs: RunsConfig,
     pub storage: StorageConfig,
     pub deploy: DeployConfig,
+    pub git: GitConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitHostKind {
+    Local,
+    Github,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitConfig {
+    pub host: GitHostKind,
+    pub branch: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub retry_interval_secs: u64,
+    pub name_attempts: u32,
+    pub dev_endpoints: bool,
+    pub api_base: String,
+    pub owner: String,
+    pub owner_is_org: bool,
+    pub private: bool,
+    pub token: SecretString,
+    pub app_id: u64,
+    pub private_key: SecretString,
+    pub installation_id: u64,
+    pub max_retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -254,6 +284,21 @@ impl Config {
             }
             if !self.storage.endpoint.is_empty() {
                 check_url("storage.endpoint", &self.storage.endpoint)?;
+            }
+        }
+        if self.git.host == GitHostKind::Github {
+            check_url("git.api_base", &self.git.api_base)?;
+            if self.git.owner.is_empty() {
+                return Err(ConfigError(
+                    "git.owner is required when git.host = \"github\"".into(),
+                ));
+            }
+            let has_token = !self.git.token.expose_secret().is_empty();
+            let has_app = self.git.app_id != 0 && !self.git.private_key.expose_secret().is_empty();
+            if !has_token && !has_app {
+                return Err(ConfigError(
+                    "git.token, or git.app_id with git.private_key, is required when git.host = \"github\"".into(),
+                ));
             }
         }
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {

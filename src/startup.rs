@@ -14,7 +14,8 @@ use crate::agent::{AgentClient, AgentClientConfig};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::deploy::DeployHook;
-use crate::files::WorkspaceSink;
+use crate::files::{VersionHook, WorkspaceSink};
+use crate::git::publish::GitHook;
 use crate::limits::Limiter;
 use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager};
@@ -83,8 +84,15 @@ impl Application {
             parts.deploy_settings.clone(),
             parts.deployer.provider(),
         ));
-        let sink: Arc<dyn DiffSink> =
-            Arc::new(WorkspaceSink::new(files.clone(), vec![deploy_hook]));
+        // Git first: a deploy from git needs the commit to exist.
+        let mut hooks: Vec<Arc<dyn VersionHook>> = Vec::new();
+        if let Some(publisher) = &parts.git {
+            hooks.push(Arc::new(GitHook {
+                publisher: publisher.clone(),
+            }));
+        }
+        hooks.push(deploy_hook);
+        let sink: Arc<dyn DiffSink> = Arc::new(WorkspaceSink::new(files.clone(), hooks));
         let runs = RunManager::new(
             RunDeps {
                 db: db.clone(),
@@ -114,6 +122,7 @@ impl Application {
             local_store,
             preview: parts.preview.clone(),
             deploy_provider: parts.deployer.provider(),
+            git: parts.git.clone(),
             started_at: Instant::now(),
         };
         let background = CancellationToken::new();

@@ -8,6 +8,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::deploy::LocalPreview;
 use crate::files::FileVersions;
+use crate::git::publish::GitPublisher;
 use crate::limits::Limiter;
 use crate::runs::RunManager;
 use crate::storage::LocalStore;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub preview: Option<Arc<LocalPreview>>,
     /// The configured deployment provider's name ("local", "koyeb").
     pub deploy_provider: &'static str,
+    /// The git host and version publisher; None when `git.host = "none"`.
+    pub git: Option<GitPublisher>,
     pub started_at: Instant,
 }
 

@@ -7,15 +7,19 @@ use sea_orm::{DatabaseConnection, DbBackend};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeployProvider, StorageKind};
+use crate::config::{Config, DeployProvider, GitHostKind, StorageKind};
 use crate::deploy::cleanup::CleanupRunner;
 use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
+use crate::git::publish::{GitPublisher, PublishSettings};
+use crate::git::{GitHost, GitHubAuth, GitHubHost, GitHubSettings, LocalGitHost};
 use crate::secrets;
 use crate::storage::{Instrumented, LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
 
 pub struct Components {
     pub files: FileVersions,
+    /// None when `git.host = "none"`.
+    pub git: Option<GitPublisher>,
     pub local_store: Option<Arc<LocalStore>>,
     pub deployer: Arc<dyn Deployer>,
     /// Set when previews are served by this gateway.
@@ -30,6 +34,7 @@ impl Components {
         public_url: String,
     ) -> anyhow::Result<Self> {
         let (files, local_store) = build_files(config, db, public_url.clone())?;
+        let git = build_git(config, db, &files)?;
         let (deployer, preview): (Arc<dyn Deployer>, Option<Arc<LocalPreview>>) =
             match config.deploy.provider {
                 DeployProvider::Local => {
@@ -57,6 +62,7 @@ impl Components {
         };
         Ok(Self {
             files,
+            git,
             local_store,
             deployer,
             preview,
@@ -80,9 +86,16 @@ impl Components {
         if !with_workers {
             return;
         }
+        if let Some(git) = &self.git {
+            git.clone().spawn_retries(
+                Duration::from_secs(config.git.retry_interval_secs.max(1)),
+                stop.clone(),
+            );
+        }
         let cleanup = CleanupRunner {
             db: db.clone(),
             deployer: self.deployer.clone(),
+            git: self.git.clone(),
         };
         tokio::spawn(
             cleanup.run(
@@ -108,11 +121,57 @@ impl Components {
                 deployer: self.deployer.clone(),
                 files: self.files.clone(),
                 settings: self.deploy_settings.clone(),
+                git: self.git.clone(),
                 id: format!("worker-{process}-{i}"),
             };
             tokio::spawn(worker.run(stop.clone()));
         }
     }
+}
+
+/// The configured git host wrapped in the version publisher, or None.
+fn build_git(
+    config: &Config,
+    db: &DatabaseConnection,
+    files: &FileVersions,
+) -> anyhow::Result<Option<GitPublisher>> {
+    let g = &config.git;
+    let host: Arc<dyn GitHost> = match g.host {
+        GitHostKind::None => return Ok(None),
+        GitHostKind::Local => Arc::new(LocalGitHost::new(config.server.data_dir.join("git"))),
+        GitHostKind::Github => {
+            let auth = if g.token.expose_secret().is_empty() {
+                GitHubAuth::App {
+                    app_id: g.app_id,
+                    private_key_pem: g.private_key.clone(),
+                    installation_id: (g.installation_id != 0).then_some(g.installation_id),
+                }
+            } else {
+                GitHubAuth::Token(g.token.clone())
+            };
+            Arc::new(GitHubHost::new(GitHubSettings {
+                api_base: g.api_base.clone(),
+                auth,
+                owner: g.owner.clone(),
+                owner_is_org: g.owner_is_org,
+                private: g.private,
+                max_retries: g.max_retries,
+            })?)
+        }
+    };
+    let settings = PublishSettings {
+        branch: g.branch.clone(),
+        author_name: g.author_name.clone(),
+        author_email: g.author_email.clone(),
+        name_attempts: g.name_attempts,
+        private: g.private,
+    };
+    Ok(Some(GitPublisher::new(
+        db.clone(),
+        host,
+        files.clone(),
+        settings,
+    )))
 }
 
 /// The object store the config names, the local blob cache, and the version service over both.

@@ -19,6 +19,9 @@ pub struct Model {
     pub total_bytes: i64,
     pub created_at: DateTimeUtc,
     pub stored_at: Option<DateTimeUtc>,
+    /// pending (to push) | pushed; None without a git host.
+    pub git_status: Option<String>,
+    pub commit_sha: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

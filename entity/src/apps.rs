@@ -19,6 +19,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
     pub deleted_at: Option<DateTimeUtc>,
+    /// Owner (user or org) of the repository on the git host.
+    pub repo_owner: Option<String>,
+    pub last_commit_sha: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -246,7 +246,9 @@ impl ImageBuilder {
                 }
                 Ok(StepEnd::Exited(status))
             }
-            Ok(Err(e)) => Err(BuildError::Setup(format!("waiting for the build tool: {e}"))),
+            Ok(Err(e)) => Err(BuildError::Setup(format!(
+                "waiting for the build tool: {e}"
+            ))),
             Err(_) => {
                 group.kill_now();
                 let _ = child.kill().await;
@@ -376,9 +378,8 @@ fn redact(mut text: String, secrets: &[String]) -> String {
 }
 
 fn validate_image(image: &str) -> Result<(), BuildError> {
-    let ok = !image.is_empty()
-        && !image.starts_with('-')
-        && image.chars().all(|c| c.is_ascii_graphic());
+    let ok =
+        !image.is_empty() && !image.starts_with('-') && image.chars().all(|c| c.is_ascii_graphic());
     if ok {
         Ok(())
     } else {
@@ -472,7 +473,9 @@ fn safe_relative(path: &str) -> Result<PathBuf, BuildError> {
     if normal {
         Ok(candidate.to_path_buf())
     } else {
-        Err(BuildError::Setup(format!("unsafe path in the app: {path:?}")))
+        Err(BuildError::Setup(format!(
+            "unsafe path in the app: {path:?}"
+        )))
     }
 }
 
@@ -535,7 +538,10 @@ fn basic_auth(login: &RegistryLogin) -> String {
 }
 
 fn login_secrets(login: &RegistryLogin) -> Vec<String> {
-    vec![login.password.expose_secret().to_string(), basic_auth(login)]
+    vec![
+        login.password.expose_secret().to_string(),
+        basic_auth(login),
+    ]
 }
 
 #[cfg(test)]

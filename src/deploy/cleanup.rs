@@ -13,13 +13,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::jobs::{ACTIVE, CANCELLED};
 use super::provider::Deployer;
+use crate::git::publish::GitPublisher;
 use entity::{cleanup_jobs, deployments};
 
 pub const KIND_DEPLOYMENT: &str = "deployment";
+pub const KIND_REPOSITORY: &str = "repository";
 const MAX_ATTEMPTS: i32 = 8;
 
 /// Queues the clean-up of everything the app owns and cancels its pending deployments.
-pub async fn enqueue_for_app(db: &DatabaseConnection, app_id: &str) -> Result<(), DbErr> {
+pub async fn enqueue_for_app(
+    db: &DatabaseConnection,
+    app_id: &str,
+    archive_repository: bool,
+) -> Result<(), DbErr> {
     let now = Utc::now();
     deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(CANCELLED))
@@ -33,7 +39,11 @@ pub async fn enqueue_for_app(db: &DatabaseConnection, app_id: &str) -> Result<()
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .exec(db)
         .await?;
-    for kind in [KIND_DEPLOYMENT] {
+    let mut kinds = vec![KIND_DEPLOYMENT];
+    if archive_repository {
+        kinds.push(KIND_REPOSITORY);
+    }
+    for kind in kinds {
         cleanup_jobs::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             app_id: Set(app_id.to_string()),
@@ -54,9 +64,28 @@ pub async fn enqueue_for_app(db: &DatabaseConnection, app_id: &str) -> Result<()
 pub struct CleanupRunner {
     pub db: DatabaseConnection,
     pub deployer: Arc<dyn Deployer>,
+    pub git: Option<GitPublisher>,
 }
 
 impl CleanupRunner {
+    async fn archive_repository(&self, app_id: &str) -> Result<(), String> {
+        let Some(git) = &self.git else {
+            return Ok(());
+        };
+        let app = entity::apps::Entity::find_by_id(app_id.to_string())
+            .one(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        match app.as_ref().and_then(|a| git.repo_of(a)) {
+            Some(repo) => git
+                .host()
+                .archive_repo(&repo)
+                .await
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
     pub async fn run(self, every: Duration, stop: CancellationToken) {
         loop {
             if let Err(e) = self.run_due().await {
@@ -99,6 +128,7 @@ impl CleanupRunner {
                     .destroy(&job.app_id)
                     .await
                     .map_err(|e| e.to_string()),
+                KIND_REPOSITORY => self.archive_repository(&job.app_id).await,
                 other => Err(format!("unknown clean-up kind {other:?}")),
             };
             let attempts = job.attempts + 1;

@@ -2,7 +2,8 @@
 //! one repository per app, named from the app id, and short-lived push/pull credentials.
 //!
 //! GetAuthorizationToken returns base64 `AWS:<password>` valid for about 12 hours; it is cached
-//! until five minutes before it expires, so callers can ask for it on every deployment. The
+//! until five minutes before it expires (a token already expired on arrival, i.e. a skewed
+//! clock, is reused for one minute), so callers can ask for it on every deployment. The
 //! SDK's standard retry strategy already retries throttling and 5xx answers; what still fails
 //! is classified as transient (network, 5xx, throttling) or permanent (everything else).
 use std::time::Duration;
@@ -22,6 +23,9 @@ use crate::deploy::provider::DeployError;
 
 /// A cached token is replaced this long before it expires.
 const REFRESH_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+/// How long to reuse a token whose expiry is missing or already past on arrival (a skewed
+/// clock): long enough not to fetch one per deployment, short enough to recover quickly.
+const FALLBACK_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 #[derive(Debug, Clone)]
 pub struct EcrSettings {
@@ -47,7 +51,12 @@ pub struct RegistryAuth {
 pub struct EcrRegistry {
     client: Client,
     prefix: String,
-    cached: Mutex<Option<RegistryAuth>>,
+    cached: Mutex<Option<CachedAuth>>,
+}
+
+struct CachedAuth {
+    auth: RegistryAuth,
+    refresh_at: DateTime<Utc>,
 }
 
 impl EcrRegistry {
@@ -108,8 +117,10 @@ impl EcrRegistry {
                 .and_then(|r| r.repository_uri())
                 .map(str::to_string)
                 .ok_or_else(|| DeployError::Transient("ECR returned no repository URI".into())),
-            Err(e) if e.as_service_error().map(|s| s.is_repository_already_exists_exception())
-                == Some(true) =>
+            Err(e)
+                if e.as_service_error()
+                    .map(|s| s.is_repository_already_exists_exception())
+                    == Some(true) =>
             {
                 self.describe_uri(&name).await
             }
@@ -145,8 +156,10 @@ impl EcrRegistry {
             .await;
         match deleted {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().map(|s| s.is_repository_not_found_exception())
-                == Some(true) =>
+            Err(e)
+                if e.as_service_error()
+                    .map(|s| s.is_repository_not_found_exception())
+                    == Some(true) =>
             {
                 Ok(())
             }
@@ -158,13 +171,16 @@ impl EcrRegistry {
     pub async fn authorization(&self) -> Result<RegistryAuth, DeployError> {
         // Held across the fetch so concurrent deployments share one request.
         let mut cached = self.cached.lock().await;
-        if let Some(auth) = cached.as_ref() {
-            if auth.expires_at - REFRESH_MARGIN > Utc::now() {
-                return Ok(auth.clone());
+        if let Some(entry) = cached.as_ref() {
+            if Utc::now() < entry.refresh_at {
+                return Ok(entry.auth.clone());
             }
         }
         let auth = self.fetch_authorization().await?;
-        *cached = Some(auth.clone());
+        *cached = Some(CachedAuth {
+            refresh_at: refresh_at(auth.expires_at, Utc::now()),
+            auth: auth.clone(),
+        });
         Ok(auth)
     }
 
@@ -195,8 +211,7 @@ impl EcrRegistry {
         let expires_at = data
             .expires_at()
             .and_then(|t| DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-            // Without an expiry, keep it only briefly.
-            .unwrap_or_else(|| Utc::now() + REFRESH_MARGIN * 2);
+            .unwrap_or_else(Utc::now);
         Ok(RegistryAuth {
             username: username.to_string(),
             password: SecretString::from(password.to_string()),
@@ -206,8 +221,18 @@ impl EcrRegistry {
     }
 }
 
+/// Five minutes before expiry, or after a short while when the expiry is (nearly) past.
+fn refresh_at(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let normal = expires_at - REFRESH_MARGIN;
+    if normal > now {
+        normal
+    } else {
+        now + FALLBACK_LIFETIME
+    }
+}
+
 /// Network trouble, throttling and 5xx are worth retrying; the rest will not get better.
-fn classify<E: ProvideErrorMetadata + std::error::Error>(
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     what: &str,
     err: SdkError<E, HttpResponse>,
 ) -> DeployError {
@@ -231,5 +256,21 @@ fn classify<E: ProvideErrorMetadata + std::error::Error>(
             "{what}: {}",
             aws_sdk_ecr::error::DisplayErrorContext(&err)
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_refreshed_five_minutes_before_expiry() {
+        let now = Utc::now();
+        let expires = now + chrono::TimeDelta::hours(12);
+        assert_eq!(refresh_at(expires, now), expires - REFRESH_MARGIN);
+        let soon = now + chrono::TimeDelta::minutes(3);
+        assert_eq!(refresh_at(soon, now), now + FALLBACK_LIFETIME);
+        let past = now - chrono::TimeDelta::days(1);
+        assert_eq!(refresh_at(past, now), now + FALLBACK_LIFETIME);
     }
 }

@@ -1,9 +1,12 @@
 //! Deployments: durable jobs with leases, retries and deadlines, run by workers through a
 //! `Deployer` (local preview, Koyeb). Runs enqueue a deployment per new version and report its
 //! outcome in their stream; later outcomes land in the app's history.
+pub mod builder;
 pub mod cleanup;
+pub mod ecr;
 pub mod hook;
 pub mod jobs;
+pub mod koyeb;
 pub mod local;
 pub mod provider;
 pub mod worker;

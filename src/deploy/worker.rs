@@ -15,6 +15,7 @@ use super::provider::{
 use super::DeploySettings;
 use crate::apps::{self, NewMessage};
 use crate::files::FileVersions;
+use crate::git::publish::GitPublisher;
 use entity::{apps as apps_table, deployments};
 
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct DeployWorker {
     pub files: FileVersions,
     pub settings: DeploySettings,
     pub id: String,
+    /// Sets the repository homepage once a deploy gives the app a URL.
+    pub git: Option<GitPublisher>,
 }
 
 impl DeployWorker {
@@ -242,6 +245,23 @@ impl DeployWorker {
         })
     }
 
+    async fn set_homepage(&self, job: &deployments::Model) {
+        let (Some(git), Some(url)) = (&self.git, &job.url) else {
+            return;
+        };
+        let Ok(Some(app)) = apps_table::Entity::find_by_id(job.app_id.clone())
+            .one(&self.db)
+            .await
+        else {
+            return;
+        };
+        if let Some(repo) = git.repo_of(&app) {
+            if let Err(e) = git.host().set_homepage(&repo, url).await {
+                tracing::warn!(error = %e, "could not set the repository homepage");
+            }
+        }
+    }
+
     /// Records the outcome on the app, and in its history unless a run's stream reports it.
     async fn on_terminal(&self, id: &str, status: &str) {
         let Ok(Some(job)) = jobs::find(&self.db, id).await else {
@@ -263,6 +283,7 @@ impl DeployWorker {
             .col_expr(apps_table::Column::UpdatedAt, Expr::value(Utc::now()));
         if status == HEALTHY {
             update = update.col_expr(apps_table::Column::AppUrl, Expr::value(job.url.clone()));
+            self.set_homepage(&job).await;
         }
         if let Err(e) = update
             .filter(apps_table::Column::Id.eq(job.app_id.as_str()))

@@ -135,6 +135,8 @@ impl FileVersions {
             total_bytes: Set(manifest.total_bytes() as i64),
             created_at: Set(Utc::now()),
             stored_at: Set(None),
+            git_status: Set(None),
+            commit_sha: Set(None),
         }
         .insert(&txn)
         .await?;

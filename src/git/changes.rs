@@ -163,7 +163,16 @@ mod tests {
     #[test]
     fn validation_rejects_bad_paths_and_signatures() {
         assert!(validate(&request(&[("a/b.txt", true), ("c", false)])).is_ok());
-        for bad in ["", "/a", "a/", "a//b", "./a", "a/../b", ".git/config", "x/.GIT/y"] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "./a",
+            "a/../b",
+            ".git/config",
+            "x/.GIT/y",
+        ] {
             let err = validate(&request(&[(bad, true)])).unwrap_err();
             assert_eq!(err.code(), "invalid", "{bad:?}");
         }

@@ -124,13 +124,15 @@ fn create_blocking(dir: &Path, req: &CreateRepo) -> Result<(), GitError> {
         .no_reinit(true)
         .mkpath(true)
         .initial_head(DEFAULT_BRANCH);
-    if let Some(description) = &req.description {
-        opts.description(description);
-    }
     let git = Repository::init_opts(dir, &opts).map_err(|e| match e.code() {
         ErrorCode::Exists => GitError::AlreadyExists,
         _ => local_error(e),
     })?;
+    if let Some(description) = &req.description {
+        // The file gitweb and friends read; libgit2 only fills it from templates.
+        std::fs::write(dir.join("description"), format!("{description}\n"))
+            .map_err(|e| GitError::Unavailable(format!("cannot write the description: {e}")))?;
+    }
     if let Some(homepage) = &req.homepage {
         set_config(&git, HOMEPAGE_KEY, ConfigValue::Str(homepage))?;
     }

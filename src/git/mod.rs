@@ -11,6 +11,7 @@ mod error;
 pub mod github;
 pub mod local;
 mod names;
+pub mod publish;
 
 use std::collections::BTreeMap;
 

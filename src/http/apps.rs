@@ -81,7 +81,9 @@ async fn remove(
         Deleted::Already => Ok(StatusCode::NO_CONTENT),
         Deleted::Now => {
             // Clean-up runs in the background, retried until done; the response never waits.
-            if let Err(e) = cleanup::enqueue_for_app(&state.db, &id.to_string()).await {
+            if let Err(e) =
+                cleanup::enqueue_for_app(&state.db, &id.to_string(), state.git.is_some()).await
+            {
                 tracing::error!(error = %e, app_id = %id, "could not queue the app's clean-up");
             }
             Ok(StatusCode::NO_CONTENT)

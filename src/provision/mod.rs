@@ -85,10 +85,17 @@ mod tests {
     #[test]
     fn app_hex_accepts_only_uuids() {
         assert_eq!(
-            app_hex("0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9").ok().as_deref(),
+            app_hex("0F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9")
+                .ok()
+                .as_deref(),
             Some("0f1e2d3c4b5a49788695a4b3c2d1e0f9")
         );
-        for bad in ["", "app", "x; DROP ROLE postgres", "0f1e2d3c-4b5a-4978-8695"] {
+        for bad in [
+            "",
+            "app",
+            "x; DROP ROLE postgres",
+            "0f1e2d3c-4b5a-4978-8695",
+        ] {
             assert!(app_hex(bad).is_err(), "{bad}");
         }
     }

@@ -81,9 +81,18 @@ impl NeonProvisioner {
     /// Projects named exactly `name` (the search also matches substrings and ids).
     async fn find(&self, name: &str) -> Result<Vec<Project>, ProvisionError> {
         let reply: ProjectsReply = self
-            .call(Method::GET, "/projects", &[("search", name), ("limit", "100")], None)
+            .call(
+                Method::GET,
+                "/projects",
+                &[("search", name), ("limit", "100")],
+                None,
+            )
             .await?;
-        Ok(reply.projects.into_iter().filter(|p| p.name == name).collect())
+        Ok(reply
+            .projects
+            .into_iter()
+            .filter(|p| p.name == name)
+            .collect())
     }
 
     async fn connection_uri(&self, project_id: &str) -> Result<SecretString, ProvisionError> {
@@ -110,7 +119,11 @@ impl NeonProvisioner {
         if !status.is_success() {
             return Err(classify(status, &bytes));
         }
-        let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+        let bytes = if bytes.is_empty() {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
         // The error names the path only: answers carry passwords.
         serde_json::from_slice(bytes)
             .map_err(|_| ProvisionError::Transient(format!("unexpected Neon answer to {path}")))
@@ -192,7 +205,11 @@ fn classify(status: StatusCode, bytes: &[u8]) -> ProvisionError {
     while !body.message.is_char_boundary(end) {
         end -= 1;
     }
-    let text = format!("Neon answered {}: {}", status.as_u16(), &body.message[..end]);
+    let text = format!(
+        "Neon answered {}: {}",
+        status.as_u16(),
+        &body.message[..end]
+    );
     match status.as_u16() {
         408 | 423 | 429 | 500..=599 => ProvisionError::Transient(text),
         _ => ProvisionError::Permanent(text),
@@ -201,10 +218,15 @@ fn classify(status: StatusCode, bytes: &[u8]) -> ProvisionError {
 
 /// Ids go into paths: they must not be able to change the path.
 fn segment(id: &str) -> Result<&str, ProvisionError> {
-    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(id)
     } else {
-        Err(ProvisionError::Permanent("Neon returned a malformed project id".into()))
+        Err(ProvisionError::Permanent(
+            "Neon returned a malformed project id".into(),
+        ))
     }
 }

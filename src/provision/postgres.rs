@@ -11,7 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{app_hex, redact, scram, DatabaseProvisioner, ProvisionError};
@@ -58,7 +60,12 @@ impl PostgresProvisioner {
             .map_err(|e| self.error("looking up", e))
     }
 
-    async fn run(&self, db: &DatabaseConnection, what: &str, sql: &str) -> Result<(), ProvisionError> {
+    async fn run(
+        &self,
+        db: &DatabaseConnection,
+        what: &str,
+        sql: &str,
+    ) -> Result<(), ProvisionError> {
         db.execute_unprepared(sql)
             .await
             .map(drop)
@@ -78,7 +85,8 @@ impl PostgresProvisioner {
         {
             // Re-provisioning: the old password is unknown to us, so issue a new one.
             let sql = format!("ALTER ROLE {name} WITH LOGIN PASSWORD {password}");
-            self.run(db, "resetting the app role's password", &sql).await?;
+            self.run(db, "resetting the app role's password", &sql)
+                .await?;
         } else {
             let sql = format!(
                 "CREATE ROLE {name} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
@@ -114,8 +122,12 @@ impl PostgresProvisioner {
             &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
         )
         .await?;
-        self.run(db, "dropping the app role", &format!("DROP ROLE IF EXISTS {name}"))
-            .await
+        self.run(
+            db,
+            "dropping the app role",
+            &format!("DROP ROLE IF EXISTS {name}"),
+        )
+        .await
     }
 
     /// Server-side trouble that passes is transient; refusals are permanent. The admin URL never
@@ -133,7 +145,9 @@ impl PostgresProvisioner {
         );
         let transient = match code.as_deref() {
             // Connection trouble, out of resources, shutting down, serialization, object in use.
-            Some(c) => ["08", "53", "57", "40", "55"].iter().any(|p| c.starts_with(p)),
+            Some(c) => ["08", "53", "57", "40", "55"]
+                .iter()
+                .any(|p| c.starts_with(p)),
             None => matches!(e, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)),
         };
         if transient {

@@ -189,7 +189,10 @@ impl FakeGitHub {
         let Some(head) = repo.refs.get(&format!("refs/heads/{branch}")) else {
             return Files::new();
         };
-        let tree = repo.commit(head).map(|c| c.tree.clone()).unwrap_or_default();
+        let tree = repo
+            .commit(head)
+            .map(|c| c.tree.clone())
+            .unwrap_or_default();
         repo.flat_tree(&tree)
             .into_iter()
             .filter_map(|(path, (mode, sha))| match repo.objects.get(&sha) {
@@ -553,7 +556,19 @@ fn commit_bytes(c: &Commit) -> Vec<u8> {
 // ============================================================================================
 
 type Shared = Arc<Mutex<Inner>>;
-type Reply = Result<Response, Response>;
+type Reply = Result<Response, Fail>;
+
+/// An error answer: GitHub's `{message, documentation_url, ...}` body with a status.
+struct Fail {
+    status: u16,
+    body: Value,
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        reply(self.status, self.body)
+    }
+}
 
 /// What authenticated a request.
 struct Caller {
@@ -581,7 +596,8 @@ async fn handle(
         }
     }
     match route(&mut inner, &method, &uri, &headers, &body) {
-        Ok(r) | Err(r) => r,
+        Ok(r) => r,
+        Err(fail) => fail.into_response(),
     }
 }
 
@@ -593,11 +609,10 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
         .map(percent_decode)
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let recursive = uri
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv.starts_with("recursive=") && kv != "recursive=0" && kv != "recursive=false");
+    let recursive =
+        uri.query().unwrap_or("").split('&').any(|kv| {
+            kv.starts_with("recursive=") && kv != "recursive=0" && kv != "recursive=false"
+        });
     let json: Value = if body.is_empty() {
         Value::Null
     } else {
@@ -668,9 +683,15 @@ struct RepoRequest<'a> {
 }
 
 /// Returns the response and how many blobs the request uploaded.
-fn repo_route(repo: &mut Repo, req: &RepoRequest<'_>) -> Result<(Response, usize), Response> {
-    let (base, caller, m, rest, recursive, json) =
-        (req.base, req.caller, req.method, req.rest, req.recursive, req.json);
+fn repo_route(repo: &mut Repo, req: &RepoRequest<'_>) -> Result<(Response, usize), Fail> {
+    let (base, caller, m, rest, recursive, json) = (
+        req.base,
+        req.caller,
+        req.method,
+        req.rest,
+        req.recursive,
+        req.json,
+    );
     let writes = m != "GET";
     match (m, rest) {
         ("GET", []) => return Ok((reply(200, repo_json(repo, base)), 0)),
@@ -693,9 +714,7 @@ fn repo_route(repo: &mut Repo, req: &RepoRequest<'_>) -> Result<(Response, usize
         ("GET", ["git", "blobs", sha]) => get_blob(repo, &api, sha).map(|r| (r, 0)),
         ("POST", ["git", "trees"]) => create_tree(repo, &api, json).map(|r| (r, 0)),
         ("GET", ["git", "trees", sha]) => get_tree(repo, &api, sha, recursive).map(|r| (r, 0)),
-        ("POST", ["git", "commits"]) => {
-            create_commit(repo, base, caller, json).map(|r| (r, 0))
-        }
+        ("POST", ["git", "commits"]) => create_commit(repo, base, caller, json).map(|r| (r, 0)),
         ("GET", ["git", "commits", sha]) => repo
             .commit(sha)
             .map(|c| (reply(200, commit_json(repo, base, sha, c)), 0))
@@ -722,7 +741,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| token.trim().to_string())
 }
 
-fn check_token(inner: &Inner, headers: &HeaderMap) -> Result<Caller, Response> {
+fn check_token(inner: &Inner, headers: &HeaderMap) -> Result<Caller, Fail> {
     let token = bearer(headers).ok_or_else(|| error(401, "Requires authentication"))?;
     let known = inner
         .tokens
@@ -738,7 +757,7 @@ fn check_token(inner: &Inner, headers: &HeaderMap) -> Result<Caller, Response> {
 }
 
 /// Structural JWT check: RS256 header, `iss` = app id, a live and short `iat`..`exp` window.
-fn check_jwt(headers: &HeaderMap) -> Result<(), Response> {
+fn check_jwt(headers: &HeaderMap) -> Result<(), Fail> {
     let bad = |m: &str| error(401, m);
     let jwt = bearer(headers).ok_or_else(|| bad("A JSON web token could not be decoded"))?;
     let parts: Vec<&str> = jwt.split('.').collect();
@@ -765,7 +784,9 @@ fn check_jwt(headers: &HeaderMap) -> Result<(), Response> {
         return Err(bad("'Expiration time' claim ('exp') must be a numeric value representing the future time at which the assertion expires"));
     }
     if iat > now + 60 || exp - iat > 600 {
-        return Err(bad("'Expiration time' claim ('exp') is too far in the future"));
+        return Err(bad(
+            "'Expiration time' claim ('exp') is too far in the future",
+        ));
     }
     let iss_ok = match &claims["iss"] {
         Value::String(s) => s == &APP_ID.to_string(),
@@ -818,7 +839,11 @@ fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
 
 fn mint_token(inner: &mut Inner, id: &str) -> Reply {
     let id: u64 = id.parse().map_err(|_| not_found())?;
-    let account = inner.installations.get(&id).cloned().ok_or_else(not_found)?;
+    let account = inner
+        .installations
+        .get(&id)
+        .cloned()
+        .ok_or_else(not_found)?;
     inner.tokens_minted += 1;
     let n = inner.id();
     let token = format!(
@@ -856,7 +881,11 @@ fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !valid {
-        return Err(validation("Repository creation failed.", "name", "name is invalid"));
+        return Err(validation(
+            "Repository creation failed.",
+            "name",
+            "name is invalid",
+        ));
     }
     if inner.repo(owner, &name).is_some() {
         return Err(validation(
@@ -909,7 +938,11 @@ fn update_repo(repo: &mut Repo, base: &str, json: &Value) -> Reply {
 fn put_contents(repo: &mut Repo, base: &str, caller: &Caller, path: &str, json: &Value) -> Reply {
     let (Some(message), Some(content)) = (json["message"].as_str(), json["content"].as_str())
     else {
-        return Err(validation("Invalid request.", "content", "message and content are required"));
+        return Err(validation(
+            "Invalid request.",
+            "content",
+            "message and content are required",
+        ));
     };
     if !valid_path(path) {
         return Err(error(422, "path contains a malformed path component"));
@@ -933,9 +966,7 @@ fn put_contents(repo: &mut Repo, base: &str, caller: &Caller, path: &str, json: 
     };
     let existing = files.get(path).map(|(_, sha)| sha.clone());
     match (&existing, json["sha"].as_str()) {
-        (Some(_), None) => {
-            return Err(error(422, "Invalid request.\n\n\"sha\" wasn't supplied."))
-        }
+        (Some(_), None) => return Err(error(422, "Invalid request.\n\n\"sha\" wasn't supplied.")),
         (Some(current), Some(given)) if current != given => {
             return Err(error(409, &format!("{path} does not match {given}")))
         }
@@ -944,8 +975,13 @@ fn put_contents(repo: &mut Repo, base: &str, caller: &Caller, path: &str, json: 
     }
     let blob = repo.put(Object::Blob(bytes.clone()));
     files.insert(path.to_string(), ("100644".into(), blob.clone()));
-    if files.keys().any(|p| p != path && (p.starts_with(&format!("{path}/")) || path.starts_with(&format!("{p}/")))) {
-        return Err(error(422, "path conflicts with an existing file or directory"));
+    if files.keys().any(|p| {
+        p != path && (p.starts_with(&format!("{path}/")) || path.starts_with(&format!("{p}/")))
+    }) {
+        return Err(error(
+            422,
+            "path conflicts with an existing file or directory",
+        ));
     }
     let tree = repo.write_tree(&files);
     let author = person(&json["author"]).unwrap_or_else(|| default_person(caller));
@@ -1007,7 +1043,10 @@ fn create_blob(repo: &mut Repo, api: &str, json: &Value) -> Reply {
         other => return Err(error(422, &format!("encoding {other} is not supported"))),
     };
     let sha = repo.put(Object::Blob(bytes));
-    Ok(reply(201, json!({ "url": format!("{api}/git/blobs/{sha}"), "sha": sha })))
+    Ok(reply(
+        201,
+        json!({ "url": format!("{api}/git/blobs/{sha}"), "sha": sha }),
+    ))
 }
 
 fn get_blob(repo: &Repo, api: &str, sha: &str) -> Reply {
@@ -1036,7 +1075,9 @@ fn get_blob(repo: &Repo, api: &str, sha: &str) -> Reply {
 
 fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
     let invalid = |why: &str| validation("Invalid tree info", "tree", why);
-    let items = json["tree"].as_array().ok_or_else(|| invalid("tree is required"))?;
+    let items = json["tree"]
+        .as_array()
+        .ok_or_else(|| invalid("tree is required"))?;
     let mut files = match json["base_tree"].as_str() {
         Some(base) => {
             if repo.tree(base).is_none() {
@@ -1052,7 +1093,9 @@ fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
         let mode = item["mode"].as_str().unwrap_or_default();
         let kind = item["type"].as_str().unwrap_or_default();
         if !valid_path(path) {
-            return Err(invalid(&format!("tree.path {path:?} contains a malformed path component")));
+            return Err(invalid(&format!(
+                "tree.path {path:?} contains a malformed path component"
+            )));
         }
         let expected = match mode {
             "100644" | "100755" | "120000" => "blob",
@@ -1061,11 +1104,15 @@ fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
             _ => return Err(invalid(&format!("tree.mode {mode:?} is not a valid mode"))),
         };
         if kind != expected {
-            return Err(invalid(&format!("tree.type {kind:?} does not match mode {mode}")));
+            return Err(invalid(&format!(
+                "tree.type {kind:?} does not match mode {mode}"
+            )));
         }
         let sha = match (item.get("sha"), item["content"].as_str()) {
             (Some(Value::String(_)), Some(_)) => {
-                return Err(invalid("only one of tree.sha and tree.content may be given"))
+                return Err(invalid(
+                    "only one of tree.sha and tree.content may be given",
+                ))
             }
             (Some(Value::String(sha)), None) => Some(sha.clone()),
             (_, Some(content)) => Some(repo.put(Object::Blob(content.as_bytes().to_vec()))),
@@ -1096,12 +1143,20 @@ fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
             (_, Some(Object::Blob(_))) => {
                 files.insert(path, (mode, sha));
             }
-            _ => return Err(invalid(&format!("tree.sha {sha} is not a valid {mode} object"))),
+            _ => {
+                return Err(invalid(&format!(
+                    "tree.sha {sha} is not a valid {mode} object"
+                )))
+            }
         }
     }
     for path in files.keys() {
         let dir = format!("{path}/");
-        if files.range(dir.clone()..).next().is_some_and(|(p, _)| p.starts_with(&dir)) {
+        if files
+            .range(dir.clone()..)
+            .next()
+            .is_some_and(|(p, _)| p.starts_with(&dir))
+        {
             return Err(invalid(&format!("{path} is both a file and a directory")));
         }
     }
@@ -1161,7 +1216,10 @@ fn create_commit(repo: &mut Repo, base: &str, caller: &Caller, json: &Value) -> 
     for p in json["parents"].as_array().cloned().unwrap_or_default() {
         let p = p.as_str().unwrap_or_default().to_string();
         if repo.commit(&p).is_none() {
-            return Err(error(422, "Parent SHA does not exist or is not a commit object"));
+            return Err(error(
+                422,
+                "Parent SHA does not exist or is not a commit object",
+            ));
         }
         parents.push(p);
     }
@@ -1182,7 +1240,10 @@ fn create_ref(repo: &mut Repo, api: &str, json: &Value) -> Reply {
     let refname = json["ref"].as_str().unwrap_or_default().to_string();
     let sha = json["sha"].as_str().unwrap_or_default().to_string();
     if !refname.starts_with("refs/") || refname.matches('/').count() < 2 {
-        return Err(error(422, "Reference name is invalid: must start with 'refs' and have at least two slashes"));
+        return Err(error(
+            422,
+            "Reference name is invalid: must start with 'refs' and have at least two slashes",
+        ));
     }
     if !repo.objects.contains_key(&sha) {
         return Err(error(422, "Object does not exist"));
@@ -1355,41 +1416,43 @@ fn reply(status: u16, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn error(status: u16, message: &str) -> Response {
-    reply(
+fn error(status: u16, message: &str) -> Fail {
+    Fail {
         status,
-        json!({ "message": message, "documentation_url": DOCS, "status": status.to_string() }),
-    )
+        body: json!({ "message": message, "documentation_url": DOCS, "status": status.to_string() }),
+    }
 }
 
-fn validation(message: &str, field: &str, detail: &str) -> Response {
-    reply(
-        422,
-        json!({
+fn validation(message: &str, field: &str, detail: &str) -> Fail {
+    Fail {
+        status: 422,
+        body: json!({
             "message": message,
             "errors": [{ "resource": "Repository", "code": "custom", "field": field, "message": detail }],
             "documentation_url": DOCS,
             "status": "422",
         }),
-    )
+    }
 }
 
-fn not_found() -> Response {
+fn not_found() -> Fail {
     error(404, "Not Found")
 }
 
 fn fault_response(fault: Fault) -> Response {
     match fault {
-        Fault::Status(status) => error(status, "Server Error"),
+        Fault::Status(status) => error(status, "Server Error").into_response(),
         Fault::Secondary(secs) => {
-            let mut r = error(403, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.");
+            let message = "You have exceeded a secondary rate limit. \
+                           Please wait a few minutes before you try again.";
+            let mut r = error(403, message).into_response();
             r.headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
             r
         }
         Fault::Primary(secs) => {
             let reset = Utc::now().timestamp() + secs as i64;
-            let mut r = error(403, "API rate limit exceeded for user ID 1.");
+            let mut r = error(403, "API rate limit exceeded for user ID 1.").into_response();
             let h = r.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(5000));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0));

@@ -190,11 +190,19 @@ impl FakeKoyeb {
     }
 
     pub fn service_names(&self) -> Vec<String> {
-        self.lock().services.values().map(|s| s.name.clone()).collect()
+        self.lock()
+            .services
+            .values()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     pub fn secret_names(&self) -> Vec<String> {
-        self.lock().secrets.values().map(|s| s.name.clone()).collect()
+        self.lock()
+            .secrets
+            .values()
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// The registry configuration last sent for a secret (password included).
@@ -255,7 +263,8 @@ async fn handle(
         serde_json::from_slice(&body).unwrap_or(Value::String("<invalid json>".into()))
     };
     let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
-    let (status, answer, retry_after) = answer(&mut guard, &method, &path, &query, &headers, &parsed);
+    let (status, answer, retry_after) =
+        answer(&mut guard, &method, &path, &query, &headers, &parsed);
     let text = answer.to_string();
     guard.requests.push(RecordedRequest {
         method: method.to_string(),
@@ -296,7 +305,11 @@ fn answer(
     }
     if let Some(status) = inner.failures.pop_front() {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (code, error(status, "injected", "Injected failure"), status == 429);
+        return (
+            code,
+            error(status, "injected", "Injected failure"),
+            status == 429,
+        );
     }
     let params = query_params(query);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -385,10 +398,16 @@ fn app_json(app: &App) -> Value {
 fn create_app(inner: &mut Inner, body: &Value) -> Answer {
     let name = body["name"].as_str().unwrap_or_default();
     if !valid_name(name) {
-        return Err(invalid("name: must be 3-64 lowercase letters, digits or dashes"));
+        return Err(invalid(
+            "name: must be 3-64 lowercase letters, digits or dashes",
+        ));
     }
     if inner.apps.values().any(|a| a.name == name) {
-        return Err((409, "already_exists", "An app with this name already exists".into()));
+        return Err((
+            409,
+            "already_exists",
+            "An app with this name already exists".into(),
+        ));
     }
     let app = App {
         id: new_id(),
@@ -404,7 +423,11 @@ fn list_apps(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
     let apps: Vec<Value> = inner
         .apps
         .values()
-        .filter(|a| params.get("name").is_none_or(|n| a.name.contains(n.as_str())))
+        .filter(|a| {
+            params
+                .get("name")
+                .is_none_or(|n| a.name.contains(n.as_str()))
+        })
         .map(app_json)
         .collect();
     json!({ "apps": apps, "limit": 100, "offset": 0, "count": apps.len() })
@@ -464,7 +487,10 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
     if regions.any(|r| r.as_str().is_none_or(str::is_empty)) {
         return Err(invalid("definition.regions: unknown region"));
     }
-    let mut types = definition["instance_types"].as_array().into_iter().flatten();
+    let mut types = definition["instance_types"]
+        .as_array()
+        .into_iter()
+        .flatten();
     if types.any(|t| t["type"].as_str().is_none_or(str::is_empty)) {
         return Err(invalid("definition.instance_types: unknown instance type"));
     }
@@ -472,7 +498,9 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
         let key_ok = env["key"].as_str().is_some_and(|k| !k.is_empty());
         let one_value = env["value"].is_string() != env["secret"].is_string();
         if !key_ok || !one_value {
-            return Err(invalid("definition.env: each entry needs a key and a value or a secret"));
+            return Err(invalid(
+                "definition.env: each entry needs a key and a value or a secret",
+            ));
         }
     }
     match (definition.get("git"), definition.get("docker")) {
@@ -480,7 +508,9 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
             if git["repository"].as_str().is_none_or(str::is_empty)
                 || git["branch"].as_str().is_none_or(str::is_empty)
             {
-                return Err(invalid("definition.git: repository and branch are required"));
+                return Err(invalid(
+                    "definition.git: repository and branch are required",
+                ));
             }
         }
         (None, Some(docker)) => {
@@ -488,12 +518,22 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
                 return Err(invalid("definition.docker.image: required"));
             }
             if let Some(secret) = docker["image_registry_secret"].as_str() {
-                if !inner.secrets.values().any(|s| s.name == secret && s.kind == "REGISTRY") {
-                    return Err(invalid("definition.docker.image_registry_secret: not found"));
+                if !inner
+                    .secrets
+                    .values()
+                    .any(|s| s.name == secret && s.kind == "REGISTRY")
+                {
+                    return Err(invalid(
+                        "definition.docker.image_registry_secret: not found",
+                    ));
                 }
             }
         }
-        _ => return Err(invalid("definition: exactly one of git or docker is required")),
+        _ => {
+            return Err(invalid(
+                "definition: exactly one of git or docker is required",
+            ))
+        }
     }
     Ok(())
 }
@@ -527,8 +567,16 @@ fn create_service(inner: &mut Inner, body: &Value) -> Answer {
     let definition = &body["definition"];
     check_definition(inner, definition)?;
     let name = definition["name"].as_str().unwrap_or_default().to_string();
-    if inner.services.values().any(|s| s.app_id == app_id && s.name == name) {
-        return Err((409, "already_exists", "A service with this name already exists".into()));
+    if inner
+        .services
+        .values()
+        .any(|s| s.app_id == app_id && s.name == name)
+    {
+        return Err((
+            409,
+            "already_exists",
+            "A service with this name already exists".into(),
+        ));
     }
     let id = new_id();
     let deployment_id = new_deployment(inner, &id, &app_id, definition);
@@ -548,7 +596,11 @@ fn list_services(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
         .services
         .values()
         .filter(|s| params.get("app_id").is_none_or(|a| &s.app_id == a))
-        .filter(|s| params.get("name").is_none_or(|n| s.name.contains(n.as_str())))
+        .filter(|s| {
+            params
+                .get("name")
+                .is_none_or(|n| s.name.contains(n.as_str()))
+        })
         .map(|s| service_json(inner, s))
         .collect();
     json!({ "services": services, "limit": 100, "offset": 0, "count": services.len() })
@@ -626,7 +678,11 @@ fn redacted_definition(definition: &Value) -> Value {
 
 fn deployment_json(step: Duration, deployment: &Deployment) -> Value {
     let (status, finished) = current_status(step, deployment);
-    let messages = if finished { deployment.messages.clone() } else { Vec::new() };
+    let messages = if finished {
+        deployment.messages.clone()
+    } else {
+        Vec::new()
+    };
     json!({
         "id": deployment.id,
         "app_id": deployment.app_id,
@@ -688,7 +744,11 @@ fn check_secret(body: &Value) -> Result<(String, String), (u16, &'static str, St
 fn create_secret(inner: &mut Inner, body: &Value) -> Answer {
     let (name, kind) = check_secret(body)?;
     if inner.secrets.values().any(|s| s.name == name) {
-        return Err((409, "already_exists", "A secret with this name already exists".into()));
+        return Err((
+            409,
+            "already_exists",
+            "A secret with this name already exists".into(),
+        ));
     }
     let secret = Secret {
         id: new_id(),
@@ -704,7 +764,11 @@ fn list_secrets(inner: &Inner, params: &BTreeMap<String, String>) -> Value {
     let secrets: Vec<Value> = inner
         .secrets
         .values()
-        .filter(|s| params.get("name").is_none_or(|n| s.name.contains(n.as_str())))
+        .filter(|s| {
+            params
+                .get("name")
+                .is_none_or(|n| s.name.contains(n.as_str()))
+        })
         .map(secret_json)
         .collect();
     json!({ "secrets": secrets, "limit": 100, "offset": 0, "count": secrets.len() })

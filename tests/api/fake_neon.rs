@@ -41,7 +41,11 @@ struct Project {
 
 impl Project {
     fn host(&self) -> String {
-        format!("ep-{}.{}.aws.neon.tech", self.id, self.region_id.trim_start_matches("aws-"))
+        format!(
+            "ep-{}.{}.aws.neon.tech",
+            self.id,
+            self.region_id.trim_start_matches("aws-")
+        )
     }
 
     fn uri(&self) -> String {
@@ -134,7 +138,11 @@ impl FakeNeon {
     }
 
     pub fn project_names(&self) -> Vec<String> {
-        self.lock().projects.values().map(|p| p.name.clone()).collect()
+        self.lock()
+            .projects
+            .values()
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// The connection URI of the (first) project with this name.
@@ -196,7 +204,12 @@ async fn handle(
         status: status.as_u16(),
     });
     drop(guard);
-    (status, [("content-type", "application/json")], answer.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        answer.to_string(),
+    )
+        .into_response()
 }
 
 fn error(message: &str) -> Value {
@@ -238,7 +251,10 @@ fn answer(
                 .filter(|p| p.name.contains(&search) || p.id.contains(&search))
                 .map(Project::json)
                 .collect();
-            (StatusCode::OK, json!({ "projects": projects, "pagination": {} }))
+            (
+                StatusCode::OK,
+                json!({ "projects": projects, "pagination": {} }),
+            )
         }
         ("GET", ["projects", id]) => match inner.projects.get(*id) {
             Some(p) => (StatusCode::OK, json!({ "project": p.json() })),
@@ -251,7 +267,10 @@ fn answer(
             let database = params.get("database_name").map(String::as_str);
             let role = params.get("role_name").map(String::as_str);
             if database.is_none() || role.is_none() {
-                return (StatusCode::BAD_REQUEST, error("database_name and role_name are required"));
+                return (
+                    StatusCode::BAD_REQUEST,
+                    error("database_name and role_name are required"),
+                );
             }
             if database != Some(project.database.as_str()) || role != Some(project.role.as_str()) {
                 return (StatusCode::NOT_FOUND, error("database or role not found"));
@@ -272,7 +291,9 @@ fn create(inner: &mut Inner, body: &Value) -> (StatusCode, Value) {
         return (StatusCode::BAD_REQUEST, error("project.name is required"));
     };
     let region = spec["region_id"].as_str().unwrap_or("aws-us-east-2");
-    let role = spec["branch"]["role_name"].as_str().unwrap_or("neondb_owner");
+    let role = spec["branch"]["role_name"]
+        .as_str()
+        .unwrap_or("neondb_owner");
     let database = spec["branch"]["database_name"].as_str().unwrap_or("neondb");
     let project = new_project(name, region, role, database);
     let answer = json!({

@@ -3,6 +3,9 @@
 mod helpers;
 
 mod fake_agent;
+mod fake_github;
+mod fake_koyeb;
+mod fake_neon;
 mod s3_server;
 
 mod apps;

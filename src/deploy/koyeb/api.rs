@@ -170,7 +170,9 @@ impl KoyebApi {
 
     pub async fn create_app(&self, name: &str) -> Result<App, ApiError> {
         let body = serde_json::json!({ "name": name });
-        let reply: AppReply = self.call(Method::POST, "/v1/apps", &[], Some(&body)).await?;
+        let reply: AppReply = self
+            .call(Method::POST, "/v1/apps", &[], Some(&body))
+            .await?;
         Ok(reply.app)
     }
 
@@ -195,7 +197,11 @@ impl KoyebApi {
             .map(drop)
     }
 
-    pub async fn create_service(&self, app_id: &str, definition: &Value) -> Result<Service, ApiError> {
+    pub async fn create_service(
+        &self,
+        app_id: &str,
+        definition: &Value,
+    ) -> Result<Service, ApiError> {
         let body = serde_json::json!({ "app_id": app_id, "definition": definition });
         let reply: ServiceReply = self
             .call(Method::POST, "/v1/services", &[], Some(&body))
@@ -210,7 +216,11 @@ impl KoyebApi {
         Ok(reply.services)
     }
 
-    pub async fn find_service(&self, app_id: &str, name: &str) -> Result<Option<Service>, ApiError> {
+    pub async fn find_service(
+        &self,
+        app_id: &str,
+        name: &str,
+    ) -> Result<Option<Service>, ApiError> {
         let reply: ServicesReply = self
             .call(
                 Method::GET,
@@ -323,7 +333,11 @@ impl KoyebApi {
                 after: None,
             })?;
             // DELETE may answer with an empty body.
-            let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+            let bytes = if bytes.is_empty() {
+                &b"{}"[..]
+            } else {
+                &bytes[..]
+            };
             return Ok(serde_json::from_slice(bytes).map_err(|e| {
                 ApiError::Transient(format!("unexpected Koyeb answer to {path}: {e}"))
             }));
@@ -358,10 +372,9 @@ fn classify(status: StatusCode, text: &str, after: Option<Duration>) -> ApiError
         409 => ApiError::Conflict,
         400 if body.message.to_ascii_lowercase().contains("already exist") => ApiError::Conflict,
         408 | 429 | 500..=599 => match after {
-            Some(after) => ApiError::Transient(format!(
-                "{described} (retry after {} s)",
-                after.as_secs()
-            )),
+            Some(after) => {
+                ApiError::Transient(format!("{described} (retry after {} s)", after.as_secs()))
+            }
             None => ApiError::Transient(described),
         },
         401 | 403 => ApiError::Permanent(format!(
@@ -387,7 +400,10 @@ fn cut(text: &str) -> String {
 
 /// Ids go into paths: they must not be able to change the path.
 fn segment(id: &str) -> Result<&str, ApiError> {
-    let ok = !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(id)
     } else {
@@ -403,19 +419,36 @@ mod tests {
     fn errors_are_classified() {
         let body = r#"{"status":400,"code":"invalid_argument","message":"bad","fields":[{"field":"definition.name","description":"too long"}]}"#;
         match classify(StatusCode::BAD_REQUEST, body, None) {
-            ApiError::Permanent(m) => assert_eq!(m, "Koyeb answered 400: bad; definition.name: too long"),
+            ApiError::Permanent(m) => {
+                assert_eq!(m, "Koyeb answered 400: bad; definition.name: too long")
+            }
             other => panic!("{other:?}"),
         }
         let exists = r#"{"message":"App name already exists"}"#;
-        assert!(matches!(classify(StatusCode::BAD_REQUEST, exists, None), ApiError::Conflict));
-        assert!(matches!(classify(StatusCode::CONFLICT, "", None), ApiError::Conflict));
-        assert!(matches!(classify(StatusCode::NOT_FOUND, "", None), ApiError::NotFound));
-        assert!(matches!(classify(StatusCode::BAD_GATEWAY, "<html>", None), ApiError::Transient(_)));
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, exists, None),
+            ApiError::Conflict
+        ));
+        assert!(matches!(
+            classify(StatusCode::CONFLICT, "", None),
+            ApiError::Conflict
+        ));
+        assert!(matches!(
+            classify(StatusCode::NOT_FOUND, "", None),
+            ApiError::NotFound
+        ));
+        assert!(matches!(
+            classify(StatusCode::BAD_GATEWAY, "<html>", None),
+            ApiError::Transient(_)
+        ));
         assert!(matches!(
             classify(StatusCode::TOO_MANY_REQUESTS, "", Some(Duration::from_secs(3))),
             ApiError::Transient(m) if m.contains("retry after 3 s")
         ));
-        assert!(matches!(classify(StatusCode::UNAUTHORIZED, "", None), ApiError::Permanent(_)));
+        assert!(matches!(
+            classify(StatusCode::UNAUTHORIZED, "", None),
+            ApiError::Permanent(_)
+        ));
     }
 
     #[test]

@@ -53,7 +53,10 @@ pub(super) fn git_source(
         DeployError::Permanent("Koyeb git mode needs the app's git repository".to_string())
     })?;
     let mut git = Map::new();
-    git.insert("repository".into(), koyeb_repository(&repository.url)?.into());
+    git.insert(
+        "repository".into(),
+        koyeb_repository(&repository.url)?.into(),
+    );
     git.insert("branch".into(), repository.branch.clone().into());
     if let Some(sha) = &repository.commit_sha {
         git.insert("sha".into(), sha.clone().into());
@@ -115,7 +118,10 @@ mod tests {
     fn repository_urls_are_normalised() {
         for (url, expected) in [
             ("https://github.com/acme/shop.git", "github.com/acme/shop"),
-            ("https://x-access-token:abc@github.com/acme/shop", "github.com/acme/shop"),
+            (
+                "https://x-access-token:abc@github.com/acme/shop",
+                "github.com/acme/shop",
+            ),
             ("git@github.com:acme/shop.git", "github.com/acme/shop"),
             ("ssh://git@github.com/acme/shop.git", "github.com/acme/shop"),
         ] {
@@ -124,7 +130,12 @@ mod tests {
                 Err(e) => panic!("{url}: {e}"),
             }
         }
-        for bad in ["file:///etc", "https://github.com/", "not a url", "https://github.com/acme/sh op"] {
+        for bad in [
+            "file:///etc",
+            "https://github.com/",
+            "not a url",
+            "https://github.com/acme/sh op",
+        ] {
             assert!(koyeb_repository(bad).is_err(), "{bad}");
         }
     }

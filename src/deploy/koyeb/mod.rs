@@ -169,8 +169,7 @@ impl KoyebDeployer {
             Some(source) => source,
             None => self.image_source(request, state, secrets).await?,
         };
-        let definition =
-            definition::service(&names.service, &self.settings, &request.env, source)?;
+        let definition = definition::service(&names.service, &self.settings, &request.env, source)?;
         let deployment_id = self
             .deploy_service(&app_id, names, &definition, state)
             .await?;
@@ -188,11 +187,9 @@ impl KoyebDeployer {
         }
         let app = match self.api.create_app(&names.app).await {
             Ok(app) => app,
-            Err(ApiError::Conflict) => self
-                .api
-                .find_app(&names.app)
-                .await?
-                .ok_or_else(|| DeployError::Transient("Koyeb app exists but is not listed".into()))?,
+            Err(ApiError::Conflict) => self.api.find_app(&names.app).await?.ok_or_else(|| {
+                DeployError::Transient("Koyeb app exists but is not listed".into())
+            })?,
             Err(e) => return Err(e.into()),
         };
         state.insert(STATE_APP_ID.into(), app.id.clone().into());
@@ -424,7 +421,10 @@ fn ignore_missing(result: Result<(), ApiError>) -> Result<(), DeployError> {
 }
 
 fn state_str<'a>(state: &'a ProviderState, key: &str) -> Option<&'a str> {
-    state.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    state
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// Identifies credentials without keeping them.

@@ -53,9 +53,9 @@ impl ApiError {
         };
         match status {
             401 => GitError::Auth(format!("GitHub rejected the credentials ({what})")),
-            403 if message.to_lowercase().contains("archived") => GitError::Invalid(format!(
-                "{what}: the repository is archived and read-only"
-            )),
+            403 if message.to_lowercase().contains("archived") => {
+                GitError::Invalid(format!("{what}: the repository is archived and read-only"))
+            }
             403 => GitError::Auth(format!("{what}: forbidden ({message})")),
             404 => GitError::NotFound(format!("{what} ({message})")),
             400 | 409 | 422 => GitError::Invalid(format!("{what}: {message}")),
@@ -227,7 +227,10 @@ mod tests {
         );
         assert_eq!(status(404, "Not Found").into_git("x").code(), "not_found");
         assert_eq!(status(422, "Invalid").into_git("x").code(), "invalid");
-        assert_eq!(status(502, "Bad Gateway").into_git("x").code(), "unavailable");
+        assert_eq!(
+            status(502, "Bad Gateway").into_git("x").code(),
+            "unavailable"
+        );
     }
 
     #[test]

@@ -65,7 +65,11 @@ struct Claims {
 }
 
 impl Credentials {
-    pub(super) fn new(auth: &GitHubAuth, owner: &str, owner_is_org: bool) -> Result<Self, GitError> {
+    pub(super) fn new(
+        auth: &GitHubAuth,
+        owner: &str,
+        owner_is_org: bool,
+    ) -> Result<Self, GitError> {
         match auth {
             GitHubAuth::Token(token) => Ok(Credentials::Token(token.clone())),
             GitHubAuth::App {
@@ -167,13 +171,17 @@ impl AppCredentials {
         let owner = self.owner.as_str();
         let is_org = self.owner_is_org;
         let found = api
-            .call_as(jwt, "find the GitHub App installation", &|crab| async move {
-                if is_org {
-                    crab.apps().get_org_installation(owner).await
-                } else {
-                    crab.apps().get_user_installation(owner).await
-                }
-            })
+            .call_as(
+                jwt,
+                "find the GitHub App installation",
+                &|crab| async move {
+                    if is_org {
+                        crab.apps().get_org_installation(owner).await
+                    } else {
+                        crab.apps().get_user_installation(owner).await
+                    }
+                },
+            )
             .await
             .map_err(|e| match e.status() {
                 Some(401) => ApiError::Git(GitError::Auth(

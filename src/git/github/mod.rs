@@ -25,9 +25,9 @@ use octocrab::Octocrab;
 use super::{CommitRef, CommitRequest, CreateRepo, GitError, GitHost, RepoRef};
 use api::Api;
 use auth::Credentials;
+use retry::RetryPolicy;
 
 pub use auth::GitHubAuth;
-pub use retry::RetryPolicy;
 
 pub const DEFAULT_API_BASE: &str = "https://api.github.com";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,7 +64,11 @@ impl GitHubHost {
                 "the GitHub host must be created inside the tokio runtime".into(),
             ));
         }
-        let invalid_base = || GitError::Invalid(format!("invalid GitHub API base {:?}", settings.api_base));
+        if settings.owner.trim().is_empty() {
+            return Err(GitError::Invalid("the GitHub owner is empty".into()));
+        }
+        let invalid_base =
+            || GitError::Invalid(format!("invalid GitHub API base {:?}", settings.api_base));
         let base = url::Url::parse(&settings.api_base).map_err(|_| invalid_base())?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid_base());

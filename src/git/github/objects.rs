@@ -24,7 +24,9 @@ pub(super) async fn get_commit(
     .await
     .map_err(|e| match e.status() {
         // 422 is GitHub's answer to a malformed sha.
-        Some(404 | 422) => GitError::NotFound(format!("commit {sha} in {}/{}", repo.owner, repo.name)),
+        Some(404 | 422) => {
+            GitError::NotFound(format!("commit {sha} in {}/{}", repo.owner, repo.name))
+        }
         _ => e.into_git(&what),
     })
 }
@@ -104,7 +106,10 @@ pub(super) async fn create_tree(
     };
     let (route, body) = (route.as_str(), &body);
     let created: GitTree = api
-        .call(&what, |crab| async move { crab.post(route, Some(body)).await })
+        .call(
+            &what,
+            |crab| async move { crab.post(route, Some(body)).await },
+        )
         .await
         .map_err(|e| e.into_git(&what))?;
     Ok(created.sha)

@@ -102,3 +102,77 @@ pub(super) fn mode_str(mode: FileMode) -> &'static str {
         FileMode::Symlink => "120000",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(content: &str, mode: FileMode) -> Option<FileEntry> {
+        Some(FileEntry {
+            content: content.as_bytes().to_vec(),
+            mode,
+        })
+    }
+
+    fn parent() -> Listing {
+        let mut files = BTreeMap::new();
+        for (path, content, mode) in [
+            ("a.txt", "a", "100644"),
+            ("dir/b.sh", "b", "100755"),
+            ("link", "a.txt", "120000"),
+        ] {
+            let sha = blob_sha(content.as_bytes()).unwrap();
+            files.insert(path.to_string(), (mode.to_string(), sha));
+        }
+        Listing {
+            files,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn blob_ids_are_gits() {
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(
+            blob_sha(b"hello\n").unwrap(),
+            "ce013625030ba8dba906f756967f9e9ca394464a"
+        );
+    }
+
+    #[test]
+    fn only_new_content_is_uploaded() {
+        let changes: BTreeMap<String, Option<FileEntry>> = [
+            ("a.txt".to_string(), entry("a", FileMode::Regular)),
+            ("dir/b.sh".to_string(), entry("b", FileMode::Regular)),
+            ("copy.txt".to_string(), entry("a", FileMode::Regular)),
+            ("new1".to_string(), entry("fresh", FileMode::Regular)),
+            ("new2".to_string(), entry("fresh", FileMode::Executable)),
+            ("link".to_string(), None),
+            ("missing".to_string(), None),
+        ]
+        .into();
+        let planned = plan(&changes, &parent()).unwrap();
+        let paths: Vec<&str> = planned.items.iter().map(|i| i.path.as_str()).collect();
+        assert_eq!(paths, vec!["copy.txt", "dir/b.sh", "link", "new1", "new2"]);
+        assert_eq!(planned.uploads.len(), 1);
+        assert_eq!(planned.uploads[0].content, b"fresh");
+        let link = &planned.items[2];
+        assert_eq!((link.mode.as_str(), link.sha.as_deref()), ("120000", None));
+        let json = serde_json::to_value(link).unwrap();
+        assert_eq!(
+            json["sha"],
+            serde_json::Value::Null,
+            "deletions send sha: null"
+        );
+        assert_eq!(json["type"], "blob");
+    }
+
+    #[test]
+    fn truncated_listings_keep_deletions() {
+        let mut listing = parent();
+        listing.truncated = true;
+        let changes: BTreeMap<String, Option<FileEntry>> =
+            [("maybe/there".to_string(), None)].into();
+        assert_eq!(plan(&changes, &listing).unwrap().items.len(), 1);
+    }
+}

@@ -30,7 +30,10 @@ pub(super) async fn create(host: &GitHubHost, req: &CreateRepo) -> Result<RepoRe
     let (route, body) = (route.as_str(), &body);
     let created: Repository = host
         .api
-        .call(&what, |crab| async move { crab.post(route, Some(body)).await })
+        .call(
+            &what,
+            |crab| async move { crab.post(route, Some(body)).await },
+        )
         .await
         .map_err(|e| {
             if e.status() == Some(422) && e.mentions("already exists") {
@@ -74,8 +77,11 @@ pub(super) async fn update(
 pub(super) async fn ensure_exists(api: &Api, repo: &RepoRef) -> Result<(), GitError> {
     let what = format!("read repository {}/{}", repo.owner, repo.name);
     let (owner, name) = (repo.owner.as_str(), repo.name.as_str());
-    api.call(&what, |crab| async move { crab.repos(owner, name).get().await })
-        .await
-        .map(drop)
-        .map_err(|e| e.into_git(&what))
+    api.call(
+        &what,
+        |crab| async move { crab.repos(owner, name).get().await },
+    )
+    .await
+    .map(drop)
+    .map_err(|e| e.into_git(&what))
 }

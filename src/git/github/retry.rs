@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const UNSPECIFIED_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(super) struct RetryPolicy {
     /// Retries after the first attempt.
     pub max_retries: u32,
     /// First backoff; doubled on each further retry.
@@ -28,7 +28,10 @@ pub(super) enum Attempt {
     /// No usable response (connection refused or reset, timeout).
     Transport,
     /// An HTTP error status with the headers that matter for rate limits.
-    Status { status: u16, limit: RateLimitHeaders },
+    Status {
+        status: u16,
+        limit: RateLimitHeaders,
+    },
     /// Retrying cannot help (a malformed response, a bad request on our side).
     Fatal,
 }
@@ -185,7 +188,10 @@ mod tests {
             POLICY.decide(&status(403, retry_after(3600)), 0),
             Decision::RateLimited(Duration::from_secs(3600))
         );
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let primary = RateLimitHeaders {
             remaining: Some(0),
             reset: Some(now + 4),

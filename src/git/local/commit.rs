@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
+use git2::build::TreeUpdateBuilder;
 use git2::{
     Commit, ErrorCode, FileMode as GitMode, ObjectType, Oid, Repository, Signature, Tree,
-    TreeUpdateBuilder, TreeWalkMode, TreeWalkResult,
+    TreeWalkMode, TreeWalkResult,
 };
 
 use super::local_error;
@@ -13,8 +15,8 @@ use crate::git::changes::{changed_paths, overlaps};
 use crate::git::{CommitRequest, GitError};
 use crate::workspace::FileMode;
 
-/// How often the branch may move under us before we give up.
-const MAX_ATTEMPTS: usize = 5;
+/// How often the branch may move (or be locked) under us before we give up.
+const MAX_ATTEMPTS: usize = 20;
 
 /// Blob id and mode per written path; None deletes the path.
 type Planned = BTreeMap<String, Option<(Oid, GitMode)>>;
@@ -36,7 +38,7 @@ pub(super) fn commit(git: &Repository, req: &CommitRequest) -> Result<(String, u
     let touched = touched_paths(&planned, &parent_files);
     let author = Signature::now(&req.author_name, &req.author_email).map_err(local_error)?;
 
-    for _ in 0..MAX_ATTEMPTS {
+    for attempt in 0..MAX_ATTEMPTS {
         let head = branch_head(git, &refname)?;
         let base = match (&parent, head) {
             (None, None) => None,
@@ -72,6 +74,10 @@ pub(super) fn commit(git: &Repository, req: &CommitRequest) -> Result<(String, u
             Ok(_) => return Ok((id.to_string(), uploaded)),
             // Another writer moved the branch between our read and our write: look again.
             Err(e) if matches!(e.code(), ErrorCode::Exists | ErrorCode::Modified) => continue,
+            // Another writer holds the ref lock right now: give it a moment.
+            Err(e) if e.code() == ErrorCode::Locked => {
+                std::thread::sleep(Duration::from_millis(5 * (attempt as u64 + 1)));
+            }
             Err(e) => return Err(local_error(e)),
         }
     }
@@ -129,25 +135,36 @@ fn touched_paths(planned: &Planned, parent_files: &Files) -> Vec<String> {
         .collect()
 }
 
+/// Deletions first, then writes: libgit2 refuses a single update that removes file `a` and
+/// adds `a/b` ("D/F conflict"), which is how a file becomes a directory.
 fn apply<'r>(
     git: &'r Repository,
     base: &Tree<'_>,
     planned: &Planned,
 ) -> Result<Tree<'r>, GitError> {
-    let mut update = TreeUpdateBuilder::new();
-    for (path, entry) in planned {
-        match entry {
-            Some((id, mode)) => {
-                update.upsert(path.as_str(), *id, *mode);
-            }
-            // Deleting what is not there (or is a directory) is a no-op, not an error.
-            None if is_file(base, path) => {
-                update.remove(path.as_str());
-            }
-            None => {}
+    let mut removals = TreeUpdateBuilder::new();
+    for path in planned.iter().filter(|(_, e)| e.is_none()).map(|(p, _)| p) {
+        // Deleting what is not there (or is a directory) is a no-op, not an error.
+        if is_file(base, path) {
+            removals.remove(path.as_str());
         }
     }
-    let id = update
+    let pruned = update(git, &mut removals, base)?;
+    let mut writes = TreeUpdateBuilder::new();
+    for (path, entry) in planned {
+        if let Some((id, mode)) = entry {
+            writes.upsert(path.as_str(), *id, *mode);
+        }
+    }
+    update(git, &mut writes, &pruned)
+}
+
+fn update<'r>(
+    git: &'r Repository,
+    builder: &mut TreeUpdateBuilder,
+    base: &Tree<'_>,
+) -> Result<Tree<'r>, GitError> {
+    let id = builder
         .create_updated(git, base)
         .map_err(|e| GitError::Invalid(format!("cannot build the tree: {}", e.message())))?;
     git.find_tree(id).map_err(local_error)

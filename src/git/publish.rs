@@ -1,0 +1,384 @@
+//! Publishing versions to the git host: an app's first version creates its repository, every
+//! version becomes a commit carrying only what changed (deletions and modes included). Versions
+//! are pushed strictly in order; one the host refused stays `pending` and is retried later, and
+//! no later version is pushed before it.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    create_repo_unique, sanitize_repo_name, CommitRequest, CreateRepo, GitError, GitHost, RepoRef,
+};
+use crate::files::{FileVersions, VersionHook};
+use crate::runs::sink::{DiffContext, SinkNotice};
+use crate::workspace::{FileEntry, FileTree};
+use entity::{app_versions, apps};
+
+pub const PENDING: &str = "pending";
+pub const PUSHED: &str = "pushed";
+
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    pub branch: String,
+    pub author_name: String,
+    pub author_email: String,
+    pub name_attempts: u32,
+    pub private: bool,
+}
+
+#[derive(Clone)]
+pub struct GitPublisher {
+    db: DatabaseConnection,
+    host: Arc<dyn GitHost>,
+    files: FileVersions,
+    settings: PublishSettings,
+    /// One push at a time per app in this process; the host's compare-and-swap ref update
+    /// protects against other processes.
+    locks: Arc<Mutex<HashMap<String, Arc<Mutex<()>>>>>,
+}
+
+/// What one publish pass did, as notices for the run's stream.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub notices: Vec<SinkNotice>,
+}
+
+async fn timed<T>(
+    op: &str,
+    call: impl std::future::Future<Output = Result<T, GitError>>,
+) -> Result<T, GitError> {
+    let started = Instant::now();
+    let result = call.await;
+    crate::metrics::metrics().git_call(op, result.is_ok(), started.elapsed());
+    result
+}
+
+impl GitPublisher {
+    pub fn new(
+        db: DatabaseConnection,
+        host: Arc<dyn GitHost>,
+        files: FileVersions,
+        settings: PublishSettings,
+    ) -> Self {
+        Self {
+            db,
+            host,
+            files,
+            settings,
+            locks: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    pub fn host(&self) -> &Arc<dyn GitHost> {
+        &self.host
+    }
+
+    async fn lock_for(&self, app_id: &str) -> Arc<Mutex<()>> {
+        self.locks
+            .lock()
+            .await
+            .entry(app_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The app's repository, if it has one.
+    pub fn repo_of(&self, app: &apps::Model) -> Option<RepoRef> {
+        Some(RepoRef {
+            owner: app.repo_owner.clone()?,
+            name: app.repo_name.clone()?,
+            url: app.repository_url.clone()?,
+            default_branch: self.settings.branch.clone(),
+        })
+    }
+
+    /// Creates the repository if needed, then pushes every pending version in order.
+    pub async fn publish(
+        &self,
+        app_id: &str,
+        app_name: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<Published, GitError> {
+        let lock = self.lock_for(app_id).await;
+        let _guard = lock.lock().await;
+        let mut published = Published::default();
+        let app = apps::Entity::find_by_id(app_id.to_string())
+            .one(&self.db)
+            .await
+            .map_err(|e| GitError::Unavailable(e.to_string()))?
+            .ok_or_else(|| GitError::NotFound(format!("app {app_id}")))?;
+        let repo = match self.repo_of(&app) {
+            Some(repo) => repo,
+            None => {
+                let repo = self.create_repository(&app, app_name).await?;
+                published.notices.push(SinkNotice::Platform {
+                    text: format!("Created repository {}/{}.", repo.owner, repo.name),
+                    metadata: json!({"type": "repo_created", "githubUrl": repo.url, "repositoryUrl": repo.url}),
+                });
+                repo
+            }
+        };
+        let pending = app_versions::Entity::find()
+            .filter(app_versions::Column::AppId.eq(app_id))
+            .filter(app_versions::Column::GitStatus.eq(PENDING))
+            .order_by_asc(app_versions::Column::Version)
+            .all(&self.db)
+            .await
+            .map_err(|e| GitError::Unavailable(e.to_string()))?;
+        let mut head = app.last_commit_sha.clone();
+        for version in pending {
+            let commit = self
+                .push_version(&repo, &version, head.clone(), message)
+                .await?;
+            head = Some(commit.0.clone());
+            published.notices.push(SinkNotice::Platform {
+                text: format!("Committed version {} ({}).", version.version, &commit.0[..7.min(commit.0.len())]),
+                metadata: json!({"type": "commit_created", "commitUrl": commit.1, "commitSha": commit.0, "version": version.version}),
+            });
+        }
+        Ok(published)
+    }
+
+    async fn create_repository(
+        &self,
+        app: &apps::Model,
+        app_name: Option<&str>,
+    ) -> Result<RepoRef, GitError> {
+        let fallback = format!("app-{}", &app.id[..8.min(app.id.len())]);
+        let request = CreateRepo {
+            name: sanitize_repo_name(app_name, &fallback),
+            owner: None,
+            private: self.settings.private,
+            description: Some(format!(
+                "{} (built with agentgate)",
+                app.name.chars().take(200).collect::<String>()
+            )),
+            homepage: app.app_url.clone(),
+        };
+        let repo = timed(
+            "create_repo",
+            create_repo_unique(self.host.as_ref(), request, self.settings.name_attempts),
+        )
+        .await?;
+        apps::Entity::update_many()
+            .col_expr(apps::Column::RepoOwner, Expr::value(repo.owner.clone()))
+            .col_expr(apps::Column::RepoName, Expr::value(repo.name.clone()))
+            .col_expr(apps::Column::RepositoryUrl, Expr::value(repo.url.clone()))
+            .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(apps::Column::Id.eq(app.id.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| GitError::Unavailable(e.to_string()))?;
+        Ok(repo)
+    }
+
+    /// Commits one version on top of `parent`; returns (sha, url).
+    async fn push_version(
+        &self,
+        repo: &RepoRef,
+        version: &app_versions::Model,
+        parent: Option<String>,
+        message: Option<&str>,
+    ) -> Result<(String, String), GitError> {
+        let unavailable = |e: anyhow::Error| GitError::Unavailable(format!("{e:#}"));
+        let tree = self.files.load_tree(version).await.map_err(unavailable)?;
+        let base = match version.parent_version {
+            Some(p) => match self
+                .files
+                .get(&version.app_id, p)
+                .await
+                .map_err(|e| unavailable(e.into()))?
+            {
+                Some(parent_version) => self
+                    .files
+                    .load_tree(&parent_version)
+                    .await
+                    .map_err(unavailable)?,
+                None => FileTree::new(),
+            },
+            None => FileTree::new(),
+        };
+        let changes = changes_between(&base, &tree);
+        let request = CommitRequest {
+            branch: self.settings.branch.clone(),
+            message: message
+                .filter(|m| !m.trim().is_empty())
+                .map(str::to_string)
+                .unwrap_or_else(|| "Update app".to_string()),
+            author_name: self.settings.author_name.clone(),
+            author_email: self.settings.author_email.clone(),
+            parent,
+            changes,
+        };
+        let commit = timed("commit", self.host.commit(repo, &request)).await?;
+        let db_error = |e: sea_orm::DbErr| GitError::Unavailable(e.to_string());
+        app_versions::Entity::update_many()
+            .col_expr(app_versions::Column::GitStatus, Expr::value(PUSHED))
+            .col_expr(
+                app_versions::Column::CommitSha,
+                Expr::value(commit.sha.clone()),
+            )
+            .filter(app_versions::Column::AppId.eq(version.app_id.as_str()))
+            .filter(app_versions::Column::Version.eq(version.version))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        apps::Entity::update_many()
+            .col_expr(apps::Column::LastCommitSha, Expr::value(commit.sha.clone()))
+            .filter(apps::Column::Id.eq(version.app_id.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok((commit.sha, commit.url))
+    }
+
+    /// One pass of the background retry over apps with unpushed versions.
+    pub async fn retry_pending(&self, batch: u64) -> usize {
+        let apps_with_pending: Vec<String> = match app_versions::Entity::find()
+            .select_only()
+            .column(app_versions::Column::AppId)
+            .filter(app_versions::Column::GitStatus.eq(PENDING))
+            .distinct()
+            .limit(batch)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await
+        {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list unpushed versions");
+                return 0;
+            }
+        };
+        let mut pushed = 0;
+        for app_id in apps_with_pending {
+            match self.publish(&app_id, None, None).await {
+                Ok(done) => pushed += done.notices.len(),
+                Err(e) => {
+                    tracing::warn!(app_id = %app_id, error = %e, "push retry failed; will retry")
+                }
+            }
+        }
+        pushed
+    }
+
+    pub fn spawn_retries(self, every: Duration, stop: CancellationToken) {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = ticker.tick() => { self.retry_pending(20).await; }
+                }
+            }
+        });
+    }
+
+    /// Marks a new version as waiting to be pushed.
+    async fn mark_pending(&self, version: &app_versions::Model) -> Result<(), sea_orm::DbErr> {
+        app_versions::Entity::update_many()
+            .col_expr(app_versions::Column::GitStatus, Expr::value(PENDING))
+            .filter(app_versions::Column::AppId.eq(version.app_id.as_str()))
+            .filter(app_versions::Column::Version.eq(version.version))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Files added, changed (content or mode) or removed between two trees.
+pub fn changes_between(base: &FileTree, tree: &FileTree) -> BTreeMap<String, Option<FileEntry>> {
+    let mut changes = BTreeMap::new();
+    for (path, entry) in tree {
+        if base.get(path) != Some(entry) {
+            changes.insert(path.clone(), Some(entry.clone()));
+        }
+    }
+    for path in base.keys() {
+        if !tree.contains_key(path) {
+            changes.insert(path.clone(), None);
+        }
+    }
+    changes
+}
+
+/// The run-side hook: publish each new version right away, report what happened.
+pub struct GitHook {
+    pub publisher: GitPublisher,
+}
+
+#[async_trait]
+impl VersionHook for GitHook {
+    async fn on_version(
+        &self,
+        ctx: &DiffContext,
+        version: &app_versions::Model,
+        _tree: &FileTree,
+    ) -> Vec<SinkNotice> {
+        if let Err(e) = self.publisher.mark_pending(version).await {
+            tracing::error!(error = %e, "could not mark the version for pushing");
+        }
+        match self
+            .publisher
+            .publish(
+                &ctx.app_id,
+                ctx.app_name.as_deref(),
+                ctx.commit_message.as_deref(),
+            )
+            .await
+        {
+            Ok(published) => published.notices,
+            Err(e) => {
+                tracing::warn!(error = %e, app_id = %ctx.app_id, "git push failed; will retry");
+                vec![SinkNotice::Platform {
+                    text: format!(
+                        "Version {} is saved, but pushing it to the git host failed ({}); it will be pushed automatically later.",
+                        version.version,
+                        e.code()
+                    ),
+                    metadata: json!({"type": "commit_pending", "version": version.version, "reason": e.to_string()}),
+                }]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::FileMode;
+
+    fn entry(content: &str, mode: FileMode) -> FileEntry {
+        FileEntry {
+            content: content.as_bytes().to_vec(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn changes_cover_additions_edits_modes_and_deletions() {
+        let mut base = FileTree::new();
+        base.insert("same".into(), entry("x", FileMode::Regular));
+        base.insert("edit".into(), entry("old", FileMode::Regular));
+        base.insert("chmod".into(), entry("s", FileMode::Regular));
+        base.insert("gone".into(), entry("g", FileMode::Regular));
+        let mut tree = base.clone();
+        tree.insert("edit".into(), entry("new", FileMode::Regular));
+        tree.insert("chmod".into(), entry("s", FileMode::Executable));
+        tree.remove("gone");
+        tree.insert("added".into(), entry("a", FileMode::Regular));
+        let changes = changes_between(&base, &tree);
+        let keys: Vec<&str> = changes.keys().map(String::as_str).collect();
+        assert_eq!(keys, vec!["added", "chmod", "edit", "gone"]);
+        assert_eq!(changes["gone"], None);
+    }
+}
