@@ -4,6 +4,7 @@ mod auth_routes;
 mod deployments;
 mod extract;
 mod files;
+mod github;
 mod health;
 mod limits;
 mod messages;
@@ -43,6 +44,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(limits::router())
         .merge(files::router())
         .merge(deployments::router())
+        .merge(github::router())
         .merge(preview::router())
         .merge(web::router())
         .layer(
