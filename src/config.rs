@@ -22,7 +22,33 @@ pub struct Config {
     pub storage: StorageConfig,
     pub deploy: DeployConfig,
     pub git: GitConfig,
+    pub koyeb: KoyebConfig,
+    pub ecr: EcrConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KoyebConfig {
+    pub api_base: String,
+    pub token: SecretString,
+    pub mode: String,
+    pub region: String,
+    pub instance_type: String,
+    pub port: u16,
+    pub builder_program: String,
+    pub builder_steps: Vec<Vec<String>>,
+    pub builder_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcrConfig {
+    pub region: String,
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: SecretString,
+    pub repository_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -299,6 +325,31 @@ impl Config {
                 return Err(ConfigError(
                     "git.token, or git.app_id with git.private_key, is required when git.host = \"github\"".into(),
                 ));
+            }
+        }
+        if self.deploy.provider == DeployProvider::Koyeb {
+            check_url("koyeb.api_base", &self.koyeb.api_base)?;
+            if self.koyeb.token.expose_secret().is_empty() {
+                return Err(ConfigError(
+                    "koyeb.token is required when deploy.provider = \"koyeb\"".into(),
+                ));
+            }
+            match self.koyeb.mode.as_str() {
+                "git" => {}
+                "image" => {
+                    if self.ecr.access_key_id.is_empty()
+                        || self.ecr.secret_access_key.expose_secret().is_empty()
+                    {
+                        return Err(ConfigError(
+                            "ecr.access_key_id and ecr.secret_access_key are required when koyeb.mode = \"image\"".into(),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(ConfigError(format!(
+                        "koyeb.mode: {other:?} is not \"git\" or \"image\""
+                    )))
+                }
             }
         }
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {

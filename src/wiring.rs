@@ -8,7 +8,10 @@ use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeployProvider, GitHostKind, StorageKind};
+use crate::deploy::builder::{ImageBuilder, ImageBuilderSettings};
 use crate::deploy::cleanup::CleanupRunner;
+use crate::deploy::ecr::{EcrRegistry, EcrSettings};
+use crate::deploy::koyeb::{KoyebDeployer, KoyebMode, KoyebSettings};
 use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::git::publish::{GitPublisher, PublishSettings};
@@ -44,9 +47,7 @@ impl Components {
                     )?);
                     (preview.clone(), Some(preview))
                 }
-                DeployProvider::Koyeb => {
-                    anyhow::bail!("deploy.provider: \"koyeb\" is not available in this build")
-                }
+                DeployProvider::Koyeb => (Arc::new(build_koyeb(config)?), None),
             };
         let d = &config.deploy;
         let deploy_settings = DeploySettings {
@@ -127,6 +128,41 @@ impl Components {
             tokio::spawn(worker.run(stop.clone()));
         }
     }
+}
+
+/// Koyeb, with an image builder and ECR in image mode.
+fn build_koyeb(config: &Config) -> anyhow::Result<KoyebDeployer> {
+    let k = &config.koyeb;
+    let mode = if k.mode == "image" {
+        KoyebMode::Image
+    } else {
+        KoyebMode::Git
+    };
+    let mut settings = KoyebSettings::new(k.token.clone(), mode);
+    settings.api_base = k.api_base.clone();
+    settings.region = k.region.clone();
+    settings.instance_type = k.instance_type.clone();
+    settings.port = k.port;
+    let (builder, registry) = if mode == KoyebMode::Image {
+        let builder = ImageBuilder::new(ImageBuilderSettings {
+            program: k.builder_program.clone(),
+            steps: k.builder_steps.clone(),
+            timeout: Duration::from_secs(k.builder_timeout_secs),
+            ..ImageBuilderSettings::default()
+        });
+        let e = &config.ecr;
+        let registry = EcrRegistry::new(EcrSettings {
+            region: e.region.clone(),
+            endpoint: e.endpoint.clone(),
+            access_key_id: e.access_key_id.clone(),
+            secret_access_key: e.secret_access_key.clone(),
+            repository_prefix: e.repository_prefix.clone(),
+        });
+        (Some(Arc::new(builder)), Some(Arc::new(registry)))
+    } else {
+        (None, None)
+    };
+    KoyebDeployer::new(settings, builder, registry).map_err(|e| anyhow::anyhow!("koyeb: {e}"))
 }
 
 /// The configured git host wrapped in the version publisher, or None.
