@@ -22,6 +22,10 @@ pub struct Model {
     /// pending (to push) | pushed; None without a git host.
     pub git_status: Option<String>,
     pub commit_sha: Option<String>,
+    /// The agent's commit message and app name for this version (used when pushing later).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub commit_message: Option<String>,
+    pub app_name: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

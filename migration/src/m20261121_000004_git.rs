@@ -16,6 +16,8 @@ enum AppVersions {
     Table,
     GitStatus,
     CommitSha,
+    CommitMessage,
+    AppName,
 }
 
 #[async_trait::async_trait]
@@ -45,6 +47,9 @@ impl MigrationTrait for Migration {
             ColumnDef::new(AppVersions::CommitSha)
                 .string_len(64)
                 .to_owned(),
+            // What the agent said about this version, kept so a deferred push uses it.
+            ColumnDef::new(AppVersions::CommitMessage).text().to_owned(),
+            ColumnDef::new(AppVersions::AppName).string().to_owned(),
         ] {
             manager
                 .alter_table(

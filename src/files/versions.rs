@@ -137,6 +137,8 @@ impl FileVersions {
             stored_at: Set(None),
             git_status: Set(None),
             commit_sha: Set(None),
+            commit_message: Set(None),
+            app_name: Set(None),
         }
         .insert(&txn)
         .await?;

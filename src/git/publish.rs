@@ -100,25 +100,31 @@ impl GitPublisher {
         })
     }
 
-    /// Creates the repository if needed, then pushes every pending version in order.
-    pub async fn publish(
-        &self,
-        app_id: &str,
-        app_name: Option<&str>,
-        message: Option<&str>,
-    ) -> Result<Published, GitError> {
+    /// Creates the repository if needed, then pushes every pending version in order, each with
+    /// the commit message the agent gave it.
+    pub async fn publish(&self, app_id: &str) -> Result<Published, GitError> {
         let lock = self.lock_for(app_id).await;
         let _guard = lock.lock().await;
         let mut published = Published::default();
+        let db_error = |e: sea_orm::DbErr| GitError::Unavailable(e.to_string());
         let app = apps::Entity::find_by_id(app_id.to_string())
             .one(&self.db)
             .await
-            .map_err(|e| GitError::Unavailable(e.to_string()))?
+            .map_err(db_error)?
             .ok_or_else(|| GitError::NotFound(format!("app {app_id}")))?;
+        let pending = app_versions::Entity::find()
+            .filter(app_versions::Column::AppId.eq(app_id))
+            .filter(app_versions::Column::GitStatus.eq(PENDING))
+            .order_by_asc(app_versions::Column::Version)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
         let repo = match self.repo_of(&app) {
             Some(repo) => repo,
             None => {
-                let repo = self.create_repository(&app, app_name).await?;
+                // The name the agent gave the app, even when the repo is created by a retry.
+                let app_name = pending.iter().rev().find_map(|v| v.app_name.clone());
+                let repo = self.create_repository(&app, app_name.as_deref()).await?;
                 published.notices.push(SinkNotice::Platform {
                     text: format!("Created repository {}/{}.", repo.owner, repo.name),
                     metadata: json!({"type": "repo_created", "githubUrl": repo.url, "repositoryUrl": repo.url}),
@@ -126,22 +132,13 @@ impl GitPublisher {
                 repo
             }
         };
-        let pending = app_versions::Entity::find()
-            .filter(app_versions::Column::AppId.eq(app_id))
-            .filter(app_versions::Column::GitStatus.eq(PENDING))
-            .order_by_asc(app_versions::Column::Version)
-            .all(&self.db)
-            .await
-            .map_err(|e| GitError::Unavailable(e.to_string()))?;
         let mut head = app.last_commit_sha.clone();
         for version in pending {
-            let commit = self
-                .push_version(&repo, &version, head.clone(), message)
-                .await?;
-            head = Some(commit.0.clone());
+            let (sha, url) = self.push_version(&repo, &version, head.clone()).await?;
+            head = Some(sha.clone());
             published.notices.push(SinkNotice::Platform {
-                text: format!("Committed version {} ({}).", version.version, &commit.0[..7.min(commit.0.len())]),
-                metadata: json!({"type": "commit_created", "commitUrl": commit.1, "commitSha": commit.0, "version": version.version}),
+                text: format!("Committed version {} ({}).", version.version, &sha[..7.min(sha.len())]),
+                metadata: json!({"type": "commit_created", "commitUrl": url, "commitSha": sha, "version": version.version}),
             });
         }
         Ok(published)
@@ -186,7 +183,6 @@ impl GitPublisher {
         repo: &RepoRef,
         version: &app_versions::Model,
         parent: Option<String>,
-        message: Option<&str>,
     ) -> Result<(String, String), GitError> {
         let unavailable = |e: anyhow::Error| GitError::Unavailable(format!("{e:#}"));
         let tree = self.files.load_tree(version).await.map_err(unavailable)?;
@@ -209,7 +205,9 @@ impl GitPublisher {
         let changes = changes_between(&base, &tree);
         let request = CommitRequest {
             branch: self.settings.branch.clone(),
-            message: message
+            message: version
+                .commit_message
+                .as_deref()
                 .filter(|m| !m.trim().is_empty())
                 .map(str::to_string)
                 .unwrap_or_else(|| "Update app".to_string()),
@@ -260,7 +258,7 @@ impl GitPublisher {
         };
         let mut pushed = 0;
         for app_id in apps_with_pending {
-            match self.publish(&app_id, None, None).await {
+            match self.publish(&app_id).await {
                 Ok(done) => pushed += done.notices.len(),
                 Err(e) => {
                     tracing::warn!(app_id = %app_id, error = %e, "push retry failed; will retry")
@@ -284,9 +282,21 @@ impl GitPublisher {
     }
 
     /// Marks a new version as waiting to be pushed.
-    async fn mark_pending(&self, version: &app_versions::Model) -> Result<(), sea_orm::DbErr> {
+    async fn mark_pending(
+        &self,
+        version: &app_versions::Model,
+        ctx: &DiffContext,
+    ) -> Result<(), sea_orm::DbErr> {
         app_versions::Entity::update_many()
             .col_expr(app_versions::Column::GitStatus, Expr::value(PENDING))
+            .col_expr(
+                app_versions::Column::CommitMessage,
+                Expr::value(ctx.commit_message.clone()),
+            )
+            .col_expr(
+                app_versions::Column::AppName,
+                Expr::value(ctx.app_name.clone()),
+            )
             .filter(app_versions::Column::AppId.eq(version.app_id.as_str()))
             .filter(app_versions::Column::Version.eq(version.version))
             .exec(&self.db)
@@ -324,18 +334,10 @@ impl VersionHook for GitHook {
         version: &app_versions::Model,
         _tree: &FileTree,
     ) -> Vec<SinkNotice> {
-        if let Err(e) = self.publisher.mark_pending(version).await {
+        if let Err(e) = self.publisher.mark_pending(version, ctx).await {
             tracing::error!(error = %e, "could not mark the version for pushing");
         }
-        match self
-            .publisher
-            .publish(
-                &ctx.app_id,
-                ctx.app_name.as_deref(),
-                ctx.commit_message.as_deref(),
-            )
-            .await
-        {
+        match self.publisher.publish(&ctx.app_id).await {
             Ok(published) => published.notices,
             Err(e) => {
                 tracing::warn!(error = %e, app_id = %ctx.app_id, "git push failed; will retry");

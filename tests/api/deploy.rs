@@ -60,6 +60,8 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
         types,
         vec![
             "version_created",
+            "repo_created",
+            "commit_created",
             "deployment_in_progress",
             "deployment_complete"
         ],
@@ -163,7 +165,10 @@ async fn manual_deploy_reports_to_history(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
     let token = app.token("alice");
     let (app_id, frames) = build_app(&app, &token).await;
-    assert_eq!(metadata_types(&frames), vec!["version_created"]);
+    assert_eq!(
+        metadata_types(&frames),
+        vec!["version_created", "repo_created", "commit_created"]
+    );
     assert_eq!(
         app.get(&format!("/deployment-status/{app_id}"), &token)
             .await

@@ -12,6 +12,7 @@ mod apps;
 mod auth;
 mod deploy;
 mod files;
+mod git;
 mod git_dev;
 mod limits;
 mod process;
