@@ -12,7 +12,7 @@ use uuid::Uuid;
 use entity::{app_messages, apps};
 
 /// What clients see of an app: no agent state, no secrets.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppView {
     pub id: String,
@@ -46,7 +46,7 @@ impl From<apps::Model> for AppView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     pub id: i64,

@@ -24,7 +24,40 @@ pub struct Config {
     pub git: GitConfig,
     pub koyeb: KoyebConfig,
     pub ecr: EcrConfig,
+    pub database_provision: DatabaseProvisionConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProvisionKind {
+    None,
+    Postgres,
+    Neon,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseProvisionConfig {
+    pub kind: ProvisionKind,
+    pub admin_url: SecretString,
+    pub public_host: String,
+    pub api_base: String,
+    pub api_key: SecretString,
+    pub region_id: String,
+    pub encryption_key: SecretString,
+}
+
+impl DatabaseProvisionConfig {
+    /// `host:port` apps use to reach the PostgreSQL server: configured, or the admin URL's.
+    pub fn postgres_public_host(&self) -> Option<String> {
+        if !self.public_host.is_empty() {
+            return Some(self.public_host.clone());
+        }
+        let admin = url::Url::parse(self.admin_url.expose_secret()).ok()?;
+        let host = admin.host_str().filter(|h| !h.is_empty())?;
+        Some(format!("{host}:{}", admin.port().unwrap_or(5432)))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,9 +69,16 @@ pub struct KoyebConfig {
     pub region: String,
     pub instance_type: String,
     pub port: u16,
+    pub build_command: String,
+    pub run_command: String,
+    pub registry_secret_name: String,
+    pub request_timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_delay_ms: u64,
     pub builder_program: String,
     pub builder_steps: Vec<Vec<String>>,
     pub builder_timeout_secs: u64,
+    pub builder_work_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -335,13 +375,29 @@ impl Config {
                 ));
             }
             match self.koyeb.mode.as_str() {
-                "git" => {}
+                "git" => {
+                    // Koyeb clones over the network; a local repository is a path on this host.
+                    if self.git.host != GitHostKind::Github {
+                        return Err(ConfigError(
+                            "koyeb.mode = \"git\" needs git.host = \"github\" (Koyeb builds from the app's repository)".into(),
+                        ));
+                    }
+                }
                 "image" => {
                     if self.ecr.access_key_id.is_empty()
                         || self.ecr.secret_access_key.expose_secret().is_empty()
                     {
                         return Err(ConfigError(
                             "ecr.access_key_id and ecr.secret_access_key are required when koyeb.mode = \"image\"".into(),
+                        ));
+                    }
+                    if !self.ecr.endpoint.is_empty() {
+                        check_url("ecr.endpoint", &self.ecr.endpoint)?;
+                    }
+                    if self.koyeb.builder_program.is_empty() || self.koyeb.builder_steps.is_empty()
+                    {
+                        return Err(ConfigError(
+                            "koyeb.builder_program and koyeb.builder_steps are required when koyeb.mode = \"image\"".into(),
                         ));
                     }
                 }
@@ -352,10 +408,61 @@ impl Config {
                 }
             }
         }
+        self.validate_database_provision()?;
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(
                 "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_database_provision(&self) -> Result<(), ConfigError> {
+        let p = &self.database_provision;
+        let key = p.encryption_key.expose_secret();
+        if !key.is_empty() && key.len() < 32 {
+            return Err(ConfigError(
+                "database_provision.encryption_key must be at least 32 characters".into(),
+            ));
+        }
+        match p.kind {
+            ProvisionKind::None => {}
+            ProvisionKind::Postgres => {
+                let admin = p.admin_url.expose_secret();
+                if admin.is_empty() {
+                    return Err(ConfigError(
+                        "database_provision.admin_url is required when database_provision.kind = \"postgres\"".into(),
+                    ));
+                }
+                let parsed = url::Url::parse(admin).ok().filter(|u| {
+                    matches!(u.scheme(), "postgres" | "postgresql")
+                        && u.host_str().is_some_and(|h| !h.is_empty())
+                });
+                if parsed.is_none() {
+                    // The value is a secret: never echo it.
+                    return Err(ConfigError(
+                        "database_provision.admin_url must be a postgres:// URL with a host".into(),
+                    ));
+                }
+                if p.postgres_public_host().is_none() {
+                    return Err(ConfigError(
+                        "database_provision.public_host is required when database_provision.kind = \"postgres\"".into(),
+                    ));
+                }
+            }
+            ProvisionKind::Neon => {
+                check_url("database_provision.api_base", &p.api_base)?;
+                if p.api_key.expose_secret().is_empty() {
+                    return Err(ConfigError(
+                        "database_provision.api_key is required when database_provision.kind = \"neon\"".into(),
+                    ));
+                }
+                if p.region_id.is_empty() {
+                    return Err(ConfigError(
+                        "database_provision.region_id is required when database_provision.kind = \"neon\"".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -436,6 +543,43 @@ mod tests {
     fn jwks_mode_needs_url() {
         let err = Config::from_toml_overrides("[auth]\nmode = \"jwks\"").unwrap_err();
         assert!(err.to_string().contains("auth.jwks_url"), "{err}");
+    }
+
+    #[test]
+    fn koyeb_and_database_provision_are_validated() {
+        let koyeb = "[deploy]\nprovider = \"koyeb\"\n[koyeb]\ntoken = \"t\"\n";
+        let err = Config::from_toml_overrides(koyeb).unwrap_err();
+        assert!(err.to_string().contains("git.host"), "{err}");
+        let image = format!("{koyeb}mode = \"image\"\n");
+        let err = Config::from_toml_overrides(&image).unwrap_err();
+        assert!(err.to_string().contains("ecr.access_key_id"), "{err}");
+        let with_ecr = format!("{image}[ecr]\naccess_key_id = \"a\"\nsecret_access_key = \"s\"\n");
+        assert!(Config::from_toml_overrides(&with_ecr).is_ok());
+
+        let err =
+            Config::from_toml_overrides("[database_provision]\nkind = \"postgres\"").unwrap_err();
+        assert!(err.to_string().contains("admin_url"), "{err}");
+        let bad =
+            "[database_provision]\nkind = \"postgres\"\nadmin_url = \"mysql://u:Hidden@h/db\"";
+        let err = Config::from_toml_overrides(bad).unwrap_err();
+        assert!(!err.to_string().contains("Hidden"), "{err}");
+        let good = "[database_provision]\nkind = \"postgres\"\nadmin_url = \"postgres://u:p@db.internal/postgres\"";
+        let config = Config::from_toml_overrides(good).expect("postgres provisioning");
+        assert_eq!(
+            config.database_provision.postgres_public_host().as_deref(),
+            Some("db.internal:5432")
+        );
+        let err = Config::from_toml_overrides("[database_provision]\nkind = \"neon\"").unwrap_err();
+        assert!(err.to_string().contains("api_key"), "{err}");
+        let err =
+            Config::from_toml_overrides("[database_provision]\nkind = \"mysql\"").unwrap_err();
+        assert!(err.to_string().contains("database_provision.kind"), "{err}");
+        let err = Config::from_toml_overrides("[database_provision]\nencryption_key = \"short\"")
+            .unwrap_err();
+        assert!(err.to_string().contains("encryption_key"), "{err}");
+        let err =
+            Config::from_toml_overrides("[database_provision]\nadminurl = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("adminurl"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub struct Limiter {
     default_limit: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LimitStatus {
     pub is_user_limit_reached: bool,

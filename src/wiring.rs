@@ -7,7 +7,7 @@ use sea_orm::{DatabaseConnection, DbBackend};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DeployProvider, GitHostKind, StorageKind};
+use crate::config::{Config, DeployProvider, GitHostKind, ProvisionKind, StorageKind};
 use crate::deploy::builder::{ImageBuilder, ImageBuilderSettings};
 use crate::deploy::cleanup::CleanupRunner;
 use crate::deploy::ecr::{EcrRegistry, EcrSettings};
@@ -16,6 +16,10 @@ use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::git::publish::{GitPublisher, PublishSettings};
 use crate::git::{GitHost, GitHubAuth, GitHubHost, GitHubSettings, LocalGitHost};
+use crate::provision::{
+    AppDatabases, DatabaseProvisioner, NeonProvisioner, NoProvisioner, PostgresProvisioner,
+    UrlCipher,
+};
 use crate::secrets;
 use crate::storage::{Instrumented, LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
 
@@ -28,6 +32,8 @@ pub struct Components {
     /// Set when previews are served by this gateway.
     pub preview: Option<Arc<LocalPreview>>,
     pub deploy_settings: DeploySettings,
+    /// Each app's database (`database_provision`), for deploy workers and clean-up.
+    pub databases: AppDatabases,
 }
 
 impl Components {
@@ -61,6 +67,7 @@ impl Components {
             deploying_deadline: Duration::from_secs(d.deploying_deadline_secs),
             unknown_status_wait: Duration::from_secs(d.unknown_status_wait_secs),
         };
+        let databases = build_databases(config, db)?;
         Ok(Self {
             files,
             git,
@@ -68,6 +75,7 @@ impl Components {
             deployer,
             preview,
             deploy_settings,
+            databases,
         })
     }
 
@@ -97,6 +105,7 @@ impl Components {
             db: db.clone(),
             deployer: self.deployer.clone(),
             git: self.git.clone(),
+            databases: self.databases.clone(),
         };
         tokio::spawn(
             cleanup.run(
@@ -123,6 +132,7 @@ impl Components {
                 files: self.files.clone(),
                 settings: self.deploy_settings.clone(),
                 git: self.git.clone(),
+                databases: self.databases.clone(),
                 id: format!("worker-{process}-{i}"),
             };
             tokio::spawn(worker.run(stop.clone()));
@@ -143,11 +153,23 @@ fn build_koyeb(config: &Config) -> anyhow::Result<KoyebDeployer> {
     settings.region = k.region.clone();
     settings.instance_type = k.instance_type.clone();
     settings.port = k.port;
+    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    settings.build_command = non_empty(&k.build_command);
+    settings.run_command = non_empty(&k.run_command);
+    if !k.registry_secret_name.is_empty() {
+        settings.registry_secret_name = k.registry_secret_name.clone();
+    }
+    settings.request_timeout = Duration::from_secs(k.request_timeout_secs.max(1));
+    settings.max_attempts = k.max_attempts.max(1);
+    settings.retry_base_delay = Duration::from_millis(k.retry_base_delay_ms);
     let (builder, registry) = if mode == KoyebMode::Image {
+        let work_root =
+            (!k.builder_work_dir.as_os_str().is_empty()).then(|| k.builder_work_dir.clone());
         let builder = ImageBuilder::new(ImageBuilderSettings {
             program: k.builder_program.clone(),
             steps: k.builder_steps.clone(),
             timeout: Duration::from_secs(k.builder_timeout_secs),
+            work_root,
             ..ImageBuilderSettings::default()
         });
         let e = &config.ecr;
@@ -163,6 +185,32 @@ fn build_koyeb(config: &Config) -> anyhow::Result<KoyebDeployer> {
         (None, None)
     };
     KoyebDeployer::new(settings, builder, registry).map_err(|e| anyhow::anyhow!("koyeb: {e}"))
+}
+
+/// The configured database provisioner and the store of each app's (encrypted) database URL.
+fn build_databases(config: &Config, db: &DatabaseConnection) -> anyhow::Result<AppDatabases> {
+    let p = &config.database_provision;
+    let provisioner: Arc<dyn DatabaseProvisioner> = match p.kind {
+        ProvisionKind::None => Arc::new(NoProvisioner),
+        ProvisionKind::Postgres => Arc::new(PostgresProvisioner::new(
+            p.admin_url.clone(),
+            p.postgres_public_host().unwrap_or_default(),
+        )),
+        ProvisionKind::Neon => Arc::new(
+            NeonProvisioner::new(p.api_base.clone(), p.api_key.clone(), p.region_id.clone())
+                .map_err(|e| anyhow::anyhow!("database_provision: {e}"))?,
+        ),
+    };
+    let key = if p.encryption_key.expose_secret().is_empty() {
+        secrets::load_or_create(&config.server.data_dir, "db-encryption.key")?
+    } else {
+        p.encryption_key.clone()
+    };
+    Ok(AppDatabases::new(
+        db.clone(),
+        provisioner,
+        UrlCipher::new(&key),
+    ))
 }
 
 /// The configured git host wrapped in the version publisher, or None.

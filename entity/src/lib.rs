@@ -1,5 +1,6 @@
 //! sea-orm entities, one file per table. JSON columns are stored as text so the schema is the
 //! same on SQLite and PostgreSQL.
+pub mod app_databases;
 pub mod app_messages;
 pub mod app_versions;
 pub mod apps;

@@ -6,6 +6,7 @@ mod m20261121_000001_foundation;
 mod m20261121_000002_app_versions;
 mod m20261121_000003_deployments;
 mod m20261121_000004_git;
+mod m20261121_000005_app_databases;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_app_versions::Migration),
             Box::new(m20261121_000003_deployments::Migration),
             Box::new(m20261121_000004_git::Migration),
+            Box::new(m20261121_000005_app_databases::Migration),
         ]
     }
 }

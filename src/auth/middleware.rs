@@ -101,6 +101,11 @@ mod tests {
         assert!(!is_public("/message"));
         assert!(!is_public("/runs/x/events"));
         assert!(!is_public("/app.jsx"));
+        assert!(is_public("/openapi.json"));
+        assert!(is_public("/docs"));
+        assert!(is_public("/docs/redoc.standalone.js"));
+        assert!(!is_public("/openapi.jsonx"));
+        assert!(!is_public("/docsx"));
     }
 
     #[test]

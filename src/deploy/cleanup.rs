@@ -1,4 +1,4 @@
-//! Clean-up after an app is deleted: one job per resource (deployment, preview files, ...),
+//! Clean-up after an app is deleted: one job per resource (deployment, repository, database),
 //! each retried with backoff until done and its outcome recorded. Never blocks the DELETE.
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +14,13 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::{ACTIVE, CANCELLED};
 use super::provider::Deployer;
 use crate::git::publish::GitPublisher;
-use entity::{cleanup_jobs, deployments};
+use crate::provision::AppDatabases;
+use entity::{app_databases, cleanup_jobs, deployments};
 
 pub const KIND_DEPLOYMENT: &str = "deployment";
 pub const KIND_REPOSITORY: &str = "repository";
+/// The app's provisioned database (nothing to do when it has none).
+pub const KIND_DATABASE: &str = "database";
 const MAX_ATTEMPTS: i32 = 8;
 
 /// Queues the clean-up of everything the app owns and cancels its pending deployments.
@@ -43,21 +46,50 @@ pub async fn enqueue_for_app(
     if archive_repository {
         kinds.push(KIND_REPOSITORY);
     }
-    for kind in kinds {
-        cleanup_jobs::ActiveModel {
-            id: Set(uuid::Uuid::new_v4().to_string()),
-            app_id: Set(app_id.to_string()),
-            kind: Set(kind.to_string()),
-            status: Set("pending".into()),
-            attempts: Set(0),
-            next_attempt_at: Set(now),
-            last_error: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-        }
-        .insert(db)
-        .await?;
+    // A database being created right now has its row already (the creation claim).
+    if app_databases::Entity::find_by_id(app_id.to_string())
+        .one(db)
+        .await?
+        .is_some()
+    {
+        kinds.push(KIND_DATABASE);
     }
+    for kind in kinds {
+        insert_job(db, app_id, kind).await?;
+    }
+    Ok(())
+}
+
+/// Queues dropping the database of an app deleted while the database was being created,
+/// unless such a job is already waiting.
+pub async fn enqueue_database(db: &DatabaseConnection, app_id: &str) -> Result<(), DbErr> {
+    let waiting = cleanup_jobs::Entity::find()
+        .filter(cleanup_jobs::Column::AppId.eq(app_id))
+        .filter(cleanup_jobs::Column::Kind.eq(KIND_DATABASE))
+        .filter(cleanup_jobs::Column::Status.eq("pending"))
+        .one(db)
+        .await?;
+    if waiting.is_none() {
+        insert_job(db, app_id, KIND_DATABASE).await?;
+    }
+    Ok(())
+}
+
+async fn insert_job(db: &DatabaseConnection, app_id: &str, kind: &str) -> Result<(), DbErr> {
+    let now = Utc::now();
+    cleanup_jobs::ActiveModel {
+        id: Set(uuid::Uuid::new_v4().to_string()),
+        app_id: Set(app_id.to_string()),
+        kind: Set(kind.to_string()),
+        status: Set("pending".into()),
+        attempts: Set(0),
+        next_attempt_at: Set(now),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(db)
+    .await?;
     Ok(())
 }
 
@@ -65,6 +97,7 @@ pub struct CleanupRunner {
     pub db: DatabaseConnection,
     pub deployer: Arc<dyn Deployer>,
     pub git: Option<GitPublisher>,
+    pub databases: AppDatabases,
 }
 
 impl CleanupRunner {
@@ -129,6 +162,11 @@ impl CleanupRunner {
                     .await
                     .map_err(|e| e.to_string()),
                 KIND_REPOSITORY => self.archive_repository(&job.app_id).await,
+                KIND_DATABASE => self
+                    .databases
+                    .delete(&job.app_id)
+                    .await
+                    .map_err(|e| e.to_string()),
                 other => Err(format!("unknown clean-up kind {other:?}")),
             };
             let attempts = job.attempts + 1;

@@ -161,6 +161,13 @@ pub async fn apply(
         );
     if let Some(status) = update.status {
         query = query.col_expr(deployments::Column::Status, Expr::value(status));
+        if status == HEALTHY && update.error.is_none() {
+            // Errors of earlier, retried steps no longer describe the deployment.
+            query = query.col_expr(
+                deployments::Column::Error,
+                Expr::value(Option::<String>::None),
+            );
+        }
         if is_terminal(status) {
             query = query
                 .col_expr(deployments::Column::FinishedAt, Expr::value(now))
@@ -201,7 +208,9 @@ pub async fn apply(
 }
 
 /// Fails every active deployment whose status deadline has passed, whoever holds it. This is
-/// what guarantees that no status is ever stuck, even with no worker running.
+/// what guarantees that no status is ever stuck, even with no worker running: the app's deploy
+/// status follows when it is the app's latest deployment, and a worker reports the outcome to
+/// the history if no run's stream does (see [`unreported_failures`]).
 pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     let now = Utc::now();
     let overdue = deployments::Entity::find()
@@ -225,9 +234,50 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
             .filter(deployments::Column::Status.eq(job.status.as_str()))
             .exec(db)
             .await?;
+        if result.rows_affected == 0 {
+            continue;
+        }
         failed += result.rows_affected;
+        crate::metrics::metrics()
+            .deployments
+            .get_or_create(&crate::metrics::Outcome {
+                outcome: FAILED.to_string(),
+            })
+            .inc();
+        let newer = deployments::Entity::find()
+            .filter(deployments::Column::AppId.eq(job.app_id.as_str()))
+            .filter(deployments::Column::Version.gt(job.version))
+            .one(db)
+            .await?;
+        if newer.is_none() {
+            entity::apps::Entity::update_many()
+                .col_expr(entity::apps::Column::DeployStatus, Expr::value(FAILED))
+                .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now))
+                .filter(entity::apps::Column::Id.eq(job.app_id.as_str()))
+                .exec(db)
+                .await?;
+        }
     }
     Ok(failed)
+}
+
+/// Failed deployments nobody has reported yet and no run's stream is waiting for: those that
+/// timed out (failed by [`fail_overdue`], not by a worker's step). A short grace period leaves
+/// a worker's own failures to the worker.
+pub async fn unreported_failures(
+    db: &DatabaseConnection,
+    limit: u64,
+) -> Result<Vec<deployments::Model>, DbErr> {
+    use sea_orm::QuerySelect;
+    deployments::Entity::find()
+        .filter(deployments::Column::Status.eq(FAILED))
+        .filter(deployments::Column::Notified.eq(false))
+        .filter(deployments::Column::Watched.eq(false))
+        .filter(deployments::Column::FinishedAt.lt(Utc::now() - ChronoDuration::seconds(2)))
+        .order_by_asc(deployments::Column::FinishedAt)
+        .limit(limit)
+        .all(db)
+        .await
 }
 
 pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<deployments::Model>, DbErr> {

@@ -60,7 +60,7 @@ pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
 }
 
 /// `GET /deployment-status/:id` as app.build clients read it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentView {
     pub id: String,

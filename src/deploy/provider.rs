@@ -59,6 +59,11 @@ pub trait Deployer: Send + Sync {
     /// "local" or "koyeb".
     fn provider(&self) -> &'static str;
 
+    /// True when it builds from the app's git repository, so a version must be pushed first.
+    fn needs_repository(&self) -> bool {
+        false
+    }
+
     /// Starts deploying `request`. Called again after a transient error or a lost lease, so
     /// it must be idempotent for the same deployment id (reuse what `state` already holds).
     async fn start(

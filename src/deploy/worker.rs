@@ -1,11 +1,13 @@
 //! Deployment workers: claim a due job, advance it one step through its provider, write the
 //! result back, release the lease. A worker that dies leaves a lease that simply expires.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::{self, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED};
@@ -15,8 +17,32 @@ use super::provider::{
 use super::DeploySettings;
 use crate::apps::{self, NewMessage};
 use crate::files::FileVersions;
-use crate::git::publish::GitPublisher;
+use crate::git::publish::{GitPublisher, PENDING as GIT_PENDING};
+use crate::provision::{AppDatabases, ProvisionError, ENV_KEY as DATABASE_ENV_KEY};
 use entity::{apps as apps_table, deployments};
+
+/// Why a deployment's request could not be put together.
+enum RequestError {
+    /// Not ready yet (its commit is not pushed): check again soon, within the status deadline.
+    Wait(String),
+    Failed(DeployError),
+}
+
+impl From<sea_orm::DbErr> for RequestError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        RequestError::Failed(DeployError::Transient(e.to_string()))
+    }
+}
+
+impl From<ProvisionError> for RequestError {
+    fn from(e: ProvisionError) -> Self {
+        RequestError::Failed(if e.is_transient() {
+            DeployError::Transient(e.to_string())
+        } else {
+            DeployError::Permanent(e.to_string())
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct DeployWorker {
@@ -27,6 +53,8 @@ pub struct DeployWorker {
     pub id: String,
     /// Sets the repository homepage once a deploy gives the app a URL.
     pub git: Option<GitPublisher>,
+    /// Each app's database, created on its first deployment (`APP_DATABASE_URL`).
+    pub databases: AppDatabases,
 }
 
 impl DeployWorker {
@@ -36,6 +64,7 @@ impl DeployWorker {
             if let Err(e) = jobs::fail_overdue(&self.db).await {
                 tracing::warn!(error = %e, "could not fail overdue deployments");
             }
+            self.report_timeouts().await;
             let claimed = jobs::claim(&self.db, &self.id, self.lease()).await;
             match claimed {
                 Ok(Some(job)) => self.process(job).await,
@@ -100,7 +129,17 @@ impl DeployWorker {
         }
         let request = match self.request(job).await {
             Ok(request) => request,
-            Err(e) => return self.retry(job, DeployError::Transient(format!("{e:#}"))),
+            Err(RequestError::Wait(reason)) => {
+                return Update {
+                    error: Some(reason),
+                    next_attempt_at: Some(
+                        Utc::now()
+                            + to_chrono(self.settings.poll_interval.max(Duration::from_secs(1))),
+                    ),
+                    ..Default::default()
+                }
+            }
+            Err(RequestError::Failed(e)) => return self.retry(job, e),
         };
         let mut state: ProviderState =
             serde_json::from_str(&job.provider_state).unwrap_or_default();
@@ -212,37 +251,82 @@ impl DeployWorker {
         Ok(newer.is_some())
     }
 
-    async fn request(&self, job: &deployments::Model) -> anyhow::Result<DeployRequest> {
+    async fn request(&self, job: &deployments::Model) -> Result<DeployRequest, RequestError> {
         let version = self
             .files
             .get(&job.app_id, job.version)
             .await?
             .ok_or_else(|| {
-                anyhow::anyhow!(
+                RequestError::Failed(DeployError::Permanent(format!(
                     "version {} of app {} does not exist",
-                    job.version,
-                    job.app_id
-                )
+                    job.version, job.app_id
+                )))
             })?;
-        let files = self.files.load_tree(&version).await?;
         let app = apps_table::Entity::find_by_id(job.app_id.clone())
             .one(&self.db)
-            .await?;
-        let repository = app
-            .and_then(|a| a.repository_url)
-            .map(|url| RepositoryInfo {
+            .await?
+            .filter(|a| a.deleted_at.is_none())
+            .ok_or_else(|| {
+                RequestError::Failed(DeployError::Permanent("the app was deleted".into()))
+            })?;
+        // Building from git needs the version's commit on the host; its push may be retrying.
+        if job.status == QUEUED
+            && self.deployer.needs_repository()
+            && version.git_status.as_deref() == Some(GIT_PENDING)
+        {
+            return Err(RequestError::Wait(format!(
+                "waiting for version {} to be pushed to the git host",
+                job.version
+            )));
+        }
+        let files = self.files.load_tree(&version).await.map_err(|e| {
+            RequestError::Failed(DeployError::Transient(format!(
+                "loading the version's files: {e:#}"
+            )))
+        })?;
+        let repository = match self.git.as_ref().and_then(|git| git.repo_of(&app)) {
+            Some(repo) => Some(RepositoryInfo {
+                url: repo.url,
+                branch: repo.default_branch,
+                commit_sha: version.commit_sha.clone(),
+            }),
+            None => app.repository_url.clone().map(|url| RepositoryInfo {
                 url,
                 branch: "main".into(),
-                commit_sha: None,
-            });
+                commit_sha: version.commit_sha.clone(),
+            }),
+        };
+        let mut env = BTreeMap::new();
+        if let Some(url) = self.databases.url_for(&job.app_id).await? {
+            self.check_not_deleted(&job.app_id).await?;
+            env.insert(
+                DATABASE_ENV_KEY.to_string(),
+                url.expose_secret().to_string(),
+            );
+        }
         Ok(DeployRequest {
             deployment_id: job.id.clone(),
             app_id: job.app_id.clone(),
             version: job.version,
             files,
             repository,
-            env: Default::default(),
+            env,
         })
+    }
+
+    /// An app deleted while its database was being created may have missed the database's
+    /// clean-up: queue it here.
+    async fn check_not_deleted(&self, app_id: &str) -> Result<(), RequestError> {
+        let app = apps_table::Entity::find_by_id(app_id.to_string())
+            .one(&self.db)
+            .await?;
+        if app.is_some_and(|a| a.deleted_at.is_none()) {
+            return Ok(());
+        }
+        super::cleanup::enqueue_database(&self.db, app_id).await?;
+        Err(RequestError::Failed(DeployError::Permanent(
+            "the app was deleted".into(),
+        )))
     }
 
     async fn set_homepage(&self, job: &deployments::Model) {
@@ -258,6 +342,38 @@ impl DeployWorker {
         if let Some(repo) = git.repo_of(&app) {
             if let Err(e) = git.host().set_homepage(&repo, url).await {
                 tracing::warn!(error = %e, "could not set the repository homepage");
+            }
+        }
+    }
+
+    /// Reports deployments that timed out with nobody watching to their app's history.
+    async fn report_timeouts(&self) {
+        let failed = match jobs::unreported_failures(&self.db, 20).await {
+            Ok(failed) => failed,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look for unreported deployments");
+                return;
+            }
+        };
+        for job in failed {
+            self.notify_history(&job).await;
+        }
+    }
+
+    /// Appends the outcome to the app's history, once (whoever claims the report first).
+    async fn notify_history(&self, job: &deployments::Model) {
+        if let Ok(true) = jobs::claim_notification(&self.db, &job.id).await {
+            let (text, metadata) = super::outcome_notice(job);
+            let message = NewMessage {
+                app_id: &job.app_id,
+                run_id: None,
+                role: "platform",
+                kind: crate::agent::protocol::KIND_PLATFORM_MESSAGE,
+                content: &text,
+                metadata: Some(&metadata),
+            };
+            if let Err(e) = apps::append_message(&self.db, message).await {
+                tracing::warn!(error = %e, "could not record the deploy outcome in the history");
             }
         }
     }
@@ -295,20 +411,7 @@ impl DeployWorker {
         if job.watched || status == SUPERSEDED {
             return;
         }
-        if let Ok(true) = jobs::claim_notification(&self.db, &job.id).await {
-            let (text, metadata) = super::outcome_notice(&job);
-            let message = NewMessage {
-                app_id: &job.app_id,
-                run_id: None,
-                role: "platform",
-                kind: crate::agent::protocol::KIND_PLATFORM_MESSAGE,
-                content: &text,
-                metadata: Some(&metadata),
-            };
-            if let Err(e) = apps::append_message(&self.db, message).await {
-                tracing::warn!(error = %e, "could not record the deploy outcome in the history");
-            }
-        }
+        self.notify_history(&job).await;
     }
 }
 

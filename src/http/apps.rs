@@ -4,11 +4,14 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{bounded_param, parse_id};
+use super::openapi::{ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps::{self, AppView, Deleted, HistoryEntry};
 use crate::auth::AuthUser;
 use crate::deploy::cleanup;
@@ -16,13 +19,53 @@ use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/apps", get(list))
-        .route("/apps/{id}", get(show).delete(remove))
-        .route("/apps/{id}/history", get(history))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show, remove))
+        .routes(routes!(history))
 }
 
+#[derive(Serialize, ToSchema)]
+struct AppPage {
+    data: Vec<AppView>,
+    pagination: Pagination,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Pagination {
+    total: u64,
+    page: u64,
+    limit: u64,
+    total_pages: u64,
+}
+
+/// The caller's apps, newest first.
+#[utoipa::path(
+    get,
+    path = "/apps",
+    operation_id = "list_apps",
+    tag = "apps",
+    security(("bearer" = [])),
+    params(
+        ("page" = Option<u64>, Query, minimum = 1, maximum = 1_000_000, description = "1-based page (default 1)"),
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 100, description = "Page size (default 10)"),
+    ),
+    responses(
+        (status = 200, description = "One page of apps", body = AppPage, headers(
+            ("x-dailylimit-limit" = u32, description = "Messages allowed per UTC day"),
+            ("x-dailylimit-remaining" = u32, description = "Messages left today"),
+            ("x-dailylimit-usage" = u32, description = "Messages used today"),
+            ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
+        )),
+        (status = 400, description = "`invalid_query`: `page` or `limit` is not an integer in range", body = ErrorBody,
+            example = json!({"code": "invalid_query", "message": "limit must be an integer from 1 to 100, got \"500\""})),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     user: AuthUser,
@@ -33,18 +76,36 @@ async fn list(
     let (items, total) = apps::list_owned(&state.db, &user.id, page, limit).await?;
     let status = state.limiter.status(&user.id).await?;
     let data: Vec<AppView> = items.into_iter().map(AppView::from).collect();
-    let body = json!({
-        "data": data,
-        "pagination": {
-            "total": total,
-            "page": page,
-            "limit": limit,
-            "totalPages": total.div_ceil(limit),
-        }
-    });
+    let body = AppPage {
+        data,
+        pagination: Pagination {
+            total,
+            page,
+            limit,
+            total_pages: total.div_ceil(limit),
+        },
+    };
     Ok((limit_headers(&status), Json(body)))
 }
 
+/// One of the caller's apps (never its agent state).
+#[utoipa::path(
+    get,
+    path = "/apps/{id}",
+    operation_id = "get_app",
+    tag = "apps",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "App id")),
+    responses(
+        (status = 200, description = "The app", body = AppView),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     user: AuthUser,
@@ -57,6 +118,24 @@ async fn show(
     Ok(Json(app.into()))
 }
 
+/// The app's conversation, in order.
+#[utoipa::path(
+    get,
+    path = "/apps/{id}/history",
+    operation_id = "app_history",
+    tag = "apps",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "App id")),
+    responses(
+        (status = 200, description = "Every message of the conversation, oldest first", body = Vec<HistoryEntry>),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -70,6 +149,26 @@ async fn history(
     Ok(Json(messages.into_iter().map(HistoryEntry::from).collect()))
 }
 
+/// Soft-deletes the app (idempotent).
+///
+/// Its clean-up (repository, preview, storage) runs in the background.
+#[utoipa::path(
+    delete,
+    path = "/apps/{id}",
+    operation_id = "delete_app",
+    tag = "apps",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "App id")),
+    responses(
+        (status = 204, description = "Deleted, now or before"),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn remove(
     State(state): State<AppState>,
     user: AuthUser,

@@ -2,23 +2,59 @@
 //! and `POST /apps/:id/deploy`.
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::parse_id;
+use super::openapi::{ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps;
 use crate::auth::AuthUser;
 use crate::deploy::{jobs, DeploymentView};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/deployment-status/{id}", get(status))
-        .route("/apps/{id}/deploy", post(deploy))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(deploy))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct DeployQueued {
+    deployment_id: String,
+    app_id: String,
+    version: i32,
+    /// `queued`.
+    #[schema(example = "queued")]
+    status: String,
+}
+
+/// A deployment, or an app's latest deployment.
+///
+/// `id` is a deployment's id or an app's. A deployment past its deadline is reported as the
+/// failure it is.
+#[utoipa::path(
+    get,
+    path = "/deployment-status/{id}",
+    operation_id = "deployment_status",
+    tag = "deployments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "Deployment id, or app id for its latest deployment")),
+    responses(
+        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such deployment of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "deployment not found"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn status(
     State(state): State<AppState>,
     user: AuthUser,
@@ -37,11 +73,31 @@ async fn status(
     Ok(Json(job.into()))
 }
 
+/// Queues a deployment of the app's current version.
+#[utoipa::path(
+    post,
+    path = "/apps/{id}/deploy",
+    operation_id = "deploy_app",
+    tag = "deployments",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "App id")),
+    responses(
+        (status = 202, description = "Queued; follow it with `GET /deployment-status/{deploymentId}`", body = DeployQueued),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 409, description = "`no_files`: the app has no version to deploy yet", body = ErrorBody,
+            example = json!({"code": "no_files", "message": "the app has no files to deploy yet"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn deploy(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DeployQueued>)> {
     let id = parse_id(&id, "app")?;
     let app = apps::find_owned(&state.db, &user.id, id)
         .await?
@@ -67,8 +123,11 @@ async fn deploy(
     .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(
-            json!({"deploymentId": job.id, "appId": app.id, "version": job.version, "status": job.status}),
-        ),
+        Json(DeployQueued {
+            deployment_id: job.id,
+            app_id: app.id,
+            version: job.version,
+            status: job.status,
+        }),
     ))
 }

@@ -7,11 +7,14 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::parse_id;
+use super::openapi::{Binary, ErrorBody, Internal, Unauthorized, Unavailable};
 use crate::apps;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
@@ -23,22 +26,23 @@ use crate::storage::signing::SignatureError;
 use crate::storage::{ObjectStore, StorageError};
 use crate::workspace::normalize_path;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/apps/{id}/read-url", get(read_url))
-        .route("/files/{*key}", get(download))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(read_url))
+        .routes(routes!(download))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ReadUrl {
+    /// The whole version as a `.tar.gz`.
     read_url: String,
     expires_at: chrono::DateTime<chrono::Utc>,
     version: i32,
     files: Vec<FileUrl>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct FileUrl {
     path: String,
     size: u64,
@@ -52,6 +56,39 @@ fn storage_error(e: StorageError) -> ApiError {
     ApiError::Unavailable("storage is unavailable".into())
 }
 
+/// Presigned links to one version of the app's files.
+///
+/// The whole version as a `.tar.gz`, and each file (or only `path`).
+#[utoipa::path(
+    get,
+    path = "/apps/{id}/read-url",
+    operation_id = "read_url",
+    tag = "files",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, format = "uuid", description = "App id"),
+        ("version" = Option<i32>, Query, minimum = 1, description = "Version number (default: the latest)"),
+        ("path" = Option<String>, Query, description = "Only this file, relative to the app root"),
+    ),
+    responses(
+        (status = 200, description = "Links that expire at `expiresAt` (`storage.presign_ttl_secs`)", body = ReadUrl),
+        (status = 400, description = "`invalid_id`: the app id is not a UUID; `invalid_query`: `version` is not a positive integer; `invalid_path`: `path` is not a safe relative path", body = ErrorBody, examples(
+            ("invalid_id" = (value = json!({"code": "invalid_id", "message": "app id \"x\" is not a UUID"}))),
+            ("invalid_query" = (value = json!({"code": "invalid_query", "message": "version must be a positive integer, got \"0\""}))),
+            ("invalid_path" = (value = json!({"code": "invalid_path", "message": "unsafe path ../x: leaves the app root (`..` component)"}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of the caller's, no such version, no files yet, or no such file in the version", body = ErrorBody, examples(
+            ("app" = (value = json!({"code": "not_found", "message": "app not found"}))),
+            ("version" = (value = json!({"code": "not_found", "message": "version not found"}))),
+            ("no files" = (value = json!({"code": "not_found", "message": "the app has no files yet"}))),
+        )),
+        (status = 409, description = "`version_pending`: the version is still being uploaded to storage (its number is in `version`); try again shortly", body = ErrorBody,
+            example = json!({"code": "version_pending", "message": "version 3 is still being uploaded to storage; try again shortly", "version": 3})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn read_url(
     State(state): State<AppState>,
     user: AuthUser,
@@ -139,7 +176,34 @@ async fn read_url(
     }))
 }
 
-/// Serves a local object to the holder of a valid link. The signature is the credential.
+/// Serves a local object to the holder of a valid link.
+///
+/// The signature is the credential. Only with local object storage; links come from
+/// `GET /apps/{id}/read-url`.
+#[utoipa::path(
+    get,
+    path = "/files/{*key}",
+    operation_id = "download_file",
+    tag = "files",
+    params(
+        ("key" = String, Path, description = "The object key (may contain `/`)"),
+        ("expires" = i64, Query, description = "Unix time after which the link is refused"),
+        ("name" = Option<String>, Query, description = "Download name; sets the content type and `Content-Disposition`"),
+        ("sig" = String, Query, description = "The link's HMAC signature"),
+    ),
+    responses(
+        (status = 200, description = "The object, with a content type from `name`", content_type = "application/octet-stream", body = Binary, headers(
+            ("content-disposition" = String, description = "`attachment; filename=\"...\"` when `name` is given"),
+        )),
+        (status = 403, description = "`link_expired` or `invalid_signature`", body = ErrorBody, examples(
+            ("link_expired" = (value = json!({"code": "link_expired", "message": "the link has expired"}))),
+            ("invalid_signature" = (value = json!({"code": "invalid_signature", "message": "the link signature is invalid"}))),
+        )),
+        (status = 404, description = "`not_found`: no such object, or storage is not local", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "object not found"})),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn download(
     State(state): State<AppState>,
     Path(key): Path<String>,

@@ -1,59 +1,109 @@
 //! Dev-only git endpoints (`git.dev_endpoints = true`; 404 otherwise), with the app.build
 //! bodies: create a repository, make its initial commit, commit files to a branch. They work
 //! against whichever git host is configured (local bare repositories or GitHub).
+// The helpers return the finished error reply as `Err`, built once per failed request.
+#![allow(clippy::result_large_err)]
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::JsonBody;
+use super::openapi::{PayloadTooLarge, Unauthorized};
 use crate::auth::AuthUser;
 use crate::git::{CommitRequest, CreateRepo, GitError, RepoRef};
 use crate::state::AppState;
 use crate::workspace::{normalize_path, FileEntry, FileMode};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/github/{scope}/create-repo", post(create_repo))
-        .route("/github/{scope}/initial-commit", post(initial_commit))
-        .route("/github/{scope}/commit", post(commit))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_repo))
+        .routes(routes!(initial_commit))
+        .routes(routes!(commit))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    /// Required: the repository's name.
     repo: Option<String>,
+    /// Required for the `org` scope: the organization.
     owner: Option<String>,
+    /// The repository's homepage.
     #[serde(rename = "appURL")]
     app_url: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct PathContent {
+    /// Relative to the repository root.
     path: String,
+    /// The file's text.
     content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct CommitBody {
+    /// Required.
     repo: Option<String>,
+    /// Required.
     owner: Option<String>,
+    /// Required, not empty: the files to write.
     paths: Option<Vec<PathContent>>,
+    /// Required by `commit`; `initial-commit` uses "Initial commit".
     message: Option<String>,
+    /// Required by `commit`; `initial-commit` uses `git.branch`.
     branch: Option<String>,
 }
 
-fn reply(status: StatusCode, body: Value) -> Response {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RepoCreated {
+    /// `success`.
+    #[schema(example = "success")]
+    status: &'static str,
+    message: String,
+    repository_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Committed {
+    /// `success`.
+    #[schema(example = "success")]
+    status: &'static str,
+    message: String,
+    commit_sha: String,
+}
+
+/// These endpoints' own errors, in the app.build shape: `status: "error"` beside the usual
+/// `code` and `message`. The gateway's errors (`invalid_body`, `unauthorized`,
+/// `payload_too_large`, `service_unavailable`) are plain `ErrorBody`s, without `status`.
+#[derive(Serialize, ToSchema)]
+struct GitFailure {
+    /// `error`.
+    #[schema(example = "error")]
+    status: &'static str,
+    code: String,
+    message: String,
+}
+
+fn reply(status: StatusCode, body: impl Serialize) -> Response {
     (status, Json(body)).into_response()
 }
 
 fn failure(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     reply(
         status,
-        json!({"status": "error", "code": code, "message": message.into()}),
+        GitFailure {
+            status: "error",
+            code: code.to_string(),
+            message: message.into(),
+        },
     )
 }
 
@@ -96,6 +146,36 @@ fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, Respon
         })
 }
 
+/// Creates a repository for the caller's user (`scope` = `user`) or an organization (`org`).
+#[utoipa::path(
+    post,
+    path = "/github/{scope}/create-repo",
+    operation_id = "git_create_repo",
+    tag = "github",
+    security(("bearer" = [])),
+    params(("scope" = String, Path, pattern = "^(user|org)$", description = "`user` or `org`")),
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created", body = RepoCreated),
+        (status = 400, description = "`missing_field`, `invalid` (the git host refused the request), or the gateway's `invalid_body`", body = GitFailure, examples(
+            ("missing_field" = (value = json!({"status": "error", "code": "missing_field", "message": "repo is required"}))),
+            ("invalid" = (value = json!({"status": "error", "code": "invalid", "message": "invalid request: bad name"}))),
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "expected a JSON body with Content-Type: application/json"}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: the endpoints are off (`git.dev_endpoints`), no git host is configured, or the scope is neither `user` nor `org`", body = GitFailure,
+            example = json!({"status": "error", "code": "not_found", "message": "no such route"})),
+        (status = 409, description = "`already_exists`", body = GitFailure,
+            example = json!({"status": "error", "code": "already_exists", "message": "a repository with this name already exists"})),
+        (status = 413, response = PayloadTooLarge),
+        (status = 502, description = "`auth`: the git host refused the configured credentials", body = GitFailure,
+            example = json!({"status": "error", "code": "auth", "message": "git host refused access: bad credentials"})),
+        (status = 503, description = "`unavailable`: the git host is down; or the gateway's `service_unavailable` (timeout)", body = GitFailure, examples(
+            ("unavailable" = (value = json!({"status": "error", "code": "unavailable", "message": "git host unavailable: timed out"}))),
+            ("service_unavailable" = (value = json!({"code": "service_unavailable", "message": "the request took too long"}))),
+        )),
+    )
+)]
 async fn create_repo(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -127,7 +207,11 @@ async fn create_repo(
             .map_err(git_failure)?;
         Ok(reply(
             StatusCode::CREATED,
-            json!({"status": "success", "message": format!("created {}/{}", created.owner, created.name), "repositoryUrl": created.url}),
+            RepoCreated {
+                status: "success",
+                message: format!("created {}/{}", created.owner, created.name),
+                repository_url: created.url,
+            },
         ))
     };
     run.await.unwrap_or_else(|response| response)
@@ -218,10 +302,46 @@ async fn commit_files(
         .map_err(git_failure)?;
     Ok(reply(
         StatusCode::CREATED,
-        json!({"status": "success", "message": format!("committed {} file(s)", paths.len()), "commitSha": commit.sha}),
+        Committed {
+            status: "success",
+            message: format!("committed {} file(s)", paths.len()),
+            commit_sha: commit.sha,
+        },
     ))
 }
 
+/// The first commit of a repository, on `git.branch`, with the message "Initial commit".
+#[utoipa::path(
+    post,
+    path = "/github/{scope}/initial-commit",
+    operation_id = "git_initial_commit",
+    tag = "github",
+    security(("bearer" = [])),
+    params(("scope" = String, Path, pattern = "^(user|org)$", description = "`user` or `org`")),
+    request_body = CommitBody,
+    responses(
+        (status = 201, description = "Committed", body = Committed),
+        (status = 400, description = "`missing_field`, `unsafe_path` (a path is not a safe relative path), `invalid` (the git host refused the request), or the gateway's `invalid_body`", body = GitFailure, examples(
+            ("missing_field" = (value = json!({"status": "error", "code": "missing_field", "message": "paths must not be empty"}))),
+            ("unsafe_path" = (value = json!({"status": "error", "code": "unsafe_path", "message": "unsafe path ../x: leaves the app root (`..` component)"}))),
+            ("invalid" = (value = json!({"status": "error", "code": "invalid", "message": "invalid request: bad branch"}))),
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "expected a JSON body with Content-Type: application/json"}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: the endpoints are off (`git.dev_endpoints`), no git host is configured, the scope is neither `user` nor `org`, or no such repository", body = GitFailure,
+            example = json!({"status": "error", "code": "not_found", "message": "no such route"})),
+        (status = 409, description = "`history_exists`: the branch already has commits", body = GitFailure, examples(
+            ("history_exists" = (value = json!({"status": "error", "code": "history_exists", "message": "the branch already has history, so a first commit (without parent) is not possible"}))),
+        )),
+        (status = 413, response = PayloadTooLarge),
+        (status = 502, description = "`auth`: the git host refused the configured credentials", body = GitFailure,
+            example = json!({"status": "error", "code": "auth", "message": "git host refused access: bad credentials"})),
+        (status = 503, description = "`unavailable`: the git host is down; or the gateway's `service_unavailable` (timeout)", body = GitFailure, examples(
+            ("unavailable" = (value = json!({"status": "error", "code": "unavailable", "message": "git host unavailable: timed out"}))),
+            ("service_unavailable" = (value = json!({"code": "service_unavailable", "message": "the request took too long"}))),
+        )),
+    )
+)]
 async fn initial_commit(
     State(state): State<AppState>,
     _user: AuthUser,
@@ -233,6 +353,38 @@ async fn initial_commit(
         .unwrap_or_else(|r| r)
 }
 
+/// A commit on top of `branch`.
+#[utoipa::path(
+    post,
+    path = "/github/{scope}/commit",
+    operation_id = "git_commit",
+    tag = "github",
+    security(("bearer" = [])),
+    params(("scope" = String, Path, pattern = "^(user|org)$", description = "`user` or `org`")),
+    request_body = CommitBody,
+    responses(
+        (status = 201, description = "Committed", body = Committed),
+        (status = 400, description = "`missing_field`, `unsafe_path` (a path is not a safe relative path), `invalid` (the git host refused the request), or the gateway's `invalid_body`", body = GitFailure, examples(
+            ("missing_field" = (value = json!({"status": "error", "code": "missing_field", "message": "paths must not be empty"}))),
+            ("unsafe_path" = (value = json!({"status": "error", "code": "unsafe_path", "message": "unsafe path ../x: leaves the app root (`..` component)"}))),
+            ("invalid" = (value = json!({"status": "error", "code": "invalid", "message": "invalid request: bad branch"}))),
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "expected a JSON body with Content-Type: application/json"}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: the endpoints are off (`git.dev_endpoints`), no git host is configured, the scope is neither `user` nor `org`, or no such repository", body = GitFailure,
+            example = json!({"status": "error", "code": "not_found", "message": "no such route"})),
+        (status = 409, description = "`conflict`: the branch moved and its new changes touch the same paths", body = GitFailure, examples(
+            ("conflict" = (value = json!({"status": "error", "code": "conflict", "message": "the branch moved to 1a2b3c and its new changes touch the same paths"}))),
+        )),
+        (status = 413, response = PayloadTooLarge),
+        (status = 502, description = "`auth`: the git host refused the configured credentials", body = GitFailure,
+            example = json!({"status": "error", "code": "auth", "message": "git host refused access: bad credentials"})),
+        (status = 503, description = "`unavailable`: the git host is down; or the gateway's `service_unavailable` (timeout)", body = GitFailure, examples(
+            ("unavailable" = (value = json!({"status": "error", "code": "unavailable", "message": "git host unavailable: timed out"}))),
+            ("service_unavailable" = (value = json!({"code": "service_unavailable", "message": "the request took too long"}))),
+        )),
+    )
+)]
 async fn commit(
     State(state): State<AppState>,
     _user: AuthUser,

@@ -2,12 +2,14 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
-use axum::routing::post;
-use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::{parse_id, JsonBody};
+use super::openapi::{ErrorBody, Internal, PayloadTooLarge, Unauthorized, Unavailable};
 use super::sse::sse_response;
 use crate::apps;
 use crate::auth::AuthUser;
@@ -19,22 +21,75 @@ use crate::state::AppState;
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 const MAX_TRACE_ID: usize = 128;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/message", post(post_message))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(post_message))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct MessageRequest {
+    /// The prompt; not blank, at most `limits.max_message_bytes` bytes.
     message: String,
+    /// Continue this app's conversation; without it a new app is created.
+    #[schema(format = "uuid")]
     application_id: Option<String>,
+    /// 1..128 characters, passed to the agent.
     trace_id: Option<String>,
     template_id: Option<String>,
+    /// Passed to the agent as is.
     settings: Option<Value>,
+    /// Accepted and ignored.
     #[allow(dead_code)]
     client_source: Option<String>,
 }
 
+/// Sends a message: starts a run and streams its events.
+///
+/// Every check happens before the stream opens, so failures are plain JSON errors; once the
+/// stream is open, failures are `error` events.
+#[utoipa::path(
+    post,
+    path = "/message",
+    operation_id = "send_message",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 200,
+        description = "A retry with the same key attaches to the same run instead of starting another (and costs no message)")),
+    request_body = MessageRequest,
+    responses(
+        (status = 200, description = "The run's events as Server-Sent Events (`message`, `error`, `done`), each with an `id:` to resume from with `GET /runs/{id}/events`",
+            content_type = "text/event-stream", body = String, headers(
+            ("x-run-id" = String, description = "The run, for `GET /runs/{id}/events` and `POST /runs/{id}/cancel`"),
+            ("x-app-id" = String, description = "The app the run builds"),
+            ("x-dailylimit-limit" = u32, description = "Messages allowed per UTC day"),
+            ("x-dailylimit-remaining" = u32, description = "Messages left today"),
+            ("x-dailylimit-usage" = u32, description = "Messages used today"),
+            ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
+        )),
+        (status = 400, description = "`invalid_body`, `empty_message`, `message_too_large`, `invalid_trace_id`, `invalid_idempotency_key`, or `invalid_id` (`applicationId` is not a UUID)", body = ErrorBody, examples(
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `message`"}))),
+            ("empty_message" = (value = json!({"code": "empty_message", "message": "message must not be empty"}))),
+            ("message_too_large" = (value = json!({"code": "message_too_large", "message": "message is 70000 bytes; the limit is 65536"}))),
+            ("invalid_trace_id" = (value = json!({"code": "invalid_trace_id", "message": "traceId must be 1..128 characters"}))),
+            ("invalid_idempotency_key" = (value = json!({"code": "invalid_idempotency_key", "message": "Idempotency-Key must be 1..200 visible ASCII characters"}))),
+            ("invalid_id" = (value = json!({"code": "invalid_id", "message": "application id \"x\" is not a UUID"}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: `applicationId` is not one of the caller's apps", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "application not found"})),
+        (status = 409, description = "`run_active`: the app already has an active run (its id is in `runId`)", body = ErrorBody,
+            example = json!({"code": "run_active", "message": "this app already has an active run; wait for it or cancel it", "runId": "6f1c1a52-3f0e-4a51-9d3c-2b9f0c1d2e3f"})),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, description = "`daily_limit_reached`: no messages left today; the `x-dailylimit-*` headers say when more are", body = ErrorBody, headers(
+            ("x-dailylimit-limit" = u32, description = "Messages allowed per UTC day"),
+            ("x-dailylimit-remaining" = u32, description = "Messages left today"),
+            ("x-dailylimit-usage" = u32, description = "Messages used today"),
+            ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
+        ), example = json!({"code": "daily_limit_reached", "message": "daily message limit reached"})),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn post_message(
     State(state): State<AppState>,
     user: AuthUser,

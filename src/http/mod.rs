@@ -2,6 +2,7 @@
 mod apps;
 mod auth_routes;
 mod deployments;
+mod docs;
 mod extract;
 mod files;
 mod github;
@@ -9,6 +10,7 @@ mod health;
 mod limits;
 mod messages;
 pub mod metrics;
+pub mod openapi;
 mod preview;
 mod runs;
 pub mod sse;
@@ -19,12 +21,14 @@ use std::time::Duration;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request};
 use axum::middleware::from_fn_with_state;
-use axum::Router;
+use axum::{Extension, Router};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::require_auth;
+use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -32,33 +36,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 pub fn router(state: AppState, extra: Router<AppState>) -> Router {
     let config = &state.config.server;
-    // Streaming routes get idle timeouts from the stream itself, never an absolute deadline.
-    let streaming = Router::new()
-        .merge(messages::router())
-        .merge(runs::router());
-    let request_timeout = Duration::from_secs(config.request_timeout_secs);
-    let api = Router::new()
-        .merge(health::router())
-        .merge(auth_routes::router())
-        .merge(apps::router())
-        .merge(limits::router())
-        .merge(files::router())
-        .merge(deployments::router())
-        .merge(github::router())
-        .merge(preview::router())
-        .merge(web::router())
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))
-                .timeout(request_timeout),
-        );
-    let mut root = Router::new().merge(api).merge(streaming);
-    if config.metrics_bind.is_none() {
-        root = root.merge(metrics::router());
-    }
-    root
+    let (routes, collected) = documented(config).split_for_parts();
+    let spec = docs::Spec::new(&openapi::finish(collected));
+    routes
         .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(Extension(spec))
         .layer(from_fn_with_state(state.clone(), require_auth))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(cors(&config.cors_origins))
@@ -75,6 +58,42 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// The OpenAPI description of every route that `router` serves with this configuration.
+pub fn openapi(config: &ServerConfig) -> utoipa::openapi::OpenApi {
+    openapi::finish(documented(config).into_openapi())
+}
+
+/// Every route with its description: `routes!` adds a handler and its `#[utoipa::path]`
+/// together, so what is served and what is documented come from the same place.
+fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
+    // Streaming routes get idle timeouts from the stream itself, never an absolute deadline.
+    let streaming = OpenApiRouter::default()
+        .merge(messages::router())
+        .merge(runs::router());
+    let request_timeout = Duration::from_secs(config.request_timeout_secs);
+    let api = OpenApiRouter::default()
+        .merge(health::router())
+        .merge(auth_routes::router())
+        .merge(apps::router())
+        .merge(limits::router())
+        .merge(files::router())
+        .merge(deployments::router())
+        .merge(github::router())
+        .merge(preview::router())
+        .merge(web::router())
+        .merge(docs::router())
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(timeout_error))
+                .timeout(request_timeout),
+        );
+    let mut root = OpenApiRouter::default().merge(api).merge(streaming);
+    if config.metrics_bind.is_none() {
+        root = root.merge(metrics::documented());
+    }
+    root
 }
 
 async fn timeout_error(error: tower::BoxError) -> ApiError {

@@ -5,9 +5,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::openapi::{Binary, ErrorBody, Unavailable};
 use crate::error::ApiError;
 use crate::files::mime::content_type_for;
 use crate::state::AppState;
@@ -15,21 +16,61 @@ use crate::workspace::normalize_path;
 
 const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-modals allow-popups allow-downloads";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/preview/{app_id}", get(redirect_to_dir))
-        .route("/preview/{app_id}/", get(index))
-        .route("/preview/{app_id}/{*path}", get(file))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(redirect_to_dir))
+        .routes(routes!(index))
+        .routes(routes!(file))
 }
 
+/// Redirects to the preview's directory, so its relative links resolve.
+#[utoipa::path(
+    get,
+    path = "/preview/{app_id}",
+    operation_id = "preview_redirect",
+    tag = "preview",
+    params(("app_id" = String, Path, description = "App id")),
+    responses((status = 308, description = "To `/preview/{app_id}/`", headers(("location" = String))))
+)]
 async fn redirect_to_dir(Path(app_id): Path<String>) -> Redirect {
     Redirect::permanent(&format!("/preview/{app_id}/"))
 }
 
+/// The preview's `index.html`.
+#[utoipa::path(
+    get,
+    path = "/preview/{app_id}/",
+    operation_id = "preview_index",
+    tag = "preview",
+    params(("app_id" = String, Path, description = "App id")),
+    responses(
+        (status = 200, description = "The page, sandboxed by `Content-Security-Policy`", content_type = "text/html", body = String),
+        (status = 404, description = "`not_found`: no preview of this app, or no `index.html`", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "preview not found"})),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn index(state: State<AppState>, Path(app_id): Path<String>) -> Result<Response, ApiError> {
     serve(&state, &app_id, "").await
 }
 
+/// A file of the preview; a directory serves its `index.html`.
+#[utoipa::path(
+    get,
+    path = "/preview/{app_id}/{*path}",
+    operation_id = "preview_file",
+    tag = "preview",
+    params(
+        ("app_id" = String, Path, description = "App id"),
+        ("path" = String, Path, description = "The file, relative to the site root (may contain `/`)"),
+    ),
+    responses(
+        (status = 200, description = "The file, with a content type from its extension, sandboxed by `Content-Security-Policy`", content_type = "application/octet-stream", body = Binary),
+        (status = 404, description = "`not_found`: no preview of this app, or no such file", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "file not found"})),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn file(
     state: State<AppState>,
     Path((app_id, path)): Path<(String, String)>,

@@ -4,22 +4,65 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::extract::parse_id;
+use super::openapi::{ErrorBody, Internal, InvalidId, Unauthorized};
 use super::sse::sse_response;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/runs/{id}/events", get(events))
-        .route("/runs/{id}/cancel", post(cancel))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(events))
+        .routes(routes!(cancel))
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct Cancelling {
+    run_id: String,
+    /// Always `cancelling`.
+    #[schema(example = "cancelling")]
+    status: &'static str,
+}
+
+/// A run's events, resumable.
+///
+/// A replay of the log after `Last-Event-ID`, then the live tail until `done`. Reconnect with the
+/// last `id:` seen to resume without loss.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/events",
+    operation_id = "run_events",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, format = "uuid", description = "Run id (`x-run-id` of `POST /message`)"),
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this event id (what a native EventSource sends on reconnect)"),
+        ("lastEventId" = Option<i64>, Query, minimum = 0, description = "The same, for clients that cannot set headers; the header wins"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events (`message`, `error`, `done`), each with an `id:`",
+            content_type = "text/event-stream", body = String, headers(
+            ("x-run-id" = String, description = "The run"),
+        )),
+        (status = 400, description = "`invalid_id`: the run id is not a UUID; `invalid_last_event_id`: the resume point is not a non-negative integer", body = ErrorBody, examples(
+            ("invalid_id" = (value = json!({"code": "invalid_id", "message": "run id \"x\" is not a UUID"}))),
+            ("invalid_last_event_id" = (value = json!({"code": "invalid_last_event_id", "message": "Last-Event-ID must be a non-negative integer, got \"-1\""}))),
+        )),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such run of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "run not found"})),
+        (status = 500, response = Internal),
+    )
+)]
 async fn events(
     State(state): State<AppState>,
     user: AuthUser,
@@ -60,6 +103,27 @@ fn last_event_id(headers: &HeaderMap, query: &HashMap<String, String>) -> ApiRes
     }
 }
 
+/// Cancels the caller's active run.
+///
+/// Its stream then ends with `error` and `done`.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/cancel",
+    operation_id = "cancel_run",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "Run id")),
+    responses(
+        (status = 202, description = "Cancellation requested", body = Cancelling),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such run of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "run not found"})),
+        (status = 409, description = "`run_not_active`: the run has already ended; `runId` and `status` say how", body = ErrorBody,
+            example = json!({"code": "run_not_active", "message": "run is not active (status: succeeded)", "runId": "6f1c1a52-3f0e-4a51-9d3c-2b9f0c1d2e3f", "status": "succeeded"})),
+        (status = 500, response = Internal),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
@@ -74,7 +138,10 @@ async fn cancel(
     if state.runs.cancel(&run.id) {
         return Ok((
             StatusCode::ACCEPTED,
-            Json(json!({ "runId": run.id, "status": "cancelling" })),
+            Json(Cancelling {
+                run_id: run.id,
+                status: "cancelling",
+            }),
         ));
     }
     Err(ApiError::Conflict {

@@ -4,11 +4,16 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, PathsBuilder};
+use utoipa::openapi::{ContentBuilder, Object, ResponseBuilder, Type};
+use utoipa::ToSchema;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use super::extract::JsonBody;
+use super::openapi::{ErrorBody, PayloadTooLarge};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -43,12 +48,62 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("/files.js", JS, include_str!("../../web/files.js")),
 ];
 
-pub fn router() -> Router<AppState> {
-    let mut router = Router::new().route("/auth/dev-login", get(dev_login_enabled).post(dev_login));
+pub fn router() -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::new().routes(routes!(dev_login_enabled, dev_login));
     for (path, content_type, body) in ASSETS {
-        router = router.route(path, get(move || asset(content_type, body)));
+        router = router.routes(asset_route(path, content_type, body));
     }
     router
+}
+
+/// `routes!` for a static asset: its handler, and an operation describing it.
+fn asset_route(
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> UtoipaMethodRouter<AppState> {
+    let name: String = path
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let media_type = content_type.split(';').next().unwrap_or(content_type);
+    let operation = OperationBuilder::new()
+        .tag("web")
+        .summary(Some(format!("The web client's `{path}`")))
+        .operation_id(Some(format!(
+            "web_asset_{}",
+            if name.is_empty() { "root" } else { &name }
+        )))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("The asset, compiled into the binary")
+                .content(
+                    media_type,
+                    ContentBuilder::new()
+                        .schema(Some(Object::with_type(Type::String)))
+                        .build(),
+                ),
+        )
+        .build();
+    let paths = PathsBuilder::new()
+        .path(path, PathItem::new(HttpMethod::Get, operation))
+        .build();
+    (Vec::new(), paths, get(move || asset(content_type, body)))
+}
+
+#[derive(Serialize, ToSchema)]
+struct DevLoginStatus {
+    /// Always `true`: when the sign-in is off, this route is a 404.
+    enabled: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+struct DevToken {
+    /// A bearer token for `user` (HS256, not privileged).
+    token: String,
+    user: String,
 }
 
 async fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -73,22 +128,55 @@ fn dev_login_allowed(state: &AppState) -> bool {
     state.config.server.dev_login && state.config.auth.mode == crate::config::AuthMode::Hs256
 }
 
-async fn dev_login_enabled(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+/// Whether the dev sign-in is on.
+///
+/// It is with `server.dev_login` and HS256 auth; never in production.
+#[utoipa::path(
+    get,
+    path = "/auth/dev-login",
+    operation_id = "dev_login_enabled",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The dev sign-in is on", body = DevLoginStatus),
+        (status = 404, description = "`not_found`: the dev sign-in is off", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "route not found"})),
+    )
+)]
+async fn dev_login_enabled(State(state): State<AppState>) -> ApiResult<Json<DevLoginStatus>> {
     if !dev_login_allowed(&state) {
         return Err(ApiError::not_found("route"));
     }
-    Ok(Json(json!({"enabled": true})))
+    Ok(Json(DevLoginStatus { enabled: true }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct DevLogin {
+    /// 1..64 letters, digits or `. _ - @`.
     user: String,
 }
 
+/// Mints a token for any user name, when the dev sign-in is on.
+#[utoipa::path(
+    post,
+    path = "/auth/dev-login",
+    operation_id = "dev_login",
+    tag = "auth",
+    request_body = DevLogin,
+    responses(
+        (status = 200, description = "A token for the user", body = DevToken),
+        (status = 400, description = "`invalid_body`, or `invalid_user`: the name is not 1..64 letters, digits or `. _ - @`", body = ErrorBody, examples(
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `user`"}))),
+            ("invalid_user" = (value = json!({"code": "invalid_user", "message": "user must be 1..64 letters, digits or . _ - @"}))),
+        )),
+        (status = 404, description = "`not_found`: the dev sign-in is off", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "route not found"})),
+        (status = 413, response = PayloadTooLarge),
+    )
+)]
 async fn dev_login(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<DevLogin>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<DevToken>)> {
     if !dev_login_allowed(&state) {
         return Err(ApiError::not_found("route"));
     }
@@ -108,5 +196,11 @@ async fn dev_login(
         .auth
         .mint_dev_token(user, false)
         .ok_or_else(|| ApiError::not_found("route"))?;
-    Ok((StatusCode::OK, Json(json!({"token": token, "user": user}))))
+    Ok((
+        StatusCode::OK,
+        Json(DevToken {
+            token,
+            user: user.to_string(),
+        }),
+    ))
 }

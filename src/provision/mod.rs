@@ -1,15 +1,20 @@
 //! A database per app: created before the app's first deployment, its connection URL handed to
-//! the app as a secret, dropped when the app is deleted. Backends: a shared PostgreSQL server
-//! (a role and a database per app), Neon (a project per app), or none.
+//! the app as a secret (`APP_DATABASE_URL`), dropped when the app is deleted. Backends: a shared
+//! PostgreSQL server (a role and a database per app), Neon (a project per app), or none.
+//! [`AppDatabases`] remembers each app's database with its URL encrypted.
+mod cipher;
 mod neon;
 mod postgres;
 mod scram;
+mod store;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 
+pub use cipher::UrlCipher;
 pub use neon::NeonProvisioner;
 pub use postgres::PostgresProvisioner;
+pub use store::{AppDatabases, CLAIM_TIMEOUT, ENV_KEY};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProvisionError {
@@ -32,6 +37,14 @@ impl ProvisionError {
     }
 }
 
+/// A database `provision` made: its URL (a secret) and its name at the backend.
+#[derive(Debug, Clone)]
+pub struct ProvisionedDatabase {
+    pub url: SecretString,
+    /// The role and database name, or the Neon project id.
+    pub reference: String,
+}
+
 #[async_trait]
 pub trait DatabaseProvisioner: Send + Sync {
     /// "postgres", "neon" or "none".
@@ -40,6 +53,15 @@ pub trait DatabaseProvisioner: Send + Sync {
     /// Creates (or re-creates access to) the app's database and returns its connection URL.
     /// Idempotent: calling it again for the same app yields a working URL for the same data.
     async fn create(&self, app_id: &str) -> Result<SecretString, ProvisionError>;
+
+    /// `create`, also naming what was created at the backend.
+    async fn provision(&self, app_id: &str) -> Result<ProvisionedDatabase, ProvisionError> {
+        let url = self.create(app_id).await?;
+        Ok(ProvisionedDatabase {
+            url,
+            reference: String::new(),
+        })
+    }
 
     /// Drops the app's database; a database that does not exist is fine.
     async fn delete(&self, app_id: &str) -> Result<(), ProvisionError>;

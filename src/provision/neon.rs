@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{app_hex, DatabaseProvisioner, ProvisionError};
+use super::{app_hex, DatabaseProvisioner, ProvisionError, ProvisionedDatabase};
 
 const DATABASE: &str = "app";
 const ROLE: &str = "app";
@@ -42,8 +42,13 @@ struct ProjectsReply {
 }
 #[derive(Deserialize)]
 struct CreateReply {
+    project: ProjectId,
     #[serde(default)]
     connection_uris: Vec<ConnectionUri>,
+}
+#[derive(Deserialize)]
+struct ProjectId {
+    id: String,
 }
 #[derive(Deserialize)]
 struct ConnectionUri {
@@ -163,9 +168,17 @@ impl DatabaseProvisioner for NeonProvisioner {
     }
 
     async fn create(&self, app_id: &str) -> Result<SecretString, ProvisionError> {
+        self.provision(app_id).await.map(|created| created.url)
+    }
+
+    /// The reference is the Neon project id.
+    async fn provision(&self, app_id: &str) -> Result<ProvisionedDatabase, ProvisionError> {
         let name = format!("ag-{}", app_hex(app_id)?);
         if let Some(project) = self.find(&name).await?.first() {
-            return self.connection_uri(&project.id).await;
+            return Ok(ProvisionedDatabase {
+                url: self.connection_uri(&project.id).await?,
+                reference: project.id.clone(),
+            });
         }
         let body = json!({
             "project": {
@@ -177,12 +190,16 @@ impl DatabaseProvisioner for NeonProvisioner {
         let reply: CreateReply = self
             .call(Method::POST, "/projects", &[], Some(&body))
             .await?;
-        reply
+        let url = reply
             .connection_uris
             .into_iter()
             .next()
             .map(|c| SecretString::from(c.connection_uri))
-            .ok_or_else(|| ProvisionError::Transient("Neon returned no connection URI".into()))
+            .ok_or_else(|| ProvisionError::Transient("Neon returned no connection URI".into()))?;
+        Ok(ProvisionedDatabase {
+            url,
+            reference: reply.project.id,
+        })
     }
 
     async fn delete(&self, app_id: &str) -> Result<(), ProvisionError> {

@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{app_hex, redact, scram, DatabaseProvisioner, ProvisionError};
+use super::{app_hex, redact, scram, DatabaseProvisioner, ProvisionError, ProvisionedDatabase};
 
 const PASSWORD_LEN: usize = 32;
 
@@ -182,6 +182,14 @@ impl DatabaseProvisioner for PostgresProvisioner {
             "postgres://{name}:{password}@{}/{name}",
             self.public_host
         )))
+    }
+
+    async fn provision(&self, app_id: &str) -> Result<ProvisionedDatabase, ProvisionError> {
+        let url = self.create(app_id).await?;
+        Ok(ProvisionedDatabase {
+            url,
+            reference: format!("app_{}", app_hex(app_id)?),
+        })
     }
 
     async fn delete(&self, app_id: &str) -> Result<(), ProvisionError> {

@@ -10,11 +10,16 @@ mod s3_server;
 
 mod apps;
 mod auth;
+mod builder;
 mod deploy;
+mod ecr;
 mod files;
 mod git;
 mod git_dev;
+mod koyeb;
 mod limits;
+mod openapi;
 mod process;
+mod provision;
 mod relay;
 mod resume;

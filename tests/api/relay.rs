@@ -14,7 +14,7 @@ async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
     let agent = FakeAgent::start().await;
     // Deployments have their own tests; here the stream shows only the relay and the version.
     let toml = format!(
-        "{}[deploy]\non_new_version = false\n",
+        "{}[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n",
         agent.config(agent_keys)
     );
     let app = spawn_app_with(kind, &toml).await;

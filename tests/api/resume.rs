@@ -324,7 +324,8 @@ async fn concurrent_posts_for_one_app_start_one_run(kind: DbKind) {
         .await
         .expect("create");
     for _ in 0..5 {
-        agent.push(paced_script(5, 100));
+        // Long enough that the winner is still running when every loser arrives, even on a busy machine.
+        agent.push(paced_script(40, 100));
     }
     let body = json!({"message": "go go", "applicationId": existing.id});
     let posts = (0..5).map(|_| app.post_message(&token, &body));

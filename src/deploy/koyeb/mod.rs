@@ -333,6 +333,10 @@ impl Deployer for KoyebDeployer {
         "koyeb"
     }
 
+    fn needs_repository(&self) -> bool {
+        self.settings.mode == KoyebMode::Git
+    }
+
     async fn start(
         &self,
         request: &DeployRequest,

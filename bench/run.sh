@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Benchmarks agentgate against the mock agent itself ("direct") and nginx as a pure SSE relay.
+#
+#   bench/run.sh            full run (rounds, scenarios and sizes below; ~25 min on 2 cores)
+#   bench/run.sh --smoke    tiny configuration, one round, seconds; exits non-zero on any error
+#
+# Options: --rounds N, --only "ttfe latency firehose hold inproc files" (scenarios),
+# --systems "direct nginx sqlite postgres", --out DIR, --no-build.
+# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres).
+#
+# The load client and the mock agent are pinned to core 0, the system under test (nginx or
+# agentgate) to core 1, every tokio runtime with TOKIO_WORKER_THREADS=1. Systems are interleaved
+# within each round; the summary gives the median of the round medians and the spread (min..max
+# of the round values). Raw results: $OUT/results.jsonl; summary: $OUT/summary.md.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$ROOT/target/release
+SMOKE=0
+ROUNDS=5
+ONLY="ttfe latency firehose hold inproc files"
+SYSTEMS="direct nginx sqlite postgres"
+BUILD=1
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --smoke) SMOKE=1 ;;
+        --rounds) ROUNDS=$2; shift ;;
+        --only) ONLY=$2; shift ;;
+        --systems) SYSTEMS=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+[ -n "$OUT" ] || OUT=$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)$([ $SMOKE = 1 ] && echo -smoke)
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+PG_ADMIN=${BENCH_PG_ADMIN:-postgres://agentgate:agentgate@127.0.0.1:5432/postgres}
+
+# Sizes. The full run scales the firehose and the idle ramp to what 2 cores and a 20,000
+# open-file hard limit allow (see BENCHMARKS.md).
+if [ $SMOKE = 1 ]; then
+    ROUNDS=1
+    TTFE_STREAMS=20; TTFE_WARMUP=5
+    LAT_STREAMS=10; LAT_CONC=10; LAT_EVENTS=10
+    FIRE_STREAMS=2; FIRE_EVENTS=500
+    HOLD_RAMP=50,100; HOLD_HB_MS=1000; HOLD_WINDOW=2.5; HOLD_RATE=500
+    INPROC_EVENTS=200; FILES_ARGS="--files 50 --lines 20 --reps 1"
+else
+    TTFE_STREAMS=${TTFE_STREAMS:-300}; TTFE_WARMUP=30
+    LAT_STREAMS=${LAT_STREAMS:-100}; LAT_CONC=50; LAT_EVENTS=200
+    FIRE_STREAMS=20; FIRE_EVENTS=${FIRE_EVENTS:-10000}
+    HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
+    INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
+fi
+MOCK_PORT=19100; NGINX_PORT=19200; GW_PORT=19300
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+has_system() { case " $SYSTEMS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+if [ $BUILD = 1 ]; then
+    log "building (release)"
+    (cd "$ROOT" && cargo build --release -q -p agentgate-bench && cargo build --release -q --bin agentgate)
+fi
+ulimit -n "$(ulimit -Hn)" || true
+log "open files limit: $(ulimit -n); results in $OUT"
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_http() { # url, seconds
+    local i
+    for i in $(seq 1 $(( $2 * 10 ))); do
+        curl -s -o /dev/null -m 1 "$1" && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $1" >&2
+    return 1
+}
+
+# --- the systems -----------------------------------------------------------------------------
+start_mock() {
+    taskset -c 0 env TOKIO_WORKER_THREADS=1 "$BIN/mock-upstream" --bind 127.0.0.1:$MOCK_PORT \
+        2> "$OUT/mock.log" &
+    MOCK_PID=$!
+    PIDS+=("$MOCK_PID")
+    sleep 0.3
+}
+
+NGINX_OK=0
+start_nginx() {
+    if ! command -v nginx >/dev/null 2>&1 && [ -x /usr/sbin/nginx ]; then PATH=$PATH:/usr/sbin; fi
+    if ! command -v nginx >/dev/null 2>&1; then
+        log "nginx missing: installing Debian's nginx"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light) \
+            > "$OUT/nginx-install.log" 2>&1 || true
+        PATH=$PATH:/usr/sbin
+    fi
+    if ! command -v nginx >/dev/null 2>&1; then
+        log "nginx unavailable: skipping the nginx baseline"
+        return 0
+    fi
+    mkdir -p "$OUT/nginx/logs"
+    cat > "$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 20000;
+pid $OUT/nginx/nginx.pid;
+error_log $OUT/nginx/logs/error.log warn;
+events { worker_connections 19900; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path $OUT/nginx/body;
+    proxy_temp_path $OUT/nginx/proxy;
+    upstream agent {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://agent;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }
+    }
+}
+EOF
+    taskset -c 1 nginx -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off;' \
+        2> "$OUT/nginx/logs/stderr.log" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    sleep 0.5
+    NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
+    NGINX_OK=1
+}
+
+PG_OK=0
+if has_system postgres && command -v psql >/dev/null 2>&1 && psql "$PG_ADMIN" -qAtc 'select 1' >/dev/null 2>&1; then
+    PG_OK=1
+fi
+
+# start_gateway KIND ROUND [keep_alive_secs]: sets GW_PID, GW_URL, GW_TOKEN_FILE
+start_gateway() {
+    local kind=$1 round=$2 keep_alive=${3:-15}
+    local dir=$OUT/gw-$kind-$round-$RANDOM
+    local db_url=""
+    mkdir -p "$dir"
+    if [ "$kind" = postgres ]; then
+        GW_PG_DB=agentgate_bench_$(date +%s)_$RANDOM
+        psql "$PG_ADMIN" -qc "CREATE DATABASE $GW_PG_DB" >/dev/null
+        db_url=${PG_ADMIN%/*}/$GW_PG_DB
+    fi
+    cat > "$dir/config.toml" <<EOF
+[server]
+bind = "127.0.0.1:$GW_PORT"
+data_dir = "$dir"
+demo_agent = false
+[database]
+url = "$db_url"
+[agent]
+url = "http://127.0.0.1:$MOCK_PORT"
+[limits]
+daily_messages = 100000000
+[deploy]
+on_new_version = false
+[runs]
+keep_alive_secs = $keep_alive
+[log]
+level = "warn"
+EOF
+    "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
+    taskset -c 1 env TOKIO_WORKER_THREADS=1 "$BIN/agentgate" serve --config "$dir/config.toml" \
+        > "$dir/server.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    GW_URL=http://127.0.0.1:$GW_PORT
+    GW_TOKEN_FILE=$dir/token
+    wait_http "$GW_URL/health" 30
+}
+
+stop_gateway() {
+    kill -KILL "$GW_PID" 2>/dev/null || true
+    wait "$GW_PID" 2>/dev/null || true
+    if [ -n "${GW_PG_DB:-}" ]; then
+        psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $GW_PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+        GW_PG_DB=""
+    fi
+}
+
+# client SYSTEM SCENARIO ROUND ARGS...: runs load-client on core 0 and records its JSON line.
+client() {
+    local system=$1 scenario=$2 round=$3
+    shift 3
+    local target sut aux=()
+    case $system in
+        direct) target=(--direct "http://127.0.0.1:$MOCK_PORT"); sut=(--sut-pid "$MOCK_PID") ;;
+        nginx) target=(--direct "http://127.0.0.1:$NGINX_PORT"); sut=()
+               for p in $NGINX_PID $NGINX_PIDS; do sut+=(--sut-pid "$p"); done ;;
+        *) target=(--gateway "$GW_URL" --token-file "$GW_TOKEN_FILE"); sut=(--sut-pid "$GW_PID")
+           if [ "$system" = postgres ]; then
+               for p in $(pgrep -x postgres || true); do aux+=(--aux-pid "$p"); done
+           fi ;;
+    esac
+    local line
+    line=$(taskset -c 0 env TOKIO_WORKER_THREADS=1 "$BIN/load-client" "${target[@]}" "${sut[@]}" \
+        "${aux[@]}" --label "$system/$scenario/r$round" "$@" 2>> "$OUT/client.log" | tail -n 1)
+    echo "$line" | jq -c --arg s "$system" --arg c "$scenario" --argjson r "$round" \
+        '. + {system: $s, scenario: $c, round: $r}' >> "$RESULTS"
+    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held), rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
+}
+
+scenarios() { # system round
+    local system=$1 round=$2
+    if want ttfe; then
+        client "$system" ttfe "$round" --streams $TTFE_STREAMS --warmup $TTFE_WARMUP \
+            --concurrency 1 --events 5 --pad 256
+    fi
+    if want latency; then
+        client "$system" latency "$round" --streams $LAT_STREAMS --concurrency $LAT_CONC \
+            --events $LAT_EVENTS --interval-us 20000 --pad 512
+    fi
+    if want firehose; then
+        client "$system" firehose "$round" --streams $FIRE_STREAMS --concurrency $FIRE_STREAMS \
+            --events $FIRE_EVENTS --pad 256 --stall-secs 60
+    fi
+}
+
+# --- machine --------------------------------------------------------------------------------
+{
+    echo "nproc: $(nproc)"
+    lscpu | grep -E '^(Model name|CPU\(s\)|Hypervisor vendor)'
+    echo "kernel: $(uname -r)"
+    echo "rustc: $(rustc --version 2>/dev/null || true)"
+    echo "nginx: $(nginx -v 2>&1 || true)"
+    echo "postgres: $(psql "$PG_ADMIN" -qAtc 'show server_version' 2>/dev/null || echo unavailable)"
+    echo "open files: $(ulimit -n)"
+} > "$OUT/machine.txt"
+cat "$OUT/machine.txt" >&2
+
+start_mock
+if has_system nginx && { want ttfe || want latency || want firehose || want hold; }; then start_nginx; fi
+
+# --- rounds: every system in every round, interleaved --------------------------------------
+if want ttfe || want latency || want firehose; then
+    for round in $(seq 1 "$ROUNDS"); do
+        log "round $round/$ROUNDS"
+        for system in $SYSTEMS; do
+            case $system in
+                direct) scenarios direct "$round" ;;
+                nginx) [ $NGINX_OK = 1 ] && scenarios nginx "$round" ;;
+                sqlite) start_gateway sqlite "$round"; scenarios sqlite "$round"; stop_gateway ;;
+                postgres) if [ $PG_OK = 1 ]; then
+                              start_gateway postgres "$round"; scenarios postgres "$round"; stop_gateway
+                          else log "PostgreSQL unreachable at $PG_ADMIN: skipped"; fi ;;
+            esac
+        done
+    done
+fi
+
+# --- idle streams: one ramp per system (each holds thousands of connections for a minute) ----
+if want hold; then
+    log "idle stream ramp $HOLD_RAMP, heartbeat ${HOLD_HB_MS} ms"
+    HOLD_ARGS=(--ramp "$HOLD_RAMP" --heartbeat-ms "$HOLD_HB_MS" --window-secs "$HOLD_WINDOW"
+               --open-rate "$HOLD_RATE" --sources 8 --stall-secs 60)
+    for system in $SYSTEMS; do
+        case $system in
+            direct) client direct hold 1 "${HOLD_ARGS[@]}"
+                    # The mock's own streams end when their clients leave; give it a moment.
+                    sleep 2 ;;
+            nginx) [ $NGINX_OK = 1 ] && client nginx hold 1 "${HOLD_ARGS[@]}" && sleep 2 ;;
+            sqlite|postgres)
+                if [ "$system" = postgres ] && [ $PG_OK = 0 ]; then continue; fi
+                start_gateway "$system" hold $(( HOLD_HB_MS / 1000 ))
+                client "$system" hold 1 "${HOLD_ARGS[@]}"
+                stop_gateway
+                sleep 2 ;;
+        esac
+    done
+fi
+
+# --- deterministic: instructions per relayed event under callgrind --------------------------
+if want inproc; then
+    if command -v valgrind >/dev/null 2>&1; then
+        log "callgrind: relay-inproc --events $INPROC_EVENTS and --events 0"
+        for n in "$INPROC_EVENTS" 0; do
+            valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$n.out" \
+                "$BIN/relay-inproc" --events "$n" > "$OUT/inproc.$n.json" 2> "$OUT/callgrind.$n.log"
+        done
+        ir_n=$(grep -E '^(summary|totals):' "$OUT/callgrind.$INPROC_EVENTS.out" | head -n 1 | awk '{print $2}')
+        ir_0=$(grep -E '^(summary|totals):' "$OUT/callgrind.0.out" | head -n 1 | awk '{print $2}')
+        jq -nc --argjson n "$INPROC_EVENTS" --argjson a "$ir_n" --argjson b "$ir_0" \
+            '{system: "inproc", scenario: "callgrind", round: 1, events: ($n + 1), instructions: $a,
+              fixed_instructions: $b, per_event_total: ($a / ($n + 1) | floor),
+              per_event_marginal: (($a - $b) / $n | floor)}' >> "$RESULTS"
+        tail -n 1 "$RESULTS" >&2
+    else
+        log "valgrind missing: relay-inproc runs without callgrind"
+        "$BIN/relay-inproc" --events "$INPROC_EVENTS" > "$OUT/inproc.json"
+        jq -c '. + {system: "inproc", scenario: "plain", round: 1}' "$OUT/inproc.json" >> "$RESULTS"
+    fi
+fi
+
+if want files; then
+    log "files-bench $FILES_ARGS"
+    # shellcheck disable=SC2086
+    "$BIN/files-bench" $FILES_ARGS 2> "$OUT/files.log" \
+        | jq -c '. + {system: "files", scenario: "files", round: 1}' >> "$RESULTS"
+    tail -n 1 "$RESULTS" >&2
+fi
+
+cleanup
+PIDS=()
+
+# --- summary ---------------------------------------------------------------------------------
+python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
+ln -sfn "$OUT" "$ROOT/target/bench-results/latest"
+
+# Smoke: every stream must have completed without errors or stalls, every section must exist.
+if [ $SMOKE = 1 ]; then
+    bad=$(jq -s '[.[] | select((.errors // 0) > 0 or (.stalled // 0) > 0
+                 or (.mode == "hold" and (.held // 0) == 0))] | length' "$RESULTS")
+    want_lines=$(jq -s 'length' "$RESULTS")
+    if [ "$bad" != 0 ] || [ "$want_lines" = 0 ]; then
+        echo "smoke: FAILED ($bad bad results of $want_lines)" >&2
+        exit 1
+    fi
+    echo "smoke: $want_lines passed, 0 failed"
+fi
