@@ -190,14 +190,11 @@ db_test!(relays_agent_events_and_persists_history);
 async fn replays_the_captured_fixtures(kind: DbKind) {
     let (app, agent) = setup(kind, "").await;
     let token = app.token("alice");
-    let counter = std::fs::read("../shared/fixtures/agent/template_diff_counter.sse")
-        .or_else(|_| {
-            std::fs::read(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../shared/fixtures/agent/template_diff_counter.sse"
-            ))
-        })
-        .expect("fixture");
+    let counter = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/agent/template_diff_counter.sse"
+    ))
+    .expect("fixture");
     // 7-byte chunks split lines, JSON and multi-byte characters at arbitrary points.
     agent.push_raw(Script::raw_chunks(&counter, 7));
     let (headers, frames) =
@@ -222,7 +219,7 @@ async fn replays_the_captured_fixtures(kind: DbKind) {
 
     let runtime_error = std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/agent/runtime_error.sse"
+        "/tests/fixtures/agent/runtime_error.sse"
     ))
     .expect("fixture");
     agent.push_raw(Script::raw_chunks(&runtime_error, 64));

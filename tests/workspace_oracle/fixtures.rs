@@ -8,7 +8,7 @@ use agentgate::workspace::FileTree;
 use super::oracle::{Case, Expect};
 
 pub(crate) fn fixtures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/agent")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/agent")
 }
 
 /// Decodes the JSON string starting at `s[0] == '"'`.
@@ -48,7 +48,7 @@ pub(crate) fn json_string(s: &str) -> Option<String> {
 pub(crate) fn fixture_diffs() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
-        .expect("agent fixtures live in ../shared/fixtures/agent")
+        .expect("agent fixtures live in tests/fixtures/agent")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension() == Some(OsStr::new("sse")))
         .collect();
