@@ -1,5 +1,6 @@
 //! The database each app gets (created on its first deployment): which provisioner made it,
-//! its name there, and its connection URL, encrypted.
+//! its name there, and its connection URL, encrypted. Also an index for the workers' sweep of
+//! deployments whose outcome nobody has reported yet (few rows have `notified` false).
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -13,6 +14,13 @@ enum AppDatabases {
     Reference,
     EncryptedUrl,
     CreatedAt,
+}
+
+#[derive(Iden)]
+enum Deployments {
+    Table,
+    Notified,
+    Status,
 }
 
 #[async_trait::async_trait]
@@ -43,10 +51,23 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("deployments_unreported")
+                    .table(Deployments::Table)
+                    .col(Deployments::Notified)
+                    .col(Deployments::Status)
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(Index::drop().name("deployments_unreported").to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(AppDatabases::Table).to_owned())
             .await

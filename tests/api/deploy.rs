@@ -347,11 +347,19 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
     }
     assert!(gone, "the preview is removed");
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let jobs = entity::cleanup_jobs::Entity::find()
-        .filter(entity::cleanup_jobs::Column::AppId.eq(app_id.as_str()))
-        .all(&app.state.db)
-        .await
-        .expect("jobs");
+    // Each clean-up step (preview, repository archive) finishes on its own schedule.
+    let mut jobs = Vec::new();
+    for _ in 0..100 {
+        jobs = entity::cleanup_jobs::Entity::find()
+            .filter(entity::cleanup_jobs::Column::AppId.eq(app_id.as_str()))
+            .all(&app.state.db)
+            .await
+            .expect("jobs");
+        if !jobs.is_empty() && jobs.iter().all(|j| j.status == "done") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         !jobs.is_empty() && jobs.iter().all(|j| j.status == "done"),
         "{jobs:?}"
