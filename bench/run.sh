@@ -53,7 +53,7 @@ if [ $SMOKE = 1 ]; then
 else
     TTFE_STREAMS=${TTFE_STREAMS:-300}; TTFE_WARMUP=30
     LAT_STREAMS=${LAT_STREAMS:-100}; LAT_CONC=50; LAT_EVENTS=200
-    FIRE_STREAMS=20; FIRE_EVENTS=${FIRE_EVENTS:-10000}
+    FIRE_STREAMS=20; FIRE_EVENTS=${FIRE_EVENTS:-5000}
     HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
     INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
 fi
@@ -65,7 +65,7 @@ has_system() { case " $SYSTEMS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if [ $BUILD = 1 ]; then
     log "building (release)"
-    (cd "$ROOT" && cargo build --release -q -p agentgate-bench && cargo build --release -q --bin agentgate)
+    (cd "$ROOT" && cargo build --release -q -p agentgate -p agentgate-bench)
 fi
 ulimit -n "$(ulimit -Hn)" || true
 log "open files limit: $(ulimit -n); results in $OUT"
