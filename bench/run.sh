@@ -5,7 +5,9 @@
 #   bench/run.sh --smoke    tiny configuration, one round, seconds; exits non-zero on any error
 #
 # Options: --rounds N, --only "ttfe latency firehose hold inproc files" (scenarios),
-# --systems "direct nginx sqlite postgres", --out DIR, --no-build.
+# --systems "direct nginx sqlite postgres", --out DIR, --no-build,
+# --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
+# --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped).
 # Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres).
 #
 # The load client and the mock agent are pinned to core 0, the system under test (nginx or
@@ -15,8 +17,10 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+PROFILE=release
 SMOKE=0
+STRICT=0
 ROUNDS=5
 ONLY="ttfe latency firehose hold inproc files"
 SYSTEMS="direct nginx sqlite postgres"
@@ -30,10 +34,13 @@ while [ $# -gt 0 ]; do
         --systems) SYSTEMS=$2; shift ;;
         --out) OUT=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --debug) PROFILE=debug ;;
+        --strict) STRICT=1 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
 done
+BIN=$TARGET_DIR/$PROFILE
 [ -n "$OUT" ] || OUT=$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)$([ $SMOKE = 1 ] && echo -smoke)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -60,12 +67,18 @@ fi
 MOCK_PORT=19100; NGINX_PORT=19200; GW_PORT=19300
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+# missing WHAT: skips it, or fails the run under --strict.
+missing() {
+    if [ $STRICT = 1 ]; then log "$1 unavailable (--strict): failing"; exit 1; fi
+    log "$1 unavailable: skipped"
+}
 want() { case " $ONLY " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 has_system() { case " $SYSTEMS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 if [ $BUILD = 1 ]; then
-    log "building (release)"
-    (cd "$ROOT" && cargo build --release -q -p agentgate -p agentgate-bench)
+    log "building ($PROFILE)"
+    if [ $PROFILE = release ]; then release=(--release); else release=(); fi
+    (cd "$ROOT" && cargo build "${release[@]}" -q -p agentgate -p agentgate-bench)
 fi
 ulimit -n "$(ulimit -Hn)" || true
 log "open files limit: $(ulimit -n); results in $OUT"
@@ -106,7 +119,7 @@ start_nginx() {
         PATH=$PATH:/usr/sbin
     fi
     if ! command -v nginx >/dev/null 2>&1; then
-        log "nginx unavailable: skipping the nginx baseline"
+        missing "nginx (the nginx baseline)"
         return 0
     fi
     mkdir -p "$OUT/nginx/logs"
@@ -264,7 +277,7 @@ if want ttfe || want latency || want firehose; then
                 sqlite) start_gateway sqlite "$round"; scenarios sqlite "$round"; stop_gateway ;;
                 postgres) if [ $PG_OK = 1 ]; then
                               start_gateway postgres "$round"; scenarios postgres "$round"; stop_gateway
-                          else log "PostgreSQL unreachable at $PG_ADMIN: skipped"; fi ;;
+                          else missing "PostgreSQL at $PG_ADMIN"; fi ;;
             esac
         done
     done
@@ -307,7 +320,7 @@ if want inproc; then
               per_event_marginal: (($a - $b) / $n | floor)}' >> "$RESULTS"
         tail -n 1 "$RESULTS" >&2
     else
-        log "valgrind missing: relay-inproc runs without callgrind"
+        missing "valgrind (callgrind)"
         "$BIN/relay-inproc" --events "$INPROC_EVENTS" > "$OUT/inproc.json"
         jq -c '. + {system: "inproc", scenario: "plain", round: 1}' "$OUT/inproc.json" >> "$RESULTS"
     fi
