@@ -10,6 +10,25 @@ use sea_orm::{
 
 /// Connects and applies pending migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    let db = Database::connect(options(url, max_connections)).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// One connection of its own for the event-log writer, so that its batches never wait behind
+/// request handlers for a pooled connection. An in-memory SQLite database exists only inside
+/// its pool, so there the shared pool is used.
+pub async fn connect_log_writer(
+    url: &str,
+    shared: &DatabaseConnection,
+) -> Result<DatabaseConnection, DbErr> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(shared.clone());
+    }
+    Database::connect(options(url, 1)).await
+}
+
+fn options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_string());
     options
         .max_connections(max_connections)
@@ -24,9 +43,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
-    let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
-    Ok(db)
+    options
 }
 
 /// Builds a statement from SQL written with PostgreSQL-style `$N` placeholders; SQLite gets `?N`.

@@ -17,6 +17,7 @@ use crate::deploy::DeployHook;
 use crate::files::{VersionHook, WorkspaceSink};
 use crate::git::publish::GitHook;
 use crate::limits::Limiter;
+use crate::runs::log_writer::LogWriter;
 use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager};
 use crate::state::AppState;
@@ -44,6 +45,7 @@ impl Application {
         std::fs::create_dir_all(&config.server.data_dir)?;
         let hs256 = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
         let db = db::connect(&config.database_url(), config.database.max_connections).await?;
+        let log_db = db::connect_log_writer(&config.database_url(), &db).await?;
         let listener = TcpListener::bind(config.server.bind).await?;
         let address = listener.local_addr()?;
 
@@ -99,6 +101,7 @@ impl Application {
                 agent,
                 sink,
                 turn_deadline: Duration::from_secs(config.agent.turn_deadline_secs),
+                log: LogWriter::start(log_db, db.clone()),
             },
             config.runs.live_buffer,
         );

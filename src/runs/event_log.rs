@@ -30,6 +30,10 @@ impl StoredEvent {
 
 pub type SharedEvent = Arc<StoredEvent>;
 
+/// The start of the group writer's multi-row INSERT (see `log_writer`); rows follow.
+pub const INSERT_PREFIX: &str =
+    "INSERT INTO run_events (run_id, seq, event, data, created_at) VALUES ";
+
 pub async fn append(
     db: &impl ConnectionTrait,
     run_id: &str,

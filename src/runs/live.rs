@@ -16,12 +16,21 @@ pub enum StopReason {
     Interrupted,
 }
 
+/// The first event of a run that the log could not store.
+#[derive(Debug, Clone)]
+pub struct LogFailure {
+    pub seq: i64,
+    pub error: String,
+}
+
 pub struct LiveRun {
     pub run_id: String,
     pub owner_id: String,
     pub sender: broadcast::Sender<SharedEvent>,
     cancel: CancellationToken,
     stop_reason: Mutex<Option<StopReason>>,
+    /// Set by the log writer when one of this run's events could not be stored.
+    log_failure: Mutex<Option<LogFailure>>,
 }
 
 impl LiveRun {
@@ -34,6 +43,26 @@ impl LiveRun {
 
     pub fn stop_reason(&self) -> Option<StopReason> {
         self.stop_reason.lock().ok().and_then(|r| *r)
+    }
+
+    /// Records that event `seq` could not be stored. Until the run takes the failure, the
+    /// writer drops the run's later events, so the log and the stream keep no gap.
+    pub fn record_log_failure(&self, seq: i64, error: String) {
+        if let Ok(mut current) = self.log_failure.lock() {
+            current.get_or_insert(LogFailure { seq, error });
+        }
+    }
+
+    pub fn log_failed(&self) -> bool {
+        self.log_failure
+            .lock()
+            .map(|f| f.is_some())
+            .unwrap_or(false)
+    }
+
+    /// Clears and returns the failure, after which the run's events are written again.
+    pub fn take_log_failure(&self) -> Option<LogFailure> {
+        self.log_failure.lock().ok().and_then(|mut f| f.take())
     }
 
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
@@ -55,6 +84,7 @@ impl LiveRuns {
             sender,
             cancel: CancellationToken::new(),
             stop_reason: Mutex::new(None),
+            log_failure: Mutex::new(None),
         });
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(run_id.to_string(), run.clone());

@@ -2,6 +2,7 @@
 //! the HTTP connection; clients subscribe to its event log and can leave and come back.
 pub mod event_log;
 pub mod live;
+pub mod log_writer;
 pub mod recovery;
 pub mod sink;
 pub mod subscription;

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE};
 use super::live::{LiveRun, StopReason};
+use super::log_writer::LogWriter;
 use super::sink::{DiffContext, DiffSink, SinkNotice};
 use crate::agent::protocol::{
     self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_PLATFORM_MESSAGE,
@@ -32,6 +33,8 @@ pub struct RunDeps {
     pub agent: AgentClient,
     pub sink: Arc<dyn DiffSink>,
     pub turn_deadline: Duration,
+    /// The group writer every run's events go through.
+    pub log: LogWriter,
 }
 
 /// What the run was asked to do.
@@ -53,14 +56,17 @@ enum Outcome {
     Internal(String),
 }
 
-/// Appends events to the log, then broadcasts them. Holds the run's sequence counter.
+/// Hands events to the log writer, which broadcasts each once it is stored. Holds the run's
+/// sequence counter.
 struct Emitter {
     db: DatabaseConnection,
+    log: LogWriter,
     live: Arc<LiveRun>,
     seq: i64,
 }
 
 impl Emitter {
+    /// Queues the event; the writer stores it, then broadcasts it.
     async fn emit(&mut self, event: &str, data: &Value) -> Result<(), DbErr> {
         self.seq += 1;
         let stored = StoredEvent {
@@ -68,22 +74,26 @@ impl Emitter {
             event: event.to_string(),
             data: data.to_string(),
         };
-        let mut attempt = 0;
-        loop {
-            match event_log::append(&self.db, &self.live.run_id, &stored).await {
-                Ok(()) => break,
-                Err(e) if attempt < 3 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "event log append failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        // No receivers is fine: the event is in the log for whoever comes later.
-        let _ = self.live.sender.send(Arc::new(stored));
-        crate::metrics::metrics().events_relayed.inc();
+        self.log.append(&self.live, Arc::new(stored)).await;
         Ok(())
+    }
+
+    /// Fails when an earlier event of this run could not be stored: a run whose log is broken
+    /// stops rather than relay what nobody could resume.
+    fn log_health(&self) -> Result<(), DbErr> {
+        match self.live.log_failed() {
+            true => Err(DbErr::Custom("the event log failed".into())),
+            false => Ok(()),
+        }
+    }
+
+    /// Waits for the writer, then, if an event failed, continues the sequence from that event
+    /// (the writer dropped everything after it) and returns the error.
+    async fn take_log_failure(&mut self) -> Option<String> {
+        self.log.flush().await;
+        let failure = self.live.take_log_failure()?;
+        self.seq = failure.seq - 1;
+        Some(failure.error)
     }
 
     /// Logs `done` and the run's final status in one transaction, so a client that sees `done`
@@ -95,6 +105,11 @@ impl Emitter {
         status: &str,
         error: Option<&str>,
     ) -> Result<(), DbErr> {
+        // Everything before `done` is stored before `done` is; `done` takes the place of an
+        // event that failed.
+        if let Some(error) = self.take_log_failure().await {
+            tracing::error!(error, "the run's last events could not be logged");
+        }
         self.seq += 1;
         let stored = StoredEvent {
             seq: self.seq,
@@ -123,10 +138,18 @@ impl Emitter {
 pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     let mut emitter = Emitter {
         db: deps.db.clone(),
+        log: deps.log.clone(),
         live: live.clone(),
         seq: 0,
     };
     let outcome = relay(&deps, &spec, &live, &mut emitter).await;
+    // An event the log could not store fails the run, even when the agent finished: its
+    // subscribers never got that event and a resume cannot give it back.
+    let outcome = match (outcome, emitter.take_log_failure().await) {
+        (stopped @ Outcome::Stopped(_), _) => stopped,
+        (_, Some(error)) => Outcome::Internal(format!("the event log failed: {error}")),
+        (outcome, None) => outcome,
+    };
     let (status, error) = match &outcome {
         Outcome::Finished { agent_error: None } => ("succeeded", None),
         Outcome::Finished {
@@ -257,16 +280,13 @@ async fn handle_event(
     event: &AgentEvent,
 ) -> anyhow::Result<()> {
     let ctx = &spec.ctx;
+    emitter.log_health()?;
     if let Some(state) = &event.agent_state {
         save_agent_state(&deps.db, &ctx.app_id, state).await?;
     }
-    let arrived = std::time::Instant::now();
     emitter
         .emit(EVENT_MESSAGE, &protocol::client_message(ctx, event))
         .await?;
-    crate::metrics::metrics()
-        .relay_latency
-        .observe(arrived.elapsed().as_secs_f64());
     if event.kind != KIND_WIP_UPDATE {
         let metadata = serde_json::json!({
             "status": if event.idle { "idle" } else { "running" },

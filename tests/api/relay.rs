@@ -510,3 +510,72 @@ async fn daily_limit_is_enforced_on_message(kind: DbKind) {
     app.stop().await;
 }
 db_test!(daily_limit_is_enforced_on_message);
+
+/// Makes the event log refuse the rows whose data contains `marker`, as a full disk or a
+/// broken connection would for a moment.
+async fn refuse_events_containing(app: &TestApp, marker: &str) {
+    use sea_orm::ConnectionTrait;
+    let statements = match app.state.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.data LIKE '%{marker}%' THEN RAISE EXCEPTION 'no space left on device'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+                .to_string(),
+        ],
+        _ => vec![format!(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events WHEN NEW.data LIKE '%{marker}%' \
+             BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+        )],
+    };
+    for sql in statements {
+        app.state
+            .db
+            .execute_unprepared(&sql)
+            .await
+            .expect("trigger");
+    }
+}
+
+async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    refuse_events_containing(&app, "step 1").await;
+    let mut events: Vec<Value> = (0..5)
+        .map(|i| event("running", "WipUpdate", Some(&format!("step {i}"))))
+        .collect();
+    events.push(event("idle", "ReviewResult", Some("Done!")));
+    agent.push(Script::events(&events));
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(status, "failed");
+    assert_eq!(error_code(&frames), "internal_error");
+    let seqs: Vec<i64> = frames.iter().map(|f| f.id).collect();
+    assert_eq!(
+        kinds(&frames),
+        vec!["WipUpdate", "error", "done"],
+        "nothing after the event that was not stored: {seqs:?}"
+    );
+    assert_eq!(
+        frames[0].data["message"]["messages"][0]["content"],
+        "step 0"
+    );
+
+    // Nothing is left active: the app takes its next message.
+    let app_id = frames[0].data["appId"]
+        .as_str()
+        .expect("app id")
+        .to_string();
+    agent.push(Script::events(&[event("idle", "ReviewResult", Some("ok"))]));
+    let (_, frames) = run_message(
+        &app,
+        &token,
+        json!({"message": "again", "applicationId": app_id}),
+    )
+    .await;
+    assert_eq!(kinds(&frames), vec!["ReviewResult", "done"]);
+    app.stop().await;
+}
+db_test!(an_event_the_log_cannot_store_fails_the_run);
