@@ -15,7 +15,7 @@ use crate::apps;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
-use crate::runs::{RunRef, RunTarget, StartOutcome, StartRun};
+use crate::runs::{RunRef, RunTarget, StartOutcome, StartRun, Subscription};
 use crate::state::AppState;
 
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -120,15 +120,15 @@ async fn post_message(
             return Err(e);
         }
     };
-    let run = match outcome {
-        StartOutcome::Started(run) => run,
+    let headers = limit_headers(&reservation.status);
+    match outcome {
+        StartOutcome::Started(run, events) => Ok(stream_events(&state, &run, events, headers)),
         // Lost a race with a retry carrying the same key: that one counts, this one does not.
         StartOutcome::Existing(run) => {
             state.limiter.release(&reservation).await;
-            run
+            Ok(stream_run(&state, run, headers))
         }
-    };
-    Ok(stream_run(&state, run, limit_headers(&reservation.status)))
+    }
 }
 
 fn validate(state: &AppState, body: &MessageRequest) -> ApiResult<()> {
@@ -218,14 +218,23 @@ fn app_name_from(message: &str) -> String {
     name
 }
 
-fn stream_run(state: &AppState, run: RunRef, mut headers: HeaderMap) -> Response {
+fn stream_run(state: &AppState, run: RunRef, headers: HeaderMap) -> Response {
+    let events = state.runs.subscribe(&run.run_id, 0);
+    stream_events(state, &run, events, headers)
+}
+
+fn stream_events(
+    state: &AppState,
+    run: &RunRef,
+    events: Subscription,
+    mut headers: HeaderMap,
+) -> Response {
     for (name, value) in [("x-run-id", &run.run_id), ("x-app-id", &run.app_id)] {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    let events = state.runs.subscribe(&run.run_id, 0).into_stream();
-    sse_response(events, state.keep_alive(), headers)
+    sse_response(events.into_stream(), state.keep_alive(), headers)
 }
 
 #[cfg(test)]

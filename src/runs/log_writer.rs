@@ -119,7 +119,13 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>) {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         }
+        let started = Instant::now();
         result = insert_rows(db, batch).await;
+        tracing::debug!(
+            rows = batch.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "event log batch"
+        );
         match &result {
             Ok(()) => break,
             // A retry after a commit whose answer was lost: the rows are there already.

@@ -60,7 +60,8 @@ pub struct RunRef {
 }
 
 pub enum StartOutcome {
-    Started(RunRef),
+    /// A new run, with a subscription that sees it from its first event.
+    Started(RunRef, Subscription),
     /// A run with the same idempotency key exists already; attach to it.
     Existing(RunRef),
 }
@@ -97,6 +98,7 @@ impl RunManager {
         let run_id = Uuid::new_v4().to_string();
         let trace_id = request.trace_id.clone().unwrap_or_else(|| run_id.clone());
         let txn = db.begin().await?;
+        let new_app = matches!(request.target, RunTarget::New { .. });
         let app = match request.target {
             RunTarget::Existing(app) => *app,
             RunTarget::New { name } => {
@@ -154,8 +156,14 @@ impl RunManager {
             owner_id: request.owner_id,
             template_id: request.template_id,
             settings: request.settings,
+            new_app_message: new_app.then_some(request.message),
         };
         let live = self.live.insert(&run_id, &spec.owner_id, self.live_buffer);
+        let events = Subscription::from_start(
+            self.deps.db.clone(),
+            run_id.clone(),
+            live.sender.subscribe(),
+        );
         let deps = self.deps.clone();
         let registry = self.live.clone();
         let span = tracing::info_span!("run", run_id = %run_id, app_id = %app.id);
@@ -170,10 +178,13 @@ impl RunManager {
             }
             .instrument(span),
         );
-        Ok(StartOutcome::Started(RunRef {
-            run_id,
-            app_id: app.id,
-        }))
+        Ok(StartOutcome::Started(
+            RunRef {
+                run_id,
+                app_id: app.id,
+            },
+            events,
+        ))
     }
 
     /// Turns a failed run insert into the right answer: attach (same idempotency key) or 409.

@@ -46,6 +46,19 @@ impl Subscription {
         }
     }
 
+    /// For the client that started the run: `live` was subscribed before the run's task was
+    /// spawned, so it gets every event from the first and the (empty) log needs no read.
+    pub fn from_start(
+        db: DatabaseConnection,
+        run_id: String,
+        live: broadcast::Receiver<SharedEvent>,
+    ) -> Self {
+        Self {
+            need_log_read: false,
+            ..Self::new(db, run_id, 0, Some(live))
+        }
+    }
+
     pub async fn next(&mut self) -> Result<Option<SharedEvent>, SubscriptionError> {
         loop {
             if let Some(event) = self.backlog.pop_front() {

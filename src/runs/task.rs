@@ -44,6 +44,9 @@ pub struct RunSpec {
     pub owner_id: String,
     pub template_id: Option<String>,
     pub settings: Option<Value>,
+    /// For an app created by this run: its first message. Such an app has no other history,
+    /// no agent state and no files, so the agent request needs no database reads.
+    pub new_app_message: Option<String>,
 }
 
 enum Outcome {
@@ -365,6 +368,21 @@ async fn emit_notices(
 
 async fn build_request(deps: &RunDeps, spec: &RunSpec) -> anyhow::Result<AgentRequest> {
     let ctx = &spec.ctx;
+    if let Some(message) = &spec.new_app_message {
+        return Ok(AgentRequest {
+            application_id: ctx.app_id.clone(),
+            trace_id: ctx.trace_id.clone(),
+            all_messages: vec![ConversationMessage {
+                role: "user".into(),
+                kind: None,
+                content: message.clone(),
+            }],
+            agent_state: None,
+            all_files: None,
+            template_id: spec.template_id.clone(),
+            settings: spec.settings.clone(),
+        });
+    }
     let history = apps::history(&deps.db, &ctx.app_id).await?;
     let all_messages = history
         .into_iter()
