@@ -25,12 +25,10 @@ pub struct LimitStatus {
     pub next_reset_time: DateTime<Utc>,
 }
 
-/// A reserved message; give it back with [`Limiter::release`] if the request fails before a run
-/// starts, so a 404 or 409 does not cost the user a message.
+/// A reserved message. Taken inside a transaction, it is given back if that rolls back, so a
+/// 404 or 409 does not cost the user a message.
 #[derive(Debug, Clone)]
 pub struct Reservation {
-    pub user_id: String,
-    pub day: String,
     pub status: LimitStatus,
 }
 
@@ -53,54 +51,44 @@ impl Limiter {
 
     /// Atomically takes one message from today's allowance.
     pub async fn reserve(&self, user_id: &str) -> Result<Reservation, ApiError> {
-        let limit = self.limit_for(user_id).await?;
+        self.reserve_in(&self.db, user_id).await
+    }
+
+    /// Takes one message inside the caller's transaction (`POST /message` takes it in the
+    /// transaction that records the run), so a request that fails later gives it back by
+    /// rolling back, and the reservation costs no commit of its own.
+    pub async fn reserve_in(
+        &self,
+        db: &impl ConnectionTrait,
+        user_id: &str,
+    ) -> Result<Reservation, ApiError> {
         let (day, reset) = today();
-        if limit == 0 {
-            return Err(limit_reached(build_status(0, 0, reset)));
-        }
-        let sql = "INSERT INTO usage_counters (user_id, day, count) VALUES ($1, $2, 1) \
+        // The write comes first, with the user's limit looked up inside it: a SQLite
+        // transaction that read first could not upgrade to a writer under concurrent starts.
+        let sql = "INSERT INTO usage_counters (user_id, day, count) SELECT $1, $2, 1 \
+                   WHERE COALESCE((SELECT daily_limit FROM user_limits WHERE user_id = $1), $3) > 0 \
                    ON CONFLICT (user_id, day) DO UPDATE SET count = usage_counters.count + 1 \
-                   WHERE usage_counters.count < $3 \
+                   WHERE usage_counters.count < \
+                     COALESCE((SELECT daily_limit FROM user_limits WHERE user_id = $1), $3) \
                    RETURNING count";
-        let row = self
-            .db
+        let default_limit = self.default_limit.min(i32::MAX as u32) as i32;
+        let row = db
             .query_one_raw(statement(
-                &self.db,
+                db,
                 sql,
-                vec![user_id.into(), day.clone().into(), (limit as i32).into()],
+                vec![user_id.into(), day.clone().into(), default_limit.into()],
             ))
             .await
             .map_err(unavailable)?;
+        let limit = self.limit_in(db, user_id).await?;
         match row {
             Some(row) => {
                 let count: i32 = row.try_get("", "count").map_err(unavailable)?;
                 Ok(Reservation {
-                    user_id: user_id.to_string(),
-                    day,
                     status: build_status(limit, count.max(0) as u32, reset),
                 })
             }
             None => Err(limit_reached(build_status(limit, limit, reset))),
-        }
-    }
-
-    /// Returns a reserved message. Best effort: failing to refund never fails the request.
-    pub async fn release(&self, reservation: &Reservation) {
-        let sql = "UPDATE usage_counters SET count = count - 1 \
-                   WHERE user_id = $1 AND day = $2 AND count > 0";
-        let result = self
-            .db
-            .execute_raw(statement(
-                &self.db,
-                sql,
-                vec![
-                    reservation.user_id.clone().into(),
-                    reservation.day.clone().into(),
-                ],
-            ))
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not refund a reserved message");
         }
     }
 
@@ -125,8 +113,12 @@ impl Limiter {
     }
 
     async fn limit_for(&self, user_id: &str) -> Result<u32, ApiError> {
+        self.limit_in(&self.db, user_id).await
+    }
+
+    async fn limit_in(&self, db: &impl ConnectionTrait, user_id: &str) -> Result<u32, ApiError> {
         let row = user_limits::Entity::find_by_id(user_id.to_string())
-            .one(&self.db)
+            .one(db)
             .await
             .map_err(unavailable)?;
         Ok(row

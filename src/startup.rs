@@ -103,6 +103,7 @@ impl Application {
                 turn_deadline: Duration::from_secs(config.agent.turn_deadline_secs),
                 log: LogWriter::start(log_db, db.clone()),
             },
+            limiter.clone(),
             config.runs.live_buffer,
         );
         let recovered = runs.recover_interrupted().await?;

@@ -11,7 +11,6 @@ use utoipa_axum::routes;
 use super::extract::{parse_id, JsonBody};
 use super::openapi::{ErrorBody, Internal, PayloadTooLarge, Unauthorized, Unavailable};
 use super::sse::sse_response;
-use crate::apps;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
@@ -111,22 +110,16 @@ async fn post_message(
             ));
         }
     }
-    let reservation = state.limiter.reserve(&user.id).await?;
-    let started = start(&state, &user, body, idempotency_key).await;
-    let outcome = match started {
-        Ok(outcome) => outcome,
-        Err(e) => {
-            state.limiter.release(&reservation).await;
-            return Err(e);
-        }
-    };
-    let headers = limit_headers(&reservation.status);
-    match outcome {
-        StartOutcome::Started(run, events) => Ok(stream_events(&state, &run, events, headers)),
-        // Lost a race with a retry carrying the same key: that one counts, this one does not.
+    match start(&state, &user, body, idempotency_key).await? {
+        StartOutcome::Started {
+            run,
+            events,
+            limits,
+        } => Ok(stream_events(&state, &run, events, limit_headers(&limits))),
+        // Lost a race with a retry carrying the same key: that one counted, this one did not.
         StartOutcome::Existing(run) => {
-            state.limiter.release(&reservation).await;
-            Ok(stream_run(&state, run, headers))
+            let status = state.limiter.status(&user.id).await?;
+            Ok(stream_run(&state, run, limit_headers(&status)))
         }
     }
 }
@@ -183,13 +176,7 @@ async fn start(
     idempotency_key: Option<String>,
 ) -> ApiResult<StartOutcome> {
     let target = match &body.application_id {
-        Some(raw) => {
-            let id = parse_id(raw, "application")?;
-            let app = apps::find_owned(&state.db, &user.id, id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("application"))?;
-            RunTarget::Existing(Box::new(app))
-        }
+        Some(raw) => RunTarget::Existing(parse_id(raw, "application")?),
         None => RunTarget::New {
             name: app_name_from(&body.message),
         },

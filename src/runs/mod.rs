@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::agent::protocol::EventContext;
 use crate::apps::{self, NewMessage};
 use crate::error::ApiError;
+use crate::limits::{LimitStatus, Limiter};
 use entity::runs;
 pub use live::{LiveRuns, StopReason};
 pub use subscription::Subscription;
@@ -39,8 +40,11 @@ pub fn is_noop_diff(diff: &str) -> bool {
 
 /// The app a new run works on.
 pub enum RunTarget {
-    Existing(Box<entity::apps::Model>),
-    New { name: String },
+    /// An app the requester must own (404 otherwise).
+    Existing(Uuid),
+    New {
+        name: String,
+    },
 }
 
 pub struct StartRun {
@@ -60,8 +64,13 @@ pub struct RunRef {
 }
 
 pub enum StartOutcome {
-    /// A new run, with a subscription that sees it from its first event.
-    Started(RunRef, Subscription),
+    /// A new run, with a subscription that sees it from its first event, and the daily
+    /// allowance after the message it took.
+    Started {
+        run: RunRef,
+        events: Subscription,
+        limits: LimitStatus,
+    },
     /// A run with the same idempotency key exists already; attach to it.
     Existing(RunRef),
 }
@@ -72,12 +81,14 @@ pub struct RunManager {
     live: Arc<LiveRuns>,
     tracker: TaskTracker,
     live_buffer: usize,
+    limiter: Limiter,
 }
 
 impl RunManager {
-    pub fn new(deps: RunDeps, live_buffer: usize) -> Self {
+    pub fn new(deps: RunDeps, limiter: Limiter, live_buffer: usize) -> Self {
         Self {
             deps,
+            limiter,
             live: Arc::new(LiveRuns::default()),
             tracker: TaskTracker::new(),
             live_buffer,
@@ -92,15 +103,20 @@ impl RunManager {
         self.live.len()
     }
 
-    /// Records the run (and a new app if needed) in one transaction, then spawns its task.
+    /// Takes one message of the daily allowance, resolves or creates the app and records the
+    /// run, all in one transaction (one commit, and nothing to undo when a check fails), then
+    /// spawns the run's task. The checks answer in order: 429, 404, then 409 or an attach.
     pub async fn start(&self, request: StartRun) -> Result<StartOutcome, ApiError> {
         let db = &self.deps.db;
         let run_id = Uuid::new_v4().to_string();
         let trace_id = request.trace_id.clone().unwrap_or_else(|| run_id.clone());
-        let txn = db.begin().await?;
+        let txn = db.begin().await.map_err(unavailable)?;
+        let reservation = self.limiter.reserve_in(&txn, &request.owner_id).await?;
         let new_app = matches!(request.target, RunTarget::New { .. });
         let app = match request.target {
-            RunTarget::Existing(app) => *app,
+            RunTarget::Existing(id) => apps::find_owned(&txn, &request.owner_id, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("application"))?,
             RunTarget::New { name } => {
                 apps::create(&txn, &request.owner_id, &name, request.template_id.clone()).await?
             }
@@ -178,13 +194,14 @@ impl RunManager {
             }
             .instrument(span),
         );
-        Ok(StartOutcome::Started(
-            RunRef {
+        Ok(StartOutcome::Started {
+            run: RunRef {
                 run_id,
                 app_id: app.id,
             },
             events,
-        ))
+            limits: reservation.status,
+        })
     }
 
     /// Turns a failed run insert into the right answer: attach (same idempotency key) or 409.
@@ -290,4 +307,10 @@ impl RunManager {
             );
         }
     }
+}
+
+/// Without a transaction no message can be counted: refuse it (the limiter fails closed).
+fn unavailable(e: DbErr) -> ApiError {
+    tracing::error!(error = %e, "could not begin the run transaction");
+    ApiError::Unavailable("the database is temporarily unavailable".into())
 }
