@@ -170,16 +170,31 @@ pub struct EventContext {
     pub tech_stack: Option<String>,
 }
 
-/// The client payload of a relayed agent event.
-pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> Value {
-    json!({
-        "appId": ctx.app_id,
-        "traceId": ctx.trace_id,
-        "runId": ctx.run_id,
-        "status": if event.idle { "idle" } else { "running" },
-        "techStack": ctx.tech_stack,
-        "message": Value::Object(event.message.clone()),
-    })
+/// The client payload of a relayed agent event, serialised straight from the parsed event
+/// (no copy of the message). Fields in the order `json!` would give them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClientMessage<'a> {
+    app_id: &'a str,
+    message: &'a Map<String, Value>,
+    run_id: &'a str,
+    status: &'static str,
+    tech_stack: Option<&'a str>,
+    trace_id: &'a str,
+}
+
+/// The client payload of a relayed agent event, as JSON text.
+pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
+    let payload = ClientMessage {
+        app_id: &ctx.app_id,
+        message: &event.message,
+        run_id: &ctx.run_id,
+        status: if event.idle { "idle" } else { "running" },
+        tech_stack: ctx.tech_stack.as_deref(),
+        trace_id: &ctx.trace_id,
+    };
+    // Serialising strings and maps of `Value`s cannot fail.
+    serde_json::to_string(&payload).unwrap_or_default()
 }
 
 /// A `PlatformMessage`: something the gateway did (repo created, deployed, ...).

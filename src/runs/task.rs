@@ -71,11 +71,16 @@ struct Emitter {
 impl Emitter {
     /// Queues the event; the writer stores it, then broadcasts it.
     async fn emit(&mut self, event: &str, data: &Value) -> Result<(), DbErr> {
+        self.emit_text(event, data.to_string()).await
+    }
+
+    /// [`Self::emit`] for a payload already serialised.
+    async fn emit_text(&mut self, event: &str, data: String) -> Result<(), DbErr> {
         self.seq += 1;
         let stored = StoredEvent {
             seq: self.seq,
             event: event.to_string(),
-            data: data.to_string(),
+            data,
         };
         self.log.append(&self.live, Arc::new(stored)).await;
         Ok(())
@@ -288,7 +293,7 @@ async fn handle_event(
         save_agent_state(&deps.db, &ctx.app_id, state).await?;
     }
     emitter
-        .emit(EVENT_MESSAGE, &protocol::client_message(ctx, event))
+        .emit_text(EVENT_MESSAGE, protocol::client_message(ctx, event))
         .await?;
     if event.kind != KIND_WIP_UPDATE {
         let metadata = serde_json::json!({
