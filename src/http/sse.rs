@@ -12,9 +12,10 @@ use crate::runs::event_log::SharedEvent;
 use crate::runs::subscription::SubscriptionError;
 
 const KEEP_ALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+/// Events already waiting are written together, one write for a burst instead of one each.
+const MAX_EVENTS_PER_WRITE: usize = 64;
 
-pub fn frame(event: &SharedEvent) -> Bytes {
-    let mut out = Vec::with_capacity(event.data.len() + event.event.len() + 32);
+fn write_frame(out: &mut Vec<u8>, event: &SharedEvent) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(event.event.as_bytes());
     out.extend_from_slice(b"\nid: ");
@@ -22,16 +23,34 @@ pub fn frame(event: &SharedEvent) -> Bytes {
     out.extend_from_slice(b"\ndata: ");
     out.extend_from_slice(event.data.as_bytes());
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
-fn log_error_frame(e: &SubscriptionError) -> Bytes {
+fn write_error_frame(out: &mut Vec<u8>, e: &SubscriptionError) {
     tracing::error!(error = %e, "subscription failed");
     let data = serde_json::json!({
         "error": "The run's events could not be read; reconnect with Last-Event-ID to resume.",
         "code": "event_log_unavailable",
     });
-    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    out.extend_from_slice(format!("event: error\ndata: {data}\n\n").as_bytes());
+}
+
+/// Frames a burst of events; true when the stream ends with it (after an error).
+fn frames(batch: Vec<Result<SharedEvent, SubscriptionError>>) -> (Bytes, bool) {
+    let size: usize = batch
+        .iter()
+        .map(|e| e.as_ref().map_or(256, |e| e.data.len() + 48))
+        .sum();
+    let mut out = Vec::with_capacity(size);
+    for item in batch {
+        match item {
+            Ok(event) => write_frame(&mut out, &event),
+            Err(e) => {
+                write_error_frame(&mut out, &e);
+                return (Bytes::from(out), true);
+            }
+        }
+    }
+    (Bytes::from(out), false)
 }
 
 /// The streaming response. `extra_headers` carries `X-Run-Id` and the limit headers.
@@ -43,17 +62,21 @@ where
     let ticker = tokio::time::interval_at(start, keep_alive);
     let guard = crate::metrics::SubscriberGuard::new();
     let body = futures::stream::unfold(
-        (Box::pin(events), ticker, false, guard),
+        (
+            Box::pin(events.ready_chunks(MAX_EVENTS_PER_WRITE)),
+            ticker,
+            false,
+            guard,
+        ),
         |(mut events, mut ticker, ended, guard)| async move {
             if ended {
                 return None;
             }
             tokio::select! {
-                item = events.next() => match item {
-                    Some(Ok(event)) => Some((frame(&event), (events, ticker, false, guard))),
-                    Some(Err(e)) => Some((log_error_frame(&e), (events, ticker, true, guard))),
-                    None => None,
-                },
+                batch = events.next() => {
+                    let (bytes, ended) = frames(batch?);
+                    Some((bytes, (events, ticker, ended, guard)))
+                }
                 _ = ticker.tick() => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), (events, ticker, false, guard))),
             }
         },
