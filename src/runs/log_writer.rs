@@ -27,6 +27,9 @@ use super::live::LiveRun;
 
 /// Rows per INSERT at most: 5 bind values each, far below SQLite's and PostgreSQL's limits.
 const MAX_ROWS: usize = 1000;
+/// Event data per INSERT at most (a single larger event is written alone), so that a burst of
+/// large events does not become one huge statement.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Requests the queue holds before appends wait (the back-pressure point).
 const QUEUE: usize = 8192;
 /// Attempts at a whole batch before it is split into single rows.
@@ -92,17 +95,27 @@ impl LogWriter {
 async fn write_batches(db: DatabaseConnection, mut requests: mpsc::Receiver<Request>) {
     let mut received = Vec::with_capacity(MAX_ROWS);
     let mut batch = Vec::with_capacity(MAX_ROWS);
+    let mut batch_bytes = 0;
     let mut flushes = Vec::new();
     while requests.recv_many(&mut received, MAX_ROWS).await > 0 {
         for request in received.drain(..) {
             match request {
                 // Queued behind an event that failed: storing it would leave a gap.
                 Request::Append(append) if append.live.log_failed() => {}
-                Request::Append(append) => batch.push(append),
+                Request::Append(append) => {
+                    let size = append.event.data.len();
+                    if batch_bytes + size > MAX_BATCH_BYTES {
+                        write(&db, &mut batch).await;
+                        batch_bytes = 0;
+                    }
+                    batch_bytes += size;
+                    batch.push(append);
+                }
                 Request::Flush(done) => flushes.push(done),
             }
         }
         write(&db, &mut batch).await;
+        batch_bytes = 0;
         // Everything queued before these flushes was in this or an earlier batch.
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -129,7 +142,8 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>) {
         );
         match &result {
             Ok(()) => break,
-            // A retry after a commit whose answer was lost: the rows are there already.
+            // A retry after a commit whose answer was lost: the rows are there already; row by
+            // row below tells which.
             Err(e) if attempt > 0 && crate::db::is_unique_violation(e) => break,
             Err(e) => {
                 tracing::warn!(error = %e, rows = batch.len(), attempt, "event log write failed")

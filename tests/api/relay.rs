@@ -579,3 +579,37 @@ async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
     app.stop().await;
 }
 db_test!(an_event_the_log_cannot_store_fails_the_run);
+
+async fn large_events_in_a_burst_arrive_whole_and_in_order(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    // 12 × 600 KB: more than one log batch may hold, so the writer splits the burst.
+    let mut events: Vec<Value> = (0..12)
+        .map(|i| {
+            event(
+                "running",
+                "WipUpdate",
+                Some(&format!("{i}:{}", "x".repeat(600_000))),
+            )
+        })
+        .collect();
+    events.push(event("idle", "ReviewResult", Some("Done!")));
+    agent.push(Script::events(&events));
+    let (_, frames) = run_message(&app, &token, json!({"message": "big"})).await;
+    assert_complete_run(&frames);
+    let texts: Vec<String> = frames
+        .iter()
+        .filter(|f| f.data["message"]["kind"] == "WipUpdate")
+        .map(|f| {
+            let text = f.data["message"]["messages"][0]["content"]
+                .as_str()
+                .expect("text");
+            assert_eq!(text.len(), 600_000 + text.find(':').expect("index") + 1);
+            text.split(':').next().expect("index").to_string()
+        })
+        .collect();
+    let expected: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+    assert_eq!(texts, expected);
+    app.stop().await;
+}
+db_test!(large_events_in_a_burst_arrive_whole_and_in_order);
