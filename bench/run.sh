@@ -307,18 +307,28 @@ fi
 # --- deterministic: instructions per relayed event under callgrind --------------------------
 if want inproc; then
     if command -v valgrind >/dev/null 2>&1; then
-        log "callgrind: relay-inproc --events $INPROC_EVENTS and --events 0"
-        for n in "$INPROC_EVENTS" 0; do
-            valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$n.out" \
-                "$BIN/relay-inproc" --events "$n" > "$OUT/inproc.$n.json" 2> "$OUT/callgrind.$n.log"
-        done
-        ir_n=$(grep -E '^(summary|totals):' "$OUT/callgrind.$INPROC_EVENTS.out" | head -n 1 | awk '{print $2}')
-        ir_0=$(grep -E '^(summary|totals):' "$OUT/callgrind.0.out" | head -n 1 | awk '{print $2}')
-        jq -nc --argjson n "$INPROC_EVENTS" --argjson a "$ir_n" --argjson b "$ir_0" \
-            '{system: "inproc", scenario: "callgrind", round: 1, events: ($n + 1), instructions: $a,
-              fixed_instructions: $b, per_event_total: ($a / ($n + 1) | floor),
-              per_event_marginal: (($a - $b) / $n | floor)}' >> "$RESULTS"
-        tail -n 1 "$RESULTS" >&2
+        # callgrind_inproc RUNS SCENARIO: INPROC_EVENTS events split over RUNS concurrent runs,
+        # minus the same runs with no running events.
+        callgrind_inproc() {
+            local runs=$1 scenario=$2 per_run=$(( INPROC_EVENTS / $1 )) n
+            log "callgrind: relay-inproc --runs $runs --events $per_run and --events 0"
+            for n in "$per_run" 0; do
+                valgrind --tool=callgrind --callgrind-out-file="$OUT/$scenario.$n.out" \
+                    "$BIN/relay-inproc" --runs "$runs" --events "$n" \
+                    > "$OUT/$scenario.$n.json" 2> "$OUT/$scenario.$n.log"
+            done
+            local ir_n ir_0
+            ir_n=$(grep -E '^(summary|totals):' "$OUT/$scenario.$per_run.out" | head -n 1 | awk '{print $2}')
+            ir_0=$(grep -E '^(summary|totals):' "$OUT/$scenario.0.out" | head -n 1 | awk '{print $2}')
+            jq -nc --arg s "$scenario" --argjson r "$runs" --argjson n "$(( per_run * runs ))" \
+                --argjson a "$ir_n" --argjson b "$ir_0" \
+                '{system: "inproc", scenario: $s, round: 1, runs: $r, events: ($n + $r),
+                  instructions: $a, fixed_instructions: $b, per_event_total: ($a / ($n + $r) | floor),
+                  per_event_marginal: (($a - $b) / $n | floor)}' >> "$RESULTS"
+            tail -n 1 "$RESULTS" >&2
+        }
+        callgrind_inproc 1 callgrind
+        callgrind_inproc 20 callgrind-20runs
     else
         missing "valgrind (callgrind)"
         "$BIN/relay-inproc" --events "$INPROC_EVENTS" > "$OUT/inproc.json"

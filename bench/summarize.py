@@ -91,11 +91,14 @@ def main(path):
             slope_txt = f"{slope / 1024:.1f} KiB" if slope is not None else "n/a"
             out.append(f"| {h['system']} | {h['held']} | {slope_txt} | {h.get('first_failure') or ''} | {steps} |")
         out.append("")
-    cg = by.get(("callgrind", "inproc"), {}).get(1)
-    if cg:
-        out.append("### Instructions per relayed event (callgrind, relay-inproc)\n")
+    for scenario in ("callgrind", "callgrind-20runs"):
+        cg = by.get((scenario, "inproc"), {}).get(1)
+        if not cg:
+            continue
+        runs = cg.get("runs", 1)
+        out.append(f"### Instructions per relayed event (callgrind, relay-inproc, {runs} run(s))\n")
         out.append(f"- events relayed: {cg['events']}, total Ir {cg['instructions']:,}, "
-                   f"fixed Ir (same run with 0 running events) {cg['fixed_instructions']:,}")
+                   f"fixed Ir (same runs with 0 running events) {cg['fixed_instructions']:,}")
         out.append(f"- total / events: {cg['per_event_total']:,} Ir; marginal (total − fixed) / events: "
                    f"{cg['per_event_marginal']:,} Ir\n")
     files = by.get(("files", "files"), {}).get(1)

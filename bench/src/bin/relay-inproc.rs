@@ -1,8 +1,8 @@
-//! `relay-inproc`: one agentgate (SQLite in a temp dir) and one mock agent in this process, one
-//! run of `--events` events relayed to a client, then exit. Run it under
+//! `relay-inproc`: one agentgate (SQLite in a temp dir) and one mock agent in this process,
+//! `--runs` concurrent runs of `--events` events each relayed to clients, then exit. Run it under
 //! `valgrind --tool=callgrind` and divide the instruction count by the events relayed; running it
-//! a second time with `--events 0` gives the fixed cost (start-up, migrations, one run) to
-//! subtract.
+//! a second time with `--events 0` gives the fixed cost (start-up, migrations, the runs) to
+//! subtract. One run makes one-row log batches; concurrent runs share batches.
 use std::time::Duration;
 
 use agentgate::config::Config;
@@ -18,6 +18,9 @@ struct Args {
     events: u64,
     #[arg(long, default_value_t = 256)]
     pad: usize,
+    /// Concurrent runs, each of `--events` events.
+    #[arg(long, default_value_t = 1)]
+    runs: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -53,28 +56,45 @@ async fn main() -> anyhow::Result<()> {
     }));
 
     let target = Target::parse(&url, Some(token), true)?;
-    let body = target.body(&params.to_settings(), 0);
-    let mut latency = agentgate_bench::histogram()?;
-    let opts = StreamOptions {
-        source: None,
-        stall: Duration::from_secs(60),
-        heartbeats: None,
-    };
-    let outcome = client::run_stream(&target, body, opts, &mut latency).await;
+    let streams: Vec<_> = (0..args.runs)
+        .map(|i| {
+            let target = target.clone();
+            let body = target.body(&params.to_settings(), i);
+            tokio::spawn(async move {
+                let mut latency = agentgate_bench::histogram()?;
+                let opts = StreamOptions {
+                    source: None,
+                    stall: Duration::from_secs(60),
+                    heartbeats: None,
+                };
+                anyhow::Ok(client::run_stream(&target, body, opts, &mut latency).await)
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for stream in streams {
+        outcomes.push(stream.await??);
+    }
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
     mock_task.abort();
+    let received: u64 = outcomes.iter().map(|o| o.events).sum();
+    let expected = args.runs * (args.events + 1);
     println!(
         "{}",
         serde_json::json!({
-            "events_requested": args.events + 1,
-            "events_received": outcome.events,
-            "complete": outcome.complete,
-            "error": outcome.error,
+            "runs": args.runs,
+            "events_requested": expected,
+            "events_received": received,
+            "complete": outcomes.iter().all(|o| o.complete),
+            "errors": outcomes.iter().filter_map(|o| o.error.clone()).collect::<Vec<_>>(),
         })
     );
-    if !outcome.complete || outcome.events != args.events + 1 {
-        anyhow::bail!("the run did not relay every event: {outcome:?}");
+    if let Some(bad) = outcomes
+        .iter()
+        .find(|o| !o.complete || o.events != args.events + 1)
+    {
+        anyhow::bail!("a run did not relay every event: {bad:?}");
     }
     Ok(())
 }
