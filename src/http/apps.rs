@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{bounded_param, parse_id};
-use super::openapi::{ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
+use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps::{self, AppView, Deleted, HistoryEntry};
 use crate::auth::AuthUser;
 use crate::deploy::cleanup;
@@ -100,8 +100,7 @@ async fn list(
         (status = 200, description = "The app", body = AppView),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
-            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 404, response = AppNotFound),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
@@ -130,8 +129,7 @@ async fn show(
         (status = 200, description = "Every message of the conversation, oldest first", body = Vec<HistoryEntry>),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
-            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 404, response = AppNotFound),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
@@ -163,8 +161,7 @@ async fn history(
         (status = 204, description = "Deleted, now or before"),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
-            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 404, response = AppNotFound),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )

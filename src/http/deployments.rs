@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::parse_id;
-use super::openapi::{ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
+use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps;
 use crate::auth::AuthUser;
 use crate::deploy::{jobs, DeploymentView};
@@ -85,8 +85,7 @@ async fn status(
         (status = 202, description = "Queued; follow it with `GET /deployment-status/{deploymentId}`", body = DeployQueued),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
-        (status = 404, description = "`not_found`: no such app of the caller's", body = ErrorBody,
-            example = json!({"code": "not_found", "message": "app not found"})),
+        (status = 404, response = AppNotFound),
         (status = 409, description = "`no_files`: the app has no version to deploy yet", body = ErrorBody,
             example = json!({"code": "no_files", "message": "the app has no files to deploy yet"})),
         (status = 500, response = Internal),

@@ -29,7 +29,7 @@ Streams (`POST /message`, `GET /runs/{id}/events`) are Server-Sent Events: `even
     modifiers(&Document),
     components(
         schemas(ErrorBody, Binary),
-        responses(Unauthorized, InvalidId, PayloadTooLarge, Internal, Unavailable)
+        responses(Unauthorized, InvalidId, AppNotFound, PayloadTooLarge, Internal, Unavailable)
     ),
     tags(
         (name = "health", description = "Liveness and database reachability"),
@@ -149,6 +149,9 @@ error_responses! {
     /// 400 for a route whose only bad input is a malformed path id.
     InvalidId: "`invalid_id`: the id in the path is not a UUID.",
         [("invalid_id", "app id \"nope\" is not a UUID")];
+    /// 404 for a route on one app: unknown, deleted, or another user's (never told apart).
+    AppNotFound: "`not_found`: no such app of the caller's.",
+        [("not_found", "app not found")];
     /// 413 for routes with a JSON body (`server.max_body_bytes`).
     PayloadTooLarge: "`payload_too_large`: the body is larger than `server.max_body_bytes`.",
         [("payload_too_large", "request body is too large")];
