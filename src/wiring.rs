@@ -106,6 +106,7 @@ impl Components {
             deployer: self.deployer.clone(),
             git: self.git.clone(),
             databases: self.databases.clone(),
+            files: self.files.clone(),
         };
         tokio::spawn(
             cleanup.run(

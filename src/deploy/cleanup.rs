@@ -1,31 +1,36 @@
-//! Clean-up after an app is deleted: one job per resource (deployment, repository, database),
-//! each retried with backoff until done and its outcome recorded. Never blocks the DELETE.
+//! Clean-up after an app is deleted: one job per resource (deployment, repository, database,
+//! stored files), each retried with backoff until done and its outcome recorded. Never blocks
+//! the DELETE.
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::jobs::{ACTIVE, CANCELLED};
 use super::provider::Deployer;
+use crate::files::versions::FileVersions;
 use crate::git::publish::GitPublisher;
 use crate::provision::AppDatabases;
-use entity::{app_databases, cleanup_jobs, deployments};
+use crate::runs::ACTIVE_STATUSES;
+use entity::{app_databases, cleanup_jobs, deployments, runs};
 
 pub const KIND_DEPLOYMENT: &str = "deployment";
 pub const KIND_REPOSITORY: &str = "repository";
 /// The app's provisioned database (nothing to do when it has none).
 pub const KIND_DATABASE: &str = "database";
+/// Each version's manifest and archive in object storage.
+pub const KIND_STORAGE: &str = "storage";
 const MAX_ATTEMPTS: i32 = 8;
 
 /// Queues the clean-up of everything the app owns and cancels its pending deployments.
 pub async fn enqueue_for_app(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     app_id: &str,
     archive_repository: bool,
 ) -> Result<(), DbErr> {
@@ -42,7 +47,7 @@ pub async fn enqueue_for_app(
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .exec(db)
         .await?;
-    let mut kinds = vec![KIND_DEPLOYMENT];
+    let mut kinds = vec![KIND_DEPLOYMENT, KIND_STORAGE];
     if archive_repository {
         kinds.push(KIND_REPOSITORY);
     }
@@ -75,7 +80,7 @@ pub async fn enqueue_database(db: &DatabaseConnection, app_id: &str) -> Result<(
     Ok(())
 }
 
-async fn insert_job(db: &DatabaseConnection, app_id: &str, kind: &str) -> Result<(), DbErr> {
+async fn insert_job(db: &impl ConnectionTrait, app_id: &str, kind: &str) -> Result<(), DbErr> {
     let now = Utc::now();
     cleanup_jobs::ActiveModel {
         id: Set(uuid::Uuid::new_v4().to_string()),
@@ -98,6 +103,7 @@ pub struct CleanupRunner {
     pub deployer: Arc<dyn Deployer>,
     pub git: Option<GitPublisher>,
     pub databases: AppDatabases,
+    pub files: FileVersions,
 }
 
 impl CleanupRunner {
@@ -117,6 +123,28 @@ impl CleanupRunner {
                 .map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+
+    async fn delete_stored_files(&self, app_id: &str) -> Result<(), String> {
+        // A run still ending may upload one more version: wait until the app has none active.
+        let active = runs::Entity::find()
+            .filter(runs::Column::AppId.eq(app_id))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        if active > 0 {
+            return Err(format!(
+                "waiting for {active} active run(s) of the app to end"
+            ));
+        }
+        let versions = self
+            .files
+            .delete_app_objects(app_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(app_id, versions, "stored files of a deleted app removed");
+        Ok(())
     }
 
     pub async fn run(self, every: Duration, stop: CancellationToken) {
@@ -162,6 +190,7 @@ impl CleanupRunner {
                     .await
                     .map_err(|e| e.to_string()),
                 KIND_REPOSITORY => self.archive_repository(&job.app_id).await,
+                KIND_STORAGE => self.delete_stored_files(&job.app_id).await,
                 KIND_DATABASE => self
                     .databases
                     .delete(&job.app_id)

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
@@ -233,10 +233,43 @@ impl FileVersions {
         }
     }
 
-    /// One pass of the background retry: uploads pending versions, oldest first.
+    /// Deletes what storage keeps per version of a deleted app (manifest and archive) and
+    /// returns the number of versions. Blobs are shared by content between apps and stay.
+    pub async fn delete_app_objects(&self, app_id: &str) -> Result<usize, anyhow::Error> {
+        let versions: Vec<i32> = app_versions::Entity::find()
+            .select_only()
+            .column(app_versions::Column::Version)
+            .filter(app_versions::Column::AppId.eq(app_id))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        // Owned keys and a cloned store handle keep the future `Send` for the background runner.
+        let keys: Vec<String> = versions
+            .iter()
+            .flat_map(|&v| [manifest_key(app_id, v), archive_key(app_id, v)])
+            .collect();
+        let store = self.store.clone();
+        futures::stream::iter(keys)
+            .map(move |key| {
+                let store = store.clone();
+                async move { store.delete(&key).await }
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(versions.len())
+    }
+
+    /// One pass of the background retry: uploads pending versions of live apps, oldest first.
     pub async fn upload_pending(&self, batch: u64) -> usize {
+        let live_apps = Query::select()
+            .column(apps::Column::Id)
+            .from(apps::Entity)
+            .and_where(apps::Column::DeletedAt.is_null())
+            .to_owned();
         let pending = app_versions::Entity::find()
             .filter(app_versions::Column::Status.eq(STATUS_PENDING))
+            .filter(app_versions::Column::AppId.in_subquery(live_apps))
             .order_by_asc(app_versions::Column::CreatedAt)
             .limit(batch)
             .all(&self.db)

@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
+use sea_orm::TransactionTrait;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -149,7 +150,8 @@ async fn history(
 
 /// Soft-deletes the app (idempotent).
 ///
-/// Its clean-up (repository, preview, storage) runs in the background.
+/// Its active runs are cancelled; its clean-up (preview, repository, database, stored files)
+/// runs in the background.
 #[utoipa::path(
     delete,
     path = "/apps/{id}",
@@ -172,16 +174,19 @@ async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id, "app")?;
-    match apps::soft_delete(&state.db, &user.id, id).await? {
+    // The deletion and its clean-up jobs commit together: no deleted app is left uncleaned.
+    let txn = state.db.begin().await?;
+    let deleted = apps::soft_delete(&txn, &user.id, id).await?;
+    if deleted == Deleted::Now {
+        cleanup::enqueue_for_app(&txn, &id.to_string(), state.git.is_some()).await?;
+    }
+    txn.commit().await?;
+    match deleted {
         Deleted::NotFound => Err(ApiError::not_found("app")),
         Deleted::Already => Ok(StatusCode::NO_CONTENT),
         Deleted::Now => {
-            // Clean-up runs in the background, retried until done; the response never waits.
-            if let Err(e) =
-                cleanup::enqueue_for_app(&state.db, &id.to_string(), state.git.is_some()).await
-            {
-                tracing::error!(error = %e, app_id = %id, "could not queue the app's clean-up");
-            }
+            // Work on a deleted app stops; its clean-up runs in the background, never awaited here.
+            state.runs.cancel_app_runs(&id.to_string());
             Ok(StatusCode::NO_CONTENT)
         }
     }

@@ -10,7 +10,7 @@ use super::event_log::SharedEvent;
 /// Why a run was stopped before it ended on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// The owner asked for it (`POST /runs/:id/cancel`).
+    /// The owner asked for it (`POST /runs/:id/cancel`) or deleted the app.
     Cancelled,
     /// The gateway is shutting down and the grace period ran out.
     Interrupted,
@@ -25,7 +25,7 @@ pub struct LogFailure {
 
 pub struct LiveRun {
     pub run_id: String,
-    pub owner_id: String,
+    pub app_id: String,
     pub sender: broadcast::Sender<SharedEvent>,
     cancel: CancellationToken,
     stop_reason: Mutex<Option<StopReason>>,
@@ -76,11 +76,11 @@ pub struct LiveRuns {
 }
 
 impl LiveRuns {
-    pub fn insert(&self, run_id: &str, owner_id: &str, buffer: usize) -> Arc<LiveRun> {
+    pub fn insert(&self, run_id: &str, app_id: &str, buffer: usize) -> Arc<LiveRun> {
         let (sender, _) = broadcast::channel(buffer.max(16));
         let run = Arc::new(LiveRun {
             run_id: run_id.to_string(),
-            owner_id: owner_id.to_string(),
+            app_id: app_id.to_string(),
             sender,
             cancel: CancellationToken::new(),
             stop_reason: Mutex::new(None),
@@ -106,6 +106,18 @@ impl LiveRuns {
         self.runs
             .lock()
             .map(|r| r.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn of_app(&self, app_id: &str) -> Vec<Arc<LiveRun>> {
+        self.runs
+            .lock()
+            .map(|r| {
+                r.values()
+                    .filter(|run| run.app_id == app_id)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

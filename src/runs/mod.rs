@@ -174,7 +174,7 @@ impl RunManager {
             settings: request.settings,
             new_app_message: new_app.then_some(request.message),
         };
-        let live = self.live.insert(&run_id, &spec.owner_id, self.live_buffer);
+        let live = self.live.insert(&run_id, &app.id, self.live_buffer);
         let events = Subscription::from_start(
             self.deps.db.clone(),
             run_id.clone(),
@@ -274,6 +274,15 @@ impl RunManager {
             }
             None => false,
         }
+    }
+
+    /// Cancels the app's runs active in this process (the app was deleted); returns how many.
+    pub fn cancel_app_runs(&self, app_id: &str) -> usize {
+        let runs = self.live.of_app(app_id);
+        for run in &runs {
+            run.stop(StopReason::Cancelled);
+        }
+        runs.len()
     }
 
     /// Marks runs left active by a previous process as interrupted. Call before serving.

@@ -161,25 +161,18 @@ async fn show_history_and_delete_are_owner_scoped(kind: DbKind) {
         404
     );
 
-    let delete = |token: String| {
-        let url = app.url(&format!("/apps/{id}"));
-        let http = app.http.clone();
-        async move {
-            http.delete(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("delete")
-                .status()
-        }
-    };
+    let path = format!("/apps/{id}");
     assert_eq!(
-        delete(bob.clone()).await,
+        app.delete(&path, &bob).await.status(),
         404,
         "bob cannot delete alice's app"
     );
-    assert_eq!(delete(alice.clone()).await, 204);
-    assert_eq!(delete(alice.clone()).await, 204, "delete is idempotent");
+    assert_eq!(app.delete(&path, &alice).await.status(), 204);
+    assert_eq!(
+        app.delete(&path, &alice).await.status(),
+        204,
+        "delete is idempotent"
+    );
     assert_eq!(
         app.get(&format!("/apps/{id}"), &alice).await.status(),
         404,

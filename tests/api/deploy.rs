@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use agentgate::deploy::jobs;
+use agentgate::files::versions::{archive_key, manifest_key};
 use serde_json::{json, Value};
 
 use crate::db_test;
@@ -324,14 +325,23 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
         .expect("deployed")
         .to_string();
     assert_eq!(app.http.get(&url).send().await.expect("get").status(), 200);
-    let started = std::time::Instant::now();
-    let response = app
-        .http
-        .delete(app.url(&format!("/apps/{app_id}")))
-        .bearer_auth(&token)
-        .send()
+    let version = app
+        .state
+        .files
+        .latest(&app_id)
         .await
-        .expect("delete");
+        .expect("versions")
+        .expect("a version")
+        .version;
+    let store = app.state.files.store();
+    for key in [
+        manifest_key(&app_id, version),
+        archive_key(&app_id, version),
+    ] {
+        assert!(store.exists(&key).await.expect("exists"), "{key} is stored");
+    }
+    let started = std::time::Instant::now();
+    let response = app.delete(&format!("/apps/{app_id}"), &token).await;
     assert_eq!(response.status(), 204);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -364,6 +374,18 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
         !jobs.is_empty() && jobs.iter().all(|j| j.status == "done"),
         "{jobs:?}"
     );
+    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
+    assert!(kinds.contains(&"storage"), "{kinds:?}");
+    let store = app.state.files.store();
+    for key in [
+        manifest_key(&app_id, version),
+        archive_key(&app_id, version),
+    ] {
+        assert!(
+            !store.exists(&key).await.expect("exists"),
+            "{key} is removed"
+        );
+    }
     app.stop().await;
 }
 db_test!(deleting_an_app_cleans_up_its_deployment);

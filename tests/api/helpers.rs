@@ -171,6 +171,15 @@ impl TestApp {
         self.post_json("/message", token, body).await
     }
 
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Stops the server (graceful) and drops the PostgreSQL database.
     pub async fn stop(mut self) {
         self.stop_server().await;

@@ -609,13 +609,7 @@ async fn apps_get_their_own_database_and_lose_it_when_deleted(kind: DbKind) {
     }
 
     // Deleting the app drops its database and role (clean-up runs in the background).
-    let response = app
-        .http
-        .delete(app.url(&format!("/apps/{app_id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("delete");
+    let response = app.delete(&format!("/apps/{app_id}"), &token).await;
     assert_eq!(response.status(), 204);
     let admin_conn = connect(&admin).await.expect("admin");
     let mut dropped = false;

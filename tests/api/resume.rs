@@ -28,6 +28,40 @@ fn paced_script(n: usize, pause_ms: u64) -> Script {
     Script::steps(steps)
 }
 
+/// Starts a run of 100 slow steps on a new app and reads its first frame.
+async fn start_slow_run(
+    app: &TestApp,
+    agent: &FakeAgent,
+    token: &str,
+) -> (String, String, SseReader) {
+    agent.push(paced_script(100, 100));
+    let response = app
+        .post_message(token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let app_id = response.headers()["x-app-id"]
+        .to_str()
+        .expect("app id")
+        .to_string();
+    let mut reader = SseReader::new(response);
+    reader.next().await.expect("first frame");
+    (run_id, app_id, reader)
+}
+
+/// The stream ends with `error` (run_cancelled) then `done`, and the run is stored as cancelled.
+async fn assert_run_cancelled(app: &TestApp, run_id: &str, reader: SseReader) {
+    let frames = reader.collect().await;
+    let tail = kinds(&frames);
+    assert_eq!(
+        &tail[tail.len() - 2..],
+        &["error".to_string(), "done".to_string()],
+        "the stream ends instead of running on"
+    );
+    let error = frames.iter().find(|f| f.event == "error").expect("error");
+    assert_eq!(error.data["code"], "run_cancelled");
+    assert_eq!(run_status(app, run_id).await, "cancelled");
+}
+
 async fn events(
     app: &TestApp,
     token: &str,
@@ -243,17 +277,7 @@ async fn one_active_run_per_app_and_cancel(kind: DbKind) {
     let agent = FakeAgent::start().await;
     let app = spawn_app_with(kind, &agent.config("")).await;
     let token = app.token("alice");
-    agent.push(paced_script(100, 100));
-    let response = app
-        .post_message(&token, &json!({"message": "build a todo app"}))
-        .await;
-    let run_id = run_id_of(&response);
-    let app_id = response.headers()["x-app-id"]
-        .to_str()
-        .expect("app id")
-        .to_string();
-    let mut reader = SseReader::new(response);
-    reader.next().await.expect("first frame");
+    let (run_id, app_id, reader) = start_slow_run(&app, &agent, &token).await;
 
     let conflict = app
         .post_message(&token, &json!({"message": "more", "applicationId": app_id}))
@@ -286,18 +310,7 @@ async fn one_active_run_per_app_and_cancel(kind: DbKind) {
     );
     let response = cancel(token.clone()).await.expect("cancel");
     assert_eq!(response.status(), 202);
-    let mut frames = vec![];
-    while let Some(frame) = reader.next().await {
-        frames.push(frame);
-    }
-    let tail = kinds(&frames);
-    assert_eq!(
-        &tail[tail.len() - 2..],
-        &["error".to_string(), "done".to_string()]
-    );
-    let error = frames.iter().find(|f| f.event == "error").expect("error");
-    assert_eq!(error.data["code"], "run_cancelled");
-    assert_eq!(run_status(&app, &run_id).await, "cancelled");
+    assert_run_cancelled(&app, &run_id, reader).await;
     let again = cancel(token.clone()).await.expect("cancel");
     assert_eq!(again.status(), 409);
     assert_eq!(
@@ -315,6 +328,19 @@ async fn one_active_run_per_app_and_cancel(kind: DbKind) {
     app.stop().await;
 }
 db_test!(one_active_run_per_app_and_cancel);
+
+async fn deleting_an_app_cancels_its_active_run(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let (run_id, app_id, reader) = start_slow_run(&app, &agent, &token).await;
+
+    let deleted = app.delete(&format!("/apps/{app_id}"), &token).await;
+    assert_eq!(deleted.status(), 204);
+    assert_run_cancelled(&app, &run_id, reader).await;
+    app.stop().await;
+}
+db_test!(deleting_an_app_cancels_its_active_run);
 
 async fn concurrent_posts_for_one_app_start_one_run(kind: DbKind) {
     let agent = FakeAgent::start().await;
