@@ -109,6 +109,7 @@ pub struct GitConfig {
     pub retry_interval_secs: u64,
     pub name_attempts: u32,
     pub dev_endpoints: bool,
+    pub archive_on_delete: bool,
     pub api_base: String,
     pub owner: String,
     pub owner_is_org: bool,

@@ -26,7 +26,9 @@ pub const KIND_REPOSITORY: &str = "repository";
 pub const KIND_DATABASE: &str = "database";
 /// Each version's manifest and archive in object storage.
 pub const KIND_STORAGE: &str = "storage";
-const MAX_ATTEMPTS: i32 = 8;
+/// Retries back off exponentially up to this; a job is never given up (an outage of the
+/// provider must not leak what the app owned). `last_error` shows why it is still pending.
+const MAX_BACKOFF_SECS: i64 = 3600;
 
 /// Queues the clean-up of everything the app owns and cancels its pending deployments.
 pub async fn enqueue_for_app(
@@ -125,6 +127,26 @@ impl CleanupRunner {
         }
     }
 
+    async fn destroy_deployment(&self, app_id: &str) -> Result<(), String> {
+        // A worker still inside a step (an image build) could recreate what we remove: wait
+        // until no deployment of the app is leased. Cancelled jobs release theirs promptly.
+        let leased = deployments::Entity::find()
+            .filter(deployments::Column::AppId.eq(app_id))
+            .filter(deployments::Column::LeaseExpiresAt.gt(Utc::now()))
+            .count(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+        if leased > 0 {
+            return Err(format!(
+                "waiting for a deploy worker to finish its step on {leased} deployment(s)"
+            ));
+        }
+        self.deployer
+            .destroy(app_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn delete_stored_files(&self, app_id: &str) -> Result<(), String> {
         // A run still ending may upload one more version: wait until the app has none active.
         let active = runs::Entity::find()
@@ -184,11 +206,7 @@ impl CleanupRunner {
                 continue;
             }
             let result = match job.kind.as_str() {
-                KIND_DEPLOYMENT => self
-                    .deployer
-                    .destroy(&job.app_id)
-                    .await
-                    .map_err(|e| e.to_string()),
+                KIND_DEPLOYMENT => self.destroy_deployment(&job.app_id).await,
                 KIND_REPOSITORY => self.archive_repository(&job.app_id).await,
                 KIND_STORAGE => self.delete_stored_files(&job.app_id).await,
                 KIND_DATABASE => self
@@ -201,10 +219,11 @@ impl CleanupRunner {
             let attempts = job.attempts + 1;
             let (status, error, next) = match result {
                 Ok(()) => ("done", None, Utc::now()),
-                Err(e) if attempts >= MAX_ATTEMPTS => ("failed", Some(e), Utc::now()),
                 Err(e) => {
-                    let backoff = chrono::Duration::seconds(2i64.pow(attempts.clamp(0, 10) as u32));
-                    ("pending", Some(e), Utc::now() + backoff)
+                    let backoff = 2i64.pow(attempts.clamp(0, 12) as u32).min(MAX_BACKOFF_SECS);
+                    let next = Utc::now() + chrono::Duration::seconds(backoff);
+                    tracing::warn!(app_id = %job.app_id, kind = %job.kind, attempts, error = %e, "clean-up step failed; will retry");
+                    ("pending", Some(e), next)
                 }
             };
             tracing::info!(app_id = %job.app_id, kind = %job.kind, status, "clean-up step");

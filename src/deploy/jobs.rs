@@ -128,6 +128,49 @@ pub async fn extend_lease(
     Ok(result.rows_affected == 1)
 }
 
+/// Moves a queued job the worker holds to `building` with the building deadline, before its
+/// provider starts (an image build can take longer than the queued deadline allows).
+pub async fn mark_building(
+    db: &DatabaseConnection,
+    id: &str,
+    worker: &str,
+    state: &serde_json::Map<String, serde_json::Value>,
+    deadline: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = deployments::Entity::update_many()
+        .col_expr(deployments::Column::Status, Expr::value(BUILDING))
+        .col_expr(deployments::Column::StatusDeadlineAt, Expr::value(deadline))
+        .col_expr(
+            deployments::Column::ProviderState,
+            Expr::value(serde_json::Value::Object(state.clone()).to_string()),
+        )
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(deployments::Column::Id.eq(id))
+        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .filter(deployments::Column::Status.eq(QUEUED))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Gives up a lease whatever the job's status (a step whose result was discarded).
+pub async fn release_lease(db: &DatabaseConnection, id: &str, worker: &str) -> Result<(), DbErr> {
+    deployments::Entity::update_many()
+        .col_expr(
+            deployments::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            deployments::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(deployments::Column::Id.eq(id))
+        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// What a processing step decided; written only if the worker still holds the lease and the
 /// job was not superseded meanwhile.
 #[derive(Debug, Clone, Default)]

@@ -44,6 +44,9 @@ impl From<ProvisionError> for RequestError {
     }
 }
 
+/// Marks a job whose provider `start` has not completed yet (see [`DeployWorker::step`]).
+const STARTING: &str = "starting";
+
 #[derive(Clone)]
 pub struct DeployWorker {
     pub db: DatabaseConnection,
@@ -107,7 +110,11 @@ impl DeployWorker {
                 }
             }
             Ok(false) => {
-                tracing::info!(deployment = %job.id, "lease lost or job superseded; step discarded")
+                tracing::info!(deployment = %job.id, "lease lost or job superseded; step discarded");
+                // A cancelled job's clean-up waits for its lease: give it up at once.
+                if let Err(e) = jobs::release_lease(&self.db, &job.id, &self.id).await {
+                    tracing::warn!(deployment = %job.id, error = %e, "could not release a lease");
+                }
             }
             Err(e) => {
                 tracing::warn!(deployment = %job.id, error = %e, "could not record a deployment step")
@@ -125,7 +132,7 @@ impl DeployWorker {
                 }
             }
             Ok(false) => {}
-            Err(e) => return self.retry(job, DeployError::Transient(e.to_string())),
+            Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
         }
         let request = match self.request(job).await {
             Ok(request) => request,
@@ -139,26 +146,37 @@ impl DeployWorker {
                     ..Default::default()
                 }
             }
-            Err(RequestError::Failed(e)) => return self.retry(job, e),
+            Err(RequestError::Failed(e)) => return self.retry(job, None, e),
         };
         let mut state: ProviderState =
             serde_json::from_str(&job.provider_state).unwrap_or_default();
-        let now = Utc::now();
         if job.status == QUEUED {
+            // `start` may build an image for many minutes: the job is building from here on,
+            // under the building deadline, not the deadline for waiting in the queue.
+            state.insert(STARTING.into(), true.into());
+            let deadline = Utc::now() + to_chrono(self.settings.building_deadline);
+            match jobs::mark_building(&self.db, &job.id, &self.id, &state, deadline).await {
+                Ok(true) => {}
+                Ok(false) => return Update::default(),
+                Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
+            }
+        }
+        if state.contains_key(STARTING) {
             return match self.deployer.start(&request, &mut state).await {
-                Ok(()) => Update {
-                    status: Some(BUILDING),
-                    provider_state: Some(serde_json::Value::Object(state).to_string()),
-                    attempts: Some(0),
-                    next_attempt_at: Some(now),
-                    status_deadline_at: Some(Some(
-                        now + to_chrono(self.settings.building_deadline),
-                    )),
-                    ..Default::default()
-                },
-                Err(e) => self.retry(job, e),
+                Ok(()) => {
+                    state.remove(STARTING);
+                    Update {
+                        status: Some(BUILDING),
+                        provider_state: Some(serde_json::Value::Object(state).to_string()),
+                        attempts: Some(0),
+                        next_attempt_at: Some(Utc::now()),
+                        ..Default::default()
+                    }
+                }
+                Err(e) => self.retry(job, Some(&state), e),
             };
         }
+        let now = Utc::now();
         match self.deployer.poll(&request, &state).await {
             Ok(ProviderStatus::Building) => self.keep(job, BUILDING),
             Ok(ProviderStatus::Deploying) => self.keep(job, DEPLOYING),
@@ -189,7 +207,7 @@ impl DeployWorker {
                     ..Default::default()
                 }
             }
-            Err(e) => self.retry(job, e),
+            Err(e) => self.retry(job, Some(&state), e),
         }
     }
 
@@ -213,8 +231,16 @@ impl DeployWorker {
         }
     }
 
-    fn retry(&self, job: &deployments::Model, error: DeployError) -> Update {
+    /// Retries later after a transient error, or fails. `state` keeps what the failed step
+    /// recorded (ids, a pushed image), so the retried step reuses it instead of redoing it.
+    fn retry(
+        &self,
+        job: &deployments::Model,
+        state: Option<&ProviderState>,
+        error: DeployError,
+    ) -> Update {
         let attempts = job.attempts + 1;
+        let provider_state = state.map(|s| serde_json::Value::Object(s.clone()).to_string());
         match error {
             DeployError::Transient(reason) if (attempts as u32) < self.settings.max_attempts => {
                 let backoff = Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 7) as u32))
@@ -224,6 +250,7 @@ impl DeployWorker {
                     attempts: Some(attempts),
                     next_attempt_at: Some(Utc::now() + to_chrono(backoff)),
                     error: Some(reason),
+                    provider_state,
                     ..Default::default()
                 }
             }

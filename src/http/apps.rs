@@ -178,7 +178,8 @@ async fn remove(
     let txn = state.db.begin().await?;
     let deleted = apps::soft_delete(&txn, &user.id, id).await?;
     if deleted == Deleted::Now {
-        cleanup::enqueue_for_app(&txn, &id.to_string(), state.git.is_some()).await?;
+        let archive = state.git.is_some() && state.config.git.archive_on_delete;
+        cleanup::enqueue_for_app(&txn, &id.to_string(), archive).await?;
     }
     txn.commit().await?;
     match deleted {

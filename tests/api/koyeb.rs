@@ -884,6 +884,8 @@ struct FakeBuilder {
     script: PathBuf,
     record: PathBuf,
     fail_flag: PathBuf,
+    /// Holds a number of seconds the build step sleeps.
+    slow_flag: PathBuf,
     work: PathBuf,
 }
 
@@ -892,6 +894,7 @@ impl FakeBuilder {
         let dir = tempfile::tempdir().expect("tempdir");
         let record = dir.path().join("record.txt");
         let fail_flag = dir.path().join("fail");
+        let slow_flag = dir.path().join("slow");
         let work = dir.path().join("work");
         std::fs::create_dir(&work).expect("work dir");
         let script = dir.path().join("fake-docker");
@@ -906,6 +909,9 @@ rec='{record}'
     echo "file:${{f#./}}:$(sha256sum < "$f" | cut -d' ' -f1)"
   done
 }} >> "$rec"
+if [ "$1" = build ] && [ -e '{slow}' ]; then
+  sleep "$(cat '{slow}')"
+fi
 if [ "$1" = build ] && [ -e '{fail}' ]; then
   echo "step 4/7: RUN npm ci"
   echo "FINAL ERROR: npm ci failed (token $REGISTRY_PASSWORD)" >&2
@@ -914,7 +920,8 @@ fi
 exit 0
 "#,
             record = record.display(),
-            fail = fail_flag.display()
+            fail = fail_flag.display(),
+            slow = slow_flag.display()
         );
         std::fs::write(&script, body).expect("script");
         {
@@ -927,6 +934,7 @@ exit 0
             script,
             record,
             fail_flag,
+            slow_flag,
             work,
         }
     }
@@ -953,6 +961,7 @@ async fn koyeb_image_mode_builds_pushes_and_deploys(kind: DbKind) {
     let builder = FakeBuilder::new();
     let config = format!(
         "[deploy]\nprovider = \"koyeb\"\npoll_interval_ms = 50\nstream_wait_secs = 60\n\
+         queued_deadline_secs = 1\n\
          [koyeb]\napi_base = {:?}\ntoken = {TOKEN:?}\nmode = \"image\"\nretry_base_delay_ms = 20\n\
          builder_program = {:?}\nbuilder_work_dir = {:?}\nbuilder_timeout_secs = 60\n\
          [ecr]\nendpoint = {:?}\nregion = \"us-east-1\"\naccess_key_id = \"testing\"\n\
@@ -1078,6 +1087,28 @@ async fn koyeb_image_mode_builds_pushes_and_deploys(kind: DbKind) {
     let status = status_of(&app, &token, &app_id).await;
     assert_eq!(status["type"], "ERROR", "{status}");
     assert_eq!(status["version"], 2);
+
+    // A build slower than the queued deadline (1 s here) shows as building and is not
+    // failed as overdue, even while someone keeps reading its status.
+    std::fs::remove_file(&builder.fail_flag).expect("fail flag");
+    std::fs::write(&builder.slow_flag, "3").expect("slow flag");
+    let watch = async {
+        let mut seen = Vec::new();
+        for _ in 0..16 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let status = status_of(&app, &token, &app_id).await;
+            if status["version"] == 3 {
+                seen.push(status["status"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        seen
+    };
+    let (frames, seen) = tokio::join!(run(&app, &token, "add a dark mode", Some(&app_id)), watch);
+    assert_deploy_notices(&frames, "deployment_complete");
+    assert!(seen.iter().any(|s| s == "building"), "{seen:?}");
+    let status = status_of(&app, &token, &app_id).await;
+    assert_eq!(status["type"], "HEALTHY", "{status}");
+    assert_eq!(status["version"], 3);
     app.stop().await;
 }
 db_test!(koyeb_image_mode_builds_pushes_and_deploys);
