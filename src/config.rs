@@ -266,10 +266,14 @@ pub struct CliOverrides {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
+fn env_layer() -> Env {
+    Env::prefixed("AGENTGATE__").split("__")
+}
+
 impl Config {
     /// Loads the layers from the process environment.
     pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(file, cli).merge(Env::prefixed("AGENTGATE__").split("__")))
+        Self::from_figment(Self::figment(file, cli, Some(env_layer())))
     }
 
     /// The embedded defaults plus an optional TOML string, without env vars (for tests).
@@ -287,10 +291,15 @@ impl Config {
         Self::from_figment(figment)
     }
 
-    fn figment(file: Option<&Path>, cli: &CliOverrides) -> Figment {
+    /// Defaults, then the file, then the environment, then the command line: each layer wins
+    /// over the ones before it.
+    fn figment(file: Option<&Path>, cli: &CliOverrides, env: Option<Env>) -> Figment {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
+        }
+        if let Some(env) = env {
+            figment = figment.merge(env);
         }
         figment.merge(Serialized::default("server", cli))
     }

@@ -100,7 +100,15 @@ impl AgentClient {
             if !secret.is_empty() {
                 builder = builder.bearer_auth(secret);
             }
-            match builder.send().await {
+            // An agent that accepts the request but never answers is as idle as a silent stream.
+            let sent = tokio::time::timeout(self.config.idle_timeout, builder.send()).await;
+            let Ok(sent) = sent else {
+                return Err(UpstreamError::IdleTimeout(
+                    self.config.idle_timeout.as_secs(),
+                ));
+            };
+            // `without_url`: the agent's internal address is not for clients' eyes.
+            match sent.map_err(reqwest::Error::without_url) {
                 Ok(response) => break response,
                 Err(e) if e.is_connect() && attempt < self.config.connect_retries => {
                     attempt += 1;
@@ -163,7 +171,7 @@ impl AgentStream {
             let chunk = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
                 Err(_) => return Err(UpstreamError::IdleTimeout(self.idle_timeout.as_secs())),
                 Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(UpstreamError::Reset(e.to_string())),
+                Ok(Some(Err(e))) => return Err(UpstreamError::Reset(e.without_url().to_string())),
                 Ok(Some(Ok(chunk))) => chunk,
             };
             let events = self.parser.push(&chunk).map_err(|e| match e {

@@ -40,6 +40,20 @@ pub const KIND_RUNTIME_ERROR: &str = "RuntimeError";
 pub const KIND_WIP_UPDATE: &str = "WipUpdate";
 pub const KIND_PLATFORM_MESSAGE: &str = "PlatformMessage";
 
+/// The message kinds agent servers know (their request validation rejects any other).
+const AGENT_KINDS: [&str; 6] = [
+    "StageResult",
+    "RefinementRequest",
+    "RuntimeError",
+    "ReviewResult",
+    "KeepAlive",
+    "WipUpdate",
+];
+
+pub fn is_agent_kind(kind: &str) -> bool {
+    AGENT_KINDS.contains(&kind)
+}
+
 /// One parsed upstream event. Only what the gateway acts on is lifted out; the rest of
 /// `message` passes through untouched, so unknown kinds and fields reach clients.
 #[derive(Debug, Clone)]

@@ -57,6 +57,7 @@ pub async fn require_auth(
         return Ok(next.run(request).await);
     }
     let token = bearer_token(request.headers().get(AUTHORIZATION))
+        .or_else(|| event_source_token(request.uri()))
         .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
     let user = state
         .auth
@@ -65,6 +66,23 @@ pub async fn require_auth(
         .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
     request.extensions_mut().insert(user);
     Ok(next.run(request).await)
+}
+
+/// A browser's native `EventSource` cannot send headers, so the run-events stream (and only
+/// it) also takes the token as `?access_token=`. Request logs carry the path, never the query.
+fn event_source_token(uri: &axum::http::Uri) -> Option<&str> {
+    let is_run_events = uri
+        .path()
+        .strip_prefix("/runs/")
+        .and_then(|rest| rest.strip_suffix("/events"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'));
+    if !is_run_events {
+        return None;
+    }
+    uri.query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("access_token="))
+        .filter(|token| !token.is_empty())
 }
 
 fn bearer_token(value: Option<&axum::http::HeaderValue>) -> Option<&str> {

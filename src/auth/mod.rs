@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{AuthConfig, AuthMode};
 pub use jwks::JwksCache;
@@ -38,15 +37,6 @@ pub enum AuthError {
     UnknownKey,
     #[error("token could not be verified: key set unavailable")]
     KeySetUnavailable,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct DevClaims {
-    sub: String,
-    iat: u64,
-    exp: u64,
-    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
-    privileged: bool,
 }
 
 enum Verifier {
@@ -150,12 +140,22 @@ impl Authenticator {
             return None;
         };
         let now = chrono::Utc::now().timestamp().max(0) as u64;
-        let claims = DevClaims {
-            sub: user.to_string(),
-            iat: now,
-            exp: now + self.dev_token_ttl.as_secs(),
-            privileged,
-        };
+        // Whatever `authenticate` checks, a dev token carries: issuer, audience, and the
+        // configured privilege claim.
+        let mut claims = serde_json::json!({
+            "sub": user,
+            "iat": now,
+            "exp": now + self.dev_token_ttl.as_secs(),
+        });
+        if let Some(issuer) = &self.issuer {
+            claims["iss"] = issuer.as_str().into();
+        }
+        if let Some(audience) = &self.audience {
+            claims["aud"] = audience.as_str().into();
+        }
+        if privileged {
+            claims[self.privileged_claim.as_str()] = true.into();
+        }
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some("JWT".into());
         jsonwebtoken::encode(&header, &claims, encoding).ok()
@@ -173,5 +173,27 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidAlgorithm => AuthError::AlgorithmRejected(Algorithm::HS256),
         ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => AuthError::NoSubject,
         _ => AuthError::Malformed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn dev_tokens_carry_what_authenticate_checks() {
+        let config = Config::from_toml_overrides(
+            "[auth]\nissuer = \"https://issuer.test\"\naudience = \"agentgate\"\nprivileged_claim = \"is_admin\"\n",
+        )
+        .expect("config");
+        let secret = SecretString::from("a-dev-secret-of-enough-length-0123456789");
+        let auth = Authenticator::new(&config.auth, &secret, reqwest::Client::new());
+        for privileged in [false, true] {
+            let token = auth.mint_dev_token("alice", privileged).expect("token");
+            let user = auth.authenticate(&token).await.expect("accepted");
+            assert_eq!(user.id, "alice");
+            assert_eq!(user.privileged, privileged);
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The relay's diff sink for real apps: apply the agent's diff to the current version (all or
-//! nothing), record the new version, upload it, then let later steps (git, deploy) react.
+//! The relay's diff sink for real apps: apply the agent's diff to the files the run sent it (all
+//! or nothing), record the new version, upload it, then let later steps (git, deploy) react.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -8,7 +8,7 @@ use serde_json::json;
 use super::manifest::sha256_hex;
 use super::versions::FileVersions;
 use crate::agent::protocol::AgentFile;
-use crate::runs::sink::{DiffContext, DiffSink, SinkNotice};
+use crate::runs::sink::{DiffContext, DiffSink, FileSnapshot, SinkNotice};
 use crate::workspace::{apply_patch_set, FileTree};
 use entity::app_versions;
 
@@ -50,6 +50,19 @@ impl WorkspaceSink {
             None => Ok((None, FileTree::new())),
         }
     }
+
+    /// The tree of `version`, or the empty tree when the run sent no files.
+    async fn tree_of(&self, app_id: &str, version: Option<i32>) -> anyhow::Result<FileTree> {
+        let Some(number) = version else {
+            return Ok(FileTree::new());
+        };
+        let version = self
+            .versions
+            .get(app_id, number)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("version {number} of the app is missing"))?;
+        self.versions.load_tree(&version).await
+    }
 }
 
 fn error(code: &str, message: String) -> Vec<SinkNotice> {
@@ -61,21 +74,24 @@ fn error(code: &str, message: String) -> Vec<SinkNotice> {
 
 #[async_trait]
 impl DiffSink for WorkspaceSink {
-    async fn current_files(&self, app_id: &str) -> anyhow::Result<Option<Vec<AgentFile>>> {
+    async fn current_files(&self, app_id: &str) -> anyhow::Result<FileSnapshot> {
         let (version, tree) = self.current(app_id).await?;
-        if version.is_none() {
-            return Ok(None);
-        }
+        let Some(version) = version else {
+            return Ok(FileSnapshot::default());
+        };
         // The agent protocol carries text; binary files cannot be sent and are left out.
-        Ok(Some(
-            tree.into_iter()
-                .filter_map(|(path, entry)| {
-                    String::from_utf8(entry.content)
-                        .ok()
-                        .map(|content| AgentFile { path, content })
-                })
-                .collect(),
-        ))
+        let files = tree
+            .into_iter()
+            .filter_map(|(path, entry)| {
+                String::from_utf8(entry.content)
+                    .ok()
+                    .map(|content| AgentFile { path, content })
+            })
+            .collect();
+        Ok(FileSnapshot {
+            version: Some(version.version),
+            files: Some(files),
+        })
     }
 
     async fn finish_run(&self, ctx: &DiffContext, wait: bool) -> Vec<SinkNotice> {
@@ -87,8 +103,21 @@ impl DiffSink for WorkspaceSink {
     }
 
     async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice> {
-        let (parent, base) = match self.current(&ctx.app_id).await {
-            Ok(current) => current,
+        // Each diff of a run is cumulative against the files the run sent (an LLM agent's
+        // final diff repeats its template diff), so it applies to that snapshot; the result
+        // becomes a child of the latest version.
+        let loaded = match self.current(&ctx.app_id).await {
+            Ok((parent, latest)) if parent.as_ref().map(|p| p.version) == ctx.base_version => {
+                Ok((parent, latest.clone(), latest))
+            }
+            Ok((parent, latest)) => self
+                .tree_of(&ctx.app_id, ctx.base_version)
+                .await
+                .map(|base| (parent, latest, base)),
+            Err(e) => Err(e),
+        };
+        let (parent, latest, base) = match loaded {
+            Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not load the app's files");
                 return error("files_unavailable", "The app's current files could not be loaded, so the agent's changes were not applied.".into());
@@ -107,7 +136,7 @@ impl DiffSink for WorkspaceSink {
                 );
             }
         };
-        if tree == base {
+        if tree == latest {
             return Vec::new();
         }
         let version = match self

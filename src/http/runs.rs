@@ -47,12 +47,14 @@ struct Cancelling {
         ("id" = String, Path, format = "uuid", description = "Run id (`x-run-id` of `POST /message`)"),
         ("Last-Event-ID" = Option<i64>, Header, minimum = 0, description = "Resume after this event id (what a native EventSource sends on reconnect)"),
         ("lastEventId" = Option<i64>, Query, minimum = 0, description = "The same, for clients that cannot set headers; the header wins"),
+        ("access_token" = Option<String>, Query, description = "The bearer token, for a native EventSource (which cannot send headers); only this route takes it"),
     ),
     responses(
         (status = 200, description = "Server-Sent Events (`message`, `error`, `done`), each with an `id:`",
             content_type = "text/event-stream", body = String, headers(
             ("x-run-id" = String, description = "The run"),
         )),
+        (status = 204, description = "The run has ended and nothing follows `Last-Event-ID` (a native EventSource stops reconnecting)"),
         (status = 400, description = "`invalid_id`: the run id is not a UUID; `invalid_last_event_id`: the resume point is not a non-negative integer", body = ErrorBody, examples(
             ("invalid_id" = (value = json!({"code": "invalid_id", "message": "run id \"x\" is not a UUID"}))),
             ("invalid_last_event_id" = (value = json!({"code": "invalid_last_event_id", "message": "Last-Event-ID must be a non-negative integer, got \"-1\""}))),
@@ -77,6 +79,9 @@ async fn events(
         .await?
         .ok_or_else(|| ApiError::not_found("run"))?;
     let after = last_event_id(&headers, &query)?;
+    if !crate::runs::ACTIVE_STATUSES.contains(&run.status.as_str()) && after >= run.last_seq {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
     let mut extra = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(&run.id) {
         extra.insert(HeaderName::from_static("x-run-id"), value);

@@ -148,19 +148,29 @@ impl RunManager {
                 )
                 .await;
         }
-        apps::append_message(
-            &txn,
-            NewMessage {
-                app_id: &app.id,
-                run_id: Some(&run_id),
-                role: "user",
-                kind: "UserMessage",
-                content: &request.message,
-                metadata: None,
-            },
-        )
-        .await?;
-        txn.commit().await?;
+        // Live before it is visible: whoever finds the committed run (an idempotent retry, a
+        // resume, a cancel) also finds its live tail.
+        let live = self.live.insert(&run_id, &app.id, self.live_buffer);
+        let recorded = async {
+            apps::append_message(
+                &txn,
+                NewMessage {
+                    app_id: &app.id,
+                    run_id: Some(&run_id),
+                    role: "user",
+                    kind: "UserMessage",
+                    content: &request.message,
+                    metadata: None,
+                },
+            )
+            .await?;
+            txn.commit().await
+        }
+        .await;
+        if let Err(e) = recorded {
+            self.live.remove(&run_id);
+            return Err(e.into());
+        }
 
         let spec = task::RunSpec {
             ctx: EventContext {
@@ -174,7 +184,6 @@ impl RunManager {
             settings: request.settings,
             new_app_message: new_app.then_some(request.message),
         };
-        let live = self.live.insert(&run_id, &app.id, self.live_buffer);
         let events = Subscription::from_start(
             self.deps.db.clone(),
             run_id.clone(),

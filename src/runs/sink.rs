@@ -17,6 +17,16 @@ pub struct DiffContext {
     pub trace_id: String,
     pub app_name: Option<String>,
     pub commit_message: Option<String>,
+    /// The version whose files the run sent as `allFiles` (None: no files were sent). The
+    /// agent's diffs are cumulative against that snapshot, not against the latest version.
+    pub base_version: Option<i32>,
+}
+
+/// The app's files as sent to the agent, and the version they are.
+#[derive(Debug, Clone, Default)]
+pub struct FileSnapshot {
+    pub version: Option<i32>,
+    pub files: Option<Vec<AgentFile>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,8 +39,8 @@ pub enum SinkNotice {
 
 #[async_trait]
 pub trait DiffSink: Send + Sync {
-    /// The files to send as `allFiles`, or None when the app has none yet.
-    async fn current_files(&self, app_id: &str) -> anyhow::Result<Option<Vec<AgentFile>>>;
+    /// The files to send as `allFiles` (None when the app has none yet) and their version.
+    async fn current_files(&self, app_id: &str) -> anyhow::Result<FileSnapshot>;
 
     async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice>;
 
@@ -56,8 +66,8 @@ impl RecordingSink {
 
 #[async_trait]
 impl DiffSink for RecordingSink {
-    async fn current_files(&self, _app_id: &str) -> anyhow::Result<Option<Vec<AgentFile>>> {
-        Ok(None)
+    async fn current_files(&self, _app_id: &str) -> anyhow::Result<FileSnapshot> {
+        Ok(FileSnapshot::default())
     }
 
     async fn handle_diff(&self, ctx: &DiffContext, diff: &str) -> Vec<SinkNotice> {

@@ -23,6 +23,9 @@ use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
 use entity::{apps as apps_table, runs};
 
+/// How long the end of a run (`done` and its status) is retried when the database fails.
+const FINISH_RETRY_FOR: Duration = Duration::from_secs(60);
+
 /// After an idle RefinementRequest the agent closes the stream by itself; wait this long at most.
 const AFTER_REFINEMENT_GRACE: Duration = Duration::from_secs(5);
 
@@ -105,8 +108,9 @@ impl Emitter {
     }
 
     /// Logs `done` and the run's final status in one transaction, so a client that sees `done`
-    /// also sees the final status. Live subscribers get `done` even if that fails: they must
-    /// not wait forever, and start-up recovery completes the log.
+    /// also sees the final status. If the database fails, live subscribers get `done` at once
+    /// (they must not wait) while the write is retried for up to [`FINISH_RETRY_FOR`]: until it
+    /// lands the run stays active and blocks its app. Past that, start-up recovery completes it.
     async fn finish(
         &mut self,
         done: &Value,
@@ -124,22 +128,33 @@ impl Emitter {
             event: EVENT_DONE.to_string(),
             data: done.to_string(),
         };
-        let mut result = Ok(());
-        for attempt in 0..3u64 {
-            result = async {
+        let give_up_at = Instant::now() + FINISH_RETRY_FOR;
+        let mut delay = Duration::from_millis(100);
+        let mut announced = false;
+        loop {
+            let result = async {
                 let txn = self.db.begin().await?;
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
                 finish_run(&txn, &self.live.run_id, status, error, stored.seq).await?;
                 txn.commit().await
             }
             .await;
-            if result.is_ok() {
-                break;
+            if result.is_ok() || Instant::now() + delay > give_up_at {
+                if !announced {
+                    let _ = self.live.sender.send(Arc::new(stored));
+                }
+                return result;
             }
-            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "could not record the end of the run; retrying");
+            }
+            if !announced {
+                let _ = self.live.sender.send(Arc::new(stored.clone()));
+                announced = true;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
-        let _ = self.live.sender.send(Arc::new(stored));
-        result
     }
 }
 
@@ -198,6 +213,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         trace_id: spec.ctx.trace_id.clone(),
         app_name: None,
         commit_message: None,
+        base_version: None,
     };
     let notices = deps.sink.finish_run(&end_ctx, wait).await;
     if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, notices).await {
@@ -232,8 +248,8 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
 }
 
 async fn relay(deps: &RunDeps, spec: &RunSpec, live: &LiveRun, emitter: &mut Emitter) -> Outcome {
-    let request = match build_request(deps, spec).await {
-        Ok(request) => request,
+    let (request, base_version) = match build_request(deps, spec).await {
+        Ok(built) => built,
         Err(e) => return Outcome::Internal(format!("could not prepare the agent request: {e:#}")),
     };
     let mut deadline = Instant::now() + deps.turn_deadline;
@@ -266,7 +282,7 @@ async fn relay(deps: &RunDeps, spec: &RunSpec, live: &LiveRun, emitter: &mut Emi
         if event.is_keep_alive() {
             continue;
         }
-        if let Err(e) = handle_event(deps, spec, emitter, &event).await {
+        if let Err(e) = handle_event(deps, spec, emitter, &event, base_version).await {
             return Outcome::Internal(format!("{e:#}"));
         }
         if event.idle {
@@ -286,6 +302,7 @@ async fn handle_event(
     spec: &RunSpec,
     emitter: &mut Emitter,
     event: &AgentEvent,
+    base_version: Option<i32>,
 ) -> anyhow::Result<()> {
     let ctx = &spec.ctx;
     emitter.log_health()?;
@@ -327,6 +344,7 @@ async fn handle_event(
         trace_id: ctx.trace_id.clone(),
         app_name: event.app_name.clone(),
         commit_message: event.commit_message.clone(),
+        base_version,
     };
     let notices = deps.sink.handle_diff(&diff_ctx, diff).await;
     emit_notices(deps, ctx, emitter, notices).await
@@ -371,10 +389,14 @@ async fn emit_notices(
     Ok(())
 }
 
-async fn build_request(deps: &RunDeps, spec: &RunSpec) -> anyhow::Result<AgentRequest> {
+/// The agent request, and the version of the files it carries as `allFiles`.
+async fn build_request(
+    deps: &RunDeps,
+    spec: &RunSpec,
+) -> anyhow::Result<(AgentRequest, Option<i32>)> {
     let ctx = &spec.ctx;
     if let Some(message) = &spec.new_app_message {
-        return Ok(AgentRequest {
+        let request = AgentRequest {
             application_id: ctx.app_id.clone(),
             trace_id: ctx.trace_id.clone(),
             all_messages: vec![ConversationMessage {
@@ -386,12 +408,16 @@ async fn build_request(deps: &RunDeps, spec: &RunSpec) -> anyhow::Result<AgentRe
             all_files: None,
             template_id: spec.template_id.clone(),
             settings: spec.settings.clone(),
-        });
+        };
+        return Ok((request, None));
     }
     let history = apps::history(&deps.db, &ctx.app_id).await?;
     let all_messages = history
         .into_iter()
         .filter(|m| m.role == "user" || m.role == "assistant")
+        // The agent validates assistant kinds as an enum: a passed-through unknown kind would
+        // make every later turn fail with a 422.
+        .filter(|m| m.role == "user" || protocol::is_agent_kind(&m.kind))
         .filter(|m| m.role == "user" || !m.content.is_empty())
         .map(|m| ConversationMessage {
             kind: (m.role == "assistant").then(|| m.kind.clone()),
@@ -405,16 +431,17 @@ async fn build_request(deps: &RunDeps, spec: &RunSpec) -> anyhow::Result<AgentRe
     let agent_state = app
         .and_then(|a| a.agent_state)
         .and_then(|s| serde_json::from_str::<Value>(&s).ok());
-    let all_files = deps.sink.current_files(&ctx.app_id).await?;
-    Ok(AgentRequest {
+    let snapshot = deps.sink.current_files(&ctx.app_id).await?;
+    let request = AgentRequest {
         application_id: ctx.app_id.clone(),
         trace_id: ctx.trace_id.clone(),
         all_messages,
         agent_state,
-        all_files,
+        all_files: snapshot.files,
         template_id: spec.template_id.clone(),
         settings: spec.settings.clone(),
-    })
+    };
+    Ok((request, snapshot.version))
 }
 
 async fn save_agent_state(

@@ -24,33 +24,40 @@ pub enum Step {
 pub struct Script {
     pub status: u16,
     pub steps: Vec<Step>,
+    /// How long the agent holds back its response headers.
+    pub headers_after: Duration,
 }
 
 impl Script {
     pub fn events(events: &[Value]) -> Self {
-        Self {
-            status: 200,
-            steps: events.iter().map(|e| Step::Send(data_line(e))).collect(),
-        }
+        Self::steps(events.iter().map(|e| Step::Send(data_line(e))).collect())
     }
 
     pub fn steps(steps: Vec<Step>) -> Self {
-        Self { status: 200, steps }
+        Self {
+            status: 200,
+            steps,
+            headers_after: Duration::ZERO,
+        }
     }
 
     pub fn status(status: u16, body: &str) -> Self {
         Self {
             status,
-            steps: vec![Step::Send(body.to_string())],
+            ..Self::steps(vec![Step::Send(body.to_string())])
+        }
+    }
+
+    pub fn headers_after(self, delay: Duration) -> Self {
+        Self {
+            headers_after: delay,
+            ..self
         }
     }
 
     /// A captured `.sse` file, sent in small chunks that split lines and UTF-8 anywhere.
     pub fn raw_chunks(raw: &[u8], chunk: usize) -> Self {
-        Self {
-            status: 200,
-            steps: raw.chunks(chunk).map(|c| Step::Send(latin1(c))).collect(),
-        }
+        Self::steps(raw.chunks(chunk).map(|c| Step::Send(latin1(c))).collect())
     }
 }
 
@@ -168,6 +175,7 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
     let Some((script, raw)) = next else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no script").into_response();
     };
+    tokio::time::sleep(script.headers_after).await;
     let status = StatusCode::from_u16(script.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let stream = futures::stream::unfold(script.steps.into_iter(), move |mut steps| async move {
         loop {

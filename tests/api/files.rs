@@ -398,6 +398,115 @@ async fn hostile_and_broken_diffs_change_nothing(kind: DbKind) {
 }
 db_test!(hostile_and_broken_diffs_change_nothing);
 
+/// A new file `path` holding `lines`, as git prints it.
+fn new_file(path: &str, lines: &[&str]) -> String {
+    let body: String = lines.iter().map(|l| format!("+{l}\n")).collect();
+    format!(
+        "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{} @@\n{body}",
+        lines.len()
+    )
+}
+
+/// Paths and sizes of the app's current version, and its number.
+async fn current_files(app: &TestApp, token: &str, id: &str) -> (i64, Vec<(String, i64)>) {
+    let links: Value = read_url(app, token, id, "")
+        .await
+        .json()
+        .await
+        .expect("json");
+    let files = links["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().expect("path").to_string(),
+                f["size"].as_i64().expect("size"),
+            )
+        })
+        .collect();
+    (links["version"].as_i64().expect("version"), files)
+}
+
+/// Real LLM agents send the template diff, then a final diff that is cumulative from the same
+/// snapshot (it repeats the template's new files). Both must apply, each against the files the
+/// run sent, not against the version the first diff made.
+async fn cumulative_diffs_apply_to_the_files_the_run_sent(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let template = new_file("index.html", &["<h1>One</h1>", "<p>two</p>"]);
+    let running = |diff: &str| {
+        with(
+            event("running", "ReviewResult", Some("Application initialized")),
+            "unifiedDiff",
+            json!(diff),
+        )
+    };
+    agent.push(Script::events(&[
+        running(&template),
+        event("running", "SomeFutureKind", Some("opaque")),
+        review(&format!("{template}{}", new_file("app.js", &["go();"]))),
+    ]));
+    let frames = run(&app, &token, json!({"message": "build a page"})).await;
+    assert!(
+        !frames.iter().any(|f| f.event == "error"),
+        "{:?}",
+        frames
+            .iter()
+            .filter(|f| f.event == "error")
+            .collect::<Vec<_>>()
+    );
+    let id = app_id(&frames);
+    let (version, files) = current_files(&app, &token, &id).await;
+    assert_eq!(version, 2);
+    assert_eq!(
+        files,
+        vec![("app.js".to_string(), 6), ("index.html".to_string(), 24)]
+    );
+
+    // The follow-up sends version 2; both of its diffs are relative to that snapshot.
+    let edit = "diff --git a/index.html b/index.html\n--- a/index.html\n+++ b/index.html\n@@ -1,2 +1,2 @@\n-<h1>One</h1>\n+<h1>Uno</h1>\n <p>two</p>\n";
+    agent.push(Script::events(&[
+        running(edit),
+        review(&format!("{edit}{}", new_file("style.css", &["h1{}"]))),
+    ]));
+    let frames = run(
+        &app,
+        &token,
+        json!({"message": "translate it", "applicationId": id}),
+    )
+    .await;
+    assert!(!frames.iter().any(|f| f.event == "error"));
+    let (version, files) = current_files(&app, &token, &id).await;
+    assert_eq!(version, 4);
+    assert_eq!(
+        files,
+        vec![
+            ("app.js".to_string(), 6),
+            ("index.html".to_string(), 24),
+            ("style.css".to_string(), 5)
+        ]
+    );
+    let request = &agent.requests()[1].body;
+    assert_eq!(
+        request["allFiles"].as_array().map(Vec::len),
+        Some(2),
+        "{request}"
+    );
+    // Agents reject assistant kinds they do not know; a passed-through one is not re-sent.
+    let kinds: Vec<&Value> = request["allMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m.get("kind"))
+        .collect();
+    assert!(!kinds.contains(&&json!("SomeFutureKind")), "{kinds:?}");
+    assert!(kinds.contains(&&json!("ReviewResult")), "{kinds:?}");
+    app.stop().await;
+}
+db_test!(cumulative_diffs_apply_to_the_files_the_run_sent);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_keeps_the_version_and_retries() {
     let mut s3 = S3Server::start().await;

@@ -212,7 +212,7 @@ impl TestApp {
 }
 
 /// One SSE block as received, with its lines in order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     pub event: String,
     pub id: i64,

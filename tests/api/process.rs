@@ -201,3 +201,18 @@ fn token_command_uses_the_same_secret_as_serve() {
     .expect("valid");
     assert_eq!(data.claims["sub"], "alice");
 }
+
+#[test]
+fn command_line_flags_win_over_the_environment() {
+    let flag_dir = tempfile::tempdir().expect("tempdir");
+    let env_dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["token", "--user", "alice", "--data-dir"])
+        .arg(flag_dir.path())
+        .env("AGENTGATE__SERVER__DATA_DIR", env_dir.path())
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    assert!(flag_dir.path().join("hs256.secret").exists());
+    assert!(!env_dir.path().join("hs256.secret").exists());
+}

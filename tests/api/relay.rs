@@ -367,6 +367,15 @@ async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
     assert_eq!(error_code(&frames), "upstream_idle_timeout");
     assert_eq!(status, "failed");
 
+    // An agent that takes the request and never answers it is idle too (not 30 minutes).
+    agent.push(
+        Script::events(&[event("idle", "ReviewResult", Some("too late"))])
+            .headers_after(Duration::from_secs(5)),
+    );
+    let (frames, _) = failing_run(&app, &token).await;
+    assert_eq!(kinds(&frames), vec!["error", "done"]);
+    assert_eq!(error_code(&frames), "upstream_idle_timeout");
+
     // Only KeepAlives, forever: the turn deadline ends it.
     let mut steps = Vec::new();
     for _ in 0..40 {
@@ -394,8 +403,14 @@ async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
         ))),
         Step::Cut,
     ]));
+    let posted = agent.requests().len();
     let (frames, _) = failing_run(&app, &token).await;
     assert_eq!(error_code(&frames), "upstream_connection_reset");
+    assert_eq!(
+        agent.requests().len(),
+        posted + 1,
+        "a reset after the response began is never re-POSTed"
+    );
     app.stop().await;
 }
 db_test!(upstream_failures_end_with_error_and_done);
@@ -514,12 +529,16 @@ db_test!(daily_limit_is_enforced_on_message);
 /// Makes the event log refuse the rows whose data contains `marker`, as a full disk or a
 /// broken connection would for a moment.
 async fn refuse_events_containing(app: &TestApp, marker: &str) {
-    use sea_orm::ConnectionTrait;
+    refuse_events_where(app, &format!("NEW.data LIKE '%{marker}%'")).await;
+}
+
+/// Makes the event log refuse the rows matching `condition` (SQL on `NEW`).
+async fn refuse_events_where(app: &TestApp, condition: &str) {
     let statements = match app.state.db.get_database_backend() {
         sea_orm::DbBackend::Postgres => vec![
             format!(
                 "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
-                 IF NEW.data LIKE '%{marker}%' THEN RAISE EXCEPTION 'no space left on device'; END IF; \
+                 IF {condition} THEN RAISE EXCEPTION 'no space left on device'; END IF; \
                  RETURN NEW; END $$ LANGUAGE plpgsql"
             ),
             "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events \
@@ -527,18 +546,60 @@ async fn refuse_events_containing(app: &TestApp, marker: &str) {
                 .to_string(),
         ],
         _ => vec![format!(
-            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events WHEN NEW.data LIKE '%{marker}%' \
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events WHEN {condition} \
              BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
         )],
     };
+    execute_all(app, statements).await;
+}
+
+async fn accept_events_again(app: &TestApp) {
+    let sql = match app.state.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "DROP TRIGGER refuse_event ON run_events",
+        _ => "DROP TRIGGER refuse_event",
+    };
+    execute_all(app, vec![sql.to_string()]).await;
+}
+
+async fn execute_all(app: &TestApp, statements: Vec<String>) {
+    use sea_orm::ConnectionTrait;
     for sql in statements {
-        app.state
-            .db
-            .execute_unprepared(&sql)
-            .await
-            .expect("trigger");
+        app.state.db.execute_unprepared(&sql).await.expect(&sql);
     }
 }
+
+/// The database refuses the run's `done` for a while: the stream still ends at once, and the
+/// run's end is recorded once the database is back, so the app is not left blocked.
+async fn the_end_of_a_run_is_retried_until_the_database_takes_it(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    refuse_events_where(&app, "NEW.event = 'done'").await;
+    agent.push(Script::events(&[event(
+        "idle",
+        "ReviewResult",
+        Some("Done!"),
+    )]));
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(kinds(&frames), vec!["ReviewResult", "done"]);
+    assert_eq!(status, "running", "not recorded yet");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    accept_events_again(&app).await;
+    let run_id = frames[0].data["runId"]
+        .as_str()
+        .expect("run id")
+        .to_string();
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = run_status(&app, &run_id).await;
+        if status != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "succeeded");
+    app.stop().await;
+}
+db_test!(the_end_of_a_run_is_retried_until_the_database_takes_it);
 
 async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
     let (app, agent) = setup(kind, "").await;

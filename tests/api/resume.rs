@@ -158,6 +158,78 @@ async fn disconnect_does_not_cancel_and_resume_is_exact(kind: DbKind) {
 }
 db_test!(disconnect_does_not_cancel_and_resume_is_exact);
 
+/// What a browser's native EventSource does: no headers but `Last-Event-ID`, the token in the
+/// query, and a reconnect after the stream ends, which must get 204 to stop it.
+async fn a_native_event_source_can_follow_and_stops_after_done(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(paced_script(3, 50));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let all = SseReader::new(response).collect().await;
+    assert_complete_run(&all);
+    let last = all.last().expect("done").id;
+
+    let url = |query: &str| app.url(&format!("/runs/{run_id}/events?{query}"));
+    let response = app
+        .http
+        .get(url(&format!("access_token={token}")))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(response.status(), 200);
+    assert_eq!(SseReader::new(response).collect().await, all);
+
+    let reconnect = app
+        .http
+        .get(url(&format!("access_token={token}")))
+        .header("Last-Event-ID", last.to_string())
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(reconnect.status(), 204, "nothing follows done");
+    let earlier = events(&app, &token, &run_id, Some(&(last - 1).to_string())).await;
+    assert_eq!(earlier.status(), 200);
+    assert_eq!(SseReader::new(earlier).collect().await.len(), 1);
+
+    for (query, why) in [
+        ("access_token=garbage".to_string(), "a bad token"),
+        (
+            format!("access_token={}", app.token("bob")),
+            "another user's token",
+        ),
+    ] {
+        let status = app
+            .http
+            .get(url(&query))
+            .send()
+            .await
+            .expect("events")
+            .status();
+        assert_eq!(
+            status.as_u16(),
+            if why == "a bad token" { 401 } else { 404 },
+            "{why}"
+        );
+    }
+    let elsewhere = app
+        .http
+        .get(app.url(&format!("/apps?access_token={token}")))
+        .send()
+        .await
+        .expect("apps");
+    assert_eq!(
+        elsewhere.status(),
+        401,
+        "only the events route takes a query token"
+    );
+    app.stop().await;
+}
+db_test!(a_native_event_source_can_follow_and_stops_after_done);
+
 async fn two_subscribers_see_the_same_run(kind: DbKind) {
     let agent = FakeAgent::start().await;
     let app = spawn_app_with(kind, &agent.config("")).await;
