@@ -42,6 +42,7 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(Extension(spec))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .layer(from_fn_with_state(state.clone(), require_auth))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(cors(&config.cors_origins))

@@ -271,6 +271,32 @@ async fn unknown_routes_are_json_404_after_auth(kind: DbKind) {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["code"], "not_found");
+
+    // What axum rejects before a handler runs has the same JSON shape.
+    let token = app.token("a");
+    let undecodable = app.get("/apps/%FF", &token).await;
+    assert_eq!(undecodable.status(), 400);
+    let body: Value = undecodable.json().await.expect("json");
+    assert_eq!(body["code"], "invalid_request", "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let bad_query = app
+        .get(
+            "/apps/00000000-0000-0000-0000-000000000000/read-url?version=%FF%FE",
+            &token,
+        )
+        .await;
+    assert!(bad_query.status().is_client_error());
+    assert!(bad_query.json::<Value>().await.expect("json")["code"].is_string());
+    let wrong_method = app
+        .http
+        .patch(app.url("/apps"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(wrong_method.status(), 405);
+    let body: Value = wrong_method.json().await.expect("json");
+    assert_eq!(body["code"], "method_not_allowed");
     app.stop().await;
 }
 db_test!(unknown_routes_are_json_404_after_auth);
