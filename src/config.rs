@@ -271,9 +271,18 @@ fn env_layer() -> Env {
 }
 
 impl Config {
-    /// Loads the layers from the process environment.
-    pub fn load(file: Option<&Path>, cli: &CliOverrides) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(file, cli, Some(env_layer())))
+    /// Loads the layers from the process environment; `with_workers` also checks what deploy
+    /// workers need.
+    pub fn load(
+        file: Option<&Path>,
+        cli: &CliOverrides,
+        with_workers: bool,
+    ) -> Result<Self, ConfigError> {
+        let config = Self::from_figment(Self::figment(file, cli, Some(env_layer())))?;
+        if with_workers {
+            config.validate_workers()?;
+        }
+        Ok(config)
     }
 
     /// The embedded defaults plus an optional TOML string, without env vars (for tests).
@@ -288,7 +297,9 @@ impl Config {
             .fold(Figment::from(Toml::string(DEFAULT_TOML)), |f, layer| {
                 f.merge(Toml::string(layer))
             });
-        Self::from_figment(figment)
+        let config = Self::from_figment(figment)?;
+        config.validate_workers()?;
+        Ok(config)
     }
 
     /// Defaults, then the file, then the environment, then the command line: each layer wins
@@ -377,6 +388,17 @@ impl Config {
                 ));
             }
         }
+        if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
+            return Err(ConfigError(
+                "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What only deploy workers need: provider and cloud credentials, database provisioning.
+    /// An API-only host (`serve --no-worker`) skips it.
+    pub fn validate_workers(&self) -> Result<(), ConfigError> {
         if self.deploy.provider == DeployProvider::Koyeb {
             check_url("koyeb.api_base", &self.koyeb.api_base)?;
             if self.koyeb.token.expose_secret().is_empty() {
@@ -419,11 +441,6 @@ impl Config {
             }
         }
         self.validate_database_provision()?;
-        if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
-            return Err(ConfigError(
-                "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
-            ));
-        }
         Ok(())
     }
 

@@ -84,12 +84,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(common: &CommonArgs, bind: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
+/// `with_workers`: the command runs deploy workers, so their settings must be complete too.
+fn load(
+    common: &CommonArgs,
+    bind: Option<std::net::SocketAddr>,
+    with_workers: bool,
+) -> anyhow::Result<Config> {
     let overrides = CliOverrides {
         bind,
         data_dir: common.data_dir.clone(),
     };
-    Ok(Config::load(common.config.as_deref(), &overrides)?)
+    Ok(Config::load(
+        common.config.as_deref(),
+        &overrides,
+        with_workers,
+    )?)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -98,15 +107,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         no_worker: false,
     };
     match cli.command.unwrap_or(default) {
-        Command::Serve { bind, no_worker } => serve(load(&cli.common, bind)?, !no_worker).await,
+        Command::Serve { bind, no_worker } => {
+            serve(load(&cli.common, bind, !no_worker)?, !no_worker).await
+        }
         Command::Worker => {
-            let config = load(&cli.common, None)?;
+            let config = load(&cli.common, None, true)?;
             telemetry::init(&config.log);
             println!("agentgate worker running");
             agentgate::startup::run_workers(config, shutdown_signal()).await
         }
         Command::Token { user, privileged } => {
-            let config = load(&cli.common, None)?;
+            let config = load(&cli.common, None, false)?;
             let secret = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
             let auth = Authenticator::new(&config.auth, &secret, reqwest::Client::new());
             let token = auth
@@ -116,7 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            let config = load(&cli.common, None)?;
+            let config = load(&cli.common, None, false)?;
             telemetry::init(&config.log);
             std::fs::create_dir_all(&config.server.data_dir)?;
             agentgate::db::connect(&config.database_url(), 1).await?;
@@ -124,7 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::DemoAgent { port, token } => {
-            let config = load(&cli.common, None)?;
+            let config = load(&cli.common, None, false)?;
             telemetry::init(&config.log);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             println!("demo agent listening on http://{}", listener.local_addr()?);

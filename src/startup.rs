@@ -78,13 +78,13 @@ impl Application {
         } else {
             config.server.public_url.clone()
         };
-        let parts = Components::build(&config, &db, public_url)?;
+        let parts = Components::build(&config, &db, public_url, with_workers)?;
         let files = parts.files.clone();
         let local_store = parts.local_store.clone();
         let deploy_hook = Arc::new(DeployHook::new(
             db.clone(),
             parts.deploy_settings.clone(),
-            parts.deployer.provider(),
+            parts.provider,
         ));
         // Git first: a deploy from git needs the commit to exist.
         let mut hooks: Vec<Arc<dyn VersionHook>> = Vec::new();
@@ -125,17 +125,12 @@ impl Application {
             files: files.clone(),
             local_store,
             preview: parts.preview.clone(),
-            deploy_provider: parts.deployer.provider(),
+            deploy_provider: parts.provider,
             git: parts.git.clone(),
             started_at: Instant::now(),
         };
         let background = CancellationToken::new();
-        parts.spawn_background(
-            &config,
-            &db_for_background,
-            with_workers,
-            background.clone(),
-        );
+        parts.spawn_background(&config, &db_for_background, background.clone());
         let mut extra = Router::new();
         if config.server.demo_agent {
             let demo_secret = demo_token.or_else(|| {
@@ -217,9 +212,17 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
     } else {
         config.server.public_url.clone()
     };
-    let parts = Components::build(&config, &db, public_url)?;
+    let parts = Components::build(&config, &db, public_url, true)?;
     let stop = CancellationToken::new();
-    parts.spawn_background(&config, &db, true, stop.clone());
+    parts.spawn_background(&config, &db, stop.clone());
+    // Deploy outcomes and git/storage retries are counted here, so this process has metrics too.
+    if let Some(bind) = config.server.metrics_bind {
+        let listener = TcpListener::bind(bind).await?;
+        tracing::info!(address = %listener.local_addr()?, "metrics bound");
+        let metrics = axum::serve(listener, http::metrics::router::<()>())
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        tokio::spawn(metrics.into_future());
+    }
     shutdown.await;
     stop.cancel();
     Ok(())

@@ -28,11 +28,19 @@ pub struct Components {
     /// None when `git.host = "none"`.
     pub git: Option<GitPublisher>,
     pub local_store: Option<Arc<LocalStore>>,
-    pub deployer: Arc<dyn Deployer>,
+    /// The deployment provider's name ("local", "koyeb"), what the API enqueues jobs for.
+    pub provider: &'static str,
     /// Set when previews are served by this gateway.
     pub preview: Option<Arc<LocalPreview>>,
     pub deploy_settings: DeploySettings,
-    /// Each app's database (`database_provision`), for deploy workers and clean-up.
+    /// What only deploy workers and clean-up use: None on an API-only host (`serve
+    /// --no-worker`), which therefore needs no provider or cloud credentials.
+    pub workers: Option<WorkerParts>,
+}
+
+pub struct WorkerParts {
+    pub deployer: Arc<dyn Deployer>,
+    /// Each app's database (`database_provision`).
     pub databases: AppDatabases,
 }
 
@@ -41,20 +49,33 @@ impl Components {
         config: &Config,
         db: &DatabaseConnection,
         public_url: String,
+        with_workers: bool,
     ) -> anyhow::Result<Self> {
         let (files, local_store) = build_files(config, db, public_url.clone())?;
         let git = build_git(config, db, &files)?;
-        let (deployer, preview): (Arc<dyn Deployer>, Option<Arc<LocalPreview>>) =
-            match config.deploy.provider {
-                DeployProvider::Local => {
-                    let preview = Arc::new(LocalPreview::new(
-                        config.server.data_dir.join("previews"),
-                        public_url,
-                    )?);
-                    (preview.clone(), Some(preview))
-                }
-                DeployProvider::Koyeb => (Arc::new(build_koyeb(config)?), None),
+        let preview = match config.deploy.provider {
+            DeployProvider::Local => Some(Arc::new(LocalPreview::new(
+                config.server.data_dir.join("previews"),
+                public_url,
+            )?)),
+            DeployProvider::Koyeb => None,
+        };
+        let provider = match config.deploy.provider {
+            DeployProvider::Local => "local",
+            DeployProvider::Koyeb => "koyeb",
+        };
+        let workers = if with_workers {
+            let deployer: Arc<dyn Deployer> = match &preview {
+                Some(preview) => preview.clone(),
+                None => Arc::new(build_koyeb(config)?),
             };
+            Some(WorkerParts {
+                deployer,
+                databases: build_databases(config, db)?,
+            })
+        } else {
+            None
+        };
         let d = &config.deploy;
         let deploy_settings = DeploySettings {
             on_new_version: d.on_new_version,
@@ -67,24 +88,23 @@ impl Components {
             deploying_deadline: Duration::from_secs(d.deploying_deadline_secs),
             unknown_status_wait: Duration::from_secs(d.unknown_status_wait_secs),
         };
-        let databases = build_databases(config, db)?;
         Ok(Self {
             files,
             git,
             local_store,
-            deployer,
+            provider,
             preview,
             deploy_settings,
-            databases,
+            workers,
         })
     }
 
-    /// Upload retries always; deploy workers when `with_workers`. All stop with `stop`.
+    /// Upload retries always; deploy workers, git retries and clean-up when built with
+    /// workers. All stop with `stop`.
     pub fn spawn_background(
         &self,
         config: &Config,
         db: &DatabaseConnection,
-        with_workers: bool,
         stop: CancellationToken,
     ) {
         spawn_upload_retries(
@@ -92,9 +112,9 @@ impl Components {
             Duration::from_secs(config.storage.retry_interval_secs.max(1)),
             stop.clone(),
         );
-        if !with_workers {
+        let Some(parts) = &self.workers else {
             return;
-        }
+        };
         if let Some(git) = &self.git {
             git.clone().spawn_retries(
                 Duration::from_secs(config.git.retry_interval_secs.max(1)),
@@ -103,9 +123,9 @@ impl Components {
         }
         let cleanup = CleanupRunner {
             db: db.clone(),
-            deployer: self.deployer.clone(),
+            deployer: parts.deployer.clone(),
             git: self.git.clone(),
-            databases: self.databases.clone(),
+            databases: parts.databases.clone(),
             files: self.files.clone(),
         };
         tokio::spawn(
@@ -129,11 +149,11 @@ impl Components {
         for i in 0..count {
             let worker = DeployWorker {
                 db: db.clone(),
-                deployer: self.deployer.clone(),
+                deployer: parts.deployer.clone(),
                 files: self.files.clone(),
                 settings: self.deploy_settings.clone(),
                 git: self.git.clone(),
-                databases: self.databases.clone(),
+                databases: parts.databases.clone(),
                 id: format!("worker-{process}-{i}"),
             };
             tokio::spawn(worker.run(stop.clone()));

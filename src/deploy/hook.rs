@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::DatabaseConnection;
 use serde_json::json;
 
 use super::jobs;
@@ -15,7 +13,7 @@ use super::{outcome_notice, DeploySettings};
 use crate::files::VersionHook;
 use crate::runs::sink::{DiffContext, SinkNotice};
 use crate::workspace::FileTree;
-use entity::{app_versions, apps};
+use entity::app_versions;
 
 pub struct DeployHook {
     db: DatabaseConnection,
@@ -84,12 +82,6 @@ impl VersionHook for DeployHook {
                 }];
             }
         };
-        let _ = apps::Entity::update_many()
-            .col_expr(apps::Column::DeployStatus, Expr::value(jobs::QUEUED))
-            .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(apps::Column::Id.eq(ctx.app_id.as_str()))
-            .exec(&self.db)
-            .await;
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(ctx.run_id.clone(), job.id.clone());
         }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -26,7 +26,8 @@ pub fn is_terminal(status: &str) -> bool {
 }
 
 /// Creates a queued deployment for `version`; older queued or running ones of the app are
-/// superseded, since only the newest version matters.
+/// superseded, since only the newest version matters. The app's deploy status says `queued`.
+/// All in one transaction.
 pub async fn enqueue(
     db: &DatabaseConnection,
     app_id: &str,
@@ -37,6 +38,7 @@ pub async fn enqueue(
     watched: bool,
 ) -> Result<deployments::Model, DbErr> {
     let now = Utc::now();
+    let txn = db.begin().await?;
     deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(SUPERSEDED))
         .col_expr(
@@ -48,9 +50,9 @@ pub async fn enqueue(
         .filter(deployments::Column::AppId.eq(app_id))
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .filter(deployments::Column::Version.lt(version))
-        .exec(db)
+        .exec(&txn)
         .await?;
-    deployments::ActiveModel {
+    let job = deployments::ActiveModel {
         id: Set(Uuid::new_v4().to_string()),
         app_id: Set(app_id.to_string()),
         owner_id: Set(owner_id.to_string()),
@@ -72,8 +74,16 @@ pub async fn enqueue(
         updated_at: Set(now),
         finished_at: Set(None),
     }
-    .insert(db)
-    .await
+    .insert(&txn)
+    .await?;
+    entity::apps::Entity::update_many()
+        .col_expr(entity::apps::Column::DeployStatus, Expr::value(QUEUED))
+        .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now))
+        .filter(entity::apps::Column::Id.eq(app_id))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(job)
 }
 
 /// Leases the oldest due job to `worker` until `now + lease`. None when nothing is due.

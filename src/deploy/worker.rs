@@ -44,6 +44,8 @@ impl From<ProvisionError> for RequestError {
     }
 }
 
+const MAX_POLL_DELAY: Duration = Duration::from_secs(15);
+
 /// Marks a job whose provider `start` has not completed yet (see [`DeployWorker::step`]).
 const STARTING: &str = "starting";
 
@@ -203,7 +205,7 @@ impl DeployWorker {
                 }
                 Update {
                     unknown_since: Some(Some(since)),
-                    next_attempt_at: Some(now + to_chrono(self.settings.poll_interval)),
+                    next_attempt_at: Some(now + to_chrono(self.poll_delay(job))),
                     ..Default::default()
                 }
             }
@@ -224,11 +226,20 @@ impl DeployWorker {
         });
         Update {
             status: Some(status),
-            next_attempt_at: Some(now + to_chrono(self.settings.poll_interval)),
+            next_attempt_at: Some(now + to_chrono(self.poll_delay(job))),
             status_deadline_at: deadline,
             unknown_since: Some(None),
             ..Default::default()
         }
+    }
+
+    /// Polls back off as a deployment ages (a tenth of its age, from `poll_interval` up to
+    /// [`MAX_POLL_DELAY`]): quick answers for quick deploys, few calls for a long build.
+    fn poll_delay(&self, job: &deployments::Model) -> Duration {
+        let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+        (age / 10)
+            .min(MAX_POLL_DELAY)
+            .max(self.settings.poll_interval)
     }
 
     /// Retries later after a transient error, or fails. `state` keeps what the failed step

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use agentgate::deploy::jobs;
 use agentgate::files::versions::{archive_key, manifest_key};
+use sea_orm::EntityTrait;
 use serde_json::{json, Value};
 
 use crate::db_test;
@@ -294,6 +295,16 @@ async fn newer_versions_supersede_and_deadlines_fail_stuck_jobs(kind: DbKind) {
     .expect("enqueue");
     let first = jobs::find(db, &first.id).await.expect("find").expect("row");
     assert_eq!(first.status, "superseded");
+    let row = entity::apps::Entity::find_by_id(app_id.clone())
+        .one(db)
+        .await
+        .expect("query")
+        .expect("app");
+    assert_eq!(
+        row.deploy_status.as_deref(),
+        Some("queued"),
+        "the app says so too"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The status route reconciles: a queued job past its deadline is failed with a reason.
     let restarted = app

@@ -216,3 +216,87 @@ fn command_line_flags_win_over_the_environment() {
     assert!(flag_dir.path().join("hs256.secret").exists());
     assert!(!env_dir.path().join("hs256.secret").exists());
 }
+
+/// `serve --no-worker` hosts only the API: it starts without the deploy provider's or the
+/// database provisioner's credentials, which `agentgate worker` still insists on.
+#[test]
+fn an_api_only_host_needs_no_cloud_credentials() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cloud = [
+        ("AGENTGATE__DEPLOY__PROVIDER", "koyeb"),
+        ("AGENTGATE__DATABASE_PROVISION__KIND", "postgres"),
+        ("AGENTGATE__LOG__LEVEL", "warn"),
+    ];
+    let output = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["worker", "--data-dir"])
+        .arg(dir.path())
+        .envs(cloud)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("koyeb.token"), "{stderr}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args([
+            "serve",
+            "--no-worker",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .envs(cloud)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let listening = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("agentgate listening on "));
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    assert!(
+        listening,
+        "the API started: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A worker-only process counts deploys and retries, so it serves `/metrics` on
+/// `server.metrics_bind` like the API does.
+#[tokio::test]
+async fn a_worker_process_serves_its_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["worker", "--data-dir"])
+        .arg(dir.path())
+        .env(
+            "AGENTGATE__SERVER__METRICS_BIND",
+            format!("127.0.0.1:{port}"),
+        )
+        .env("AGENTGATE__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut body = None;
+    for _ in 0..100 {
+        if let Ok(response) = reqwest::get(&url).await {
+            body = Some(response.text().await.expect("text"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let body = body.expect("the worker serves /metrics");
+    assert!(body.contains("# TYPE"), "{body}");
+}
