@@ -26,7 +26,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use agentgate::workspace::{
-    apply_patch_set, classify_diff, DiffKind, FileEntry, FileMode, FileTree,
+    apply_patch_set, apply_patch_set_with_limits, classify_diff, ApplyLimits, DiffKind, FileEntry,
+    FileMode, FileTree,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,6 +38,7 @@ use fixtures::fixture_cases;
 use fuzz::{headers_use_ab_prefixes, mutate_bytes, random_diffish};
 use git::{git_apply, git_diff};
 use oracle::{assert_tally, ours, run_cases, tree_is_safe, Case};
+use peak_alloc::peak_during;
 
 const DEFAULT_SEED: u64 = 0x5eed_a991;
 const GENERATED_CASES: usize = 260;
@@ -343,4 +345,277 @@ fn large_patch_sets_apply_like_git() {
     let old = FileTree::from([("big.txt".to_string(), text_file(&lines))]);
     let new = FileTree::from([("big.txt".to_string(), text_file(&changed))]);
     assert_applies_like_git("one file, 6,000 hunks", &old, &new);
+}
+
+/// Counts live heap bytes per thread, so a test can see the most that one
+/// call held at once (each test runs on a thread of its own).
+mod peak_alloc {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub(crate) struct PeakAlloc;
+
+    thread_local! {
+        static LIVE: Cell<usize> = const { Cell::new(0) };
+        static PEAK: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn grew(bytes: usize) {
+        let _ = LIVE.try_with(|live| {
+            let now = live.get().saturating_add(bytes);
+            live.set(now);
+            let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+        });
+    }
+
+    fn shrank(bytes: usize) {
+        let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
+    }
+
+    unsafe impl GlobalAlloc for PeakAlloc {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc(layout) };
+            if !ptr.is_null() {
+                grew(layout.size());
+            }
+            ptr
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let ptr = unsafe { System.alloc_zeroed(layout) };
+            if !ptr.is_null() {
+                grew(layout.size());
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) };
+            shrank(layout.size());
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let new = unsafe { System.realloc(ptr, layout, new_size) };
+            if !new.is_null() {
+                grew(new_size);
+                shrank(layout.size());
+            }
+            new
+        }
+    }
+
+    /// Runs `f`; returns its result and the most bytes it had allocated at once.
+    pub(crate) fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+        let start = LIVE.with(Cell::get);
+        PEAK.with(|peak| peak.set(start));
+        let out = f();
+        (out, PEAK.with(Cell::get) - start)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: peak_alloc::PeakAlloc = peak_alloc::PeakAlloc;
+
+const MIB: usize = 1 << 20;
+
+fn encode_85(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 85] =
+        b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";
+    let mut out = String::new();
+    for chunk in data.chunks(52) {
+        let len = chunk.len() as u8;
+        out.push(if len <= 26 {
+            b'A' + len - 1
+        } else {
+            b'a' + len - 27
+        } as char);
+        for group in chunk.chunks(4) {
+            let mut word = [0u8; 4];
+            word[..group.len()].copy_from_slice(group);
+            let mut acc = u32::from_be_bytes(word);
+            let mut chars = [0u8; 5];
+            for c in chars.iter_mut().rev() {
+                *c = ALPHABET[(acc % 85) as usize];
+                acc /= 85;
+            }
+            out.push_str(std::str::from_utf8(&chars).unwrap());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(data).unwrap();
+    z.finish().unwrap()
+}
+
+/// A zlib stream of `mib` MiB of zeros (~1 KB per MiB), built by repeating
+/// one fully flushed, byte-aligned MiB of deflate blocks.
+fn zeros_bomb(mib: usize) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut z = Compress::new(Compression::best(), false);
+    let (mut one_mib, mut last) = (Vec::with_capacity(1 << 16), Vec::with_capacity(64));
+    z.compress_vec(&vec![0; MIB], &mut one_mib, FlushCompress::Full)
+        .unwrap();
+    assert_eq!(z.total_in(), MIB as u64);
+    z.compress_vec(&[], &mut last, FlushCompress::Finish)
+        .unwrap();
+    let mut out = vec![0x78, 0xda];
+    for _ in 0..mib {
+        out.extend_from_slice(&one_mib);
+    }
+    out.extend_from_slice(&last);
+    let b = (mib as u64 * MIB as u64) % 65521;
+    out.extend_from_slice(&((b << 16 | 1) as u32).to_be_bytes());
+    out
+}
+
+/// Git's blob id, as `git hash-object` prints it.
+fn blob_id(content: &[u8]) -> String {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", content.len()).as_bytes());
+    h.update(content);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One `diff --git` patch to `path` with a forward binary hunk.
+fn binary_patch(path: &str, header: &str, ids: (&str, &str), hunk: &str, zdata: &[u8]) -> String {
+    format!(
+        "diff --git a/{path} b/{path}\n{header}index {}..{}\nGIT binary patch\n{hunk}\n{}\n",
+        ids.0,
+        ids.1,
+        encode_85(zdata)
+    )
+}
+
+/// Hostile binary patches, small as diffs, are refused with a clear error
+/// before they cost memory: the most any of them holds at once is measured.
+#[test]
+fn binary_patch_bombs_are_refused_without_large_allocations() {
+    let started = Instant::now();
+    let none = "0".repeat(40);
+
+    // A 200 MiB literal in ~250 KB of diff: over the limit per file.
+    let bomb = binary_patch(
+        "big.bin",
+        "new file mode 100644\n",
+        (&none, &"1".repeat(40)),
+        &format!("literal {}", 200 * MIB),
+        &zeros_bomb(200),
+    );
+    assert!(bomb.len() < 300_000, "{}", bomb.len());
+    let (result, peak) = peak_during(|| apply_patch_set(&FileTree::new(), bomb.as_bytes()));
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), "diff_too_large");
+    assert_eq!(
+        err.to_string(),
+        "big.bin: binary patch would produce 209715200 bytes, over the limit of 64 MiB per file"
+    );
+    assert!(peak < 4 * MIB, "held {peak} bytes");
+
+    // A 16 MiB literal, then a delta on the same path that copies 8 MiB of
+    // it 128 times (2 bytes per command): 1 GiB from a 260-byte delta.
+    let seed = files(&[("a.bin", "seed")]);
+    let zeros = vec![0u8; 16 * MIB];
+    let zeros_id = blob_id(&zeros);
+    let mut delta = Vec::new();
+    for mut n in [16 * MIB as u64, 1 << 30] {
+        while n >= 0x80 {
+            delta.push(n as u8 | 0x80);
+            n >>= 7;
+        }
+        delta.push(n as u8);
+    }
+    for _ in 0..128 {
+        // Copy from offset 0, length given by its third byte only: 0x80 << 16.
+        delta.extend_from_slice(&[0x80 | 0x40, 0x80]);
+    }
+    let two_steps = binary_patch(
+        "a.bin",
+        "",
+        (&blob_id(b"seed"), &zeros_id),
+        &format!("literal {}", 16 * MIB),
+        &zeros_bomb(16),
+    ) + &binary_patch(
+        "a.bin",
+        "",
+        (&zeros_id, &"2".repeat(40)),
+        &format!("delta {}", delta.len()),
+        &zlib(&delta),
+    );
+    assert!(two_steps.len() < 30_000, "{}", two_steps.len());
+    let (result, peak) = peak_during(|| apply_patch_set(&seed, two_steps.as_bytes()));
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), "diff_too_large");
+    assert_eq!(
+        err.to_string(),
+        "a.bin: binary patch would produce 1073741824 bytes, over the limit of 64 MiB per file"
+    );
+    assert!(peak < 48 * MIB, "held {peak} bytes");
+
+    // The same literal repeated over many paths adds up to the limit per
+    // patch set and no further (smaller limits keep the test quick).
+    let limits = ApplyLimits {
+        max_binary_file_bytes: 4 * MIB as u64,
+        max_patch_set_bytes: 16 * MIB as u64,
+    };
+    let four = zeros_bomb(4);
+    let four_id = blob_id(&vec![0; 4 * MIB]);
+    let many: String = (0..20)
+        .map(|n| {
+            binary_patch(
+                &format!("assets/{n}.bin"),
+                "new file mode 100644\n",
+                (&none, &four_id),
+                &format!("literal {}", 4 * MIB),
+                &four,
+            )
+        })
+        .collect();
+    let (result, peak) =
+        peak_during(|| apply_patch_set_with_limits(&FileTree::new(), many.as_bytes(), limits));
+    let err = result.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "assets/4.bin: the diff would produce more than 16 MiB of file content (the limit per diff)"
+    );
+    // Four files were inflated before the fifth was refused: the count is real.
+    assert!((16 * MIB..20 * MIB).contains(&peak), "held {peak} bytes");
+    println!("binary bombs refused in {:?}", started.elapsed());
+}
+
+/// Real binary files of a few MiB, created and then changed by a delta,
+/// still apply exactly as `git apply` applies them.
+#[test]
+fn multi_mib_binary_files_apply_like_git() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut blob: Vec<u8> = (0..3 * MIB).map(|_| rng.gen()).collect();
+    let mut old = FileTree::new();
+    let mut new = FileTree::from([(
+        "public/video.bin".to_string(),
+        FileEntry {
+            content: blob.clone(),
+            mode: FileMode::Regular,
+        },
+    )]);
+    assert_applies_like_git("a new 3 MiB binary file", &old, &new);
+    old = new.clone();
+    for i in (0..blob.len()).step_by(MIB / 2) {
+        blob[i] ^= 0xff;
+    }
+    blob.extend_from_slice(&[7; 4096]);
+    new.insert(
+        "public/video.bin".to_string(),
+        FileEntry {
+            content: blob,
+            mode: FileMode::Regular,
+        },
+    );
+    let diff = git_diff(&old, &new, &[]);
+    assert!(diff.windows(6).any(|w| w == b"delta "), "git chose a delta");
+    assert_applies_like_git("a 3 MiB binary file changed by a delta", &old, &new);
 }

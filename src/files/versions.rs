@@ -2,20 +2,22 @@
 //! once, then uploaded to object storage (only blobs storage does not have yet). A version whose
 //! upload failed stays `pending` and is retried in the background; nothing is lost meanwhile.
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
+use tokio::sync::Mutex;
 
 use super::archive::{tar_gz, ARCHIVE_CONTENT_TYPE};
 use super::blob_cache::BlobCache;
 use super::manifest::Manifest;
-use crate::storage::{SharedStore, StorageError};
+use crate::storage::SharedStore;
 use crate::workspace::FileTree;
 use entity::{app_versions, apps};
 
@@ -43,16 +45,27 @@ pub struct UploadReport {
     pub total_bytes: u64,
 }
 
+/// A pending version's place in the retry order: `(created_at, app_id, version)`.
+type RetryPosition = (DateTime<Utc>, String, i32);
+
 #[derive(Clone)]
 pub struct FileVersions {
     db: DatabaseConnection,
     store: SharedStore,
     cache: BlobCache,
+    /// The last pending version a background pass finished with (uploaded or skipped); the
+    /// next pass starts after it. The lock also keeps two passes from overlapping.
+    retry_cursor: Arc<Mutex<Option<RetryPosition>>>,
 }
 
 impl FileVersions {
     pub fn new(db: DatabaseConnection, store: SharedStore, cache: BlobCache) -> Self {
-        Self { db, store, cache }
+        Self {
+            db,
+            store,
+            cache,
+            retry_cursor: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -201,14 +214,17 @@ impl FileVersions {
     }
 
     /// Sends one blob unless storage has it already; returns the bytes sent.
-    async fn upload_blob(&self, sha256: &str) -> Result<u64, StorageError> {
+    async fn upload_blob(&self, sha256: &str) -> anyhow::Result<u64> {
         let key = blob_key(sha256);
         if self.store.exists(&key).await? {
             return Ok(0);
         }
-        let bytes = self.cache.get(sha256).await.ok_or_else(|| {
-            StorageError::Unavailable(format!("blob {sha256} is missing from the local cache"))
-        })?;
+        // Not a storage outage: retrying will not bring the blob back.
+        let bytes = self
+            .cache
+            .get(sha256)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("blob {sha256} is missing from the local cache"))?;
         let size = bytes.len() as u64;
         self.store
             .put(&key, Bytes::from(bytes), "application/octet-stream")
@@ -260,21 +276,15 @@ impl FileVersions {
         Ok(versions.len())
     }
 
-    /// One pass of the background retry: uploads pending versions of live apps, oldest first.
+    /// One pass of the background retry: uploads up to `batch` pending versions of live apps
+    /// in creation order, starting after where the previous pass stopped and wrapping round.
+    /// A version that fails while storage answers (say, a blob lost from the cache) is logged
+    /// and skipped until its next turn, so it never holds up other versions or apps. When
+    /// storage itself does not answer, the pass ends and the rest stays pending for the next.
+    /// Returns how many versions were stored.
     pub async fn upload_pending(&self, batch: u64) -> usize {
-        let live_apps = Query::select()
-            .column(apps::Column::Id)
-            .from(apps::Entity)
-            .and_where(apps::Column::DeletedAt.is_null())
-            .to_owned();
-        let pending = app_versions::Entity::find()
-            .filter(app_versions::Column::Status.eq(STATUS_PENDING))
-            .filter(app_versions::Column::AppId.in_subquery(live_apps))
-            .order_by_asc(app_versions::Column::CreatedAt)
-            .limit(batch)
-            .all(&self.db)
-            .await;
-        let pending = match pending {
+        let mut cursor = self.retry_cursor.lock().await;
+        let pending = match self.pending_in_turn(cursor.as_ref(), batch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "could not list pending versions");
@@ -289,11 +299,284 @@ impl FileVersions {
                     tracing::info!(app_id = %version.app_id, version = version.version, blobs = report.blobs, "pending version uploaded");
                 }
                 Err(e) => {
-                    tracing::warn!(app_id = %version.app_id, version = version.version, error = %e, "pending version upload failed; will retry");
-                    break;
+                    if let Err(down) = self.store.check().await {
+                        tracing::warn!(app_id = %version.app_id, version = version.version, error = %format!("{e:#}"), storage = %down, "storage is unreachable; pending uploads wait for the next pass");
+                        break;
+                    }
+                    tracing::warn!(app_id = %version.app_id, version = version.version, error = %format!("{e:#}"), "pending version upload failed; skipped until its next turn");
                 }
             }
+            *cursor = Some((version.created_at, version.app_id, version.version));
         }
         done
+    }
+
+    /// Up to `batch` pending versions of live apps: those after `cursor`, then from the oldest
+    /// up to and including `cursor`.
+    async fn pending_in_turn(
+        &self,
+        cursor: Option<&RetryPosition>,
+        batch: u64,
+    ) -> Result<Vec<app_versions::Model>, DbErr> {
+        let Some(cursor) = cursor else {
+            return self.list_pending(None, batch).await;
+        };
+        let after = retry_position_after(cursor);
+        let mut rows = self.list_pending(Some(after.clone()), batch).await?;
+        let room = batch.saturating_sub(rows.len() as u64);
+        if room > 0 {
+            rows.extend(self.list_pending(Some(after.not()), room).await?);
+        }
+        Ok(rows)
+    }
+
+    async fn list_pending(
+        &self,
+        within: Option<Condition>,
+        limit: u64,
+    ) -> Result<Vec<app_versions::Model>, DbErr> {
+        let live_apps = Query::select()
+            .column(apps::Column::Id)
+            .from(apps::Entity)
+            .and_where(apps::Column::DeletedAt.is_null())
+            .to_owned();
+        let mut query = app_versions::Entity::find()
+            .filter(app_versions::Column::Status.eq(STATUS_PENDING))
+            .filter(app_versions::Column::AppId.in_subquery(live_apps));
+        if let Some(within) = within {
+            query = query.filter(within);
+        }
+        query
+            .order_by_asc(app_versions::Column::CreatedAt)
+            .order_by_asc(app_versions::Column::AppId)
+            .order_by_asc(app_versions::Column::Version)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+}
+
+/// Versions that come after `position` in the retry order.
+fn retry_position_after((created_at, app_id, version): &RetryPosition) -> Condition {
+    use app_versions::Column;
+    let later_version_of_app = Condition::all()
+        .add(Column::AppId.eq(app_id.as_str()))
+        .add(Column::Version.gt(*version));
+    let later_key = Condition::any()
+        .add(Column::AppId.gt(app_id.as_str()))
+        .add(later_version_of_app);
+    Condition::any().add(Column::CreatedAt.gt(*created_at)).add(
+        Condition::all()
+            .add(Column::CreatedAt.eq(*created_at))
+            .add(later_key),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::storage::{LocalStore, ObjectStore, StorageError, UrlSigner};
+    use crate::workspace::{FileEntry, FileMode};
+
+    /// The real local store, with a switch that makes it unreachable.
+    struct SwitchableStore {
+        inner: LocalStore,
+        down: AtomicBool,
+        /// Object calls (not `check`) made while down.
+        calls_while_down: AtomicUsize,
+    }
+
+    impl SwitchableStore {
+        fn answer(&self) -> Result<(), StorageError> {
+            if self.down.load(Ordering::SeqCst) {
+                self.calls_while_down.fetch_add(1, Ordering::SeqCst);
+                return Err(StorageError::Unavailable("connection refused".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for SwitchableStore {
+        fn kind(&self) -> &'static str {
+            "local"
+        }
+        async fn put(
+            &self,
+            key: &str,
+            body: Bytes,
+            content_type: &str,
+        ) -> Result<(), StorageError> {
+            self.answer()?;
+            self.inner.put(key, body, content_type).await
+        }
+        async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+            self.answer()?;
+            self.inner.exists(key).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+            self.answer()?;
+            self.inner.get(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), StorageError> {
+            self.answer()?;
+            self.inner.delete(key).await
+        }
+        async fn presign_get(
+            &self,
+            key: &str,
+            ttl: Duration,
+            download_name: Option<&str>,
+        ) -> Result<String, StorageError> {
+            self.answer()?;
+            self.inner.presign_get(key, ttl, download_name).await
+        }
+        async fn check(&self) -> Result<(), StorageError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StorageError::Unavailable("connection refused".into()));
+            }
+            self.inner.check().await
+        }
+    }
+
+    struct Fixture {
+        files: FileVersions,
+        store: Arc<SwitchableStore>,
+        cache_root: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("database");
+        let inner = LocalStore::new(
+            dir.path().join("store"),
+            "http://127.0.0.1:1".into(),
+            UrlSigner::new(b"test secret"),
+        )
+        .expect("store");
+        let store = Arc::new(SwitchableStore {
+            inner,
+            down: AtomicBool::new(false),
+            calls_while_down: AtomicUsize::new(0),
+        });
+        let cache_root = dir.path().join("cache");
+        let cache = BlobCache::new(cache_root.clone()).expect("cache");
+        Fixture {
+            files: FileVersions::new(db, store.clone(), cache),
+            store,
+            cache_root,
+            _dir: dir,
+        }
+    }
+
+    impl Fixture {
+        /// A new app with one pending version holding one file of `content`.
+        async fn pending_version(&self, content: &str) -> app_versions::Model {
+            let app = crate::apps::create(&self.files.db, "alice", "app", None)
+                .await
+                .expect("app");
+            let tree = FileTree::from([(
+                "index.html".to_string(),
+                FileEntry {
+                    content: content.as_bytes().to_vec(),
+                    mode: FileMode::Regular,
+                },
+            )]);
+            let version = self
+                .files
+                .create(&app.id, None, None, None, &tree)
+                .await
+                .expect("version");
+            // Distinct creation times keep the retry order the order of creation.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            version
+        }
+
+        /// Loses a version's only blob from the local cache: its upload can never succeed.
+        async fn break_version(&self, content: &str) {
+            let sha = crate::files::manifest::sha256_hex(content.as_bytes());
+            let path = self.cache_root.join(&sha[..2]).join(&sha);
+            tokio::fs::remove_file(path).await.expect("remove blob");
+        }
+
+        async fn status(&self, version: &app_versions::Model) -> String {
+            self.files
+                .get(&version.app_id, version.version)
+                .await
+                .expect("query")
+                .expect("version")
+                .status
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_version_does_not_block_other_apps() {
+        let f = fixture().await;
+        let broken = f.pending_version("<h1>lost</h1>").await;
+        let good = f.pending_version("<h1>fine</h1>").await;
+        f.break_version("<h1>lost</h1>").await;
+
+        assert_eq!(f.files.upload_pending(50).await, 1);
+        assert_eq!(f.status(&good).await, STATUS_STORED);
+        assert_eq!(f.status(&broken).await, STATUS_PENDING);
+        // The broken one is retried on later passes, and still does not block anything.
+        let later = f.pending_version("<h1>later</h1>").await;
+        assert_eq!(f.files.upload_pending(50).await, 1);
+        assert_eq!(f.status(&later).await, STATUS_STORED);
+        assert_eq!(f.status(&broken).await, STATUS_PENDING);
+    }
+
+    #[tokio::test]
+    async fn versions_that_keep_failing_do_not_starve_the_queue() {
+        let f = fixture().await;
+        let first = f.pending_version("<p>one</p>").await;
+        let second = f.pending_version("<p>two</p>").await;
+        let good = f.pending_version("<p>three</p>").await;
+        f.break_version("<p>one</p>").await;
+        f.break_version("<p>two</p>").await;
+
+        // With one version per pass, the oldest (broken) ones must not stay first in line.
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            passes.push(f.files.upload_pending(1).await);
+        }
+        assert_eq!(passes, [0, 0, 1]);
+        assert_eq!(f.status(&good).await, STATUS_STORED);
+        // The round wraps back to the oldest.
+        assert_eq!(f.files.upload_pending(1).await, 0);
+        assert_eq!(f.status(&first).await, STATUS_PENDING);
+        assert_eq!(f.status(&second).await, STATUS_PENDING);
+    }
+
+    #[tokio::test]
+    async fn a_storage_outage_ends_the_pass_and_a_later_pass_completes_it() {
+        let f = fixture().await;
+        let one = f.pending_version("<p>a</p>").await;
+        let two = f.pending_version("<p>b</p>").await;
+
+        f.store.down.store(true, Ordering::SeqCst);
+        assert_eq!(f.files.upload_pending(50).await, 0);
+        assert_eq!(
+            f.store.calls_while_down.load(Ordering::SeqCst),
+            1,
+            "the pass stops at the first version instead of trying every one"
+        );
+        assert_eq!(f.status(&one).await, STATUS_PENDING);
+        assert_eq!(f.status(&two).await, STATUS_PENDING);
+
+        f.store.down.store(false, Ordering::SeqCst);
+        assert_eq!(f.files.upload_pending(50).await, 2);
+        assert_eq!(f.status(&one).await, STATUS_STORED);
+        assert_eq!(f.status(&two).await, STATUS_STORED);
+        let key = manifest_key(&one.app_id, one.version);
+        assert!(f.store.inner.exists(&key).await.expect("exists"));
     }
 }

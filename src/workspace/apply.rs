@@ -5,9 +5,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::binary::apply_binary;
+use super::binary::{apply_binary, BinaryError};
 use super::error::shown;
 use super::image::{apply_hunk, Image};
+use super::limits::Budget;
 use super::parse::{Body, FilePatch};
 use super::paths::normalize_path;
 use super::{tree, FileEntry, FileMode, FileTree, PatchError};
@@ -80,12 +81,13 @@ pub(crate) fn apply_patches(
     base: &FileTree,
     diff: &[u8],
     parsed: Vec<FilePatch>,
+    budget: &mut Budget,
 ) -> Result<FileTree, PatchError> {
     let mut patches = parsed
         .into_iter()
         .map(checked_names)
         .collect::<Result<Vec<_>, _>>()?;
-    let mut state = State::new(base, &patches);
+    let mut state = State::new(base, &patches, budget);
     for i in 0..patches.len() {
         state.check_patch(&mut patches, i, diff)?;
     }
@@ -135,15 +137,17 @@ fn checked_names(p: FilePatch) -> Result<Patch, PatchError> {
 
 struct State<'a> {
     base: &'a FileTree,
+    budget: &'a mut Budget,
     slots: HashMap<String, Slot>,
     kept_symlinks: HashSet<String>,
     removed_symlinks: HashSet<String>,
 }
 
 impl<'a> State<'a> {
-    fn new(base: &'a FileTree, patches: &[Patch]) -> Self {
+    fn new(base: &'a FileTree, patches: &[Patch], budget: &'a mut Budget) -> Self {
         let mut state = State {
             base,
+            budget,
             slots: HashMap::new(),
             kept_symlinks: HashSet::new(),
             removed_symlinks: HashSet::new(),
@@ -333,19 +337,36 @@ impl<'a> State<'a> {
         self.apply_data(patches, i, diff)
     }
 
-    fn load_preimage(&self, patches: &[Patch], i: usize) -> Result<Vec<u8>, PatchError> {
-        if let Some(j) = self.previous(&patches[i])? {
-            return Ok(patches[j].result.clone());
-        }
-        let Some(old) = &patches[i].old_name else {
+    /// A copy of the content patch `i` starts from. Copies are checked
+    /// against the budget first: patching one path again and again, or
+    /// copying one file many times, duplicates it each time.
+    fn load_preimage(
+        &self,
+        patches: &[Patch],
+        i: usize,
+        path: &str,
+    ) -> Result<Vec<u8>, PatchError> {
+        let content = if let Some(j) = self.previous(&patches[i])? {
+            &patches[j].result
+        } else if let Some(old) = &patches[i].old_name {
+            match lstat(self.base, old) {
+                Stat::File(entry) => &entry.content,
+                _ => {
+                    return Err(PatchError::FileNotFound {
+                        path: shown(old.as_bytes()),
+                    })
+                }
+            }
+        } else {
             return Ok(Vec::new());
         };
-        match lstat(self.base, old) {
-            Stat::File(entry) => Ok(entry.content.clone()),
-            _ => Err(PatchError::FileNotFound {
-                path: shown(old.as_bytes()),
-            }),
+        if let Some(reason) = self.budget.refuse(content.len() as u64) {
+            return Err(PatchError::TooLarge {
+                path: path.to_string(),
+                reason,
+            });
         }
+        Ok(content.clone())
     }
 
     fn apply_data(
@@ -354,21 +375,32 @@ impl<'a> State<'a> {
         i: usize,
         diff: &[u8],
     ) -> Result<(), PatchError> {
-        let old = self.load_preimage(patches, i)?;
-        let p = &mut patches[i];
+        let p = &patches[i];
         let name = p.old_name.as_ref().or(p.new_name.as_ref());
         let path = name.map(|n| shown(n.as_bytes())).unwrap_or_default();
-        p.result = match &p.body {
+        let old = self.load_preimage(patches, i, &path)?;
+        let too_large = |reason| PatchError::TooLarge {
+            path: path.clone(),
+            reason,
+        };
+        let p = &mut patches[i];
+        // The body is used once; taking it moves a literal's data into the
+        // result instead of copying it.
+        p.result = match std::mem::replace(&mut p.body, Body::Text(Vec::new())) {
             Body::Binary(hunk) => apply_binary(
                 &p.old_id,
                 &p.new_id,
                 p.old_name.is_some(),
                 &old,
-                hunk.as_ref(),
+                hunk,
+                self.budget,
             )
-            .map_err(|reason| PatchError::Binary {
-                path: path.clone(),
-                reason,
+            .map_err(|e| match e {
+                BinaryError::Invalid(reason) => PatchError::Binary {
+                    path: path.clone(),
+                    reason,
+                },
+                BinaryError::TooLarge(reason) => too_large(reason),
             })?,
             Body::Text(hunks) => {
                 let mut img = Image::new(old);
@@ -380,7 +412,9 @@ impl<'a> State<'a> {
                         reason,
                     })?;
                 }
-                img.into_bytes()
+                let result = img.into_bytes();
+                self.budget.charge(result.len() as u64).map_err(too_large)?;
+                result
             }
         };
         if let Some(new) = &p.new_name {

@@ -36,6 +36,9 @@ pub enum PatchError {
     PathConflict { path: String, reason: String },
     #[error("{path}: deleted file does not match the patch (content would remain)")]
     DeleteMismatch { path: String },
+    /// Over a size limit of [`ApplyLimits`](super::ApplyLimits).
+    #[error("{path}: {reason}")]
+    TooLarge { path: String, reason: String },
 }
 
 impl PatchError {
@@ -52,6 +55,7 @@ impl PatchError {
             PatchError::Mode { .. } => "file_mode_error",
             PatchError::PathConflict { .. } => "path_conflict",
             PatchError::DeleteMismatch { .. } => "delete_mismatch",
+            PatchError::TooLarge { .. } => "diff_too_large",
         }
     }
 

@@ -309,10 +309,12 @@ fn show(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workspace::limits::Budget;
     use crate::workspace::parse::{parse_patch_set, Body};
 
     fn apply(old: &str, diff: &str) -> Result<String, String> {
-        let patches = parse_patch_set(diff.as_bytes()).map_err(|e| e.to_string())?;
+        let patches =
+            parse_patch_set(diff.as_bytes(), &mut Budget::default()).map_err(|e| e.to_string())?;
         let Body::Text(hunks) = &patches[0].body else {
             panic!("binary")
         };

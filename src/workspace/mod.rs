@@ -23,6 +23,11 @@
 //! patch set, validates every path, applies everything against a copy and
 //! returns either the complete new tree or the first error.
 //!
+//! What a patch set may produce is bounded ([`ApplyLimits`]): binary hunks
+//! inflate ~1000:1 and deltas copy 16 MB per command, so each binary result
+//! is capped per file and everything the set makes is capped in total,
+//! checked before the memory is allocated.
+//!
 //! Cost is linear in the size of the diff plus the touched files: hunks are
 //! found with a line-hash scan outward from their stated position and
 //! spliced in through a gap buffer: a 1,000-file, ~10 MB patch set takes
@@ -35,6 +40,7 @@ mod error;
 mod gap;
 mod header;
 mod image;
+mod limits;
 mod parse;
 mod paths;
 mod quote;
@@ -44,6 +50,7 @@ mod tree;
 use std::collections::BTreeMap;
 
 pub use error::PatchError;
+pub use limits::ApplyLimits;
 pub use paths::normalize_path;
 
 /// The three kinds of entry git records in a tree.
@@ -116,10 +123,21 @@ pub fn classify_diff(diff: &str) -> DiffKind {
 ///
 /// Returns the complete new tree, or the first error; `base` is never
 /// modified. Input with no patch in it (including an empty string) is an
-/// error, as it is for `git apply`: check [`classify_diff`] first.
+/// error, as it is for `git apply`: check [`classify_diff`] first. Sizes are
+/// bounded by the default [`ApplyLimits`].
 pub fn apply_patch_set(base: &FileTree, diff: &[u8]) -> Result<FileTree, PatchError> {
-    let patches = parse::parse_patch_set(diff)?;
-    apply::apply_patches(base, diff, patches)
+    apply_patch_set_with_limits(base, diff, ApplyLimits::default())
+}
+
+/// [`apply_patch_set`] with other size limits.
+pub fn apply_patch_set_with_limits(
+    base: &FileTree,
+    diff: &[u8],
+    limits: ApplyLimits,
+) -> Result<FileTree, PatchError> {
+    let mut budget = limits::Budget::new(limits);
+    let patches = parse::parse_patch_set(diff, &mut budget)?;
+    apply::apply_patches(base, diff, patches, &mut budget)
 }
 
 #[cfg(test)]

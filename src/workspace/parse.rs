@@ -5,11 +5,13 @@
 
 use std::ops::Range;
 
-use super::binary::{self, BinaryHunk};
+use super::binary::{self, BinaryHunk, HunkError};
+use super::error::shown;
 use super::header::{
     find_name, find_name_traditional, git_header_name, has_epoch_timestamp, is_dev_null, is_space,
     line_len, strtoul, Terminator,
 };
+use super::limits::Budget;
 use super::PatchError;
 
 /// One `@@ -a,b +c,d @@` hunk; `text` spans its lines in the diff,
@@ -77,33 +79,42 @@ impl FilePatch {
     }
 }
 
-/// A parse failure at a byte offset of the diff.
-struct Fail {
-    at: usize,
-    reason: String,
+/// Why parsing stopped.
+enum Fail {
+    /// Malformed input at a byte offset of the diff.
+    Syntax { at: usize, reason: String },
+    /// Well-formed, but refused as it stands (a size limit).
+    Refused(PatchError),
 }
 
 type Parsed<T> = Result<T, Fail>;
 
 fn fail<T>(at: usize, reason: impl Into<String>) -> Parsed<T> {
-    Err(Fail {
+    Err(Fail::Syntax {
         at,
         reason: reason.into(),
     })
 }
 
-/// Parses every file patch in `diff`.
-pub(crate) fn parse_patch_set(diff: &[u8]) -> Result<Vec<FilePatch>, PatchError> {
+/// Parses every file patch in `diff`, charging inflated binary data to
+/// `budget`.
+pub(crate) fn parse_patch_set(
+    diff: &[u8],
+    budget: &mut Budget,
+) -> Result<Vec<FilePatch>, PatchError> {
     let mut patches = Vec::new();
     let mut offset = 0;
     while offset < diff.len() {
-        match parse_chunk(diff, offset) {
+        match parse_chunk(diff, offset, budget) {
             Ok(Some((patch, used))) => {
                 patches.push(patch);
                 offset += used;
             }
             Ok(None) => break,
-            Err(f) => return Err(PatchError::parse(line_number(diff, f.at), f.reason)),
+            Err(Fail::Syntax { at, reason }) => {
+                return Err(PatchError::parse(line_number(diff, at), reason))
+            }
+            Err(Fail::Refused(e)) => return Err(e),
         }
     }
     if patches.is_empty() {
@@ -133,7 +144,11 @@ fn excerpt(line: &[u8]) -> String {
 
 /// Reads the next file patch at or after `start`; `None` when no header
 /// remains. Returns the patch and the bytes consumed from `start`.
-fn parse_chunk(diff: &[u8], start: usize) -> Parsed<Option<(FilePatch, usize)>> {
+fn parse_chunk(
+    diff: &[u8],
+    start: usize,
+    budget: &mut Budget,
+) -> Parsed<Option<(FilePatch, usize)>> {
     let Some((at, header_len, mut patch)) = find_header(diff, start)? else {
         return Ok(None);
     };
@@ -146,7 +161,9 @@ fn parse_chunk(diff: &[u8], start: usize) -> Parsed<Option<(FilePatch, usize)>> 
     if hunks_len == 0 {
         let line = &diff[body_start..body_start + line_len(&diff[body_start..])];
         if line == b"GIT binary patch\n" {
-            let (hunk, used) = parse_binary(diff, body_start + line.len())?;
+            let name = patch.new_name.as_ref().or(patch.old_name.as_ref());
+            let path = name.map(|n| shown(n)).unwrap_or_default();
+            let (hunk, used) = parse_binary(diff, body_start + line.len(), &path, budget)?;
             patch.body = Body::Binary(Some(hunk));
             end = body_start + line.len() + used;
         } else if line.ends_with(b" differ\n")
@@ -203,7 +220,7 @@ fn find_header(diff: &[u8], start: usize) -> Parsed<Option<(usize, usize, FilePa
             at += len;
             continue;
         }
-        parse_traditional(&rest[4..], &next[4..], &mut patch).ok_or(Fail {
+        parse_traditional(&rest[4..], &next[4..], &mut patch).ok_or(Fail::Syntax {
             at,
             reason: "unable to find a file name in the ---/+++ lines".into(),
         })?;
@@ -447,9 +464,12 @@ fn parse_hunks(diff: &[u8], start: usize, patch: &mut FilePatch) -> Parsed<usize
     let mut hunks = Vec::new();
     let (mut oldlines, mut newlines) = (0u64, 0u64);
     while diff.len() - at > 4 && diff[at..].starts_with(b"@@ -") {
-        let hunk = parse_hunk(diff, at).map_err(|f| Fail {
-            at: f.at,
-            reason: format!("corrupt hunk {}: {}", hunks.len() + 1, f.reason),
+        let hunk = parse_hunk(diff, at).map_err(|f| match f {
+            Fail::Syntax { at, reason } => Fail::Syntax {
+                at,
+                reason: format!("corrupt hunk {}: {reason}", hunks.len() + 1),
+            },
+            refused => refused,
         })?;
         oldlines = oldlines.wrapping_add(hunk.oldlines);
         newlines = newlines.wrapping_add(hunk.newlines);
@@ -546,22 +566,34 @@ fn parse_hunk(diff: &[u8], start: usize) -> Parsed<Hunk> {
 }
 
 /// Reads the forward hunk of a `GIT binary patch` and skips the optional
-/// reverse hunk. Returns the forward hunk and the bytes used.
-fn parse_binary(diff: &[u8], start: usize) -> Parsed<(BinaryHunk, usize)> {
-    let corrupt = |c: binary::Corrupt, base: usize| Fail {
-        at: base + c.at,
-        reason: format!("corrupt binary patch: {}", c.reason),
+/// reverse hunk (inflated to check it, and charged to `budget` like the
+/// forward one). Returns the forward hunk and the bytes used.
+fn parse_binary(
+    diff: &[u8],
+    start: usize,
+    path: &str,
+    budget: &mut Budget,
+) -> Parsed<(BinaryHunk, usize)> {
+    let failed = |e: HunkError, base: usize| match e {
+        HunkError::Corrupt(c) => Fail::Syntax {
+            at: base + c.at,
+            reason: format!("corrupt binary patch: {}", c.reason),
+        },
+        HunkError::TooLarge(reason) => Fail::Refused(PatchError::TooLarge {
+            path: path.to_string(),
+            reason,
+        }),
     };
-    let forward = match binary::parse_hunk(&diff[start..]) {
+    let forward = match binary::parse_hunk(&diff[start..], budget) {
         Ok(Some(h)) => h,
         Ok(None) => return fail(start, "unrecognized binary patch"),
-        Err(c) => return Err(corrupt(c, start)),
+        Err(e) => return Err(failed(e, start)),
     };
     let mut used = forward.used;
-    match binary::parse_hunk(&diff[start + used..]) {
+    match binary::parse_hunk(&diff[start + used..], budget) {
         Ok(Some(reverse)) => used += reverse.used,
         Ok(None) => {}
-        Err(c) => return Err(corrupt(c, start + used)),
+        Err(e) => return Err(failed(e, start + used)),
     }
     Ok((forward.hunk, used))
 }
@@ -603,7 +635,7 @@ rename to lib/a/c.txt\n\
 diff --git a/gone.txt b/gone.txt\n\
 deleted file mode 100644\n\
 index e69de29..0000000\n";
-        let patches = parse_patch_set(diff).unwrap();
+        let patches = parse_patch_set(diff, &mut Budget::default()).unwrap();
         assert_eq!(patches.len(), 4);
         assert_eq!(
             names(&patches[0]),
@@ -633,7 +665,7 @@ index e69de29..0000000\n";
     #[test]
     fn parses_traditional_diff_and_no_newline_marker() {
         let diff = b"--- a/x.txt\t2024-01-01 00:00:00\n+++ b/x.txt\n@@ -1 +1 @@\n-a\n\\ No newline at end of file\n+b\n\\ No newline at end of file\n";
-        let patches = parse_patch_set(diff).unwrap();
+        let patches = parse_patch_set(diff, &mut Budget::default()).unwrap();
         assert_eq!(patches.len(), 1);
         assert_eq!(
             names(&patches[0]),
@@ -646,17 +678,17 @@ index e69de29..0000000\n";
     #[test]
     fn quoted_names_with_spaces() {
         let diff = b"diff --git \"a/with \\\"quote\\\" and\\ttab.txt\" \"b/with \\\"quote\\\" and\\ttab.txt\"\nnew file mode 100644\nindex 0000000..e69de29\n";
-        let patches = parse_patch_set(diff).unwrap();
+        let patches = parse_patch_set(diff, &mut Budget::default()).unwrap();
         assert_eq!(names(&patches[0]).1.unwrap(), "with \"quote\" and\ttab.txt");
         let diff = b"diff --git a/dir x/f y.txt b/dir x/f y.txt\nnew file mode 100755\nindex 0000000..e69de29\n";
-        let patches = parse_patch_set(diff).unwrap();
+        let patches = parse_patch_set(diff, &mut Budget::default()).unwrap();
         assert_eq!(names(&patches[0]).1.unwrap(), "dir x/f y.txt");
         assert_eq!(patches[0].new_mode, 0o100755);
     }
 
     #[test]
     fn rejects_corrupt_input() {
-        let err = |d: &[u8]| parse_patch_set(d).unwrap_err();
+        let err = |d: &[u8]| parse_patch_set(d, &mut Budget::default()).unwrap_err();
         assert_eq!(err(b""), PatchError::NoPatches);
         assert_eq!(err(b"# Note: nothing\n"), PatchError::NoPatches);
         assert_eq!(err(b"@@ -1 +1 @@\n-a\n+b\n").code(), "diff_parse_error");
@@ -681,11 +713,13 @@ index e69de29..0000000\n";
     #[test]
     fn binary_markers() {
         let diff = b"diff --git a/i.png b/i.png\nindex 1111111..2222222 100644\nBinary files a/i.png and b/i.png differ\n";
-        let patches = parse_patch_set(diff).unwrap();
+        let patches = parse_patch_set(diff, &mut Budget::default()).unwrap();
         assert!(matches!(patches[0].body, Body::Binary(None)));
         let corrupt = b"diff --git a/i.png b/i.png\nindex 1111111..2222222 100644\nGIT binary patch\nliteral 3\nzzz\n\n";
         assert_eq!(
-            parse_patch_set(corrupt).unwrap_err().code(),
+            parse_patch_set(corrupt, &mut Budget::default())
+                .unwrap_err()
+                .code(),
             "diff_parse_error"
         );
     }
