@@ -230,6 +230,9 @@ async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
     let token = app.token("alice");
     let (app_id, _) = build_app(&app, &token).await;
+    // No worker of the gateway's own may take the job while we play the dead one.
+    let mut app = app;
+    app.stop_server().await;
     let db = &app.state.db;
     let job = jobs::enqueue(
         db,
@@ -242,23 +245,40 @@ async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
     )
     .await
     .expect("enqueue");
-    // A worker that claims the job and dies: its 1 s lease must expire before anyone else runs it.
-    // The gateway's own worker may win the claim first; then there is nothing to steal.
+    // A worker claims the job, moves it to building, and dies inside its provider's start.
     let stolen = jobs::claim(db, "dead-worker", chrono::Duration::seconds(1))
         .await
-        .expect("claim");
-    if let Some(stolen) = &stolen {
-        assert_eq!(stolen.id, job.id);
-        assert!(
-            jobs::claim(db, "other", chrono::Duration::seconds(30))
-                .await
-                .expect("claim")
-                .is_none(),
-            "a leased job is not claimed twice"
-        );
-    }
+        .expect("claim")
+        .expect("the job is due");
+    assert_eq!(stolen.id, job.id);
+    let mut state = serde_json::Map::new();
+    state.insert("starting".into(), true.into());
+    let deadline = chrono::Utc::now() + chrono::Duration::minutes(10);
+    assert!(
+        jobs::mark_building(db, &job.id, "dead-worker", &state, deadline)
+            .await
+            .expect("mark")
+    );
+    assert!(
+        jobs::claim(db, "other", chrono::Duration::seconds(30))
+            .await
+            .expect("claim")
+            .is_none(),
+        "a leased job is not claimed twice"
+    );
+    // Once the lease has expired, a live worker takes the job over and finishes the start.
+    let app = app.restart("[deploy]\non_new_version = false\n").await;
     let healthy = wait_for_status(&app, &token, &job.id, "healthy").await;
     assert_eq!(healthy["type"], "HEALTHY");
+    let row = jobs::find(&app.state.db, &job.id)
+        .await
+        .expect("find")
+        .expect("row");
+    assert!(
+        !row.provider_state.contains("starting"),
+        "{}",
+        row.provider_state
+    );
     app.stop().await;
 }
 db_test!(dead_worker_lease_expires_and_the_job_is_retried);
