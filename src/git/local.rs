@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use git2::{ConfigLevel, ErrorCode, Repository, RepositoryInitOptions};
 
 use super::changes::validate_branch;
+use super::names::check_component;
 use super::{CommitRef, CommitRequest, CreateRepo, GitError, GitHost, RepoRef};
 
 const DEFAULT_OWNER: &str = "local";
@@ -92,6 +93,23 @@ impl GitHost for LocalGitHost {
         .await
     }
 
+    async fn default_branch(&self, repo: &RepoRef) -> Result<String, GitError> {
+        let dir = self.repo_dir(&repo.owner, &repo.name)?;
+        blocking(move || {
+            let git = open(&dir)?;
+            // HEAD of a bare repository names the default branch, even before its first commit.
+            let head = git.find_reference("HEAD").map_err(local_error)?;
+            let branch = head
+                .symbolic_target()
+                .ok()
+                .flatten()
+                .and_then(|target| target.strip_prefix("refs/heads/"))
+                .unwrap_or(DEFAULT_BRANCH);
+            Ok(branch.to_string())
+        })
+        .await
+    }
+
     async fn set_homepage(&self, repo: &RepoRef, url: &str) -> Result<(), GitError> {
         let dir = self.repo_dir(&repo.owner, &repo.name)?;
         let url = url.to_string();
@@ -170,22 +188,6 @@ fn config_bool(git: &Repository, key: &str) -> Result<bool, GitError> {
         Ok(value) => Ok(value),
         Err(e) if e.code() == ErrorCode::NotFound => Ok(false),
         Err(e) => Err(local_error(e)),
-    }
-}
-
-/// Owners and names become directory names: same character set as repository names, and
-/// never `.`-prefixed, so `..` and hidden directories are impossible.
-fn check_component(what: &str, value: &str) -> Result<(), GitError> {
-    let ok = !value.is_empty()
-        && value.len() <= super::names::MAX_REPO_NAME
-        && !value.starts_with('.')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(GitError::Invalid(format!("invalid {what} {value:?}")))
     }
 }
 

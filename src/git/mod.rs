@@ -34,13 +34,17 @@ pub trait GitHost: Send + Sync {
     async fn create_repo(&self, req: &CreateRepo) -> Result<RepoRef, GitError>;
 
     /// Applies `changes` on top of `parent` (None = first commit; the branch must then have no
-    /// history) and moves `branch` to the new commit without force. If the branch head is not
+    /// history, except that GitHub finishes a first commit an earlier attempt of the same request
+    /// left half done) and moves `branch` to the new commit without force. If the branch head is not
     /// `parent`, returns [`GitError::Conflict`] unless the changed paths don't overlap the paths
     /// changed between parent and head, in which case the changes are rebased onto head.
     async fn commit(&self, repo: &RepoRef, req: &CommitRequest) -> Result<CommitRef, GitError>;
 
     /// The commit `branch` points at, or None when it has no history.
     async fn head(&self, repo: &RepoRef, branch: &str) -> Result<Option<String>, GitError>;
+
+    /// The repository's default branch, as the host records it.
+    async fn default_branch(&self, repo: &RepoRef) -> Result<String, GitError>;
 
     /// Sets the repository's homepage (the running app's URL).
     async fn set_homepage(&self, repo: &RepoRef, url: &str) -> Result<(), GitError>;
@@ -87,6 +91,24 @@ pub struct CommitRef {
     pub url: String,
     /// Blobs the host did not have yet and had to receive.
     pub blobs_uploaded: usize,
+}
+
+/// Where new work on `branch` starts: its head, or, for a branch that does not exist yet, the
+/// head of the repository's default branch, so a new branch forks the existing history instead
+/// of starting a second, unrelated one. None when the repository has no history at all.
+pub async fn branch_base(
+    host: &dyn GitHost,
+    repo: &RepoRef,
+    branch: &str,
+) -> Result<Option<String>, GitError> {
+    if let Some(head) = host.head(repo, branch).await? {
+        return Ok(Some(head));
+    }
+    let default = host.default_branch(repo).await?;
+    if default == branch {
+        return Ok(None);
+    }
+    host.head(repo, &default).await
 }
 
 /// Creates `req`, retrying with [`with_suffix`] names up to `attempts` times while the name is

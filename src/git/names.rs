@@ -5,6 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use super::GitError;
+
 /// GitHub's limit on repository name length.
 pub const MAX_REPO_NAME: usize = 100;
 const SUFFIX_HEX: usize = 4;
@@ -38,6 +40,23 @@ pub fn with_suffix(name: &str, attempt: u32) -> String {
         format!("app-{suffix}")
     } else {
         format!("{base}-{suffix}")
+    }
+}
+
+/// Checks an owner or repository name received from a caller before it goes into a path (a
+/// directory on disk, a GitHub API route): GitHub's character set for repository names, and
+/// never `.`-prefixed, so `..`, hidden directories and extra route segments are impossible.
+pub(crate) fn check_component(what: &str, value: &str) -> Result<(), GitError> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_REPO_NAME
+        && !value.starts_with('.')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(GitError::Invalid(format!("invalid {what} {value:?}")))
     }
 }
 
@@ -127,6 +146,23 @@ mod tests {
         assert_eq!(s(&long).len(), MAX_REPO_NAME);
         let dashed = format!("{}-{}", "b".repeat(99), "c".repeat(10));
         assert_eq!(s(&dashed), "b".repeat(99));
+    }
+
+    #[test]
+    fn components_cannot_leave_their_place_in_a_path() {
+        for good in ["octo-org", "my_repo.v2", "A1"] {
+            assert!(check_component("owner", good).is_ok(), "{good:?}");
+        }
+        let long = "x".repeat(MAX_REPO_NAME + 1);
+        for bad in [
+            "", ".", "..", ".hidden", "a/b", "../x", "a b", "a?b", "a%2Fb", &long,
+        ] {
+            assert_eq!(
+                check_component("owner", bad).map_err(|e| e.code()),
+                Err("invalid"),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

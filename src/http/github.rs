@@ -282,8 +282,8 @@ async fn commit_files(
     let parent = if initial {
         None
     } else {
-        git.host()
-            .head(&repo_ref, &branch)
+        // A new branch starts from the default branch's head.
+        crate::git::branch_base(git.host().as_ref(), &repo_ref, &branch)
             .await
             .map_err(git_failure)?
     };

@@ -135,6 +135,23 @@ impl FakeGitHub {
             .extend((0..n).map(|_| Fault::Primary(reset_in_secs)));
     }
 
+    /// Once the next request with `method` whose path contains `path_part` has been answered
+    /// normally, the `n` requests after it fail with `status`: an outage in the middle of a
+    /// multi-request operation (e.g. right after the Contents API created the first commit).
+    pub fn fail_after_next(&self, method: &str, path_part: &str, n: usize, status: u16) {
+        self.lock().fail_after = Some(FailAfter {
+            method: method.to_string(),
+            path_part: path_part.to_string(),
+            n,
+            status,
+        });
+    }
+
+    /// Injected faults not served yet.
+    pub fn faults_left(&self) -> usize {
+        self.lock().faults.len()
+    }
+
     /// Someone else pushes a commit with `changes` (None deletes) onto `branch`.
     /// Returns the new head.
     pub fn push_external_commit(
@@ -279,6 +296,14 @@ struct Inner {
     tokens_minted: usize,
     token_ttl_secs: i64,
     pending_push: Option<PendingPush>,
+    fail_after: Option<FailAfter>,
+}
+
+struct FailAfter {
+    method: String,
+    path_part: String,
+    n: usize,
+    status: u16,
 }
 
 struct PendingPush {
@@ -595,10 +620,20 @@ async fn handle(
             inner.external_commit(&push.owner, &push.repo, &push.branch, push.changes);
         }
     }
-    match route(&mut inner, &method, &uri, &headers, &body) {
+    let response = match route(&mut inner, &method, &uri, &headers, &body) {
         Ok(r) => r,
         Err(fail) => fail.into_response(),
+    };
+    let trigger = inner
+        .fail_after
+        .as_ref()
+        .is_some_and(|f| method.as_str() == f.method && uri.path().contains(&f.path_part));
+    if let Some(after) = trigger.then(|| inner.fail_after.take()).flatten() {
+        inner
+            .faults
+            .extend((0..after.n).map(|_| Fault::Status(after.status)));
     }
+    response
 }
 
 fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Reply {

@@ -11,10 +11,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::db_test;
-use crate::fake_github::{FakeGitHub, Files, PERSONAL_TOKEN, USER};
+use crate::fake_github::{FakeGitHub, Files, APP_ID, PERSONAL_TOKEN, USER};
 use crate::helpers::{assert_complete_run, spawn_app_with, DbKind, Frame, SseReader, TestApp};
 
 const NO_DEPLOY: &str = "[deploy]\non_new_version = false\n";
+/// Any RSA key will do: the fake checks the GitHub App's JWT structurally, not its signature.
+const APP_PRIVATE_KEY: &str = include_str!("../fixtures/jwks/rsa_private.pem");
+const ORG: &str = "octo-org";
 const BUILD: &str = "build a todo list app";
 const REPO: &str = "todo-list-app";
 
@@ -26,6 +29,14 @@ fn github_config(gh: &FakeGitHub, retry_interval_secs: u64) -> String {
     format!(
         "{NO_DEPLOY}[git]\nhost = \"github\"\napi_base = {:?}\nowner = {:?}\ntoken = {:?}\nmax_retries = 2\nretry_interval_secs = {retry_interval_secs}\n",
         gh.url, USER, PERSONAL_TOKEN
+    )
+}
+
+/// The GitHub host authenticating as a GitHub App installed on [`ORG`].
+fn github_app_config(gh: &FakeGitHub) -> String {
+    format!(
+        "{NO_DEPLOY}[git]\nhost = \"github\"\napi_base = {:?}\nowner = {ORG:?}\nowner_is_org = true\napp_id = {APP_ID}\nprivate_key = {APP_PRIVATE_KEY:?}\nmax_retries = 2\nretry_interval_secs = 3600\n",
+        gh.url
     )
 }
 
@@ -143,6 +154,40 @@ async fn git_states(app: &TestApp, id: &str) -> Vec<(i32, Option<String>, Option
         .into_iter()
         .map(|v| (v.version, v.git_status, v.commit_sha))
         .collect()
+}
+
+/// `metadata` of the app's history entries of one type, oldest first, with their `runId`.
+async fn history_notices(app: &TestApp, token: &str, id: &str, kind: &str) -> Vec<(Value, Value)> {
+    let response = app.get(&format!("/apps/{id}/history"), token).await;
+    assert_eq!(response.status(), 200);
+    let history: Value = response.json().await.expect("json");
+    history
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|m| m["metadata"]["type"] == kind)
+        .map(|m| (m["metadata"].clone(), m["runId"].clone()))
+        .collect()
+}
+
+/// Polls until every version of the app is pushed; returns the states.
+async fn wait_all_pushed(
+    app: &TestApp,
+    id: &str,
+    limit: Duration,
+) -> Vec<(i32, Option<String>, Option<String>)> {
+    let started = Instant::now();
+    loop {
+        let states = git_states(app, id).await;
+        if states.iter().all(|s| s.1.as_deref() == Some("pushed")) {
+            return states;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not all versions pushed within {limit:?}: {states:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Runs the real git CLI, isolated from any user or system configuration.
@@ -862,8 +907,359 @@ async fn github_outage_leaves_the_version_pending_then_pushes_it(kind: DbKind) {
 }
 db_test!(github_outage_leaves_the_version_pending_then_pushes_it);
 
+/// GitHub's first commit of a multi-file version takes two steps (the Contents API, then the Git
+/// Data API). An outage between them leaves the branch holding only our root commit; the
+/// background retry finishes that first commit on top of it instead of refusing forever
+/// because "history exists", and the user finds the push in the app's history.
+async fn github_outage_after_the_first_commit_is_finished_by_the_retry(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 1)).await;
+    let token = app.token("alice");
+    // max_retries = 2: three failures use up the run's attempt at the next request.
+    gh.fail_after_next("PUT", "/contents/", 3, 502);
+
+    let frames = run(&app, &token, BUILD, None).await;
+    let id = app_id(&frames);
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_pending"],
+        "the repository exists, version 1 is not complete yet"
+    );
+    assert_eq!(notice(&frames, "commit_pending")["version"], 1);
+    let name = app_view(&app, &token, &id).await["appName"]
+        .as_str()
+        .expect("appName")
+        .to_string();
+    assert_eq!(name, REPO);
+    let v1 = version_files(&app, &token, &id, 1).await;
+    assert!(v1.len() > 1, "a first version of several files: {v1:?}");
+
+    let states = wait_all_pushed(&app, &id, Duration::from_secs(15)).await;
+    let head = gh.head(USER, REPO, "main").expect("head");
+    assert_eq!(states, vec![(1, Some("pushed".into()), Some(head.clone()))]);
+    assert_eq!(
+        gh.files_at(USER, REPO, "main"),
+        v1,
+        "the complete version 1"
+    );
+    let top = gh.commit_info(USER, REPO, &head).expect("head commit");
+    assert_eq!(top.parents.len(), 1, "built on the bootstrap commit");
+    let root = gh.commit_info(USER, REPO, &top.parents[0]).expect("root");
+    assert!(root.parents.is_empty(), "no second, unrelated root");
+    for commit in [&top, &root] {
+        assert_eq!(commit.message, "Add todo list app");
+        assert_eq!(commit.author_name, "agentgate");
+    }
+    assert_eq!(gh.repo_names(USER), vec![REPO.to_string()]);
+
+    // The background push is reported where the user looks: the app's history (written just
+    // after the version is marked pushed).
+    let mut created = Vec::new();
+    for _ in 0..50 {
+        created = history_notices(&app, &token, &id, "commit_created").await;
+        if !created.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0].0["version"], 1);
+    assert_eq!(created[0].0["commitSha"], head.as_str());
+    assert!(created[0].1.is_null(), "not part of a run: {created:?}");
+    assert_eq!(
+        history_notices(&app, &token, &id, "repo_created")
+            .await
+            .len(),
+        1,
+        "the run reported the repository; the retry does not report it again"
+    );
+
+    let frames = run(&app, &token, "remove the readme", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
+    let sha2 = notice(&frames, "commit_created")["commitSha"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    assert_eq!(
+        gh.commit_info(USER, REPO, &sha2).expect("commit 2").parents,
+        vec![head]
+    );
+    assert_eq!(
+        gh.files_at(USER, REPO, "main"),
+        version_files(&app, &token, &id, 2).await
+    );
+    app.stop().await;
+}
+db_test!(github_outage_after_the_first_commit_is_finished_by_the_retry);
+
 // ---------------------------------------------------------------------------------------------
-// 4. No git host
+// 4. Background retries: live apps only, oldest first, nobody starved
+// ---------------------------------------------------------------------------------------------
+
+async fn app_row(app: &TestApp, id: &str) -> entity::apps::Model {
+    entity::apps::Entity::find_by_id(id.to_string())
+        .one(&app.state.db)
+        .await
+        .expect("query app")
+        .expect("app row")
+}
+
+/// A version left pending by an outage is never pushed once its app is deleted, while another
+/// app's pending version is (so the retry did run).
+async fn deleted_apps_pending_versions_are_never_pushed(kind: DbKind) {
+    let app = spawn_app_with(kind, &local_config(1)).await;
+    let token = app.token("alice");
+    let blocker = app.data_dir.path().join("git");
+    std::fs::write(&blocker, b"not a directory").expect("block the git root");
+    let frames = run(&app, &token, BUILD, None).await;
+    let deleted = app_id(&frames);
+    assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+    let frames = run(&app, &token, "build a counter app", None).await;
+    let live = app_id(&frames);
+    assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+    let response = app.delete(&format!("/apps/{deleted}"), &token).await;
+    assert_eq!(response.status(), 204);
+    std::fs::remove_file(&blocker).expect("unblock");
+
+    wait_all_pushed(&app, &live, Duration::from_secs(10)).await;
+    // A few more passes of the once-a-second retry.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        git_states(&app, &deleted).await,
+        vec![(1, Some("pending".into()), None)]
+    );
+    let row = app_row(&app, &deleted).await;
+    assert!(
+        row.repository_url.is_none() && row.repo_name.is_none(),
+        "{row:?}"
+    );
+    let repos: Vec<String> = std::fs::read_dir(app.data_dir.path().join("git/local"))
+        .expect("the live app's repositories")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(repos, vec!["counter-app.git".to_string()]);
+    app.stop().await;
+}
+db_test!(deleted_apps_pending_versions_are_never_pushed);
+
+/// One retry slot, two apps with a pending version: the older one goes first, and when it keeps
+/// failing the next pass serves the other app instead of trying the same one forever.
+async fn a_failing_app_does_not_starve_the_others(kind: DbKind) {
+    // No background retry besides its start-up pass: the test drives the passes.
+    let app = spawn_app_with(kind, &local_config(3600)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let token = app.token("alice");
+    let mut ids = Vec::new();
+    let mut bares = Vec::new();
+    for prompt in [BUILD, "build a counter app"] {
+        let id = app_id(&run(&app, &token, prompt, None).await);
+        let bare = local_repo_dir(&app, &app_view(&app, &token, &id).await);
+        let away = bare.with_extension("away");
+        std::fs::rename(&bare, &away).expect("hide the repository");
+        let frames = run(&app, &token, "remove the readme", Some(&id)).await;
+        assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+        ids.push(id);
+        bares.push((bare, away));
+    }
+    let (failing, healthy) = (&ids[0], &ids[1]);
+    // Only the second app's repository comes back.
+    std::fs::rename(&bares[1].1, &bares[1].0).expect("restore");
+    let publisher = app.state.git.as_ref().expect("git publisher");
+
+    assert_eq!(
+        publisher.retry_pending(1).await,
+        0,
+        "the oldest (failing) app first"
+    );
+    assert_eq!(
+        git_states(&app, healthy).await[1].1.as_deref(),
+        Some("pending")
+    );
+    assert_eq!(publisher.retry_pending(1).await, 1, "then the other one");
+    assert_eq!(
+        git_states(&app, healthy).await[1].1.as_deref(),
+        Some("pushed")
+    );
+    assert_eq!(
+        git_states(&app, failing).await[1].1.as_deref(),
+        Some("pending")
+    );
+
+    std::fs::rename(&bares[0].1, &bares[0].0).expect("restore");
+    assert_eq!(
+        publisher.retry_pending(1).await,
+        1,
+        "the failed app gets its turn"
+    );
+    wait_all_pushed(&app, failing, Duration::from_secs(1)).await;
+    let history = log(&bares[0].0, "main");
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].1, vec![history[1].0.clone()]);
+    app.stop().await;
+}
+db_test!(a_failing_app_does_not_starve_the_others);
+
+// ---------------------------------------------------------------------------------------------
+// 5. GitHub: rate limits, ref races, App installation tokens
+// ---------------------------------------------------------------------------------------------
+
+/// A secondary rate limit (403 with `retry-after`) is waited out as told, then the push goes
+/// through within the same run.
+async fn github_secondary_rate_limits_are_waited_out(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    gh.rate_limit_next(2, 1);
+    let started = Instant::now();
+    let frames = run(&app, &token, BUILD, None).await;
+    let took = started.elapsed();
+    let id = app_id(&frames);
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_created"]
+    );
+    assert_eq!(gh.faults_left(), 0, "both limited answers were served");
+    let creates = gh
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "POST" && p == "/user/repos")
+        .count();
+    assert_eq!(creates, 3, "the creation was retried twice");
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited the 1 s retry-after twice, took {took:?}"
+    );
+    assert_eq!(
+        gh.files_at(USER, REPO, "main"),
+        version_files(&app, &token, &id, 1).await
+    );
+    app.stop().await;
+}
+db_test!(github_secondary_rate_limits_are_waited_out);
+
+/// Someone pushes between our read of the branch and our ref update. Their change touches other
+/// paths: our commit is rebased onto theirs, nothing is lost. Their next change touches a path
+/// we change too: the version stays pending with a clear conflict, their commit stays.
+async fn github_ref_races_rebase_or_fail_clearly(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    let frames = run(&app, &token, BUILD, None).await;
+    let id = app_id(&frames);
+    let sha1 = notice(&frames, "commit_created")["commitSha"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    let theirs_file = (b"be nice\n".to_vec(), "100644".to_string());
+    gh.push_external_commit_before_next_ref_update(
+        USER,
+        REPO,
+        "main",
+        [("CONTRIBUTING.md".to_string(), Some(theirs_file.clone()))].into(),
+    );
+    let frames = run(&app, &token, "remove the readme", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
+    let sha2 = notice(&frames, "commit_created")["commitSha"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    assert_eq!(gh.head(USER, REPO, "main").as_deref(), Some(sha2.as_str()));
+    let ours = gh.commit_info(USER, REPO, &sha2).expect("our commit");
+    assert_eq!(ours.message, "Remove README");
+    assert_eq!(ours.parents.len(), 1);
+    let theirs = gh
+        .commit_info(USER, REPO, &ours.parents[0])
+        .expect("their commit");
+    assert_eq!(
+        theirs.author_name, "External Dev",
+        "rebased onto their commit"
+    );
+    assert_eq!(theirs.parents, vec![sha1]);
+    let v2 = version_files(&app, &token, &id, 2).await;
+    let mut expected = v2.clone();
+    expected.insert("CONTRIBUTING.md".into(), theirs_file);
+    assert_eq!(gh.files_at(USER, REPO, "main"), expected, "both changes");
+
+    gh.push_external_commit_before_next_ref_update(
+        USER,
+        REPO,
+        "main",
+        [(
+            "index.html".to_string(),
+            Some((b"<p>theirs</p>\n".to_vec(), "100644".to_string())),
+        )]
+        .into(),
+    );
+    let frames = run(&app, &token, "rename it to Groceries", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+    let v3 = version_files(&app, &token, &id, 3).await;
+    assert!(changed_paths(&v2, &v3).contains("index.html"), "test setup");
+    let reason = notice(&frames, "commit_pending")["reason"]
+        .as_str()
+        .expect("reason")
+        .to_string();
+    assert!(reason.contains("touch the same paths"), "{reason}");
+    let head = gh.head(USER, REPO, "main").expect("head");
+    assert!(reason.contains(&head), "names their head: {reason}");
+    let top = gh.commit_info(USER, REPO, &head).expect("their commit");
+    assert_eq!(top.author_name, "External Dev", "nothing forced over it");
+    assert_eq!(top.parents, vec![sha2.clone()]);
+    assert_eq!(
+        git_states(&app, &id).await[2],
+        (3, Some("pending".into()), None)
+    );
+    app.stop().await;
+}
+db_test!(github_ref_races_rebase_or_fail_clearly);
+
+/// As a GitHub App: one installation token serves many requests; one GitHub stops accepting is
+/// replaced at once, and one about to expire is replaced before it does.
+async fn github_app_installation_tokens_are_cached_and_reminted(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_app_config(&gh)).await;
+    let token = app.token("alice");
+    let frames = run(&app, &token, BUILD, None).await;
+    let id = app_id(&frames);
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_created"]
+    );
+    assert_eq!(
+        notice(&frames, "repo_created")["githubUrl"],
+        format!("{}/{ORG}/{REPO}", gh.url).as_str()
+    );
+    assert_eq!(gh.tokens_minted(), 1);
+    let frames = run(&app, &token, "add a dark mode", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
+    assert_eq!(gh.tokens_minted(), 1, "the token is cached");
+
+    // Revoked early: the next request gets 401 and the push goes on with a new token, which
+    // (from now on) lives only a little longer than the refresh margin of five minutes.
+    gh.set_token_ttl(5 * 60 + 2);
+    gh.expire_tokens();
+    let frames = run(&app, &token, "remove the readme", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
+    assert_eq!(gh.tokens_minted(), 2, "re-minted after the 401");
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let frames = run(&app, &token, "rename it to Groceries", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
+    assert_eq!(
+        gh.tokens_minted(),
+        3,
+        "replaced before it expires, though GitHub still accepted it"
+    );
+    assert_eq!(
+        gh.files_at(ORG, REPO, "main"),
+        version_files(&app, &token, &id, 4).await
+    );
+    app.stop().await;
+}
+db_test!(github_app_installation_tokens_are_cached_and_reminted);
+
+// ---------------------------------------------------------------------------------------------
+// 6. No git host
 // ---------------------------------------------------------------------------------------------
 
 async fn no_git_host_means_no_repository(kind: DbKind) {

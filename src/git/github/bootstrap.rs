@@ -8,6 +8,11 @@
 //! the first file, if it was not a regular one) are committed on top of it through the Git Data
 //! API. So a first version of several files shows up as two commits, the second one holding the
 //! complete tree; no branch is ever force-moved.
+//!
+//! Those are two steps, and the second can fail (a 5xx, a rate limit) after the first landed.
+//! The branch then holds only our root commit while the version is still unpushed, so the next
+//! attempt, again without a parent, finds history. [`resume`] recognises that root commit and
+//! finishes the first commit on top of it instead of refusing forever.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +21,7 @@ use octocrab::models::repos::CommitAuthor;
 use super::api::Api;
 use super::commit::build;
 use super::objects;
+use super::plan::{self, Listing};
 use super::refs::{self, Head};
 use crate::git::{CommitRef, CommitRequest, GitError, RepoRef};
 use crate::workspace::FileMode;
@@ -93,16 +99,73 @@ async fn adopt(api: &Api, repo: &RepoRef, req: &CommitRequest) -> Result<String,
     let Head::At(head) = refs::head(api, repo, &req.branch).await? else {
         return Err(GitError::HistoryExists);
     };
-    let commit = objects::get_commit(api, repo, &head).await?;
-    let ours = commit.parents.is_empty()
+    match ours(api, repo, req, &head).await? {
+        Some(_) => Ok(head),
+        None => Err(GitError::HistoryExists),
+    }
+}
+
+/// A first commit (no parent) on a branch that is at `head`: continues our own unfinished
+/// bootstrap commit, see the module docs. A branch with other history, or whose first commit
+/// is already complete, has [`GitError::HistoryExists`].
+pub(super) async fn resume(
+    api: &Api,
+    repo: &RepoRef,
+    req: &CommitRequest,
+    head: &str,
+) -> Result<CommitRef, GitError> {
+    let Some(listing) = ours(api, repo, req, head).await? else {
+        return Err(GitError::HistoryExists);
+    };
+    if plan::plan(&req.changes, &listing)?.items.is_empty() {
+        return Err(GitError::HistoryExists);
+    }
+    tracing::info!(
+        repo = %format!("{}/{}", repo.owner, repo.name),
+        branch = %req.branch,
+        "finishing a first commit that an earlier attempt left half done"
+    );
+    build(
+        api,
+        repo,
+        req,
+        &req.changes,
+        Some(head),
+        Some(head.to_string()),
+    )
+    .await
+}
+
+/// The files of `head` if it is a bootstrap commit of this very request: a root commit with our
+/// message and author that holds nothing but files of `req` (same content; the mode may differ,
+/// the Contents API only writes regular files).
+async fn ours(
+    api: &Api,
+    repo: &RepoRef,
+    req: &CommitRequest,
+    head: &str,
+) -> Result<Option<Listing>, GitError> {
+    let commit = objects::get_commit(api, repo, head).await?;
+    let signed_by_us = commit.parents.is_empty()
         && commit.message == req.message
         && commit.author.name == req.author_name
         && commit.author.email.as_deref() == Some(req.author_email.as_str());
-    if ours {
-        Ok(head)
-    } else {
-        Err(GitError::HistoryExists)
+    if !signed_by_us {
+        return Ok(None);
     }
+    let listing = objects::list_tree(api, repo, &commit.tree.sha).await?;
+    if listing.truncated {
+        return Ok(None);
+    }
+    for (path, (_, sha)) in &listing.files {
+        let Some(Some(entry)) = req.changes.get(path) else {
+            return Ok(None);
+        };
+        if plan::blob_sha(&entry.content)? != *sha {
+            return Ok(None);
+        }
+    }
+    Ok(Some(listing))
 }
 
 /// Percent-encodes a repository path for the URL, keeping `/` as the separator.

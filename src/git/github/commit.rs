@@ -23,7 +23,8 @@ pub(super) async fn commit(
     validate(req)?;
     let head = refs::head(api, repo, &req.branch).await?;
     match (req.parent.as_deref(), head) {
-        (None, Head::At(_)) => Err(GitError::HistoryExists),
+        // Only our own half-done first commit is continued; other history is refused.
+        (None, Head::At(head)) => bootstrap::resume(api, repo, req, &head).await,
         (None, Head::EmptyRepo) => bootstrap::first_commit(api, repo, req).await,
         (None, Head::Missing) => {
             // A 404 may mean the repository itself is missing: say so rather than fail later.

@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use octocrab::Octocrab;
 
+use super::names::check_component;
 use super::{CommitRef, CommitRequest, CreateRepo, GitError, GitHost, RepoRef};
 use api::Api;
 use auth::Credentials;
@@ -109,14 +110,20 @@ impl GitHost for GitHubHost {
     }
 
     async fn create_repo(&self, req: &CreateRepo) -> Result<RepoRef, GitError> {
+        if let Some(owner) = &req.owner {
+            check_component("owner", owner)?;
+        }
+        check_component("repository name", &req.name)?;
         repos::create(self, req).await
     }
 
     async fn commit(&self, repo: &RepoRef, req: &CommitRequest) -> Result<CommitRef, GitError> {
+        check_repo(repo)?;
         commit::commit(&self.api, repo, req).await
     }
 
     async fn head(&self, repo: &RepoRef, branch: &str) -> Result<Option<String>, GitError> {
+        check_repo(repo)?;
         super::changes::validate_branch(branch)?;
         match refs::head(&self.api, repo, branch).await? {
             refs::Head::At(sha) => Ok(Some(sha)),
@@ -126,13 +133,27 @@ impl GitHost for GitHubHost {
         }
     }
 
+    async fn default_branch(&self, repo: &RepoRef) -> Result<String, GitError> {
+        check_repo(repo)?;
+        repos::default_branch(&self.api, repo).await
+    }
+
     async fn set_homepage(&self, repo: &RepoRef, url: &str) -> Result<(), GitError> {
+        check_repo(repo)?;
         let body = serde_json::json!({ "homepage": url });
         repos::update(&self.api, repo, &body, "set the homepage").await
     }
 
     async fn archive_repo(&self, repo: &RepoRef) -> Result<(), GitError> {
+        check_repo(repo)?;
         let body = serde_json::json!({ "archived": true });
         repos::update(&self.api, repo, &body, "archive the repository").await
     }
+}
+
+/// Owner and name go into API routes: the same rules as the local host's directory names, so a
+/// caller cannot add route segments (`../`, `?`) to a request made with our credentials.
+fn check_repo(repo: &RepoRef) -> Result<(), GitError> {
+    check_component("owner", &repo.owner)?;
+    check_component("repository name", &repo.name)
 }

@@ -75,6 +75,18 @@ pub(super) async fn update(
 }
 
 pub(super) async fn ensure_exists(api: &Api, repo: &RepoRef) -> Result<(), GitError> {
+    get(api, repo).await.map(drop)
+}
+
+/// The branch GitHub shows first (`main` unless someone changed it).
+pub(super) async fn default_branch(api: &Api, repo: &RepoRef) -> Result<String, GitError> {
+    let found = get(api, repo).await?;
+    Ok(found
+        .default_branch
+        .unwrap_or_else(|| FALLBACK_BRANCH.into()))
+}
+
+async fn get(api: &Api, repo: &RepoRef) -> Result<Repository, GitError> {
     let what = format!("read repository {}/{}", repo.owner, repo.name);
     let (owner, name) = (repo.owner.as_str(), repo.name.as_str());
     api.call(
@@ -82,6 +94,5 @@ pub(super) async fn ensure_exists(api: &Api, repo: &RepoRef) -> Result<(), GitEr
         |crab| async move { crab.repos(owner, name).get().await },
     )
     .await
-    .map(drop)
     .map_err(|e| e.into_git(&what))
 }

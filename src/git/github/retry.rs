@@ -1,7 +1,8 @@
 //! When to try a GitHub request again and how long to wait first.
 //!
 //! Follows GitHub's "best practices for using the REST API" and "rate limits" pages: server
-//! errors and dropped connections back off exponentially; a secondary rate limit (403/429) waits
+//! errors and dropped connections back off exponentially (or wait for a server error's
+//! `retry-after`, capped at the longest allowed wait); a secondary rate limit (403/429) waits
 //! for `retry-after`, or until `x-ratelimit-reset` when `x-ratelimit-remaining` is 0, or at least
 //! a minute when neither header is present. Requests sent while still limited can get an
 //! integration banned, so when the server asks for a longer wait than we are allowed to sleep we
@@ -58,7 +59,11 @@ impl RetryPolicy {
         let wait = match attempt {
             Attempt::Fatal => return Decision::GiveUp,
             Attempt::Transport => self.backoff(retries_done),
-            Attempt::Status { status, .. } if *status >= 500 => self.backoff(retries_done),
+            // A 503 may say when to come back; never wait longer than allowed, though.
+            Attempt::Status { status, limit } if *status >= 500 => match limit.retry_after {
+                Some(secs) => Duration::from_secs(secs).min(self.max_wait),
+                None => self.backoff(retries_done),
+            },
             Attempt::Status { status, limit } if *status == 403 || *status == 429 => {
                 match rate_limit_wait(*status, limit) {
                     Some(wait) if wait > self.max_wait => return Decision::RateLimited(wait),
@@ -153,6 +158,34 @@ mod tests {
             POLICY.decide(&Attempt::Transport, 1),
             Decision::Retry(_)
         ));
+    }
+
+    #[test]
+    fn server_errors_honour_retry_after_up_to_the_longest_wait() {
+        let retry_after = |secs| RateLimitHeaders {
+            retry_after: Some(secs),
+            ..Default::default()
+        };
+        assert_eq!(
+            POLICY.decide(&status(503, retry_after(3)), 0),
+            Decision::Retry(Duration::from_secs(3)),
+            "longer than the 100 ms backoff"
+        );
+        assert_eq!(
+            POLICY.decide(&status(502, retry_after(0)), 2),
+            Decision::Retry(Duration::ZERO),
+            "shorter than the 400 ms backoff"
+        );
+        assert_eq!(
+            POLICY.decide(&status(503, retry_after(3600)), 0),
+            Decision::Retry(POLICY.max_wait),
+            "capped, and still retried: a server error is no rate limit"
+        );
+        assert_eq!(
+            POLICY.decide(&status(503, retry_after(1)), 3),
+            Decision::GiveUp,
+            "retries still run out"
+        );
     }
 
     #[test]
