@@ -237,6 +237,9 @@ pub struct RunsConfig {
     pub shutdown_grace_secs: u64,
     pub live_buffer: usize,
     pub keep_alive_secs: u64,
+    pub instance_id: String,
+    pub lease_secs: u64,
+    pub sweep_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -387,6 +390,11 @@ impl Config {
                     "git.token, or git.app_id with git.private_key, is required when git.host = \"github\"".into(),
                 ));
             }
+        }
+        if self.runs.lease_secs < 2 * self.runs.sweep_interval_secs.max(1) {
+            return Err(ConfigError(
+                "runs.lease_secs must be at least twice runs.sweep_interval_secs (leases are renewed every sweep)".into(),
+            ));
         }
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(

@@ -19,7 +19,7 @@ use crate::git::publish::GitHook;
 use crate::limits::Limiter;
 use crate::runs::log_writer::LogWriter;
 use crate::runs::sink::DiffSink;
-use crate::runs::{RunDeps, RunManager};
+use crate::runs::{RunDeps, RunManager, Runner};
 use crate::state::AppState;
 use crate::wiring::Components;
 use crate::{db, http, secrets};
@@ -105,6 +105,10 @@ impl Application {
             },
             limiter.clone(),
             config.runs.live_buffer,
+            Runner {
+                id: instance_id(&config),
+                lease: Duration::from_secs(config.runs.lease_secs.max(3)),
+            },
         );
         let recovered = runs.recover_interrupted().await?;
         if recovered > 0 {
@@ -131,6 +135,10 @@ impl Application {
         };
         let background = CancellationToken::new();
         parts.spawn_background(&config, &db_for_background, background.clone());
+        tokio::spawn(state.runs.clone().keep_leases(
+            Duration::from_secs(config.runs.sweep_interval_secs.max(1)),
+            background.clone(),
+        ));
         let mut extra = Router::new();
         if config.server.demo_agent {
             let demo_secret = demo_token.or_else(|| {
@@ -201,6 +209,24 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// `runs.instance_id`, or the host name plus a digest of the data dir: stable across restarts
+/// of one gateway, distinct for gateways on other hosts or with other data dirs.
+fn instance_id(config: &Config) -> String {
+    if !config.runs.instance_id.is_empty() {
+        return config.runs.instance_id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let dir = std::fs::canonicalize(&config.server.data_dir)
+        .unwrap_or_else(|_| config.server.data_dir.clone());
+    let digest = crate::files::manifest::sha256_hex(dir.to_string_lossy().as_bytes());
+    format!("{host}:{}", &digest[..12])
 }
 
 /// `agentgate worker`: only the deployment workers and upload retries, until `shutdown`.

@@ -17,6 +17,10 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     pub started_at: Option<DateTimeUtc>,
     pub finished_at: Option<DateTimeUtc>,
+    /// The gateway process running it (`runs.instance_id`), while active.
+    pub runner_id: Option<String>,
+    /// The runner renews this; past it, another gateway may interrupt the run.
+    pub lease_expires_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

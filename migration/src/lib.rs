@@ -7,6 +7,7 @@ mod m20261121_000002_app_versions;
 mod m20261121_000003_deployments;
 mod m20261121_000004_git;
 mod m20261121_000005_app_databases;
+mod m20261202_000006_run_runners;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000003_deployments::Migration),
             Box::new(m20261121_000004_git::Migration),
             Box::new(m20261121_000005_app_databases::Migration),
+            Box::new(m20261202_000006_run_runners::Migration),
         ]
     }
 }

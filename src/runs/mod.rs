@@ -32,6 +32,21 @@ pub use task::RunDeps;
 
 pub const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
 
+/// This gateway process as the runner of its runs (see [`recovery`]).
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// Stable across restarts of the same gateway, distinct between gateways.
+    pub id: String,
+    /// How long a run's lease lasts without renewal.
+    pub lease: Duration,
+}
+
+impl Runner {
+    fn lease_chrono(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::seconds(30))
+    }
+}
+
 /// A diff that means "no change": empty, or an old agent's `# ...` marker line.
 pub fn is_noop_diff(diff: &str) -> bool {
     let trimmed = diff.trim_start();
@@ -82,16 +97,18 @@ pub struct RunManager {
     tracker: TaskTracker,
     live_buffer: usize,
     limiter: Limiter,
+    runner: Runner,
 }
 
 impl RunManager {
-    pub fn new(deps: RunDeps, limiter: Limiter, live_buffer: usize) -> Self {
+    pub fn new(deps: RunDeps, limiter: Limiter, live_buffer: usize, runner: Runner) -> Self {
         Self {
             deps,
             limiter,
             live: Arc::new(LiveRuns::default()),
             tracker: TaskTracker::new(),
             live_buffer,
+            runner,
         }
     }
 
@@ -134,6 +151,8 @@ impl RunManager {
             created_at: Set(now),
             started_at: Set(Some(now)),
             finished_at: Set(None),
+            runner_id: Set(Some(self.runner.id.clone())),
+            lease_expires_at: Set(Some(now + self.runner.lease_chrono())),
         }
         .insert(&txn)
         .await;
@@ -294,9 +313,27 @@ impl RunManager {
         runs.len()
     }
 
-    /// Marks runs left active by a previous process as interrupted. Call before serving.
+    /// Interrupts runs no live gateway runs (see [`recovery`]): at start-up, those this
+    /// instance left behind; later also those of gateways whose leases ran out.
     pub async fn recover_interrupted(&self) -> Result<usize, DbErr> {
-        recovery::interrupt_orphaned_runs(&self.deps.db).await
+        recovery::interrupt_orphaned_runs(&self.deps.db, &self.runner.id, &self.live).await
+    }
+
+    /// Every `every`: renews this process's run leases, then interrupts orphaned runs.
+    pub async fn keep_leases(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let lease = self.runner.lease_chrono();
+            if let Err(e) = recovery::renew_leases(&self.deps.db, &self.runner.id, lease).await {
+                tracing::warn!(error = %e, "could not renew run leases");
+            }
+            if let Err(e) = self.recover_interrupted().await {
+                tracing::warn!(error = %e, "could not look for orphaned runs");
+            }
+        }
     }
 
     /// Stops accepting runs, waits up to `grace` for active ones, then interrupts the rest.

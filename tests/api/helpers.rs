@@ -198,6 +198,17 @@ impl TestApp {
         }
     }
 
+    /// Another gateway on the same PostgreSQL database, with its own data dir (so its own
+    /// instance id). It leaves the database to this one to drop.
+    pub async fn spawn_peer(&self, extra_toml: &str) -> TestApp {
+        assert!(
+            !self.database_url.is_empty(),
+            "peers share a PostgreSQL database"
+        );
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        spawn_in(data_dir, self.database_url.clone(), None, extra_toml).await
+    }
+
     /// Stops this instance and starts a new one on the same data dir and database.
     pub async fn restart(mut self, extra_toml: &str) -> TestApp {
         self.stop_server().await;

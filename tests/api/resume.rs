@@ -484,3 +484,72 @@ async fn shutdown_interrupts_runs_after_the_grace_period(kind: DbKind) {
     restarted.stop().await;
 }
 db_test!(shutdown_interrupts_runs_after_the_grace_period);
+
+/// Two gateways share a PostgreSQL database. One starting up, and its sweeps, leave the other's
+/// live run alone; a run whose gateway died (its lease ran out) is interrupted by a sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let agent = FakeAgent::start().await;
+    let fast_sweeps = format!(
+        "{}[runs]\nlease_secs = 2\nsweep_interval_secs = 1\n",
+        agent.config("")
+    );
+    let first = spawn_app_with(DbKind::Postgres, &fast_sweeps).await;
+    let token = first.token("alice");
+    agent.push(paced_script(30, 100));
+    let response = first
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let app_id = response.headers()["x-app-id"]
+        .to_str()
+        .expect("app id")
+        .to_string();
+    let reader = SseReader::new(response);
+    let second = first.spawn_peer(&fast_sweeps).await;
+    // Three seconds of the second gateway's sweeps while the first one's run goes on.
+    let frames = reader.collect().await;
+    assert_complete_run(&frames);
+    assert_eq!(run_status(&first, &run_id).await, "succeeded");
+
+    // A run whose gateway is gone: active, another runner, lease long expired.
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let now = chrono::Utc::now();
+    let orphan = uuid::Uuid::new_v4().to_string();
+    entity::runs::ActiveModel {
+        id: Set(orphan.clone()),
+        app_id: Set(app_id),
+        owner_id: Set("alice".into()),
+        trace_id: Set("t".into()),
+        idempotency_key: Set(None),
+        status: Set("running".into()),
+        error: Set(None),
+        last_seq: Set(0),
+        created_at: Set(now),
+        started_at: Set(Some(now)),
+        finished_at: Set(None),
+        runner_id: Set(Some("a-gateway-that-died".into())),
+        lease_expires_at: Set(Some(now - chrono::Duration::seconds(60))),
+    }
+    .insert(&second.state.db)
+    .await
+    .expect("insert");
+    let mut status = String::new();
+    for _ in 0..50 {
+        status = run_status(&second, &orphan).await;
+        if status != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "interrupted");
+    let replay = SseReader::new(events(&second, &second.token("alice"), &orphan, None).await)
+        .collect()
+        .await;
+    assert_eq!(kinds(&replay), vec!["error", "done"]);
+    second.stop().await;
+    first.stop().await;
+}
