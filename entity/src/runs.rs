@@ -21,6 +21,8 @@ pub struct Model {
     pub runner_id: Option<String>,
     /// The runner renews this; past it, another gateway may interrupt the run.
     pub lease_expires_at: Option<DateTimeUtc>,
+    /// Set when a cancel reached another gateway; the runner stops the run at its next sweep.
+    pub cancel_requested_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! Which gateway process runs each active run, and until when its lease holds. Several
 //! gateways can share one database: each renews the leases of its own runs, and a run whose
-//! lease ran out (its process died) is interrupted by whichever gateway notices first.
+//! lease ran out (its process died) is interrupted by whichever gateway notices first. A cancel
+//! that reaches a gateway other than the runner is left here for the runner to act on.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -11,6 +12,7 @@ enum Runs {
     Table,
     RunnerId,
     LeaseExpiresAt,
+    CancelRequestedAt,
 }
 
 #[async_trait::async_trait]
@@ -21,6 +23,9 @@ impl MigrationTrait for Migration {
         for column in [
             ColumnDef::new(Runs::RunnerId).string_len(128).to_owned(),
             ColumnDef::new(Runs::LeaseExpiresAt)
+                .timestamp_with_time_zone()
+                .to_owned(),
+            ColumnDef::new(Runs::CancelRequestedAt)
                 .timestamp_with_time_zone()
                 .to_owned(),
         ] {

@@ -187,7 +187,10 @@ async fn remove(
         Deleted::Already => Ok(StatusCode::NO_CONTENT),
         Deleted::Now => {
             // Work on a deleted app stops; its clean-up runs in the background, never awaited here.
-            state.runs.cancel_app_runs(&id.to_string());
+            // The app is deleted either way; a run left going ends at its turn deadline.
+            if let Err(e) = state.runs.cancel_app_runs(&id.to_string()).await {
+                tracing::warn!(error = %e, "could not ask the deleted app's runs to stop");
+            }
             Ok(StatusCode::NO_CONTENT)
         }
     }

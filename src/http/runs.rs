@@ -140,7 +140,7 @@ async fn cancel(
         .find_owned(&user.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("run"))?;
-    if state.runs.cancel(&run.id) {
+    if state.runs.cancel(&run.id).await? {
         return Ok((
             StatusCode::ACCEPTED,
             Json(Cancelling {

@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait,
+    QueryFilter, QuerySelect, TransactionTrait,
 };
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
@@ -153,6 +154,7 @@ impl RunManager {
             finished_at: Set(None),
             runner_id: Set(Some(self.runner.id.clone())),
             lease_expires_at: Set(Some(now + self.runner.lease_chrono())),
+            cancel_requested_at: Set(None),
         }
         .insert(&txn)
         .await;
@@ -293,24 +295,53 @@ impl RunManager {
         Subscription::new(self.deps.db.clone(), run_id.to_string(), after_seq, live)
     }
 
-    /// Asks a live run to stop. False when it is not running in this process.
-    pub fn cancel(&self, run_id: &str) -> bool {
-        match self.live.get(run_id) {
-            Some(run) => {
-                run.stop(StopReason::Cancelled);
-                true
-            }
-            None => false,
+    /// Asks an active run to stop: at once when this gateway runs it, else at its runner's
+    /// next sweep. False when the run is no longer active.
+    pub async fn cancel(&self, run_id: &str) -> Result<bool, DbErr> {
+        if let Some(run) = self.live.get(run_id) {
+            run.stop(StopReason::Cancelled);
+            return Ok(true);
         }
+        let requested = runs::Entity::update_many()
+            .col_expr(runs::Column::CancelRequestedAt, Expr::value(Utc::now()))
+            .filter(runs::Column::Id.eq(run_id))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .exec(&self.deps.db)
+            .await?;
+        Ok(requested.rows_affected == 1)
     }
 
-    /// Cancels the app's runs active in this process (the app was deleted); returns how many.
-    pub fn cancel_app_runs(&self, app_id: &str) -> usize {
-        let runs = self.live.of_app(app_id);
-        for run in &runs {
+    /// Cancels the app's active runs (the app was deleted), wherever they run.
+    pub async fn cancel_app_runs(&self, app_id: &str) -> Result<(), DbErr> {
+        for run in self.live.of_app(app_id) {
             run.stop(StopReason::Cancelled);
         }
-        runs.len()
+        runs::Entity::update_many()
+            .col_expr(runs::Column::CancelRequestedAt, Expr::value(Utc::now()))
+            .filter(runs::Column::AppId.eq(app_id))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .exec(&self.deps.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Stops this gateway's runs that a cancel on another gateway asked to stop.
+    async fn stop_cancel_requests(&self) -> Result<(), DbErr> {
+        let requested: Vec<String> = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(runs::Column::RunnerId.eq(self.runner.id.as_str()))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .filter(runs::Column::CancelRequestedAt.is_not_null())
+            .into_tuple()
+            .all(&self.deps.db)
+            .await?;
+        for id in requested {
+            if let Some(run) = self.live.get(&id) {
+                run.stop(StopReason::Cancelled);
+            }
+        }
+        Ok(())
     }
 
     /// Interrupts runs no live gateway runs (see [`recovery`]): at start-up, those this
@@ -329,6 +360,9 @@ impl RunManager {
             let lease = self.runner.lease_chrono();
             if let Err(e) = recovery::renew_leases(&self.deps.db, &self.runner.id, lease).await {
                 tracing::warn!(error = %e, "could not renew run leases");
+            }
+            if let Err(e) = self.stop_cancel_requests().await {
+                tracing::warn!(error = %e, "could not look for cancel requests");
             }
             if let Err(e) = self.recover_interrupted().await {
                 tracing::warn!(error = %e, "could not look for orphaned runs");

@@ -533,6 +533,7 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
         finished_at: Set(None),
         runner_id: Set(Some("a-gateway-that-died".into())),
         lease_expires_at: Set(Some(now - chrono::Duration::seconds(60))),
+        cancel_requested_at: Set(None),
     }
     .insert(&second.state.db)
     .await
@@ -550,6 +551,18 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
         .collect()
         .await;
     assert_eq!(kinds(&replay), vec!["error", "done"]);
+
+    // A cancel that reaches the other gateway stops the run at its runner's next sweep.
+    let (run_id, _, reader) = start_slow_run(&first, &agent, &token).await;
+    let cancel = second
+        .http
+        .post(second.url(&format!("/runs/{run_id}/cancel")))
+        .bearer_auth(second.token("alice"))
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancel.status(), 202);
+    assert_run_cancelled(&first, &run_id, reader).await;
     second.stop().await;
     first.stop().await;
 }
