@@ -144,27 +144,28 @@ pub async fn soft_delete(
     owner: &str,
     id: Uuid,
 ) -> Result<Deleted, DbErr> {
+    // Write first: on SQLite a transaction that reads before it writes cannot take the write
+    // lock once another connection (the event log writer) has committed meanwhile.
+    let now = Utc::now();
+    let deleted = apps::Entity::update_many()
+        .col_expr(apps::Column::DeletedAt, Expr::value(now))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(now))
+        .filter(apps::Column::Id.eq(id.to_string()))
+        .filter(apps::Column::OwnerId.eq(owner))
+        .filter(apps::Column::DeletedAt.is_null())
+        .exec(db)
+        .await?;
+    if deleted.rows_affected == 1 {
+        return Ok(Deleted::Now);
+    }
     let exists = apps::Entity::find_by_id(id.to_string())
         .filter(apps::Column::OwnerId.eq(owner))
         .one(db)
         .await?;
-    let Some(app) = exists else {
-        return Ok(Deleted::NotFound);
-    };
-    if app.deleted_at.is_some() {
-        return Ok(Deleted::Already);
-    }
-    {
-        let now = Utc::now();
-        apps::Entity::update_many()
-            .col_expr(apps::Column::DeletedAt, Expr::value(now))
-            .col_expr(apps::Column::UpdatedAt, Expr::value(now))
-            .filter(apps::Column::Id.eq(app.id))
-            .filter(apps::Column::DeletedAt.is_null())
-            .exec(db)
-            .await?;
-    }
-    Ok(Deleted::Now)
+    Ok(match exists {
+        Some(_) => Deleted::Already,
+        None => Deleted::NotFound,
+    })
 }
 
 pub async fn history(

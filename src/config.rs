@@ -391,6 +391,11 @@ impl Config {
                 ));
             }
         }
+        if self.runs.instance_id.len() > 100 {
+            return Err(ConfigError(
+                "runs.instance_id must be at most 100 characters".into(),
+            ));
+        }
         if self.runs.lease_secs < 2 * self.runs.sweep_interval_secs.max(1) {
             return Err(ConfigError(
                 "runs.lease_secs must be at least twice runs.sweep_interval_secs (leases are renewed every sweep)".into(),

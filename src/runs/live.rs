@@ -109,6 +109,14 @@ impl LiveRuns {
             .unwrap_or_default()
     }
 
+    /// The ids of the runs live in this process.
+    pub fn ids(&self) -> Vec<String> {
+        self.runs
+            .lock()
+            .map(|r| r.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn of_app(&self, app_id: &str) -> Vec<Arc<LiveRun>> {
         self.runs
             .lock()

@@ -204,6 +204,7 @@ impl RunManager {
             template_id: request.template_id,
             settings: request.settings,
             new_app_message: new_app.then_some(request.message),
+            runner_id: self.runner.id.clone(),
         };
         let events = Subscription::from_start(
             self.deps.db.clone(),
@@ -325,19 +326,38 @@ impl RunManager {
         Ok(())
     }
 
-    /// Stops this gateway's runs that a cancel on another gateway asked to stop.
-    async fn stop_cancel_requests(&self) -> Result<(), DbErr> {
-        let requested: Vec<String> = runs::Entity::find()
-            .select_only()
-            .column(runs::Column::Id)
-            .filter(runs::Column::RunnerId.eq(self.runner.id.as_str()))
-            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
-            .filter(runs::Column::CancelRequestedAt.is_not_null())
-            .into_tuple()
+    /// Stops this gateway's live runs that should not go on: a cancel reached another gateway,
+    /// their app was deleted (even while the run was starting), or their row is no longer
+    /// active under this runner (its lease lapsed and another gateway interrupted it).
+    async fn stop_unwanted_runs(&self) -> Result<(), DbErr> {
+        let ids = self.live.ids();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows = runs::Entity::find()
+            .filter(runs::Column::Id.is_in(ids.iter().map(String::as_str)))
             .all(&self.deps.db)
             .await?;
-        for id in requested {
-            if let Some(run) = self.live.get(&id) {
+        let deleted_apps: std::collections::HashSet<String> = entity::apps::Entity::find()
+            .select_only()
+            .column(entity::apps::Column::Id)
+            .filter(entity::apps::Column::Id.is_in(rows.iter().map(|r| r.app_id.as_str())))
+            .filter(entity::apps::Column::DeletedAt.is_not_null())
+            .into_tuple()
+            .all(&self.deps.db)
+            .await?
+            .into_iter()
+            .collect();
+        for row in rows {
+            let Some(run) = self.live.get(&row.id) else {
+                continue;
+            };
+            let ours = ACTIVE_STATUSES.contains(&row.status.as_str())
+                && row.runner_id.as_deref() == Some(self.runner.id.as_str());
+            if !ours {
+                tracing::warn!(run_id = %row.id, "this gateway lost the run; stopping it");
+                run.stop(StopReason::Interrupted);
+            } else if row.cancel_requested_at.is_some() || deleted_apps.contains(&row.app_id) {
                 run.stop(StopReason::Cancelled);
             }
         }
@@ -347,7 +367,8 @@ impl RunManager {
     /// Interrupts runs no live gateway runs (see [`recovery`]): at start-up, those this
     /// instance left behind; later also those of gateways whose leases ran out.
     pub async fn recover_interrupted(&self) -> Result<usize, DbErr> {
-        recovery::interrupt_orphaned_runs(&self.deps.db, &self.runner.id, &self.live).await
+        let lease = self.runner.lease_chrono();
+        recovery::interrupt_orphaned_runs(&self.deps.db, &self.runner.id, lease, &self.live).await
     }
 
     /// Every `every`: renews this process's run leases, then interrupts orphaned runs.
@@ -361,8 +382,8 @@ impl RunManager {
             if let Err(e) = recovery::renew_leases(&self.deps.db, &self.runner.id, lease).await {
                 tracing::warn!(error = %e, "could not renew run leases");
             }
-            if let Err(e) = self.stop_cancel_requests().await {
-                tracing::warn!(error = %e, "could not look for cancel requests");
+            if let Err(e) = self.stop_unwanted_runs().await {
+                tracing::warn!(error = %e, "could not check this gateway's runs");
             }
             if let Err(e) = self.recover_interrupted().await {
                 tracing::warn!(error = %e, "could not look for orphaned runs");

@@ -18,10 +18,13 @@ use entity::{apps, runs};
 const MESSAGE: &str =
     "The gateway running this run stopped while it was active. Send the message again to retry.";
 
-/// Interrupts every orphaned run; returns how many. `runner_id` is this process.
+/// Interrupts every orphaned run; returns how many. `runner_id` is this process. A lease counts
+/// as expired only `lease` after its stamp ran out, which absorbs clock drift between gateways
+/// up to that much.
 pub async fn interrupt_orphaned_runs(
     db: &DatabaseConnection,
     runner_id: &str,
+    lease: chrono::Duration,
     live: &LiveRuns,
 ) -> Result<usize, DbErr> {
     let now = Utc::now();
@@ -31,7 +34,7 @@ pub async fn interrupt_orphaned_runs(
             Condition::any()
                 .add(runs::Column::RunnerId.is_null())
                 .add(runs::Column::RunnerId.eq(runner_id))
-                .add(runs::Column::LeaseExpiresAt.lt(now)),
+                .add(runs::Column::LeaseExpiresAt.lt(now - lease)),
         )
         .all(db)
         .await?;
@@ -41,9 +44,16 @@ pub async fn interrupt_orphaned_runs(
         if mine && live.get(&run.id).is_some() {
             continue;
         }
-        if interrupt(db, &run).await? {
-            interrupted += 1;
-            tracing::warn!(run_id = %run.id, runner = ?run.runner_id, "interrupted an orphaned run");
+        match interrupt(db, &run).await {
+            Ok(true) => {
+                interrupted += 1;
+                tracing::warn!(run_id = %run.id, runner = ?run.runner_id, "interrupted an orphaned run");
+            }
+            Ok(false) => {}
+            // One run's failure does not hold up the others; the next sweep tries again.
+            Err(e) => {
+                tracing::warn!(run_id = %run.id, error = %e, "could not interrupt an orphaned run")
+            }
         }
     }
     Ok(interrupted)

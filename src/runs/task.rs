@@ -50,6 +50,8 @@ pub struct RunSpec {
     /// For an app created by this run: its first message. Such an app has no other history,
     /// no agent state and no files, so the agent request needs no database reads.
     pub new_app_message: Option<String>,
+    /// The gateway running it (see `runs::recovery`).
+    pub runner_id: String,
 }
 
 enum Outcome {
@@ -69,6 +71,8 @@ struct Emitter {
     log: LogWriter,
     live: Arc<LiveRun>,
     seq: i64,
+    /// This gateway, which must still hold the run to record its end.
+    runner_id: String,
 }
 
 impl Emitter {
@@ -134,8 +138,16 @@ impl Emitter {
         loop {
             let result = async {
                 let txn = self.db.begin().await?;
+                let run = RunRow {
+                    id: &self.live.run_id,
+                    runner_id: &self.runner_id,
+                };
+                // Not ours any more: another gateway interrupted it (and completed its log),
+                // or an earlier attempt committed and only its answer was lost.
+                if !finish_run(&txn, run, status, error, stored.seq).await? {
+                    return txn.rollback().await;
+                }
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
-                finish_run(&txn, &self.live.run_id, status, error, stored.seq).await?;
                 txn.commit().await
             }
             .await;
@@ -164,6 +176,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         log: deps.log.clone(),
         live: live.clone(),
         seq: 0,
+        runner_id: spec.runner_id.clone(),
     };
     let outcome = relay(&deps, &spec, &live, &mut emitter).await;
     // An event the log could not store fails the run, even when the agent finished: its
@@ -464,20 +477,30 @@ async fn save_agent_state(
     Ok(())
 }
 
-pub async fn finish_run(
+/// A run as its runner knows it.
+#[derive(Clone, Copy)]
+struct RunRow<'a> {
+    id: &'a str,
+    runner_id: &'a str,
+}
+
+/// Records the run's final status, if it is still active under this runner; false otherwise.
+async fn finish_run(
     db: &impl ConnectionTrait,
-    run_id: &str,
+    run: RunRow<'_>,
     status: &str,
     error: Option<&str>,
     last_seq: i64,
-) -> Result<(), DbErr> {
-    runs::Entity::update_many()
+) -> Result<bool, DbErr> {
+    let updated = runs::Entity::update_many()
         .col_expr(runs::Column::Status, Expr::value(status))
         .col_expr(runs::Column::Error, Expr::value(error.map(str::to_string)))
         .col_expr(runs::Column::LastSeq, Expr::value(last_seq))
         .col_expr(runs::Column::FinishedAt, Expr::value(chrono::Utc::now()))
-        .filter(runs::Column::Id.eq(run_id))
+        .filter(runs::Column::Id.eq(run.id))
+        .filter(runs::Column::RunnerId.eq(run.runner_id))
+        .filter(runs::Column::Status.is_in(super::ACTIVE_STATUSES))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(updated.rows_affected == 1)
 }

@@ -566,3 +566,51 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
     second.stop().await;
     first.stop().await;
 }
+
+/// A gateway whose run was taken from it (its lease lapsed and the run was reassigned) stops
+/// the run instead of working on beside whoever holds it; its end is recorded once, by the
+/// sweep that finds the run orphaned.
+async fn a_gateway_that_lost_its_run_stops_it(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(
+        kind,
+        &format!(
+            "{}[runs]\nlease_secs = 2\nsweep_interval_secs = 1\n",
+            agent.config("")
+        ),
+    )
+    .await;
+    let token = app.token("alice");
+    let (run_id, _, reader) = start_slow_run(&app, &agent, &token).await;
+    use sea_orm::ConnectionTrait;
+    app.state
+        .db
+        .execute_unprepared(&format!(
+            "UPDATE runs SET runner_id = 'another-gateway' WHERE id = '{run_id}'"
+        ))
+        .await
+        .expect("reassign");
+    let frames = reader.collect().await;
+    let tail = kinds(&frames);
+    assert_eq!(&tail[tail.len() - 2..], &["error", "done"], "{tail:?}");
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = run_status(&app, &run_id).await;
+        if status != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "interrupted");
+    let replay = SseReader::new(events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_complete_run(&replay);
+    assert_eq!(
+        replay.iter().filter(|f| f.event == "done").count(),
+        1,
+        "one done in the log"
+    );
+    app.stop().await;
+}
+db_test!(a_gateway_that_lost_its_run_stops_it);
