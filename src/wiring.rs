@@ -40,6 +40,8 @@ pub struct Components {
 
 pub struct WorkerParts {
     pub deployer: Arc<dyn Deployer>,
+    /// The same deployer when it is Koyeb: its registry secret needs refreshing in image mode.
+    pub koyeb: Option<Arc<KoyebDeployer>>,
     /// Each app's database (`database_provision`).
     pub databases: AppDatabases,
 }
@@ -65,12 +67,16 @@ impl Components {
             DeployProvider::Koyeb => "koyeb",
         };
         let workers = if with_workers {
-            let deployer: Arc<dyn Deployer> = match &preview {
-                Some(preview) => preview.clone(),
-                None => Arc::new(build_koyeb(config)?),
+            let (deployer, koyeb): (Arc<dyn Deployer>, _) = match &preview {
+                Some(preview) => (preview.clone(), None),
+                None => {
+                    let koyeb = Arc::new(build_koyeb(config)?);
+                    (koyeb.clone(), Some(koyeb))
+                }
             };
             Some(WorkerParts {
                 deployer,
+                koyeb,
                 databases: build_databases(config, db)?,
             })
         } else {
@@ -157,6 +163,10 @@ impl Components {
                 id: format!("worker-{process}-{i}"),
             };
             tokio::spawn(worker.run(stop.clone()));
+        }
+        // Image mode: Koyeb must be able to pull long after the last deployment's ECR token.
+        if let Some(koyeb) = &parts.koyeb {
+            tokio::spawn(koyeb.clone().keep_registry_secret_fresh(stop.clone()));
         }
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! GetAuthorizationToken returns base64 `AWS:<password>` valid for about 12 hours; it is cached
 //! until five minutes before it expires (a token already expired on arrival, i.e. a skewed
-//! clock, is reused for one minute), so callers can ask for it on every deployment. The
+//! clock, is reused for one minute), so callers can ask for it on every deployment.
+//! [`EcrRegistry::with_max_token_age`] can shorten that: tokens are then also replaced once they
+//! are that old. [`EcrRegistry::next_refresh`] tells background work when the token rotates. The
 //! SDK's standard retry strategy already retries throttling and 5xx answers; what still fails
 //! is classified as transient (network, 5xx, throttling) or permanent (everything else).
 use std::time::Duration;
@@ -46,12 +48,16 @@ pub struct RegistryAuth {
     /// Registry host without scheme, e.g. `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
     pub endpoint: String,
     pub expires_at: DateTime<Utc>,
+    /// When this token was obtained: two tokens with equal text are still two renewals.
+    pub fetched_at: DateTime<Utc>,
 }
 
 pub struct EcrRegistry {
     client: Client,
     prefix: String,
     cached: Mutex<Option<CachedAuth>>,
+    /// Tokens are replaced once this old, even if ECR would accept them longer.
+    max_token_age: Option<chrono::TimeDelta>,
 }
 
 struct CachedAuth {
@@ -86,7 +92,15 @@ impl EcrRegistry {
             client: Client::from_conf(builder.build()),
             prefix: settings.repository_prefix.trim_matches('/').to_string(),
             cached: Mutex::new(None),
+            max_token_age: None,
         }
+    }
+
+    /// Also replaces tokens once they are `age` old, when that comes before the usual refresh
+    /// (to rotate more often than ECR requires, or for tests that watch a token expire).
+    pub fn with_max_token_age(mut self, age: Duration) -> Self {
+        self.max_token_age = chrono::TimeDelta::from_std(age).ok();
+        self
     }
 
     /// The repository name for an app: only the app id's hex, never user text.
@@ -178,10 +192,15 @@ impl EcrRegistry {
         }
         let auth = self.fetch_authorization().await?;
         *cached = Some(CachedAuth {
-            refresh_at: refresh_at(auth.expires_at, Utc::now()),
+            refresh_at: refresh_at(auth.expires_at, auth.fetched_at, self.max_token_age),
             auth: auth.clone(),
         });
         Ok(auth)
+    }
+
+    /// When the cached token will be replaced; None before the first one is fetched.
+    pub async fn next_refresh(&self) -> Option<DateTime<Utc>> {
+        self.cached.lock().await.as_ref().map(|c| c.refresh_at)
     }
 
     async fn fetch_authorization(&self) -> Result<RegistryAuth, DeployError> {
@@ -217,17 +236,27 @@ impl EcrRegistry {
             password: SecretString::from(password.to_string()),
             endpoint,
             expires_at,
+            fetched_at: Utc::now(),
         })
     }
 }
 
-/// Five minutes before expiry, or after a short while when the expiry is (nearly) past.
-fn refresh_at(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> DateTime<Utc> {
+/// Five minutes before expiry, or after a short while when the expiry is (nearly) past;
+/// sooner if the token reaches `max_age` first.
+fn refresh_at(
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    max_age: Option<chrono::TimeDelta>,
+) -> DateTime<Utc> {
     let normal = expires_at - REFRESH_MARGIN;
-    if normal > now {
+    let at = if normal > now {
         normal
     } else {
         now + FALLBACK_LIFETIME
+    };
+    match max_age {
+        Some(age) => at.min(now + age),
+        None => at,
     }
 }
 
@@ -267,10 +296,26 @@ mod tests {
     fn tokens_are_refreshed_five_minutes_before_expiry() {
         let now = Utc::now();
         let expires = now + chrono::TimeDelta::hours(12);
-        assert_eq!(refresh_at(expires, now), expires - REFRESH_MARGIN);
+        assert_eq!(refresh_at(expires, now, None), expires - REFRESH_MARGIN);
         let soon = now + chrono::TimeDelta::minutes(3);
-        assert_eq!(refresh_at(soon, now), now + FALLBACK_LIFETIME);
+        assert_eq!(refresh_at(soon, now, None), now + FALLBACK_LIFETIME);
         let past = now - chrono::TimeDelta::days(1);
-        assert_eq!(refresh_at(past, now), now + FALLBACK_LIFETIME);
+        assert_eq!(refresh_at(past, now, None), now + FALLBACK_LIFETIME);
+    }
+
+    #[test]
+    fn a_maximum_age_only_ever_brings_the_refresh_forward() {
+        let now = Utc::now();
+        let expires = now + chrono::TimeDelta::hours(12);
+        let hour = chrono::TimeDelta::hours(1);
+        assert_eq!(refresh_at(expires, now, Some(hour)), now + hour);
+        let day = chrono::TimeDelta::days(1);
+        assert_eq!(
+            refresh_at(expires, now, Some(day)),
+            expires - REFRESH_MARGIN
+        );
+        let past = now - chrono::TimeDelta::days(1);
+        let second = chrono::TimeDelta::seconds(1);
+        assert_eq!(refresh_at(past, now, Some(second)), now + second);
     }
 }

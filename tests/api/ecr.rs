@@ -1,16 +1,21 @@
 //! EcrRegistry against a moto server, and Koyeb image mode end to end at the deployer level
-//! (fake Koyeb, moto as ECR, fake build tool). moto runs as `moto_server` from PATH (install with
+//! (fake Koyeb, moto as ECR, fake build tool), including the registry secret's refresh when
+//! the ECR token expires. moto runs as `moto_server` from PATH (install with
 //! `pip install 'moto[server]'`); without it these tests are skipped, unless CI=true.
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentgate::deploy::builder::{ImageBuilder, ImageBuilderSettings};
 use agentgate::deploy::ecr::{EcrRegistry, EcrSettings};
-use agentgate::deploy::koyeb::{KoyebDeployer, KoyebMode, KoyebSettings, STATE_IMAGE};
+use agentgate::deploy::koyeb::{
+    KoyebDeployer, KoyebMode, KoyebSettings, RegistrySecretRefresh, STATE_IMAGE,
+};
 use agentgate::deploy::provider::{DeployError, Deployer, ProviderState, ProviderStatus};
 use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
 
 use crate::fake_koyeb::{FakeKoyeb, TOKEN};
 use crate::koyeb::{new_app_id, poll_until_settled, request};
@@ -109,6 +114,28 @@ fn registry(moto: &Moto) -> EcrRegistry {
     })
 }
 
+/// A build tool that appends its arguments (and the registry user) to `dir/record.txt`.
+fn recording_builder(dir: &Path) -> ImageBuilder {
+    let script = dir.join("fake-docker");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$* user=$REGISTRY_USERNAME\" >> '{}'\n",
+            dir.join("record.txt").display()
+        ),
+    )
+    .expect("script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    ImageBuilder::new(ImageBuilderSettings {
+        program: script.display().to_string(),
+        work_root: Some(dir.to_path_buf()),
+        ..ImageBuilderSettings::default()
+    })
+}
+
 #[tokio::test]
 async fn repositories_and_authorization() {
     let Some(moto) = Moto::start() else { return };
@@ -182,24 +209,7 @@ async fn koyeb_image_mode_builds_pushes_and_deploys() {
     let fake = FakeKoyeb::start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let record = dir.path().join("record.txt");
-    let script = dir.path().join("fake-docker");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho \"$* user=$REGISTRY_USERNAME\" >> '{}'\n",
-            record.display()
-        ),
-    )
-    .expect("script");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    let builder = ImageBuilder::new(ImageBuilderSettings {
-        program: script.display().to_string(),
-        work_root: Some(dir.path().to_path_buf()),
-        ..ImageBuilderSettings::default()
-    });
+    let builder = recording_builder(dir.path());
     let ecr = Arc::new(registry(&moto));
     let mut settings = KoyebSettings::new(SecretString::from(TOKEN), KoyebMode::Image);
     settings.api_base = fake.url.clone();
@@ -286,4 +296,147 @@ async fn koyeb_image_mode_builds_pushes_and_deploys() {
     koyeb.destroy(&app_id).await.expect("destroy");
     assert!(fake.app_names().is_empty());
     assert!(ecr.delete_repository(&app_id).await.is_ok());
+}
+
+/// How old a token may get in the expiry tests. moto's tokens never change and "expired" in
+/// 2015 (so they are cached for a minute); a maximum age makes them expire on cue instead.
+const TOKEN_AGE: Duration = Duration::from_secs(2);
+
+fn image_settings(fake: &FakeKoyeb) -> KoyebSettings {
+    let mut settings = KoyebSettings::new(SecretString::from(TOKEN), KoyebMode::Image);
+    settings.api_base = fake.url.clone();
+    settings
+}
+
+#[tokio::test]
+async fn an_expiring_ecr_token_is_renewed_into_the_koyeb_secret() {
+    let Some(moto) = Moto::start() else { return };
+    let fake = FakeKoyeb::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ecr = Arc::new(registry(&moto).with_max_token_age(TOKEN_AGE));
+    let builder = Arc::new(recording_builder(dir.path()));
+    let koyeb = KoyebDeployer::new(image_settings(&fake), Some(builder), Some(ecr.clone()))
+        .expect("deployer");
+
+    // Nothing deployed yet: a refresh creates no secret.
+    assert_eq!(
+        koyeb.refresh_registry_secret().await.expect("refresh"),
+        RegistrySecretRefresh::Missing
+    );
+    assert!(fake.secret_names().is_empty());
+    assert!(fake.secret_requests("POST").is_empty());
+    assert!(fake.secret_requests("PATCH").is_empty());
+
+    let app_id = new_app_id();
+    koyeb
+        .start(&request(&app_id, 1, &[]), &mut ProviderState::new())
+        .await
+        .expect("start");
+    assert_eq!(
+        fake.secret_requests("POST").len(),
+        1,
+        "the deployment creates it"
+    );
+    let tokens = moto.count_operation(GET_TOKEN).await;
+
+    // The token Koyeb holds is now considered expired: the refresh renews it and PATCHes.
+    tokio::time::sleep(TOKEN_AGE + Duration::from_millis(200)).await;
+    assert_eq!(
+        koyeb.refresh_registry_secret().await.expect("refresh"),
+        RegistrySecretRefresh::Updated
+    );
+    assert_eq!(
+        moto.count_operation(GET_TOKEN).await,
+        tokens + 1,
+        "a new token was requested"
+    );
+    let patches = fake.secret_requests("PATCH");
+    assert_eq!(patches.len(), 1, "{:?}", fake.calls());
+    let renewed = ecr.authorization().await.expect("renewed token");
+    let sent = &patches[0].body;
+    assert_eq!(sent["type"], "REGISTRY");
+    assert_eq!(sent["name"], "agentgate-registry");
+    assert_eq!(sent["private_registry"]["username"], "AWS");
+    assert_eq!(
+        sent["private_registry"]["password"],
+        renewed.password.expose_secret()
+    );
+    assert_eq!(sent["private_registry"]["url"], renewed.endpoint.as_str());
+    assert!(!patches[0]
+        .response
+        .contains(renewed.password.expose_secret()));
+    assert_eq!(fake.secret_requests("POST").len(), 1, "never re-created");
+    assert_eq!(fake.secret_names(), vec!["agentgate-registry".to_string()]);
+
+    // Koyeb now holds the current token: nothing more to do until it expires.
+    assert_eq!(
+        koyeb.refresh_registry_secret().await.expect("refresh"),
+        RegistrySecretRefresh::Current
+    );
+    assert_eq!(moto.count_operation(GET_TOKEN).await, tokens + 1);
+    assert_eq!(fake.secret_requests("PATCH").len(), 1);
+
+    koyeb.destroy(&app_id).await.expect("destroy");
+}
+
+#[tokio::test]
+async fn the_refresh_loop_rewrites_the_secret_retries_failures_and_stops() {
+    let Some(moto) = Moto::start() else { return };
+    let fake = FakeKoyeb::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ecr = Arc::new(registry(&moto).with_max_token_age(Duration::from_secs(1)));
+    let builder = Arc::new(recording_builder(dir.path()));
+    let mut settings = image_settings(&fake);
+    settings.max_attempts = 1;
+    settings.registry_refresh_retry = Duration::from_millis(100);
+    let koyeb = Arc::new(KoyebDeployer::new(settings, Some(builder), Some(ecr)).expect("deployer"));
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(koyeb.clone().keep_registry_secret_fresh(stop.clone()));
+
+    // Before any image deployment the loop looks (at once, then as tokens expire) but
+    // creates nothing.
+    let lookups = || fake.secret_requests("GET").len();
+    wait_until("two lookups of the secret", || lookups() >= 2).await;
+    assert!(fake.secret_names().is_empty());
+    assert!(fake.secret_requests("POST").is_empty());
+    assert!(fake.secret_requests("PATCH").is_empty());
+
+    let app_id = new_app_id();
+    koyeb
+        .start(&request(&app_id, 1, &[]), &mut ProviderState::new())
+        .await
+        .expect("start");
+    assert_eq!(fake.secret_requests("POST").len(), 1);
+
+    // Koyeb fails the next two calls: the loop logs, retries, and still gets the renewed token
+    // through once the deployment's token has expired.
+    fake.fail_next(2, 503);
+    wait_until("the secret to be PATCHed", || {
+        !fake.secret_requests("PATCH").is_empty()
+    })
+    .await;
+    let failed: Vec<String> = fake
+        .requests()
+        .iter()
+        .filter(|r| r.status == 503)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(failed, vec!["GET /v1/secrets"; 2]);
+    assert_eq!(fake.secret_requests("POST").len(), 1, "never re-created");
+    assert!(moto.count_operation(GET_TOKEN).await >= 3);
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop stops when told")
+        .expect("the loop did not panic");
+    koyeb.destroy(&app_id).await.expect("destroy");
+}
+
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

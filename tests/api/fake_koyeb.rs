@@ -185,6 +185,16 @@ impl FakeKoyeb {
             .collect()
     }
 
+    /// The requests with `method` on registry secrets (`/v1/secrets...`), in order.
+    pub fn secret_requests(&self, method: &str) -> Vec<RecordedRequest> {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.path.starts_with("/v1/secrets"))
+            .cloned()
+            .collect()
+    }
+
     pub fn app_names(&self) -> Vec<String> {
         self.lock().apps.values().map(|a| a.name.clone()).collect()
     }

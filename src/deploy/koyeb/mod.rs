@@ -6,13 +6,14 @@
 //! - `Git`: Koyeb builds from the app's repository at the version's commit.
 //! - `Image`: we build the version's files with [`ImageBuilder`], push to ECR, and point the
 //!   service at the image; Koyeb pulls with a registry secret that is rewritten whenever the
-//!   ECR token rotates (only a SHA-256 fingerprint of the token is kept, in memory).
+//!   ECR token rotates, by deployments and by a background refresh ([`registry_secret`]).
 //!
 //! `start` records Koyeb's ids in the deployment's [`ProviderState`] as it goes, so a retried
 //! `start` reuses them, and a deployment that already has a Koyeb deployment id is left alone.
 //! Status mapping lives in [`status`].
 mod api;
 mod definition;
+mod registry_secret;
 pub mod status;
 
 use std::sync::Arc;
@@ -20,14 +21,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 use self::api::{ApiError, KoyebApi, RetryPolicy};
+pub use self::registry_secret::RegistrySecretRefresh;
+use self::registry_secret::WhenMissing;
 use self::status::Phase;
 use crate::deploy::builder::{tail_str, ImageBuilder, RegistryLogin};
-use crate::deploy::ecr::{EcrRegistry, RegistryAuth};
+use crate::deploy::ecr::EcrRegistry;
 use crate::deploy::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus,
 };
@@ -68,6 +70,8 @@ pub struct KoyebSettings {
     pub run_command: Option<String>,
     /// Image mode: the Koyeb secret holding the registry credentials.
     pub registry_secret_name: String,
+    /// Image mode: how soon a failed background refresh of that secret is tried again.
+    pub registry_refresh_retry: Duration,
     pub request_timeout: Duration,
     /// Tries per API call for transient failures, before the runner takes over.
     pub max_attempts: u32,
@@ -86,6 +90,7 @@ impl KoyebSettings {
             build_command: None,
             run_command: None,
             registry_secret_name: "agentgate-registry".to_string(),
+            registry_refresh_retry: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             max_attempts: 3,
             retry_base_delay: Duration::from_millis(500),
@@ -98,7 +103,7 @@ pub struct KoyebDeployer {
     settings: KoyebSettings,
     builder: Option<Arc<ImageBuilder>>,
     registry: Option<Arc<EcrRegistry>>,
-    /// SHA-256 of the registry credentials last written to Koyeb.
+    /// SHA-256 of the registry credentials (and their fetch time) last written to Koyeb.
     registry_fingerprint: Mutex<Option<String>>,
 }
 
@@ -242,8 +247,8 @@ impl KoyebDeployer {
         Ok(service.latest_deployment_id)
     }
 
-    /// Builds and pushes the version's image (once per deployment) and refreshes Koyeb's
-    /// registry secret.
+    /// Builds and pushes the version's image (once per deployment) and writes Koyeb's
+    /// registry secret if it does not hold the current token.
     async fn image_source(
         &self,
         request: &DeployRequest,
@@ -274,45 +279,12 @@ impl KoyebDeployer {
                 tail_str(&output.log, STATE_LOG_TAIL).into(),
             );
         }
-        self.ensure_registry_secret(&auth).await?;
+        self.write_registry_secret(registry, WhenMissing::Create)
+            .await?;
         Ok(definition::docker_source(
             &image,
             &self.settings.registry_secret_name,
         ))
-    }
-
-    /// Writes the registry credentials to Koyeb when they differ from the last ones written.
-    async fn ensure_registry_secret(&self, auth: &RegistryAuth) -> Result<(), DeployError> {
-        let fingerprint = fingerprint(auth);
-        let mut known = self.registry_fingerprint.lock().await;
-        if known.as_deref() == Some(fingerprint.as_str()) {
-            return Ok(());
-        }
-        let name = &self.settings.registry_secret_name;
-        let body = json!({
-            "name": name,
-            "type": "REGISTRY",
-            "private_registry": {
-                "username": auth.username,
-                "password": auth.password.expose_secret(),
-                "url": auth.endpoint,
-            },
-        });
-        match self.api.find_secret(name).await? {
-            Some(secret) => drop(self.api.update_secret(&secret.id, &body).await?),
-            None => match self.api.create_secret(&body).await {
-                Ok(_) => {}
-                Err(ApiError::Conflict) => {
-                    let secret = self.api.find_secret(name).await?.ok_or_else(|| {
-                        DeployError::Transient("Koyeb secret exists but is not listed".into())
-                    })?;
-                    self.api.update_secret(&secret.id, &body).await?;
-                }
-                Err(e) => return Err(e.into()),
-            },
-        }
-        *known = Some(fingerprint);
-        Ok(())
     }
 
     async fn public_url(&self, app_id: &str) -> Result<Option<String>, DeployError> {
@@ -429,20 +401,6 @@ fn state_str<'a>(state: &'a ProviderState, key: &str) -> Option<&'a str> {
         .get(key)
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-}
-
-/// Identifies credentials without keeping them.
-fn fingerprint(auth: &RegistryAuth) -> String {
-    let mut hasher = Sha256::new();
-    for part in [
-        auth.endpoint.as_str(),
-        auth.username.as_str(),
-        auth.password.expose_secret(),
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update([0]);
-    }
-    hex::encode(hasher.finalize())
 }
 
 fn redact(error: DeployError, secrets: &[String]) -> DeployError {
