@@ -22,6 +22,11 @@ pub struct Model {
     /// pending (to push) | pushed; None without a git host.
     pub git_status: Option<String>,
     pub commit_sha: Option<String>,
+    /// The repository `commit_sha` is in (set when the version is pushed): the app's
+    /// repository at that time, which may since have been replaced or renamed.
+    pub repository_url: Option<String>,
+    pub repo_owner: Option<String>,
+    pub repo_name: Option<String>,
     /// The agent's commit message and app name for this version (used when pushing later).
     #[sea_orm(column_type = "Text", nullable)]
     pub commit_message: Option<String>,

@@ -8,6 +8,7 @@ mod m20261121_000003_deployments;
 mod m20261121_000004_git;
 mod m20261121_000005_app_databases;
 mod m20261202_000006_run_runners;
+mod m20261202_000007_version_repositories;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000004_git::Migration),
             Box::new(m20261121_000005_app_databases::Migration),
             Box::new(m20261202_000006_run_runners::Migration),
+            Box::new(m20261202_000007_version_repositories::Migration),
         ]
     }
 }

@@ -150,6 +150,9 @@ impl FileVersions {
             stored_at: Set(None),
             git_status: Set(None),
             commit_sha: Set(None),
+            repository_url: Set(None),
+            repo_owner: Set(None),
+            repo_name: Set(None),
             commit_message: Set(None),
             app_name: Set(None),
         }

@@ -1,5 +1,6 @@
 //! Publishing versions to the git host: an app's first version creates its repository, every
-//! version becomes a commit carrying only what changed (deletions and modes included). Versions
+//! version becomes a commit carrying only what changed since the files of the commit it goes on
+//! (deletions and modes included), so its tree is the version's files. Versions
 //! are pushed strictly in order; one the host refused stays `pending` and is retried later, and
 //! no later version is pushed before it. What a background retry pushes goes into the app's
 //! history, where a user who was told "it will be pushed later" finds it.
@@ -12,7 +13,7 @@ use chrono::Utc;
 use sea_orm::sea_query::{Expr, Func, Query};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, Order, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, TransactionTrait,
 };
 use serde_json::json;
 use tokio::sync::Mutex;
@@ -150,10 +151,19 @@ impl GitPublisher {
                 repo
             }
         };
+        let unavailable = |e: anyhow::Error| GitError::Unavailable(format!("{e:#}"));
         let mut head = app.last_commit_sha.clone();
+        // Each commit carries the changes from the files at `head`, not from the parent version:
+        // that one may never have been pushed (git enabled later, or never marked pending).
+        let mut base = self.committed_files(app_id, head.as_deref()).await?;
         for version in pending {
-            let (sha, url) = self.push_version(&repo, &version, head.clone()).await?;
+            let files = self.files.load_tree(&version).await.map_err(unavailable)?;
+            let changes = changes_between(&base, &files);
+            let (sha, url) = self
+                .push_version(&repo, &version, head.clone(), changes)
+                .await?;
             head = Some(sha.clone());
+            base = files;
             notices.push(SinkNotice::Platform {
                 text: format!("Committed version {} ({}).", version.version, &sha[..7.min(sha.len())]),
                 metadata: json!({"type": "commit_created", "commitUrl": url, "commitSha": sha, "version": version.version}),
@@ -195,32 +205,45 @@ impl GitPublisher {
         Ok(repo)
     }
 
-    /// Commits one version on top of `parent`; returns (sha, url).
+    /// The files of the app's commit `head`: those of the version pushed as that commit. No files
+    /// when there is no head (the repository's first commit).
+    async fn committed_files(
+        &self,
+        app_id: &str,
+        head: Option<&str>,
+    ) -> Result<FileTree, GitError> {
+        let Some(head) = head else {
+            return Ok(FileTree::new());
+        };
+        let version = app_versions::Entity::find()
+            .filter(app_versions::Column::AppId.eq(app_id))
+            .filter(app_versions::Column::CommitSha.eq(head))
+            .order_by_desc(app_versions::Column::Version)
+            .one(&self.db)
+            .await
+            .map_err(|e| GitError::Unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                // Only a push sets the head, to its version's commit. Guessing the files here
+                // could commit a tree that differs from the version's, so refuse instead.
+                GitError::Invalid(format!(
+                    "the app's last commit {head} is not the commit of any of its versions"
+                ))
+            })?;
+        self.files
+            .load_tree(&version)
+            .await
+            .map_err(|e| GitError::Unavailable(format!("{e:#}")))
+    }
+
+    /// Commits one version's `changes` on top of `parent` and records where it went; returns
+    /// (sha, url).
     async fn push_version(
         &self,
         repo: &RepoRef,
         version: &app_versions::Model,
         parent: Option<String>,
+        changes: BTreeMap<String, Option<FileEntry>>,
     ) -> Result<(String, String), GitError> {
-        let unavailable = |e: anyhow::Error| GitError::Unavailable(format!("{e:#}"));
-        let tree = self.files.load_tree(version).await.map_err(unavailable)?;
-        let base = match version.parent_version {
-            Some(p) => match self
-                .files
-                .get(&version.app_id, p)
-                .await
-                .map_err(|e| unavailable(e.into()))?
-            {
-                Some(parent_version) => self
-                    .files
-                    .load_tree(&parent_version)
-                    .await
-                    .map_err(unavailable)?,
-                None => FileTree::new(),
-            },
-            None => FileTree::new(),
-        };
-        let changes = changes_between(&base, &tree);
         let request = CommitRequest {
             branch: self.settings.branch.clone(),
             message: version
@@ -236,23 +259,39 @@ impl GitPublisher {
         };
         let commit = timed("commit", self.host.commit(repo, &request)).await?;
         let db_error = |e: sea_orm::DbErr| GitError::Unavailable(e.to_string());
+        // Together: the app's head always names a pushed version, whose files the next push
+        // diffs against.
+        let txn = self.db.begin().await.map_err(db_error)?;
         app_versions::Entity::update_many()
             .col_expr(app_versions::Column::GitStatus, Expr::value(PUSHED))
             .col_expr(
                 app_versions::Column::CommitSha,
                 Expr::value(commit.sha.clone()),
             )
+            .col_expr(
+                app_versions::Column::RepositoryUrl,
+                Expr::value(repo.url.clone()),
+            )
+            .col_expr(
+                app_versions::Column::RepoOwner,
+                Expr::value(repo.owner.clone()),
+            )
+            .col_expr(
+                app_versions::Column::RepoName,
+                Expr::value(repo.name.clone()),
+            )
             .filter(app_versions::Column::AppId.eq(version.app_id.as_str()))
             .filter(app_versions::Column::Version.eq(version.version))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_error)?;
         apps::Entity::update_many()
             .col_expr(apps::Column::LastCommitSha, Expr::value(commit.sha.clone()))
             .filter(apps::Column::Id.eq(version.app_id.as_str()))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
         Ok((commit.sha, commit.url))
     }
 

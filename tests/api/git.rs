@@ -156,6 +156,27 @@ async fn git_states(app: &TestApp, id: &str) -> Vec<(i32, Option<String>, Option
         .collect()
 }
 
+/// (version, (repository URL, owner, name)) each version was pushed to, oldest first; None for
+/// a version not pushed.
+async fn version_repos(app: &TestApp, id: &str) -> Vec<(i32, Option<(String, String, String)>)> {
+    entity::app_versions::Entity::find()
+        .filter(entity::app_versions::Column::AppId.eq(id))
+        .order_by_asc(entity::app_versions::Column::Version)
+        .all(&app.state.db)
+        .await
+        .expect("query versions")
+        .into_iter()
+        .map(|v| {
+            let repo = match (v.repository_url, v.repo_owner, v.repo_name) {
+                (Some(url), Some(owner), Some(name)) => Some((url, owner, name)),
+                (None, None, None) => None,
+                partial => panic!("version {}: a partial repository {partial:?}", v.version),
+            };
+            (v.version, repo)
+        })
+        .collect()
+}
+
 /// `metadata` of the app's history entries of one type, oldest first, with their `runId`.
 async fn history_notices(app: &TestApp, token: &str, id: &str, kind: &str) -> Vec<(Value, Value)> {
     let response = app.get(&format!("/apps/{id}/history"), token).await;
@@ -462,6 +483,17 @@ async fn local_host_commits_every_version(kind: DbKind) {
             (2, Some("pushed".into()), Some(sha2))
         ]
     );
+    let pushed_to = Some((url.clone(), "local".to_string(), REPO.to_string()));
+    assert_eq!(
+        version_repos(&app, &id).await,
+        vec![(1, pushed_to.clone()), (2, pushed_to)],
+        "each version records the repository it was pushed to"
+    );
+    let row = app_row(&app, &id).await;
+    assert_eq!(
+        (row.repository_url, row.repo_owner, row.repo_name),
+        (Some(url), Some("local".into()), Some(REPO.into()))
+    );
     app.stop().await;
 }
 db_test!(local_host_commits_every_version);
@@ -501,6 +533,9 @@ async fn local_host_pushes_pending_versions_in_order(kind: DbKind) {
             (3, Some("pending".into()), None)
         ]
     );
+    let repos = version_repos(&app, &id).await;
+    assert!(repos[0].1.is_some(), "{repos:?}");
+    assert_eq!(repos[1..], [(2, None), (3, None)], "not pushed yet");
 
     std::fs::rename(&away, &bare).expect("restore the repository");
     let bare_for_check = bare.clone();
@@ -817,6 +852,16 @@ async fn github_host_mirrors_every_version(kind: DbKind) {
             (2, Some("pushed".into()), Some(sha2)),
             (3, Some("pushed".into()), Some(sha3)),
         ]
+    );
+    let pushed_to = Some((url, USER.to_string(), name));
+    assert_eq!(
+        version_repos(&app, &id).await,
+        vec![
+            (1, pushed_to.clone()),
+            (2, pushed_to.clone()),
+            (3, pushed_to)
+        ],
+        "each version records the repository it was pushed to"
     );
     app.stop().await;
 }
@@ -1285,3 +1330,147 @@ async fn no_git_host_means_no_repository(kind: DbKind) {
     app.stop().await;
 }
 db_test!(no_git_host_means_no_repository);
+
+// ---------------------------------------------------------------------------------------------
+// 7. Versions made while git was off
+// ---------------------------------------------------------------------------------------------
+
+const NO_GIT: &str = "[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n";
+
+/// Runs `message` on a gateway with `git_toml` and returns it with the new version's files,
+/// checking which notices the run gave.
+async fn run_on(
+    app: TestApp,
+    git_toml: &str,
+    (message, id): (&str, &str),
+    expected_notices: &[&str],
+) -> (TestApp, Vec<Frame>) {
+    let app = app.restart(git_toml).await;
+    let token = app.token("alice");
+    let frames = run(&app, &token, message, Some(id)).await;
+    assert_eq!(notice_types(&frames), expected_notices, "{message}");
+    (app, frames)
+}
+
+/// Compares the paths first, so a missing or extra file is reported by name, not as bytes.
+fn assert_same_files(actual: Files, expected: &Files, what: &str) {
+    assert_eq!(
+        actual.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>(),
+        "{what}"
+    );
+    assert_eq!(&actual, expected, "{what}");
+}
+
+/// Versions made while `git.host = "none"` are never pushed, so the repository does not hold the
+/// parent version's files: enabling git later still gives a first commit with all of the
+/// version's files, and a commit after another unpushed version also drops what that version
+/// deleted. `repo_files` reads the branch head's files from the host.
+async fn versions_made_without_git_are_not_lost(
+    kind: DbKind,
+    git_toml: &str,
+    repo_files: impl Fn(&Value) -> Files,
+) {
+    let app = spawn_app_with(kind, NO_GIT).await;
+    let token = app.token("alice");
+    let id = app_id(&run(&app, &token, BUILD, None).await);
+
+    let (app, frames) = run_on(
+        app,
+        git_toml,
+        ("add a dark mode", &id),
+        &["version_created", "repo_created", "commit_created"],
+    )
+    .await;
+    let sha2 = notice(&frames, "commit_created")["commitSha"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    let v1 = version_files(&app, &token, &id, 1).await;
+    let v2 = version_files(&app, &token, &id, 2).await;
+    assert!(
+        changed_paths(&v1, &v2).len() < v2.len(),
+        "test setup: version 2 keeps some of version 1's files"
+    );
+    let view = app_view(&app, &token, &id).await;
+    assert_same_files(
+        repo_files(&view),
+        &v2,
+        "the first commit holds all of version 2",
+    );
+
+    let (app, _) = run_on(
+        app,
+        NO_GIT,
+        ("remove the readme", &id),
+        &["version_created"],
+    )
+    .await;
+    let (app, frames) = run_on(
+        app,
+        git_toml,
+        ("rename it to Groceries", &id),
+        &["version_created", "commit_created"],
+    )
+    .await;
+    let sha4 = notice(&frames, "commit_created")["commitSha"]
+        .as_str()
+        .expect("sha")
+        .to_string();
+    let v3 = version_files(&app, &token, &id, 3).await;
+    let v4 = version_files(&app, &token, &id, 4).await;
+    assert!(
+        v2.contains_key("README.md") && !v3.contains_key("README.md"),
+        "test setup: the unpushed version 3 deletes README.md"
+    );
+    assert_same_files(
+        repo_files(&view),
+        &v4,
+        "the commit holds exactly version 4: version 3's deletion included",
+    );
+    assert_eq!(
+        git_states(&app, &id).await,
+        vec![
+            (1, None, None),
+            (2, Some("pushed".into()), Some(sha2)),
+            (3, None, None),
+            (4, Some("pushed".into()), Some(sha4)),
+        ]
+    );
+    let pushed_to = Some((
+        view["repositoryUrl"].as_str().expect("url").to_string(),
+        app_row(&app, &id).await.repo_owner.expect("owner"),
+        view["appName"].as_str().expect("name").to_string(),
+    ));
+    assert_eq!(
+        version_repos(&app, &id).await,
+        vec![(1, None), (2, pushed_to.clone()), (3, None), (4, pushed_to)]
+    );
+    app.stop().await;
+}
+
+async fn local_host_commits_versions_made_without_git(kind: DbKind) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let clones = std::cell::Cell::new(0);
+    versions_made_without_git_are_not_lost(kind, &local_config(3600), |view| {
+        clones.set(clones.get() + 1);
+        let url = view["repositoryUrl"].as_str().expect("repositoryUrl");
+        let checkout = clone(url, &work.path().join(clones.get().to_string()));
+        let files = checkout_files(&checkout);
+        assert_eq!(tree_at(&checkout, "HEAD"), files, "modes included");
+        files
+    })
+    .await;
+    assert_eq!(clones.get(), 2);
+}
+db_test!(local_host_commits_versions_made_without_git);
+
+async fn github_host_commits_versions_made_without_git(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    versions_made_without_git_are_not_lost(kind, &github_config(&gh, 3600), |view| {
+        let name = view["appName"].as_str().expect("appName");
+        gh.files_at(USER, name, "main")
+    })
+    .await;
+}
+db_test!(github_host_commits_versions_made_without_git);
