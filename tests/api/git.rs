@@ -1280,14 +1280,15 @@ async fn github_app_installation_tokens_are_cached_and_reminted(kind: DbKind) {
     assert_eq!(gh.tokens_minted(), 1, "the token is cached");
 
     // Revoked early: the next request gets 401 and the push goes on with a new token, which
-    // (from now on) lives only a little longer than the refresh margin of five minutes.
-    gh.set_token_ttl(5 * 60 + 2);
+    // (from now on) lives only a little longer than the refresh margin of five minutes: 8 s,
+    // so the run below (a few hundred ms, more on a loaded machine) ends well inside it.
+    gh.set_token_ttl(5 * 60 + 8);
     gh.expire_tokens();
     let frames = run(&app, &token, "remove the readme", Some(&id)).await;
     assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
     assert_eq!(gh.tokens_minted(), 2, "re-minted after the 401");
 
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(8500)).await;
     let frames = run(&app, &token, "rename it to Groceries", Some(&id)).await;
     assert_eq!(notice_types(&frames), ["version_created", "commit_created"]);
     assert_eq!(

@@ -252,10 +252,15 @@ fn an_api_only_host_needs_no_cloud_credentials() {
         .spawn()
         .expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
-    let listening = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .any(|line| line.starts_with("agentgate listening on "));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let listening = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line.starts_with("agentgate listening on "));
+        let _ = tx.send(listening);
+    });
+    let listening = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
     let _ = child.kill();
     let output = child.wait_with_output().expect("wait");
     assert!(
