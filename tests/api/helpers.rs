@@ -316,6 +316,20 @@ pub fn kinds(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
+/// The run's status once it has left `running` (within 10 s), for ends recorded in the
+/// background (a retried finish, a sweep).
+pub async fn settled_run_status(app: &TestApp, run_id: &str) -> String {
+    let mut status = String::new();
+    for _ in 0..100 {
+        status = run_status(app, run_id).await;
+        if status != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    status
+}
+
 pub async fn run_status(app: &TestApp, run_id: &str) -> String {
     use sea_orm::EntityTrait;
     entity::runs::Entity::find_by_id(run_id.to_string())

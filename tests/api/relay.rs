@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{event, keep_alive, with, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, kinds, run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+    assert_complete_run, kinds, run_status, settled_run_status, spawn_app_with, DbKind, Frame,
+    SseReader, TestApp,
 };
 
 async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
@@ -588,15 +589,7 @@ async fn the_end_of_a_run_is_retried_until_the_database_takes_it(kind: DbKind) {
         .as_str()
         .expect("run id")
         .to_string();
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = run_status(&app, &run_id).await;
-        if status != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "succeeded");
+    assert_eq!(settled_run_status(&app, &run_id).await, "succeeded");
     app.stop().await;
 }
 db_test!(the_end_of_a_run_is_retried_until_the_database_takes_it);

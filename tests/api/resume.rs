@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, kinds, run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+    assert_complete_run, kinds, run_status, settled_run_status, spawn_app_with, DbKind, Frame,
+    SseReader, TestApp,
 };
 
 fn paced_script(n: usize, pause_ms: u64) -> Script {
@@ -538,15 +539,7 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
     .insert(&second.state.db)
     .await
     .expect("insert");
-    let mut status = String::new();
-    for _ in 0..50 {
-        status = run_status(&second, &orphan).await;
-        if status != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "interrupted");
+    assert_eq!(settled_run_status(&second, &orphan).await, "interrupted");
     let replay = SseReader::new(events(&second, &second.token("alice"), &orphan, None).await)
         .collect()
         .await;
@@ -593,15 +586,7 @@ async fn a_gateway_that_lost_its_run_stops_it(kind: DbKind) {
     let frames = reader.collect().await;
     let tail = kinds(&frames);
     assert_eq!(&tail[tail.len() - 2..], &["error", "done"], "{tail:?}");
-    let mut status = String::new();
-    for _ in 0..100 {
-        status = run_status(&app, &run_id).await;
-        if status != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "interrupted");
+    assert_eq!(settled_run_status(&app, &run_id).await, "interrupted");
     let replay = SseReader::new(events(&app, &token, &run_id, None).await)
         .collect()
         .await;
