@@ -15,7 +15,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QuerySelect, TransactionTrait,
+    QueryFilter, TransactionTrait,
 };
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
@@ -326,52 +326,28 @@ impl RunManager {
         Ok(())
     }
 
-    /// Stops this gateway's live runs that should not go on: a cancel reached another gateway,
-    /// their app was deleted (even while the run was starting), or their row is no longer
-    /// active under this runner (its lease lapsed and another gateway interrupted it).
-    async fn stop_unwanted_runs(&self) -> Result<(), DbErr> {
-        let ids = self.live.ids();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let rows = runs::Entity::find()
-            .filter(runs::Column::Id.is_in(ids.iter().map(String::as_str)))
-            .all(&self.deps.db)
-            .await?;
-        let deleted_apps: std::collections::HashSet<String> = entity::apps::Entity::find()
-            .select_only()
-            .column(entity::apps::Column::Id)
-            .filter(entity::apps::Column::Id.is_in(rows.iter().map(|r| r.app_id.as_str())))
-            .filter(entity::apps::Column::DeletedAt.is_not_null())
-            .into_tuple()
-            .all(&self.deps.db)
-            .await?
-            .into_iter()
-            .collect();
-        for row in rows {
-            let Some(run) = self.live.get(&row.id) else {
-                continue;
-            };
-            let ours = ACTIVE_STATUSES.contains(&row.status.as_str())
-                && row.runner_id.as_deref() == Some(self.runner.id.as_str());
-            if !ours {
-                tracing::warn!(run_id = %row.id, "this gateway lost the run; stopping it");
-                run.stop(StopReason::Interrupted);
-            } else if row.cancel_requested_at.is_some() || deleted_apps.contains(&row.app_id) {
-                run.stop(StopReason::Cancelled);
-            }
-        }
-        Ok(())
-    }
-
-    /// Interrupts runs no live gateway runs (see [`recovery`]): at start-up, those this
-    /// instance left behind; later also those of gateways whose leases ran out.
+    /// Interrupts runs no live gateway runs (see [`recovery`]) and stops this gateway's live
+    /// runs that must not go on: taken by another gateway (lease lapsed), cancelled through
+    /// another gateway, or of a deleted app (even one deleted while the run was starting).
+    /// At start-up nothing is live yet, so every run this instance left behind is an orphan.
     pub async fn recover_interrupted(&self) -> Result<usize, DbErr> {
         let lease = self.runner.lease_chrono();
-        recovery::interrupt_orphaned_runs(&self.deps.db, &self.runner.id, lease, &self.live).await
+        let (interrupted, actions) =
+            recovery::sweep(&self.deps.db, &self.runner.id, lease, &self.live).await?;
+        for id in &actions.lost {
+            tracing::warn!(run_id = %id, "this gateway lost the run; stopping it");
+        }
+        let stops = (actions.lost.into_iter()).map(|id| (id, StopReason::Interrupted));
+        let cancels = (actions.cancel.into_iter()).map(|id| (id, StopReason::Cancelled));
+        for (id, reason) in stops.chain(cancels) {
+            if let Some(run) = self.live.get(&id) {
+                run.stop(reason);
+            }
+        }
+        Ok(interrupted)
     }
 
-    /// Every `every`: renews this process's run leases, then interrupts orphaned runs.
+    /// Every `every`: renews this process's run leases, then sweeps.
     pub async fn keep_leases(self, every: Duration, stop: tokio_util::sync::CancellationToken) {
         loop {
             tokio::select! {
@@ -382,11 +358,8 @@ impl RunManager {
             if let Err(e) = recovery::renew_leases(&self.deps.db, &self.runner.id, lease).await {
                 tracing::warn!(error = %e, "could not renew run leases");
             }
-            if let Err(e) = self.stop_unwanted_runs().await {
-                tracing::warn!(error = %e, "could not check this gateway's runs");
-            }
             if let Err(e) = self.recover_interrupted().await {
-                tracing::warn!(error = %e, "could not look for orphaned runs");
+                tracing::warn!(error = %e, "could not sweep the runs");
             }
         }
     }

@@ -5,9 +5,13 @@
 //! Which runs are orphans: those of no runner (from before runner ids existed), those whose
 //! runner's lease ran out, and this process's own runs that are not live in it (at start-up,
 //! every run its previous incarnation left behind, since the instance id is stable).
+use std::collections::HashSet;
+
 use chrono::Utc;
-use sea_orm::sea_query::{Condition, Expr};
-use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::sea_query::{Condition, Expr, Query};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+};
 
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR};
 use super::live::LiveRuns;
@@ -18,32 +22,91 @@ use entity::{apps, runs};
 const MESSAGE: &str =
     "The gateway running this run stopped while it was active. Send the message again to retry.";
 
-/// Interrupts every orphaned run; returns how many. `runner_id` is this process. A lease counts
-/// as expired only `lease` after its stamp ran out, which absorbs clock drift between gateways
-/// up to that much.
-pub async fn interrupt_orphaned_runs(
+/// What a sweep asks of this gateway (see [`sweep`]).
+#[derive(Debug, Default)]
+pub struct SweepActions {
+    /// Live here, but their row says another gateway holds them (or they ended): stop.
+    pub lost: Vec<String>,
+    /// Live here, and a cancel or their app's deletion asks them to stop.
+    pub cancel: Vec<String>,
+}
+
+/// One pass over the runs: interrupts the orphans (returns how many) and says which of this
+/// gateway's live runs must stop. `live` is this gateway's live runs. A lease counts as expired
+/// only `lease` after its stamp ran out, which absorbs clock drift between gateways up to that
+/// much. Reads this gateway's active runs once, never by a list of ids that grows with load.
+pub async fn sweep(
     db: &DatabaseConnection,
     runner_id: &str,
     lease: chrono::Duration,
     live: &LiveRuns,
-) -> Result<usize, DbErr> {
-    let now = Utc::now();
-    let candidates = runs::Entity::find()
-        .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
-        .filter(
-            Condition::any()
-                .add(runs::Column::RunnerId.is_null())
-                .add(runs::Column::RunnerId.eq(runner_id))
-                .add(runs::Column::LeaseExpiresAt.lt(now - lease)),
-        )
+) -> Result<(usize, SweepActions), DbErr> {
+    let mine = |q: sea_orm::Select<runs::Entity>| {
+        q.filter(runs::Column::RunnerId.eq(runner_id))
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+    };
+    let held = mine(runs::Entity::find()).all(db).await?;
+    let deleted_apps = Query::select()
+        .column(apps::Column::Id)
+        .from(apps::Entity)
+        .and_where(apps::Column::DeletedAt.is_not_null())
+        .to_owned();
+    let of_deleted_apps: HashSet<String> = mine(runs::Entity::find())
+        .select_only()
+        .column(runs::Column::Id)
+        .filter(runs::Column::AppId.in_subquery(deleted_apps))
+        .into_tuple()
         .all(db)
-        .await?;
-    let mut interrupted = 0;
-    for run in candidates {
-        let mine = run.runner_id.as_deref() == Some(runner_id);
-        if mine && live.get(&run.id).is_some() {
-            continue;
+        .await?
+        .into_iter()
+        .collect();
+    let mut actions = SweepActions::default();
+    let mut orphans = Vec::new();
+    for run in &held {
+        if live.get(&run.id).is_none() {
+            orphans.push(run.clone());
+        } else if run.cancel_requested_at.is_some() || of_deleted_apps.contains(&run.id) {
+            actions.cancel.push(run.id.clone());
         }
+    }
+    let held_ids: HashSet<&str> = held.iter().map(|r| r.id.as_str()).collect();
+    let unheld: Vec<String> = live
+        .ids()
+        .into_iter()
+        .filter(|id| !held_ids.contains(id.as_str()))
+        .collect();
+    // Usually empty: a run whose row is not committed yet, or one that was taken from us.
+    for ids in unheld.chunks(500) {
+        let taken: Vec<String> = runs::Entity::find()
+            .select_only()
+            .column(runs::Column::Id)
+            .filter(runs::Column::Id.is_in(ids.iter().map(String::as_str)))
+            .filter(
+                Condition::any()
+                    .add(runs::Column::Status.is_not_in(ACTIVE_STATUSES))
+                    .add(runs::Column::RunnerId.ne(runner_id))
+                    .add(runs::Column::RunnerId.is_null()),
+            )
+            .into_tuple()
+            .all(db)
+            .await?;
+        actions.lost.extend(taken);
+    }
+    orphans.extend(
+        runs::Entity::find()
+            .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+            .filter(
+                Condition::any().add(runs::Column::RunnerId.is_null()).add(
+                    Condition::all()
+                        .add(runs::Column::RunnerId.ne(runner_id))
+                        .add(runs::Column::LeaseExpiresAt.lt(Utc::now() - lease)),
+                ),
+            )
+            .all(db)
+            .await?,
+    );
+    let mut interrupted = 0;
+    for run in orphans {
         match interrupt(db, &run).await {
             Ok(true) => {
                 interrupted += 1;
@@ -56,7 +119,7 @@ pub async fn interrupt_orphaned_runs(
             }
         }
     }
-    Ok(interrupted)
+    Ok((interrupted, actions))
 }
 
 /// Claims the run by moving it out of the active statuses (false when someone else finished
