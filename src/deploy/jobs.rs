@@ -163,8 +163,8 @@ pub async fn mark_building(
     Ok(result.rows_affected == 1)
 }
 
-/// Gives up a lease whatever the job's status (a step whose result was discarded).
-pub async fn release_lease(db: &DatabaseConnection, id: &str, worker: &str) -> Result<(), DbErr> {
+/// An update of deployments that gives up the lease.
+fn releasing_lease() -> sea_orm::UpdateMany<deployments::Entity> {
     deployments::Entity::update_many()
         .col_expr(
             deployments::Column::LeaseOwner,
@@ -174,6 +174,11 @@ pub async fn release_lease(db: &DatabaseConnection, id: &str, worker: &str) -> R
             deployments::Column::LeaseExpiresAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
+}
+
+/// Gives up a lease whatever the job's status (a step whose result was discarded).
+pub async fn release_lease(db: &DatabaseConnection, id: &str, worker: &str) -> Result<(), DbErr> {
+    releasing_lease()
         .filter(deployments::Column::Id.eq(id))
         .filter(deployments::Column::LeaseOwner.eq(worker))
         .exec(db)
@@ -202,16 +207,7 @@ pub async fn apply(
     update: Update,
 ) -> Result<bool, DbErr> {
     let now = Utc::now();
-    let mut query = deployments::Entity::update_many()
-        .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
-        .col_expr(
-            deployments::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            deployments::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        );
+    let mut query = releasing_lease().col_expr(deployments::Column::UpdatedAt, Expr::value(now));
     if let Some(status) = update.status {
         query = query.col_expr(deployments::Column::Status, Expr::value(status));
         if status == HEALTHY && update.error.is_none() {
