@@ -72,6 +72,34 @@ impl From<app_messages::Model> for HistoryEntry {
     }
 }
 
+/// app.build's `DeployStatus` for an app whose internal deploy status (the latest deployment
+/// job's, see `deploy::jobs`) is `internal`: app.build clients know only these five values and
+/// break on any other. Our finer status is shown beside it, never instead of it.
+pub fn client_deploy_status(internal: Option<&str>) -> &'static str {
+    use crate::deploy::jobs;
+    match internal {
+        None => "pending",
+        Some(jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING) => "deploying",
+        Some(jobs::HEALTHY) => "deployed",
+        // The same grouping as the deployment status route's `STOPPING`.
+        Some(jobs::SUPERSEDED | jobs::CANCELLED) => "stopping",
+        Some(_) => "failed",
+    }
+}
+
+/// A live (not deleted) app owned by `owner`, or None.
+pub async fn find_owned(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    id: Uuid,
+) -> Result<Option<apps::Model>, DbErr> {
+    apps::Entity::find_by_id(id.to_string())
+        .filter(apps::Column::OwnerId.eq(owner))
+        .filter(apps::Column::DeletedAt.is_null())
+        .one(db)
+        .await
+}
+
 /// A live (not deleted) app owned by `owner`, or None.
 pub async fn find_owned(
     db: &impl ConnectionTrait,
@@ -206,4 +234,27 @@ pub async fn append_message(
     .insert(db)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_deploy_status;
+
+    #[test]
+    fn every_internal_deploy_status_maps_to_one_of_app_builds_five() {
+        let cases = [
+            (None, "pending"),
+            (Some("queued"), "deploying"),
+            (Some("building"), "deploying"),
+            (Some("deploying"), "deploying"),
+            (Some("healthy"), "deployed"),
+            (Some("failed"), "failed"),
+            (Some("superseded"), "stopping"),
+            (Some("cancelled"), "stopping"),
+            (Some("something new"), "failed"),
+        ];
+        for (internal, expected) in cases {
+            assert_eq!(client_deploy_status(internal), expected, "{internal:?}");
+        }
+    }
 }
