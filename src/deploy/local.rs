@@ -1,6 +1,9 @@
-//! Local preview deploys: a version's files are published under `<root>/<app_id>/` and served
-//! at `/preview/<app_id>/`. A new version is written next to the old one and a `current` symlink
-//! is swapped atomically, so visitors see either the old or the new version, never a mix.
+//! Local preview deploys: the web root of a version (see [`web_root`]) is published under
+//! `<root>/<app_id>/` and served at `/preview/<app_id>/`. A new version is written next to the old
+//! one and a `current` symlink is swapped atomically, so visitors see either the old or the new
+//! version, never a mix. A version without a page fails instead of going live at a 404.
+pub mod web_root;
+
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -35,7 +38,13 @@ impl LocalPreview {
         std::fs::canonicalize(link).ok()
     }
 
-    fn publish(&self, request: &DeployRequest) -> std::io::Result<()> {
+    fn serves_index(&self, app_id: &str) -> bool {
+        self.current_dir(app_id)
+            .is_some_and(|dir| dir.join("index.html").is_file())
+    }
+
+    /// Publishes the files under `site` (a [`web_root::WEB_ROOTS`] entry), relative to it.
+    fn publish(&self, request: &DeployRequest, site: &str) -> std::io::Result<()> {
         let app_dir = self.root.join(&request.app_id);
         let name = format!(
             "v{}-{}",
@@ -46,7 +55,7 @@ impl LocalPreview {
         if target.exists() {
             std::fs::remove_dir_all(&target)?;
         }
-        for (path, entry) in &request.files {
+        for (path, entry) in web_root::files_under(&request.files, site) {
             // Links could point anywhere on this machine; previews serve plain files only.
             if entry.mode == FileMode::Symlink {
                 continue;
@@ -89,12 +98,14 @@ impl Deployer for LocalPreview {
         request: &DeployRequest,
         state: &mut ProviderState,
     ) -> Result<(), DeployError> {
+        let site = web_root::find(&request.files)
+            .ok_or_else(|| DeployError::Permanent(web_root::NO_WEB_ROOT.into()))?;
         let this = LocalPreview {
             root: self.root.clone(),
             public_url: self.public_url.clone(),
         };
         let owned = request.clone();
-        tokio::task::spawn_blocking(move || this.publish(&owned))
+        tokio::task::spawn_blocking(move || this.publish(&owned, site))
             .await
             .map_err(|e| DeployError::Transient(e.to_string()))?
             .map_err(|e| DeployError::Transient(format!("could not publish the preview: {e}")))?;
@@ -108,13 +119,12 @@ impl Deployer for LocalPreview {
         state: &ProviderState,
     ) -> Result<ProviderStatus, DeployError> {
         match state.get("url").and_then(|v| v.as_str()) {
-            Some(url) if self.current_dir(&request.app_id).is_some() => {
-                Ok(ProviderStatus::Healthy {
-                    url: url.to_string(),
-                })
-            }
+            // Live only where the page really is served.
+            Some(url) if self.serves_index(&request.app_id) => Ok(ProviderStatus::Healthy {
+                url: url.to_string(),
+            }),
             _ => Ok(ProviderStatus::Failed {
-                reason: "the preview files are missing".into(),
+                reason: "the preview's index.html is missing".into(),
             }),
         }
     }

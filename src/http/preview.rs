@@ -1,6 +1,7 @@
 //! `GET /preview/:app_id/*path`: local preview deploys. Public, like any deployed site, but
 //! sandboxed by CSP so an app's scripts run in an opaque origin and can never read the
-//! gateway's tokens or call its API with them.
+//! gateway's tokens or call its API with them. Paths are relative to the version's web root
+//! (`client/`, `frontend/dist/`, ... see `deploy::local::web_root`): only that folder is published.
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -36,7 +37,7 @@ async fn redirect_to_dir(Path(app_id): Path<String>) -> Redirect {
     Redirect::permanent(&format!("/preview/{app_id}/"))
 }
 
-/// The preview's `index.html`.
+/// The preview's `index.html`: the one in the version's web root.
 #[utoipa::path(
     get,
     path = "/preview/{app_id}/",
@@ -62,7 +63,7 @@ async fn index(state: State<AppState>, Path(app_id): Path<String>) -> Result<Res
     tag = "preview",
     params(
         ("app_id" = String, Path, description = "App id"),
-        ("path" = String, Path, description = "The file, relative to the site root (may contain `/`)"),
+        ("path" = String, Path, description = "The file, relative to the web root (may contain `/`)"),
     ),
     responses(
         (status = 200, description = "The file, with a content type from its extension, sandboxed by `Content-Security-Policy`", content_type = "application/octet-stream", body = Binary),

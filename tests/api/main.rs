@@ -19,6 +19,7 @@ mod git_dev;
 mod koyeb;
 mod limits;
 mod openapi;
+mod preview_roots;
 mod process;
 mod provision;
 mod relay;
