@@ -175,9 +175,18 @@ fn today() -> (String, DateTime<Utc>) {
 
 fn limit_reached(status: LimitStatus) -> ApiError {
     crate::metrics::metrics().limiter_rejections.inc();
-    ApiError::LimitReached {
-        headers: limit_headers(&status),
-    }
+    let mut headers = limit_headers(&status);
+    // Seconds until the daily reset, rounded up so a client that waits exactly this long is
+    // past it.
+    let millis = (status.next_reset_time - Utc::now())
+        .num_milliseconds()
+        .max(0);
+    let seconds = (millis + 999) / 1000;
+    headers.insert(
+        axum::http::header::RETRY_AFTER,
+        HeaderValue::from(seconds.max(1)),
+    );
+    ApiError::LimitReached { headers }
 }
 
 fn unavailable(e: sea_orm::DbErr) -> ApiError {

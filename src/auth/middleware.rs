@@ -5,6 +5,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::path::normalize_request_path;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -53,7 +54,7 @@ pub async fn require_auth(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if is_public(request.uri().path()) {
+    if is_public(&normalize_request_path(request.uri().path())) {
         return Ok(next.run(request).await);
     }
     let token = bearer_token(request.headers().get(AUTHORIZATION))

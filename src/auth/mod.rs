@@ -2,6 +2,7 @@
 //! OIDC provider. Every failure is a 401 with a reason; nothing about the key is ever echoed.
 mod jwks;
 mod middleware;
+mod path;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -105,7 +106,15 @@ impl Authenticator {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience must be present, not only right when present.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_nbf = true;
         validation.leeway = 30;
         match &self.issuer {
@@ -172,6 +181,8 @@ fn map_jwt_error(e: jsonwebtoken::errors::Error) -> AuthError {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::InvalidAlgorithm => AuthError::AlgorithmRejected(Algorithm::HS256),
         ErrorKind::MissingRequiredClaim(claim) if claim == "sub" => AuthError::NoSubject,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => AuthError::WrongAudience,
         _ => AuthError::Malformed,
     }
 }

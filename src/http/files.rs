@@ -194,6 +194,8 @@ async fn read_url(
     responses(
         (status = 200, description = "The object, with a content type from `name`", content_type = "application/octet-stream", body = Binary, headers(
             ("content-disposition" = String, description = "`attachment; filename=\"...\"` when `name` is given"),
+            ("x-content-type-options" = String, description = "`nosniff`"),
+            ("content-security-policy" = String, description = "`sandbox`: the content never runs as a page of this origin"),
         )),
         (status = 403, description = "`link_expired` or `invalid_signature`", body = ErrorBody, examples(
             ("link_expired" = (value = json!({"code": "link_expired", "message": "the link has expired"}))),
@@ -258,6 +260,16 @@ async fn download(
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=300"),
+    );
+    // App content is untrusted: a browser must neither sniff it into HTML nor run it as a
+    // page of this origin, even when opened directly.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
     );
     let safe: String = name
         .chars()

@@ -12,7 +12,7 @@ use super::PatchError;
 /// `git~1`).
 pub fn normalize_path(raw: &str) -> Result<String, PatchError> {
     let reject = |reason: &str| PatchError::UnsafePath {
-        path: super::error::shown(raw.as_bytes()),
+        path: shown_short(raw),
         reason: reason.to_string(),
     };
     if raw.is_empty() {
@@ -42,7 +42,47 @@ pub fn normalize_path(raw: &str) -> Result<String, PatchError> {
     if parts.is_empty() {
         return Err(reject("empty path"));
     }
-    Ok(parts.join("/"))
+    // Beyond these, checkouts and deploy builds fail with "File name too long" for good.
+    if parts.iter().any(|part| part.len() > MAX_COMPONENT_BYTES) {
+        return Err(reject(&format!(
+            "a path component is longer than {MAX_COMPONENT_BYTES} bytes"
+        )));
+    }
+    if parts.len() > MAX_PATH_DEPTH {
+        return Err(reject(&format!(
+            "more than {MAX_PATH_DEPTH} levels of directories"
+        )));
+    }
+    let path = parts.join("/");
+    if path.len() > MAX_PATH_BYTES {
+        return Err(reject(&format!("longer than {MAX_PATH_BYTES} bytes")));
+    }
+    Ok(path)
+}
+
+/// The longest file or directory name most filesystems accept (`NAME_MAX`).
+pub const MAX_COMPONENT_BYTES: usize = 255;
+/// The longest path Linux accepts (`PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// Levels of a path, file name included.
+pub const MAX_PATH_DEPTH: usize = 64;
+/// How much of a rejected path a message repeats.
+const SHOWN_PATH_BYTES: usize = 120;
+
+/// The path for an error message, cut short so a hostile name cannot flood logs or responses.
+fn shown_short(raw: &str) -> String {
+    if raw.len() <= SHOWN_PATH_BYTES {
+        return super::error::shown(raw.as_bytes());
+    }
+    let mut end = SHOWN_PATH_BYTES;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}... ({} bytes)",
+        super::error::shown(&raw.as_bytes()[..end]),
+        raw.len()
+    )
 }
 
 /// True for `.git` and the names Windows filesystems resolve to it.
@@ -108,6 +148,20 @@ mod tests {
         ] {
             assert!(rejected(raw), "{raw:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn rejects_names_paths_and_depths_past_the_limits() {
+        let long_name = "a".repeat(MAX_COMPONENT_BYTES + 1);
+        assert!(rejected(&format!("src/{long_name}.txt")));
+        assert!(normalize_path(&"a".repeat(MAX_COMPONENT_BYTES)).is_ok());
+        let deep = vec!["d"; MAX_PATH_DEPTH + 1].join("/");
+        assert!(rejected(&deep));
+        assert!(normalize_path(&vec!["d"; MAX_PATH_DEPTH].join("/")).is_ok());
+        let long_path = vec!["b".repeat(200); 30].join("/");
+        let err = normalize_path(&long_path).unwrap_err().to_string();
+        assert!(err.contains("longer than 4096 bytes"), "{err}");
+        assert!(err.len() < 400, "the message cuts the path short: {err}");
     }
 
     #[test]

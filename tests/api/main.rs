@@ -17,6 +17,7 @@ mod files;
 mod git;
 mod git_dev;
 mod koyeb;
+mod hardening;
 mod limits;
 mod openapi;
 mod preview_roots;

@@ -1,0 +1,240 @@
+//! Hardening: required token claims, dev sign-in rules, path normalisation before the
+//! allow-list, path and file-count limits, Retry-After, failing closed on an unwritable
+//! database or unreachable storage/agent, and inert downloads.
+use axum::routing::get;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::db_test;
+use crate::fake_agent::{event, with, FakeAgent, Script};
+use crate::helpers::{assert_complete_run, spawn_app_with, DbKind, Frame, SseReader, TestApp};
+
+const SECRET: &str = "hardening-test-secret-0123456789-abcdefghijklmnop";
+const ISSUER: &str = "https://issuer.test";
+const AUDIENCE: &str = "agentgate-tests";
+const PRIVATE_PEM: &[u8] = include_bytes!("../fixtures/jwks/rsa_private.pem");
+const JWKS: &str = include_str!("../fixtures/jwks/jwks.json");
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn hs256(claims: &Value) -> String {
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("encode")
+}
+
+fn rs256(claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("test-key-1".into());
+    let key = EncodingKey::from_rsa_pem(PRIVATE_PEM).expect("rsa key");
+    jsonwebtoken::encode(&header, claims, &key).expect("encode")
+}
+
+/// Serves the test key set; returns its URL.
+async fn jwks_server() -> String {
+    let router = axum::Router::new().route(
+        "/jwks.json",
+        get(|| async { ([("content-type", "application/json")], JWKS) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/jwks.json", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    url
+}
+
+/// Each claim set but the complete one leaves out `iss` or `aud`; only the complete one passes.
+async fn assert_claims_required(app: &TestApp, sign: fn(&Value) -> String, mode: &str) {
+    let full = json!({"sub": "alice", "iss": ISSUER, "aud": AUDIENCE, "exp": now() + 600});
+    assert_eq!(app.get("/apps", &sign(&full)).await.status(), 200, "{mode}");
+    for missing in ["iss", "aud"] {
+        let mut claims = full.clone();
+        claims.as_object_mut().expect("object").remove(missing);
+        let response = app.get("/apps", &sign(&claims)).await;
+        assert_eq!(response.status(), 401, "{mode}: a token without {missing}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "unauthorized");
+    }
+}
+
+async fn configured_issuer_and_audience_are_required_claims(kind: DbKind) {
+    let claims = format!("issuer = {ISSUER:?}\naudience = {AUDIENCE:?}\n");
+    let app = spawn_app_with(
+        kind,
+        &format!("[auth]\nhs256_secret = {SECRET:?}\n{claims}"),
+    )
+    .await;
+    assert_claims_required(&app, hs256, "hs256").await;
+    app.stop().await;
+
+    let url = jwks_server().await;
+    let app = spawn_app_with(
+        kind,
+        &format!("[auth]\nmode = \"jwks\"\njwks_url = {url:?}\n{claims}"),
+    )
+    .await;
+    assert_claims_required(&app, rs256, "jwks").await;
+    app.stop().await;
+}
+db_test!(configured_issuer_and_audience_are_required_claims);
+
+async fn paths_are_normalised_before_the_public_allow_list(kind: DbKind) {
+    let app = spawn_app_with(kind, "").await;
+    for path in [
+        "//apps",
+        "//message-limit",
+        "/./apps",
+        "///auth/is-privileged-user",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.expect("request");
+        assert_eq!(response.status(), 401, "{path} needs a token");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["code"], "unauthorized", "{path}");
+    }
+    let health = app
+        .http
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(health.status(), 200, "public paths stay public");
+    app.stop().await;
+}
+db_test!(paths_are_normalised_before_the_public_allow_list);
+
+async fn a_429_says_when_to_retry(kind: DbKind) {
+    let app = spawn_app_with(kind, "[limits]\ndaily_messages = 1\n").await;
+    app.state.limiter.reserve("alice").await.expect("reserve");
+    let response = app
+        .post_message(&app.token("alice"), &json!({"message": "one more"}))
+        .await;
+    assert_eq!(response.status(), 429);
+    let retry_after: i64 = response.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("whole seconds");
+    let reset = response.headers()["x-dailylimit-reset"]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    let reset = chrono::DateTime::parse_from_rfc3339(&reset).expect("rfc3339");
+    let until_reset = (reset.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds();
+    assert!(
+        (1..=86_400).contains(&retry_after) && (retry_after - until_reset).abs() <= 2,
+        "Retry-After {retry_after} s, reset in {until_reset} s"
+    );
+    app.stop().await;
+}
+db_test!(a_429_says_when_to_retry);
+
+const PAGE_DIFF: &str = "diff --git a/index.html b/index.html\nnew file mode 100644\n--- /dev/null\n+++ b/index.html\n@@ -0,0 +1 @@\n+<script>alert(document.cookie)</script>\n";
+
+fn review(diff: &str) -> Value {
+    with(
+        event("idle", "ReviewResult", Some("done")),
+        "unifiedDiff",
+        json!(diff),
+    )
+}
+
+/// A new file `path` with one line, as git prints it.
+fn new_file(path: &str) -> String {
+    format!("diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1 @@\n+x\n")
+}
+
+async fn run(app: &TestApp, token: &str, body: Value) -> Vec<Frame> {
+    let response = app.post_message(token, &body).await;
+    assert_eq!(response.status(), 200);
+    let frames = SseReader::new(response).collect().await;
+    assert_complete_run(&frames);
+    frames
+}
+
+fn app_id(frames: &[Frame]) -> String {
+    frames[0].data["appId"]
+        .as_str()
+        .expect("app id")
+        .to_string()
+}
+
+fn error_event(frames: &[Frame]) -> Value {
+    frames
+        .iter()
+        .find(|f| f.event == "error")
+        .map(|f| f.data.clone())
+        .unwrap_or_else(|| panic!("an error event in {frames:?}"))
+}
+
+async fn downloads_are_inert(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(Script::events(&[review(PAGE_DIFF)]));
+    let id = app_id(&run(&app, &token, json!({"message": "a page"})).await);
+    let links: Value = app
+        .get(&format!("/apps/{id}/read-url"), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let urls = [
+        links["files"][0]["url"].as_str().expect("file url"),
+        links["readUrl"].as_str().expect("archive url"),
+    ];
+    for url in urls {
+        let response = app.http.get(url).send().await.expect("download");
+        assert_eq!(response.status(), 200);
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{url}");
+        assert_eq!(headers["content-security-policy"], "sandbox", "{url}");
+        assert!(
+            headers["content-disposition"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("attachment"),
+            "{url}"
+        );
+    }
+    app.stop().await;
+}
+db_test!(downloads_are_inert);
+
+async fn diffs_past_the_path_limits_are_refused_with_the_path(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let long_name = format!("{}.txt", "n".repeat(5000));
+    let long_path = vec!["d".repeat(200); 30].join("/") + "/f.txt";
+    let deep_path = vec!["d"; 65].join("/") + "/f.txt";
+    for (path, reason) in [
+        (long_name, "longer than 255 bytes"),
+        (long_path, "longer than 4096 bytes"),
+        (deep_path, "more than 64 levels"),
+    ] {
+        agent.push(Script::events(&[review(&new_file(&path))]));
+        let frames = run(&app, &token, json!({"message": "make it"})).await;
+        let error = error_event(&frames);
+        assert_eq!(error["code"], "unsafe_path", "{error}");
+        let text = error["error"].as_str().expect("text");
+        assert!(text.contains(reason), "{text}");
+        assert!(
+            text.contains(&path[..50]),
+            "the message names the path: {text}"
+        );
+        assert!(
+            text.len() < 600,
+            "the path is cut short: {} bytes",
+            text.len()
+        );
+        let id = app_id(&frames);
+        let links = app.get(&format!("/apps/{id}/read-url"), &token).await;
+        assert_eq!(links.status(), 404, "nothing was stored");
+    }
+    app.stop().await;
+}
+db_test!(diffs_past_the_path_limits_are_refused_with_the_path);
