@@ -182,6 +182,12 @@ pub struct ServerConfig {
     /// Serve /metrics on its own address instead of the API's.
     #[serde(default)]
     pub metrics_bind: Option<SocketAddr>,
+    /// Connection hardening (see `crate::server`); 0 turns a timeout off.
+    pub header_read_timeout_secs: u64,
+    pub body_read_timeout_secs: u64,
+    pub keep_alive_idle_secs: u64,
+    /// 0 = derived from the process's file-descriptor limit.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -28,6 +28,9 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The client did not send its request in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -56,6 +59,7 @@ impl ApiError {
             Self::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,6 +75,7 @@ impl ApiError {
             Self::LimitReached { .. } => "daily_limit_reached",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "service_unavailable",
+            Self::RequestTimeout(_) => "request_timeout",
             Self::Internal(_) => "internal_error",
         }
     }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod provision;
 pub mod runs;
 pub mod secrets;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub git_operations: Family<Operation, Counter>,
     pub git_latency: Family<Op, Histogram, fn() -> Histogram>,
     pub limiter_rejections: Counter,
+    pub open_connections: Gauge,
+    pub connection_limit_hits: Counter,
+    pub connection_timeouts: Family<Kind, Counter>,
 }
 
 impl Metrics {
@@ -70,6 +73,9 @@ impl Metrics {
             git_operations: Family::default(),
             git_latency: Family::new_with_constructor(latency_histogram),
             limiter_rejections: Counter::default(),
+            open_connections: Gauge::default(),
+            connection_limit_hits: Counter::default(),
+            connection_timeouts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -132,6 +138,21 @@ impl Metrics {
             "limiter_rejections",
             "Messages refused by the daily limit",
             metrics.limiter_rejections.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open client connections (all listeners)",
+            metrics.open_connections.clone(),
+        );
+        registry.register(
+            "connection_limit_hits",
+            "Times accepting paused because server.max_connections were open",
+            metrics.connection_limit_hits.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections closed or requests answered 408 for a missed deadline, by kind (header, body, idle)",
+            metrics.connection_timeouts.clone(),
         );
         Self {
             registry,

@@ -1,6 +1,6 @@
 //! Builds the application from a config: connects and migrates the database, binds the listener
 //! (port 0 works; the bound address is reported), wires the state, and serves until shutdown.
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::limits::Limiter;
 use crate::runs::log_writer::LogWriter;
 use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager, Runner};
+use crate::server::{self, ConnectionLimits};
 use crate::state::AppState;
 use crate::wiring::Components;
 use crate::{db, http, secrets};
@@ -29,6 +30,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     address: SocketAddr,
+    limits: ConnectionLimits,
     /// Stops background loops (upload retries) at shutdown.
     background: CancellationToken,
 }
@@ -48,6 +50,11 @@ impl Application {
         let log_db = db::connect_log_writer(&config.database_url(), &db).await?;
         let listener = TcpListener::bind(config.server.bind).await?;
         let address = listener.local_addr()?;
+        let max_connections = server::fd_limit::max_connections(
+            config.server.max_connections,
+            config.database.max_connections,
+        );
+        let limits = ConnectionLimits::from_config(&config.server, max_connections);
 
         let http_client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -154,6 +161,7 @@ impl Application {
             router,
             state,
             address,
+            limits,
             background,
         })
     }
@@ -180,20 +188,17 @@ impl Application {
         });
         let grace = Duration::from_secs(self.state.config.runs.shutdown_grace_secs);
         let runs = self.state.runs.clone();
-        // `into_make_service` shares the router between connections; served as a plain
-        // `Router`, axum deep-clones every route for each connection (≈ 110 KiB each here).
-        let server = axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(stopping.clone().cancelled_owned());
-        let mut server = tokio::spawn(server.into_future());
+        let mut server = tokio::spawn(server::serve(
+            self.listener,
+            self.router,
+            self.limits,
+            stopping.clone(),
+        ));
         if let Some(bind) = self.state.config.server.metrics_bind {
-            let listener = TcpListener::bind(bind).await?;
-            tracing::info!(address = %listener.local_addr()?, "metrics bound");
-            let metrics = axum::serve(listener, http::metrics::router::<()>())
-                .with_graceful_shutdown(stopping.clone().cancelled_owned());
-            tokio::spawn(metrics.into_future());
+            serve_metrics(bind, &self.state.config, stopping.clone()).await?;
         }
         tokio::select! {
-            result = &mut server => return result?.map_err(Into::into),
+            result = &mut server => return result.map_err(Into::into),
             _ = stopping.cancelled() => {}
         }
         tracing::info!("shutting down: waiting for active runs");
@@ -201,7 +206,7 @@ impl Application {
         runs.shutdown(grace).await;
         // Every run has logged `done` now, so their streams end; give them a moment to drain.
         match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
-            Ok(result) => result??,
+            Ok(result) => result?,
             Err(_) => {
                 tracing::warn!("closing connections that outlived the shutdown grace period");
                 server.abort();
@@ -229,6 +234,24 @@ fn instance_id(config: &Config) -> String {
     format!("{host}:{}", &digest[..12])
 }
 
+/// Serves /metrics on its own address, with the API's deadlines and a small connection cap.
+async fn serve_metrics(
+    bind: SocketAddr,
+    config: &Config,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(bind).await?;
+    tracing::info!(address = %listener.local_addr()?, "metrics bound");
+    let limits = ConnectionLimits::from_config(&config.server, server::METRICS_MAX_CONNECTIONS);
+    tokio::spawn(server::serve(
+        listener,
+        http::metrics::router::<()>(),
+        limits,
+        stop,
+    ));
+    Ok(())
+}
+
 /// `agentgate worker`: only the deployment workers and upload retries, until `shutdown`.
 pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)?;
@@ -243,11 +266,7 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
     parts.spawn_background(&config, &db, stop.clone());
     // Deploy outcomes and git/storage retries are counted here, so this process has metrics too.
     if let Some(bind) = config.server.metrics_bind {
-        let listener = TcpListener::bind(bind).await?;
-        tracing::info!(address = %listener.local_addr()?, "metrics bound");
-        let metrics = axum::serve(listener, http::metrics::router::<()>())
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        tokio::spawn(metrics.into_future());
+        serve_metrics(bind, &config, stop.clone()).await?;
     }
     shutdown.await;
     stop.cancel();

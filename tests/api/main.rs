@@ -16,6 +16,7 @@ mod ecr;
 mod files;
 mod git;
 mod git_dev;
+mod hardening_connections;
 mod koyeb;
 mod hardening;
 mod limits;

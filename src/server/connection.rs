@@ -1,0 +1,342 @@
+//! One HTTP/1 connection and its deadlines. A connection is always in one of three phases:
+//! - awaiting a request's headers: from its opening, or from the first byte after an idle spell,
+//!   it has `header_read` to deliver them;
+//! - busy: a request is being handled or its response sent; no connection deadline applies
+//!   (the body deadline, the route's own timeout and streams' keep-alives cover it);
+//! - idle: between requests, for at most `keep_alive_idle`.
+//!
+//! hyper's own `header_read_timeout` is not used: its timer restarts when a connection goes
+//! idle, so it would cut keep-alive connections at the header deadline, and a short header
+//! deadline with a longer idle timeout (kinder to proxies that pool connections) needs both.
+//! A deadline that passes drops the connection, which closes it: no response is in progress.
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use super::body_deadline::{self, DeadlineBody};
+use super::ConnectionLimits;
+use crate::metrics::{metrics, Kind};
+
+/// Serves one connection until the client closes it, a deadline passes, or shutdown lets it end.
+/// `_permit` holds its place under the connection cap until then.
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: ConnectionLimits,
+    _permit: OwnedSemaphorePermit,
+    shutdown: CancellationToken,
+) {
+    let _open = OpenConnection::new();
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(WatchedIo {
+        stream,
+        activity: activity.clone(),
+    });
+    let service = ConnectionService {
+        router,
+        peer,
+        activity: activity.clone(),
+        body_read: limits.body_read,
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    let expiry = activity.first_expiry(limits.header_read, limits.keep_alive_idle);
+    tokio::pin!(expiry);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            phase = &mut expiry => {
+                metrics().connection_timeouts.get_or_create(&Kind { kind: phase.into() }).inc();
+                tracing::debug!(%peer, phase, "closing a connection past its deadline");
+                return;
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                // Idle connections close now; a request in progress (a stream) runs to its end.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+        }
+    }
+}
+
+/// Counts an open connection in `agentgate_open_connections` for as long as it lives.
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        metrics().open_connections.inc();
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics().open_connections.dec();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitingHeaders,
+    Busy,
+    Idle,
+}
+
+struct State {
+    phase: Phase,
+    since: Instant,
+    /// Requests whose response has not finished (more than one only when pipelined).
+    in_flight: usize,
+}
+
+/// What the connection is doing, updated by its reads and requests, watched by `first_expiry`.
+struct Activity {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                phase: Phase::AwaitingHeaders,
+                since: Instant::now(),
+                in_flight: 0,
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The lock guards plain data that every writer leaves consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set(&self, state: &mut State, phase: Phase) {
+        state.phase = phase;
+        state.since = Instant::now();
+        self.changed.notify_one();
+    }
+
+    /// Bytes arrived: after an idle spell they start the next request's headers.
+    fn bytes_read(&self) {
+        let mut state = self.state();
+        if state.phase == Phase::Idle {
+            self.set(&mut state, Phase::AwaitingHeaders);
+        }
+    }
+
+    fn request_started(&self) {
+        let mut state = self.state();
+        state.in_flight += 1;
+        if state.phase != Phase::Busy {
+            self.set(&mut state, Phase::Busy);
+        }
+    }
+
+    fn request_finished(&self) {
+        let mut state = self.state();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        if state.in_flight == 0 {
+            self.set(&mut state, Phase::Idle);
+        }
+    }
+
+    /// Resolves with the phase whose deadline passed first; never while busy.
+    async fn first_expiry(
+        &self,
+        header_read: Option<Duration>,
+        keep_alive_idle: Option<Duration>,
+    ) -> &'static str {
+        loop {
+            // Registered before the state is read, so a change in between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let (phase, since) = {
+                let state = self.state();
+                (state.phase, state.since)
+            };
+            let (limit, name) = match phase {
+                Phase::AwaitingHeaders => (header_read, "header"),
+                Phase::Idle => (keep_alive_idle, "idle"),
+                Phase::Busy => (None, "busy"),
+            };
+            match limit {
+                Some(limit) => {
+                    let deadline = since + limit;
+                    if Instant::now() >= deadline {
+                        return name;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => {}
+                        _ = changed => {}
+                    }
+                }
+                None => changed.await,
+            }
+        }
+    }
+}
+
+/// Marks the request finished when dropped: by its response body once sent, or by its future
+/// if the connection goes away first.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// The response body, holding the request in flight until hyper has sent (and drops) it.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The router as hyper sees it: adds the peer address (`ConnectInfo<SocketAddr>`), the body
+/// deadline, and the in-flight tracking.
+#[derive(Clone)]
+struct ConnectionService {
+    router: Router,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    body_read: Option<Duration>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = Response<TrackedBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.request_started();
+        let in_flight = InFlight(self.activity.clone());
+        // A `Router` clone shares its routes (one Arc), so this is cheap per request.
+        let mut router = self.router.clone();
+        let (mut parts, body) = request.into_parts();
+        parts.extensions.insert(ConnectInfo(self.peer));
+        let (body, expired) = DeadlineBody::new(body, self.body_read);
+        let request = Request::from_parts(parts, body);
+        Box::pin(async move {
+            let response = match router.call(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let response = if expired.is_expired() {
+                metrics()
+                    .connection_timeouts
+                    .get_or_create(&Kind {
+                        kind: "body".into(),
+                    })
+                    .inc();
+                body_deadline::request_timeout(response)
+            } else {
+                response
+            };
+            Ok(response.map(|inner| TrackedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
+        })
+    }
+}
+
+/// The TCP stream, telling the connection's activity when bytes arrive.
+struct WatchedIo {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.bytes_read();
+        }
+        result
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
