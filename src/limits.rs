@@ -2,7 +2,7 @@
 //! limit cannot overshoot; a database failure refuses the message (fail closed).
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use chrono::{DateTime, Days, NaiveTime, Utc};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, EntityTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait};
 use serde::Serialize;
 
 use crate::db::statement;
@@ -30,6 +30,8 @@ pub struct LimitStatus {
 #[derive(Debug, Clone)]
 pub struct Reservation {
     pub status: LimitStatus,
+    /// The day (UTC) the message was taken from, to give it back to.
+    pub day: String,
 }
 
 impl Limiter {
@@ -86,6 +88,7 @@ impl Limiter {
                 let count: i32 = row.try_get("", "count").map_err(unavailable)?;
                 Ok(Reservation {
                     status: build_status(limit, count.max(0) as u32, reset),
+                    day,
                 })
             }
             None => Err(limit_reached(build_status(limit, limit, reset))),
@@ -125,6 +128,15 @@ impl Limiter {
             .map(|r| r.daily_limit.max(0) as u32)
             .unwrap_or(self.default_limit))
     }
+}
+
+/// Gives one message of `day`'s allowance back (a run that cost the user nothing).
+pub async fn give_back(db: &impl ConnectionTrait, user_id: &str, day: &str) -> Result<(), DbErr> {
+    let sql = "UPDATE usage_counters SET count = count - 1 \
+               WHERE user_id = $1 AND day = $2 AND count > 0";
+    db.execute_raw(statement(db, sql, vec![user_id.into(), day.into()]))
+        .await?;
+    Ok(())
 }
 
 /// The `x-dailylimit-*` headers that go on `/apps`, `/message-limit` and `/message`.

@@ -23,6 +23,10 @@ pub struct Model {
     pub lease_expires_at: Option<DateTimeUtc>,
     /// Set when a cancel reached another gateway; the runner stops the run at its next sweep.
     pub cancel_requested_at: Option<DateTimeUtc>,
+    /// SHA-256 of the request that started the run (an idempotent retry must match it).
+    pub request_digest: Option<String>,
+    /// The stable code of why a failed run failed.
+    pub error_code: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,6 +9,7 @@ mod m20261121_000004_git;
 mod m20261121_000005_app_databases;
 mod m20261202_000006_run_runners;
 mod m20261202_000007_version_repositories;
+mod m20261205_000020_run_outcomes;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000005_app_databases::Migration),
             Box::new(m20261202_000006_run_runners::Migration),
             Box::new(m20261202_000007_version_repositories::Migration),
+            Box::new(m20261205_000020_run_outcomes::Migration),
         ]
     }
 }

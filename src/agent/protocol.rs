@@ -3,6 +3,8 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::notices::ShapedNotice;
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRequest {
@@ -65,7 +67,21 @@ pub struct AgentEvent {
     pub unified_diff: Option<String>,
     pub app_name: Option<String>,
     pub commit_message: Option<String>,
+    /// Top-level fields the gateway does not set itself (e.g. the agent's `timestamp`), passed
+    /// through to clients.
+    pub extra: Map<String, Value>,
 }
+
+/// Top-level fields of a client event that the gateway sets; an agent's own are dropped.
+const GATEWAY_FIELDS: [&str; 7] = [
+    "appId",
+    "message",
+    "metadata",
+    "runId",
+    "status",
+    "techStack",
+    "traceId",
+];
 
 impl AgentEvent {
     /// Parses one `data:` payload. Anything but a JSON object with an object `message` is an error.
@@ -101,8 +117,10 @@ impl AgentEvent {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string)
         };
+        event.retain(|key, _| !GATEWAY_FIELDS.contains(&key.as_str()));
         Ok(Self {
             idle,
+            extra: event,
             app_name: text_field(&message, "app_name"),
             commit_message: text_field(&message, "commit_message"),
             kind,
@@ -195,6 +213,8 @@ struct ClientMessage<'a> {
     status: &'static str,
     tech_stack: Option<&'a str>,
     trace_id: &'a str,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
 }
 
 /// The client payload of a relayed agent event, as JSON text.
@@ -206,27 +226,32 @@ pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
         status: if event.idle { "idle" } else { "running" },
         tech_stack: ctx.tech_stack.as_deref(),
         trace_id: &ctx.trace_id,
+        extra: &event.extra,
     };
     // Serialising strings and maps of `Value`s cannot fail.
     serde_json::to_string(&payload).unwrap_or_default()
 }
 
-/// A `PlatformMessage`: something the gateway did (repo created, deployed, ...).
-pub fn platform_message(ctx: &EventContext, text: &str, metadata: Value) -> Value {
-    json!({
+/// A gateway notice (see [`crate::notices`]) as an event: `status: "idle"`, because app.build
+/// clients decide "still streaming" from the last event's status.
+pub fn platform_message(ctx: &EventContext, notice: &ShapedNotice) -> Value {
+    let mut payload = json!({
         "appId": ctx.app_id,
         "traceId": ctx.trace_id,
         "runId": ctx.run_id,
-        "status": "running",
+        "status": "idle",
         "techStack": ctx.tech_stack,
         "message": {
             "role": "assistant",
-            "kind": KIND_PLATFORM_MESSAGE,
-            "messages": [{"role": "assistant", "content": text}],
-            "metadata": metadata,
+            "kind": notice.kind,
+            "messages": [{"role": "assistant", "content": notice.text}],
+            "metadata": notice.message_metadata,
         },
-        "metadata": metadata,
-    })
+    });
+    if let (Some(metadata), Value::Object(map)) = (&notice.metadata, &mut payload) {
+        map.insert("metadata".into(), metadata.clone());
+    }
+    payload
 }
 
 /// The `error` event payload, in the shape app.build clients expect.
@@ -266,7 +291,26 @@ mod tests {
         assert!(!e.message.contains_key("agentState"));
         assert!(!e.message.contains_key("unifiedDiff"));
         assert_eq!(e.message.get("extra"), Some(&json!(5)));
+        assert!(e.extra.is_empty());
         assert_eq!(e.text(), "hi");
+    }
+
+    #[test]
+    fn unknown_top_level_fields_pass_through_to_clients() {
+        let e = AgentEvent::parse(
+            r#"{"status":"running","traceId":"agent's","runId":"forged","timestamp":"2026-11-21T22:23:33.823579","message":{"kind":"StageResult","messages":[]}}"#,
+        )
+        .expect("parse");
+        let ctx = EventContext {
+            app_id: "a".into(),
+            trace_id: "app-a.req-r".into(),
+            run_id: "r".into(),
+            tech_stack: None,
+        };
+        let client: Value = serde_json::from_str(&client_message(&ctx, &e)).expect("json");
+        assert_eq!(client["timestamp"], "2026-11-21T22:23:33.823579");
+        assert_eq!(client["traceId"], "app-a.req-r");
+        assert_eq!(client["runId"], "r");
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, EntityTrait};
 use serde_json::json;
 
 use super::jobs;
@@ -13,7 +13,7 @@ use super::{outcome_notice, DeploySettings};
 use crate::files::VersionHook;
 use crate::runs::sink::{DiffContext, SinkNotice};
 use crate::workspace::FileTree;
-use entity::app_versions;
+use entity::{app_versions, apps};
 
 pub struct DeployHook {
     db: DatabaseConnection,
@@ -46,6 +46,16 @@ impl DeployHook {
         }
         let (text, metadata) = outcome_notice(&job);
         Some(SinkNotice::Platform { text, metadata })
+    }
+
+    /// Where the app will be served, when already known (a local preview's URL is known when
+    /// its deployment is queued, a Koyeb service's once the service exists).
+    async fn known_url(&self, app_id: &str) -> Option<String> {
+        let app = apps::Entity::find_by_id(app_id.to_string())
+            .one(&self.db)
+            .await
+            .ok()??;
+        app.app_url.filter(|url| !url.is_empty())
     }
 }
 
@@ -85,9 +95,11 @@ impl VersionHook for DeployHook {
         if let Ok(mut pending) = self.pending.lock() {
             pending.insert(ctx.run_id.clone(), job.id.clone());
         }
+        let url = self.known_url(&ctx.app_id).await;
         vec![SinkNotice::Platform {
             text: format!("Deploying version {}…", version.version),
-            metadata: json!({"type": "deployment_in_progress", "deploymentId": job.id, "version": version.version}),
+            metadata: json!({"type": "deployment_in_progress", "deploymentId": job.id, "deploymentUrl": url,
+                "deploymentType": self.provider, "version": version.version}),
         }]
     }
 
@@ -119,11 +131,13 @@ impl VersionHook for DeployHook {
         if !wait {
             return Vec::new();
         }
+        let url = self.known_url(&ctx.app_id).await;
         vec![SinkNotice::Platform {
             text:
                 "The deployment is still in progress; its result will appear in the app's history."
                     .into(),
-            metadata: json!({"type": "deployment_in_progress", "deploymentId": id, "stillRunning": true}),
+            metadata: json!({"type": "deployment_in_progress", "deploymentId": id, "deploymentUrl": url,
+                "deploymentType": self.provider, "stillRunning": true}),
         }]
     }
 }

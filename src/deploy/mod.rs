@@ -43,7 +43,8 @@ pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
             let url = job.url.clone().unwrap_or_default();
             (
                 format!("Version {} is live at {url}", job.version),
-                json!({"type": "deployment_complete", "deploymentUrl": url, "deploymentId": job.id, "version": job.version}),
+                json!({"type": "deployment_complete", "deploymentUrl": url, "deploymentId": job.id,
+                    "deploymentType": job.provider, "version": job.version}),
             )
         }
         _ => {

@@ -402,13 +402,15 @@ impl DeployWorker {
     async fn notify_history(&self, job: &deployments::Model) {
         if let Ok(true) = jobs::claim_notification(&self.db, &job.id).await {
             let (text, metadata) = super::outcome_notice(job);
+            // Kept as a stream would have shown it (a failure is a RuntimeError).
+            let shaped = crate::notices::shape(&text, &metadata);
             let message = NewMessage {
                 app_id: &job.app_id,
                 run_id: None,
                 role: "platform",
-                kind: crate::agent::protocol::KIND_PLATFORM_MESSAGE,
-                content: &text,
-                metadata: Some(&metadata),
+                kind: shaped.kind,
+                content: &shaped.text,
+                metadata: Some(&shaped.message_metadata),
             };
             if let Err(e) = apps::append_message(&self.db, message).await {
                 tracing::warn!(error = %e, "could not record the deploy outcome in the history");

@@ -65,8 +65,9 @@ impl WorkspaceSink {
     }
 }
 
-fn error(code: &str, message: String) -> Vec<SinkNotice> {
-    vec![SinkNotice::Error {
+/// The diff was not applied.
+fn rejected(code: &str, message: String) -> Vec<SinkNotice> {
+    vec![SinkNotice::Rejected {
         code: code.to_string(),
         message,
     }]
@@ -120,7 +121,7 @@ impl DiffSink for WorkspaceSink {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not load the app's files");
-                return error("files_unavailable", "The app's current files could not be loaded, so the agent's changes were not applied.".into());
+                return rejected("files_unavailable", "The app's current files could not be loaded, so the agent's changes were not applied.".into());
             }
         };
         let parent_version = parent.as_ref().map(|p| p.version);
@@ -130,7 +131,7 @@ impl DiffSink for WorkspaceSink {
                 let kept = parent_version
                     .map(|v| format!("version {v} stays current"))
                     .unwrap_or_else(|| "no files were written".into());
-                return error(
+                return rejected(
                     e.code(),
                     format!("The agent's changes were rejected: {e}. Nothing was applied; {kept}."),
                 );
@@ -153,7 +154,7 @@ impl DiffSink for WorkspaceSink {
             Ok(version) => version,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "could not record a new version");
-                return error(
+                return rejected(
                     "version_not_saved",
                     "The agent's changes applied, but the new version could not be saved.".into(),
                 );

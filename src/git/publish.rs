@@ -22,7 +22,6 @@ use tokio_util::sync::CancellationToken;
 use super::{
     create_repo_unique, sanitize_repo_name, CommitRequest, CreateRepo, GitError, GitHost, RepoRef,
 };
-use crate::agent::protocol::KIND_PLATFORM_MESSAGE;
 use crate::apps::{append_message, NewMessage};
 use crate::files::{FileVersions, VersionHook};
 use crate::runs::sink::{DiffContext, SinkNotice};
@@ -401,13 +400,14 @@ impl GitPublisher {
             let SinkNotice::Platform { text, metadata } = notice else {
                 continue;
             };
+            let shaped = crate::notices::shape(text, metadata);
             let message = NewMessage {
                 app_id,
                 run_id: None,
                 role: "platform",
-                kind: KIND_PLATFORM_MESSAGE,
-                content: text,
-                metadata: Some(metadata),
+                kind: shaped.kind,
+                content: &shaped.text,
+                metadata: Some(&shaped.message_metadata),
             };
             if let Err(e) = append_message(&self.db, message).await {
                 tracing::warn!(app_id = %app_id, error = %e, "could not record the push in the history");

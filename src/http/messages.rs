@@ -14,7 +14,9 @@ use super::sse::sse_response;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
-use crate::runs::{RunRef, RunTarget, StartOutcome, StartRun, Subscription};
+use crate::runs::{
+    ensure_same_request, request_digest, RunRef, RunTarget, StartOutcome, StartRun, Subscription,
+};
 use crate::state::AppState;
 
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -35,7 +37,7 @@ struct MessageRequest {
     /// 1..128 characters, passed to the agent.
     trace_id: Option<String>,
     template_id: Option<String>,
-    /// Passed to the agent as is.
+    /// Passed to the agent as is; a JSON object.
     settings: Option<Value>,
     /// Accepted and ignored.
     #[allow(dead_code)]
@@ -65,7 +67,7 @@ struct MessageRequest {
             ("x-dailylimit-usage" = u32, description = "Messages used today"),
             ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
         )),
-        (status = 400, description = "`invalid_body`, `empty_message`, `message_too_large`, `invalid_trace_id`, `invalid_idempotency_key`, or `invalid_id` (`applicationId` is not a UUID)", body = ErrorBody, examples(
+        (status = 400, description = "`invalid_body`, `empty_message`, `message_too_large`, `invalid_trace_id`, `invalid_settings`, `invalid_idempotency_key`, or `invalid_id` (`applicationId` is not a UUID)", body = ErrorBody, examples(
             ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `message`"}))),
             ("empty_message" = (value = json!({"code": "empty_message", "message": "message must not be empty"}))),
             ("message_too_large" = (value = json!({"code": "message_too_large", "message": "message is 70000 bytes; the limit is 65536"}))),
@@ -76,7 +78,7 @@ struct MessageRequest {
         (status = 401, response = Unauthorized),
         (status = 404, description = "`not_found`: `applicationId` is not one of the caller's apps", body = ErrorBody,
             example = json!({"code": "not_found", "message": "application not found"})),
-        (status = 409, description = "`run_active`: the app already has an active run (its id is in `runId`)", body = ErrorBody,
+        (status = 409, description = "`run_active`: the app already has an active run (its id is in `runId`); `idempotency_key_reused`: the `Idempotency-Key` was used for a different request", body = ErrorBody,
             example = json!({"code": "run_active", "message": "this app already has an active run; wait for it or cancel it", "runId": "6f1c1a52-3f0e-4a51-9d3c-2b9f0c1d2e3f"})),
         (status = 413, response = PayloadTooLarge),
         (status = 429, description = "`daily_limit_reached`: no messages left today; the `x-dailylimit-*` headers say when more are", body = ErrorBody, headers(
@@ -97,8 +99,10 @@ async fn post_message(
 ) -> ApiResult<Response> {
     validate(&state, &body)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let digest = request_digest_of(&body);
     if let Some(key) = &idempotency_key {
         if let Some(run) = state.runs.find_by_idempotency_key(&user.id, key).await? {
+            ensure_same_request(&run, &digest)?;
             let status = state.limiter.status(&user.id).await?;
             return Ok(stream_run(
                 &state,
@@ -110,7 +114,7 @@ async fn post_message(
             ));
         }
     }
-    match start(&state, &user, body, idempotency_key).await? {
+    match start(&state, &user, body, idempotency_key, digest).await? {
         StartOutcome::Started {
             run,
             events,
@@ -151,7 +155,27 @@ fn validate(state: &AppState, body: &MessageRequest) -> ApiResult<()> {
             format!("traceId must be 1..{MAX_TRACE_ID} characters"),
         ));
     }
+    // Agents validate `settings` as an object: anything else would only fail upstream, after
+    // the message was counted.
+    if body.settings.as_ref().is_some_and(|s| !s.is_object()) {
+        return Err(ApiError::bad_request(
+            "invalid_settings",
+            "settings must be a JSON object",
+        ));
+    }
     Ok(())
+}
+
+/// What identifies this request for an idempotent retry.
+fn request_digest_of(body: &MessageRequest) -> String {
+    let settings = body.settings.as_ref().map(|s| s.to_string());
+    request_digest(&[
+        Some(&body.message),
+        body.application_id.as_deref(),
+        body.trace_id.as_deref(),
+        body.template_id.as_deref(),
+        settings.as_deref(),
+    ])
 }
 
 fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -174,6 +198,7 @@ async fn start(
     user: &AuthUser,
     body: MessageRequest,
     idempotency_key: Option<String>,
+    request_digest: String,
 ) -> ApiResult<StartOutcome> {
     let target = match &body.application_id {
         Some(raw) => RunTarget::Existing(parse_id(raw, "application")?),
@@ -191,6 +216,7 @@ async fn start(
             template_id: body.template_id,
             settings: body.settings,
             idempotency_key,
+            request_digest,
         })
         .await
 }

@@ -71,6 +71,27 @@ pub struct StartRun {
     pub template_id: Option<String>,
     pub settings: Option<Value>,
     pub idempotency_key: Option<String>,
+    /// Identifies the request (see [`request_digest`]): a retry with the same idempotency key
+    /// must carry the same request.
+    pub request_digest: String,
+}
+
+/// A digest of what a `POST /message` asked for, to tell an idempotent retry from a different
+/// request that reuses its key.
+pub fn request_digest(parts: &[Option<&str>]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ, and absent differs from "".
+        match part {
+            Some(text) => {
+                hasher.update((text.len() as u64 + 1).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+            None => hasher.update(0u64.to_be_bytes()),
+        }
+    }
+    hex::encode(hasher.finalize())
 }
 
 #[derive(Debug, Clone)]
@@ -127,7 +148,6 @@ impl RunManager {
     pub async fn start(&self, request: StartRun) -> Result<StartOutcome, ApiError> {
         let db = &self.deps.db;
         let run_id = Uuid::new_v4().to_string();
-        let trace_id = request.trace_id.clone().unwrap_or_else(|| run_id.clone());
         let txn = db.begin().await.map_err(unavailable)?;
         let reservation = self.limiter.reserve_in(&txn, &request.owner_id).await?;
         let new_app = matches!(request.target, RunTarget::New { .. });
@@ -139,6 +159,10 @@ impl RunManager {
                 apps::create(&txn, &request.owner_id, &name, request.template_id.clone()).await?
             }
         };
+        // app.build clients take the app id from the trace id (`app-` up to the first `.`)
+        // and send it back as `applicationId` for follow-ups and refinement answers.
+        let trace_id =
+            (request.trace_id.clone()).unwrap_or_else(|| format!("app-{}.req-{}", app.id, run_id));
         let now = Utc::now();
         let inserted = runs::ActiveModel {
             id: Set(run_id.clone()),
@@ -155,6 +179,8 @@ impl RunManager {
             runner_id: Set(Some(self.runner.id.clone())),
             lease_expires_at: Set(Some(now + self.runner.lease_chrono())),
             cancel_requested_at: Set(None),
+            request_digest: Set(Some(request.request_digest.clone())),
+            error_code: Set(None),
         }
         .insert(&txn)
         .await;
@@ -165,6 +191,7 @@ impl RunManager {
                     e,
                     &request.owner_id,
                     request.idempotency_key.as_deref(),
+                    &request.request_digest,
                     &app.id,
                 )
                 .await;
@@ -193,18 +220,22 @@ impl RunManager {
             return Err(e.into());
         }
 
+        // A follow-up without a template continues with the app's own: without one the agent
+        // would fall back to its default template and rebuild the app as another kind.
+        let template_id = request.template_id.or(app.tech_stack.clone());
         let spec = task::RunSpec {
             ctx: EventContext {
                 app_id: app.id.clone(),
                 trace_id,
                 run_id: run_id.clone(),
-                tech_stack: app.tech_stack.clone().or(request.template_id.clone()),
+                tech_stack: template_id.clone(),
             },
             owner_id: request.owner_id,
-            template_id: request.template_id,
+            template_id,
             settings: request.settings,
             new_app_message: new_app.then_some(request.message),
             runner_id: self.runner.id.clone(),
+            usage_day: reservation.day.clone(),
         };
         let events = Subscription::from_start(
             self.deps.db.clone(),
@@ -241,6 +272,7 @@ impl RunManager {
         error: DbErr,
         owner_id: &str,
         idempotency_key: Option<&str>,
+        request_digest: &str,
         app_id: &str,
     ) -> Result<StartOutcome, ApiError> {
         if !crate::db::is_unique_violation(&error) {
@@ -248,6 +280,7 @@ impl RunManager {
         }
         if let Some(key) = idempotency_key {
             if let Some(run) = self.find_by_idempotency_key(owner_id, key).await? {
+                ensure_same_request(&run, request_digest)?;
                 return Ok(StartOutcome::Existing(RunRef {
                     run_id: run.id,
                     app_id: run.app_id,
@@ -389,6 +422,19 @@ impl RunManager {
                 "runs did not stop in time; start-up recovery will mark them interrupted"
             );
         }
+    }
+}
+
+/// An idempotency key names one request: reusing it with a different body is a client bug
+/// that must not silently attach to the old run and drop the new message.
+pub fn ensure_same_request(run: &runs::Model, request_digest: &str) -> Result<(), ApiError> {
+    match run.request_digest.as_deref() {
+        Some(stored) if stored != request_digest => Err(ApiError::Conflict {
+            code: "idempotency_key_reused",
+            message: "this Idempotency-Key was used for a different request; use a new key".into(),
+            details: serde_json::json!({ "runId": run.id }),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -35,6 +35,10 @@ pub enum SinkNotice {
     Platform { text: String, metadata: Value },
     /// Something that failed; sent as an `error` event. The run goes on.
     Error { code: String, message: String },
+    /// The agent's changes were not applied (the files stay as they were); sent as an `error`
+    /// event. The run goes on, but its turn is not accepted: it ends `failed` with this code
+    /// and its agent state is not kept.
+    Rejected { code: String, message: String },
 }
 
 #[async_trait]

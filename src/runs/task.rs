@@ -16,11 +16,12 @@ use super::live::{LiveRun, StopReason};
 use super::log_writer::LogWriter;
 use super::sink::{DiffContext, DiffSink, SinkNotice};
 use crate::agent::protocol::{
-    self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_PLATFORM_MESSAGE,
-    KIND_REFINEMENT_REQUEST, KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
+    self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_REFINEMENT_REQUEST,
+    KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
 };
 use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
+use crate::notices;
 use entity::{apps as apps_table, runs};
 
 /// How long the end of a run (`done` and its status) is retried when the database fails.
@@ -52,6 +53,29 @@ pub struct RunSpec {
     pub new_app_message: Option<String>,
     /// The gateway running it (see `runs::recovery`).
     pub runner_id: String,
+    /// The day whose allowance the message was taken from, to give it back when the run
+    /// cost the user nothing (see [`Turn::gives_message_back`]).
+    pub usage_day: String,
+}
+
+/// What the run has seen and done so far, for its outcome.
+#[derive(Debug, Default)]
+struct Turn {
+    /// The agent sent at least one event (keep-alives aside).
+    agent_replied: bool,
+    /// The last event's kind was a RefinementRequest.
+    ended_with_question: bool,
+    /// The app had files (a version) when the run started.
+    had_files: bool,
+    /// A version was created by this run.
+    created_version: bool,
+    /// The latest agent state not yet saved: it is saved only with an accepted turn, so the
+    /// stored state always matches the stored files.
+    unsaved_state: Option<Value>,
+    /// The first diff that was not applied: (code, message).
+    rejected: Option<(String, String)>,
+    /// A side effect that failed after the diff applied (a deployment): (code, reason).
+    failed_effect: Option<(String, String)>,
 }
 
 enum Outcome {
@@ -115,12 +139,7 @@ impl Emitter {
     /// also sees the final status. If the database fails, live subscribers get `done` at once
     /// (they must not wait) while the write is retried for up to [`FINISH_RETRY_FOR`]: until it
     /// lands the run stays active and blocks its app. Past that, start-up recovery completes it.
-    async fn finish(
-        &mut self,
-        done: &Value,
-        status: &str,
-        error: Option<&str>,
-    ) -> Result<(), DbErr> {
+    async fn finish(&mut self, done: &Value, ending: &RunEnding) -> Result<(), DbErr> {
         // Everything before `done` is stored before `done` is; `done` takes the place of an
         // event that failed.
         if let Some(error) = self.take_log_failure().await {
@@ -144,7 +163,7 @@ impl Emitter {
                 };
                 // Not ours any more: another gateway interrupted it (and completed its log),
                 // or an earlier attempt committed and only its answer was lost.
-                if !finish_run(&txn, run, status, error, stored.seq).await? {
+                if !finish_run(&txn, run, ending, stored.seq).await? {
                     return txn.rollback().await;
                 }
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
@@ -178,7 +197,8 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         seq: 0,
         runner_id: spec.runner_id.clone(),
     };
-    let outcome = relay(&deps, &spec, &live, &mut emitter).await;
+    let mut turn = Turn::default();
+    let outcome = relay(&deps, &spec, &live, &mut emitter, &mut turn).await;
     // An event the log could not store fails the run, even when the agent finished: its
     // subscribers never got that event and a resume cannot give it back.
     let outcome = match (outcome, emitter.take_log_failure().await) {
@@ -186,21 +206,18 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         (_, Some(error)) => Outcome::Internal(format!("the event log failed: {error}")),
         (outcome, None) => outcome,
     };
-    let (status, error) = match &outcome {
-        Outcome::Finished { agent_error: None } => ("succeeded", None),
-        Outcome::Finished {
-            agent_error: Some(text),
-        } => ("failed", Some(text.clone())),
-        Outcome::Upstream(e) => ("failed", Some(e.to_string())),
-        Outcome::Stopped(StopReason::Cancelled) => {
-            ("cancelled", Some("cancelled by the user".to_string()))
+    if let Outcome::Upstream(e) = &outcome {
+        tracing::warn!(run_id = %spec.ctx.run_id, code = e.code(), reason = %e, "the agent failed");
+    }
+    // The turn is accepted when the agent finished and its changes applied: only then does
+    // its agent state replace the stored one.
+    if matches!(outcome, Outcome::Finished { agent_error: None }) && turn.rejected.is_none() {
+        if let Some(state) = turn.unsaved_state.take() {
+            if let Err(e) = save_agent_state(&deps.db, &spec.ctx.app_id, &state).await {
+                tracing::error!(error = %e, "could not save the agent state");
+            }
         }
-        Outcome::Stopped(StopReason::Interrupted) => (
-            "interrupted",
-            Some("the gateway shut down while this run was active".to_string()),
-        ),
-        Outcome::Internal(text) => ("failed", Some(text.clone())),
-    };
+    }
     let error_event = match &outcome {
         Outcome::Finished { .. } => None,
         Outcome::Upstream(e) => Some((e.code(), e.to_string())),
@@ -229,19 +246,23 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         base_version: None,
     };
     let notices = deps.sink.finish_run(&end_ctx, wait).await;
-    if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, notices).await {
+    if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, &mut turn, notices).await {
         tracing::error!(error = %format!("{e:#}"), "could not log the run's final notices");
     }
-    if let Some((code, text)) = error_event {
-        let payload = protocol::error_payload(&spec.ctx, code, &text);
-        if let Err(e) = emitter.emit(EVENT_ERROR, &payload).await {
-            tracing::error!(error = %e, "could not log the run's error event");
+    if let Some((code, text)) = &error_event {
+        if let Err(e) = emit_error(&deps, &spec.ctx, &mut emitter, code, text).await {
+            tracing::error!(error = %format!("{e:#}"), "could not log the run's error event");
         }
     }
+    let ending = RunEnding::of(&outcome, &turn);
+    if turn.gives_message_back(&outcome) {
+        give_message_back(&deps, &spec).await;
+    }
     let done = protocol::done_payload(&spec.ctx);
-    if let Err(e) = emitter.finish(&done, status, error.as_deref()).await {
+    if let Err(e) = emitter.finish(&done, &ending).await {
         tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
+    let status = ending.status;
     let metrics = crate::metrics::metrics();
     metrics
         .runs
@@ -257,14 +278,85 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             })
             .inc();
     }
-    tracing::info!(run_id = %spec.ctx.run_id, status, events = emitter.seq, "run finished");
+    tracing::info!(run_id = %spec.ctx.run_id, status, code = ending.code.as_deref(), events = emitter.seq, "run finished");
 }
 
-async fn relay(deps: &RunDeps, spec: &RunSpec, live: &LiveRun, emitter: &mut Emitter) -> Outcome {
+/// How a run ends, as its row records it.
+struct RunEnding {
+    status: &'static str,
+    /// A stable code for why a failed (or stopped) run did not succeed.
+    code: Option<String>,
+    error: Option<String>,
+}
+
+impl RunEnding {
+    /// A run succeeds only when the agent finished, its changes applied and their deployment
+    /// (when one reported back) did not fail.
+    fn of(outcome: &Outcome, turn: &Turn) -> Self {
+        let failed = |code: &str, error: String| Self {
+            status: "failed",
+            code: Some(code.to_string()),
+            error: Some(error),
+        };
+        match outcome {
+            Outcome::Finished {
+                agent_error: Some(text),
+            } => failed("agent_error", text.clone()),
+            Outcome::Finished { agent_error: None } => {
+                match turn.rejected.as_ref().or(turn.failed_effect.as_ref()) {
+                    Some((code, message)) => failed(code, message.clone()),
+                    None => Self {
+                        status: "succeeded",
+                        code: None,
+                        error: None,
+                    },
+                }
+            }
+            Outcome::Upstream(e) => failed(e.code(), e.to_string()),
+            Outcome::Stopped(StopReason::Cancelled) => Self {
+                status: "cancelled",
+                code: Some("run_cancelled".into()),
+                error: Some("cancelled by the user".into()),
+            },
+            Outcome::Stopped(StopReason::Interrupted) => Self {
+                status: "interrupted",
+                code: Some("run_interrupted".into()),
+                error: Some("the gateway shut down while this run was active".into()),
+            },
+            Outcome::Internal(text) => failed("internal_error", text.clone()),
+        }
+    }
+}
+
+impl Turn {
+    /// A run costs the user no message when it failed before the agent said anything, or when
+    /// an app that has no files yet only got a question back (app.build's promise: questions
+    /// before the first app do not count).
+    fn gives_message_back(&self, outcome: &Outcome) -> bool {
+        match outcome {
+            Outcome::Upstream(_)
+            | Outcome::Internal(_)
+            | Outcome::Stopped(StopReason::Interrupted) => !self.agent_replied,
+            Outcome::Finished { agent_error: None } => {
+                self.ended_with_question && !self.created_version && !self.had_files
+            }
+            _ => false,
+        }
+    }
+}
+
+async fn relay(
+    deps: &RunDeps,
+    spec: &RunSpec,
+    live: &LiveRun,
+    emitter: &mut Emitter,
+    turn: &mut Turn,
+) -> Outcome {
     let (request, base_version) = match build_request(deps, spec).await {
         Ok(built) => built,
         Err(e) => return Outcome::Internal(format!("could not prepare the agent request: {e:#}")),
     };
+    turn.had_files = base_version.is_some();
     let mut deadline = Instant::now() + deps.turn_deadline;
     let deadline_error = UpstreamError::Deadline(deps.turn_deadline.as_secs());
     let mut stream = tokio::select! {
@@ -295,7 +387,9 @@ async fn relay(deps: &RunDeps, spec: &RunSpec, live: &LiveRun, emitter: &mut Emi
         if event.is_keep_alive() {
             continue;
         }
-        if let Err(e) = handle_event(deps, spec, emitter, &event, base_version).await {
+        turn.agent_replied = true;
+        turn.ended_with_question = event.kind == KIND_REFINEMENT_REQUEST;
+        if let Err(e) = handle_event(deps, spec, emitter, turn, &event, base_version).await {
             return Outcome::Internal(format!("{e:#}"));
         }
         if event.idle {
@@ -314,17 +408,16 @@ async fn handle_event(
     deps: &RunDeps,
     spec: &RunSpec,
     emitter: &mut Emitter,
+    turn: &mut Turn,
     event: &AgentEvent,
     base_version: Option<i32>,
 ) -> anyhow::Result<()> {
     let ctx = &spec.ctx;
     emitter.log_health()?;
     if let Some(state) = &event.agent_state {
-        save_agent_state(&deps.db, &ctx.app_id, state).await?;
+        turn.unsaved_state = Some(state.clone());
     }
-    emitter
-        .emit_text(EVENT_MESSAGE, protocol::client_message(ctx, event))
-        .await?;
+    // The history first: a client that refetches it on seeing the event finds the event there.
     if event.kind != KIND_WIP_UPDATE {
         let metadata = serde_json::json!({
             "status": if event.idle { "idle" } else { "running" },
@@ -344,6 +437,9 @@ async fn handle_event(
         )
         .await?;
     }
+    emitter
+        .emit_text(EVENT_MESSAGE, protocol::client_message(ctx, event))
+        .await?;
     let Some(diff) = event.unified_diff.as_deref() else {
         return Ok(());
     };
@@ -360,46 +456,98 @@ async fn handle_event(
         base_version,
     };
     let notices = deps.sink.handle_diff(&diff_ctx, diff).await;
-    emit_notices(deps, ctx, emitter, notices).await
+    emit_notices(deps, ctx, emitter, turn, notices).await?;
+    // The files now match what the agent believes: keep its state with them. After a
+    // rejected diff nothing of this turn's state is kept.
+    if turn.rejected.is_none() {
+        if let Some(state) = turn.unsaved_state.take() {
+            save_agent_state(&deps.db, &ctx.app_id, &state).await?;
+        }
+    }
+    Ok(())
 }
 
-/// Sends the sink's notices as events and keeps platform messages in the app's history.
+/// Sends the sink's notices as events, each kept in the app's history first.
 async fn emit_notices(
     deps: &RunDeps,
     ctx: &EventContext,
     emitter: &mut Emitter,
+    turn: &mut Turn,
     notices: Vec<SinkNotice>,
 ) -> anyhow::Result<()> {
     for notice in notices {
         match notice {
             SinkNotice::Platform { text, metadata } => {
-                emitter
-                    .emit(
-                        EVENT_MESSAGE,
-                        &protocol::platform_message(ctx, &text, metadata.clone()),
-                    )
-                    .await?;
+                if metadata.get("type").and_then(Value::as_str) == Some("version_created") {
+                    turn.created_version = true;
+                }
+                let shaped = notices::shape(&text, &metadata);
+                if let Some(failure) = &shaped.failure {
+                    turn.failed_effect.get_or_insert_with(|| failure.clone());
+                }
                 apps::append_message(
                     &deps.db,
                     NewMessage {
                         app_id: &ctx.app_id,
                         run_id: Some(&ctx.run_id),
                         role: "platform",
-                        kind: KIND_PLATFORM_MESSAGE,
-                        content: &text,
-                        metadata: Some(&metadata),
+                        kind: shaped.kind,
+                        content: &shaped.text,
+                        metadata: Some(&shaped.message_metadata),
                     },
                 )
                 .await?;
+                emitter
+                    .emit(EVENT_MESSAGE, &protocol::platform_message(ctx, &shaped))
+                    .await?;
             }
             SinkNotice::Error { code, message } => {
-                emitter
-                    .emit(EVENT_ERROR, &protocol::error_payload(ctx, &code, &message))
-                    .await?;
+                emit_error(deps, ctx, emitter, &code, &message).await?;
+            }
+            SinkNotice::Rejected { code, message } => {
+                turn.rejected
+                    .get_or_insert_with(|| (code.clone(), message.clone()));
+                emit_error(deps, ctx, emitter, &code, &message).await?;
             }
         }
     }
     Ok(())
+}
+
+/// An `error` event, kept in the app's history first as a `RuntimeError`, so a reload still
+/// shows why a run failed.
+async fn emit_error(
+    deps: &RunDeps,
+    ctx: &EventContext,
+    emitter: &mut Emitter,
+    code: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    apps::append_message(
+        &deps.db,
+        NewMessage {
+            app_id: &ctx.app_id,
+            run_id: Some(&ctx.run_id),
+            role: "platform",
+            kind: KIND_RUNTIME_ERROR,
+            content: text,
+            metadata: Some(&notices::error_metadata(code)),
+        },
+    )
+    .await?;
+    emitter
+        .emit(EVENT_ERROR, &protocol::error_payload(ctx, code, text))
+        .await?;
+    Ok(())
+}
+
+/// Returns the run's message to the user's daily allowance (best effort: a failure only costs
+/// the user one message).
+async fn give_message_back(deps: &RunDeps, spec: &RunSpec) {
+    match crate::limits::give_back(&deps.db, &spec.owner_id, &spec.usage_day).await {
+        Ok(()) => tracing::info!(run_id = %spec.ctx.run_id, "the run cost no message; given back"),
+        Err(e) => tracing::warn!(error = %e, "could not give the run's message back"),
+    }
 }
 
 /// The agent request, and the version of the files it carries as `allFiles`.
@@ -488,13 +636,13 @@ struct RunRow<'a> {
 async fn finish_run(
     db: &impl ConnectionTrait,
     run: RunRow<'_>,
-    status: &str,
-    error: Option<&str>,
+    ending: &RunEnding,
     last_seq: i64,
 ) -> Result<bool, DbErr> {
     let updated = runs::Entity::update_many()
-        .col_expr(runs::Column::Status, Expr::value(status))
-        .col_expr(runs::Column::Error, Expr::value(error.map(str::to_string)))
+        .col_expr(runs::Column::Status, Expr::value(ending.status))
+        .col_expr(runs::Column::Error, Expr::value(ending.error.clone()))
+        .col_expr(runs::Column::ErrorCode, Expr::value(ending.code.clone()))
         .col_expr(runs::Column::LastSeq, Expr::value(last_seq))
         .col_expr(runs::Column::FinishedAt, Expr::value(chrono::Utc::now()))
         .filter(runs::Column::Id.eq(run.id))

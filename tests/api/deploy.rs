@@ -16,7 +16,7 @@ fn metadata_types(frames: &[Frame]) -> Vec<String> {
     frames
         .iter()
         .filter_map(|f| {
-            f.data["message"]["metadata"]["type"]
+            crate::helpers::notice_kind(&f.data)
                 .as_str()
                 .map(str::to_string)
         })
@@ -71,7 +71,7 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
     );
     let complete = frames
         .iter()
-        .find(|f| f.data["message"]["metadata"]["type"] == "deployment_complete")
+        .find(|f| crate::helpers::notice_kind(&f.data) == "deployment_complete")
         .expect("complete");
     let url = complete.data["message"]["metadata"]["deploymentUrl"]
         .as_str()
@@ -137,7 +137,8 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
         .json()
         .await
         .expect("json");
-    assert_eq!(view["deployStatus"], "healthy");
+    assert_eq!(view["deployStatus"], "deployed");
+    assert_eq!(view["deploymentStatus"], "healthy");
     assert_eq!(view["appUrl"], url.as_str());
 
     // A follow-up replaces the preview atomically with the new version.
@@ -373,7 +374,7 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
     }
     let started = std::time::Instant::now();
     let response = app.delete(&format!("/apps/{app_id}"), &token).await;
-    assert_eq!(response.status(), 204);
+    assert_eq!(response.status(), 200);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the response does not wait for clean-up"

@@ -168,7 +168,7 @@ async fn demo_app_versions(app: &TestApp, blob_count: impl Fn() -> usize) {
         .filter(|f| f.data["message"]["kind"] == "PlatformMessage")
         .collect();
     assert_eq!(
-        platform[0].data["message"]["metadata"]["type"],
+        crate::helpers::notice_kind(&platform[0].data),
         "version_created"
     );
     let response = read_url(app, &token, &id, "").await;
@@ -522,7 +522,7 @@ async fn storage_outage_keeps_the_version_and_retries() {
     let frames = run(&app, &token, json!({"message": "build a page"})).await;
     let types: Vec<Value> = frames
         .iter()
-        .map(|f| f.data["message"]["metadata"]["type"].clone())
+        .map(|f| crate::helpers::notice_kind(&f.data).clone())
         .collect();
     assert!(types.contains(&json!("version_created")), "{types:?}");
     assert!(

@@ -339,3 +339,18 @@ pub async fn run_status(app: &TestApp, run_id: &str) -> String {
         .expect("run exists")
         .status
 }
+
+/// What a gateway notice says happened: app.build's `metadata.type` when it is one of
+/// app.build's platform message types, else the gateway's own `metadata.notice`. Takes the
+/// metadata of an event's `message` or of a history row.
+pub fn notice_kind_of(metadata: &Value) -> Value {
+    match &metadata["type"] {
+        Value::String(_) => metadata["type"].clone(),
+        _ => metadata["notice"].clone(),
+    }
+}
+
+/// [`notice_kind_of`] an event.
+pub fn notice_kind(data: &Value) -> Value {
+    notice_kind_of(&data["message"]["metadata"])
+}

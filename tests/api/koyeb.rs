@@ -513,7 +513,7 @@ pub fn metadata_types(frames: &[Frame]) -> Vec<String> {
     frames
         .iter()
         .filter_map(|f| {
-            f.data["message"]["metadata"]["type"]
+            crate::helpers::notice_kind(&f.data)
                 .as_str()
                 .map(str::to_string)
         })
@@ -526,7 +526,7 @@ pub fn notice(frames: &[Frame], kind: &str) -> Value {
         .iter()
         .rev()
         .map(|f| &f.data["message"]["metadata"])
-        .find(|m| m["type"] == kind)
+        .find(|m| crate::helpers::notice_kind_of(m) == kind)
         .cloned()
         .unwrap_or_else(|| panic!("no {kind} in {:?}", metadata_types(frames)))
 }
@@ -552,18 +552,18 @@ pub async fn app_view(app: &TestApp, token: &str, app_id: &str) -> Value {
     response.json().await.expect("json")
 }
 
-/// The app's `deployStatus` settles on `want` (the worker records it right after the run's
-/// stream got the outcome).
+/// The app's finer `deploymentStatus` settles on `want` (the worker records it right after the
+/// run's stream got the outcome).
 pub async fn wait_for_app_status(app: &TestApp, token: &str, app_id: &str, want: &str) -> Value {
     let mut view = Value::Null;
     for _ in 0..100 {
         view = app_view(app, token, app_id).await;
-        if view["deployStatus"] == want {
+        if view["deploymentStatus"] == want {
             return view;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("app {app_id} never reached deployStatus {want}: {view}");
+    panic!("app {app_id} never reached deploymentStatus {want}: {view}");
 }
 
 /// The Koyeb ids in the fake's answers to the first app and service creation.
@@ -828,7 +828,11 @@ async fn koyeb_hanging_deployment_fails_at_its_deadline(kind: DbKind) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(found["metadata"]["type"], "deployment_failed", "{found}");
+    assert_eq!(
+        crate::helpers::notice_kind_of(&found["metadata"]),
+        "deployment_failed",
+        "{found}"
+    );
     assert!(
         found["metadata"]["reason"]
             .as_str()

@@ -206,7 +206,7 @@ async fn replays_the_captured_fixtures(kind: DbKind) {
         vec!["StageResult", "ReviewResult", "PlatformMessage", "done"]
     );
     assert_eq!(
-        frames[2].data["message"]["metadata"]["type"],
+        frames[2].data["message"]["metadata"]["notice"],
         "version_created"
     );
     assert_eq!(frames[2].data["message"]["metadata"]["files"], 5);
