@@ -1,10 +1,13 @@
 //! The one place that decides which routes are public. Everything else needs a valid bearer token.
-use axum::extract::{FromRequestParts, Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use super::dev_login::{refuse_unless_local, DEV_LOGIN_PATH};
 use super::path::normalize_request_path;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -54,7 +57,15 @@ pub async fn require_auth(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if is_public(&normalize_request_path(request.uri().path())) {
+    let path = normalize_request_path(request.uri().path());
+    // The dev sign-in mints tokens, so it is public only to this machine.
+    if path == DEV_LOGIN_PATH && state.config.server.dev_login {
+        refuse_unless_local(
+            request.extensions().get::<ConnectInfo<SocketAddr>>(),
+            request.headers(),
+        )?;
+    }
+    if is_public(&path) {
         return Ok(next.run(request).await);
     }
     let token = bearer_token(request.headers().get(AUTHORIZATION))

@@ -1,5 +1,6 @@
 //! Bearer-token authentication: HS256 with a shared secret (the embedded default) or JWKS from an
 //! OIDC provider. Every failure is a 401 with a reason; nothing about the key is ever echoed.
+mod dev_login;
 mod jwks;
 mod middleware;
 mod path;
@@ -11,6 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{AuthConfig, AuthMode};
+pub use dev_login::mint_dev_login_token;
 pub use jwks::JwksCache;
 pub use middleware::{require_auth, AuthUser, PUBLIC_PATH_PREFIXES};
 
@@ -141,6 +143,11 @@ impl Authenticator {
         };
         let privileged = claim_says_privileged || self.privileged_users.contains(&id);
         Ok(AuthUser { id, privileged })
+    }
+
+    /// Whether the `privileged_users` allow-list names `user`.
+    pub fn is_privileged_user(&self, user: &str) -> bool {
+        self.privileged_users.contains(user)
     }
 
     /// Mints a token for local development. Only possible with the shared-secret verifier.

@@ -138,6 +138,8 @@ fn dev_login_allowed(state: &AppState) -> bool {
     tag = "auth",
     responses(
         (status = 200, description = "The dev sign-in is on", body = DevLoginStatus),
+        (status = 403, description = "`dev_login_not_local` or `dev_login_forwarded`: the caller is not on this machine, or came through a proxy", body = ErrorBody,
+            example = json!({"code": "dev_login_forwarded", "message": "the dev sign-in does not answer forwarded requests (x-forwarded-for)"})),
         (status = 404, description = "`not_found`: the dev sign-in is off", body = ErrorBody,
             example = json!({"code": "not_found", "message": "route not found"})),
     )
@@ -168,6 +170,8 @@ struct DevLogin {
             ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `user`"}))),
             ("invalid_user" = (value = json!({"code": "invalid_user", "message": "user must be 1..64 letters, digits or . _ - @"}))),
         )),
+        (status = 403, description = "`dev_login_not_local`: the caller is not on this machine; `dev_login_forwarded`: the request came through a proxy (`Forwarded`, `X-Forwarded-For` or `X-Real-IP`); `dev_login_privileged`: the user is privileged", body = ErrorBody,
+            example = json!({"code": "dev_login_not_local", "message": "the dev sign-in answers only requests from this machine"})),
         (status = 404, description = "`not_found`: the dev sign-in is off", body = ErrorBody,
             example = json!({"code": "not_found", "message": "route not found"})),
         (status = 413, response = PayloadTooLarge),
@@ -192,10 +196,7 @@ async fn dev_login(
             "user must be 1..64 letters, digits or . _ - @",
         ));
     }
-    let token = state
-        .auth
-        .mint_dev_token(user, false)
-        .ok_or_else(|| ApiError::not_found("route"))?;
+    let token = crate::auth::mint_dev_login_token(&state.auth, user)?;
     Ok((
         StatusCode::OK,
         Json(DevToken {

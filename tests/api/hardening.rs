@@ -238,3 +238,95 @@ async fn diffs_past_the_path_limits_are_refused_with_the_path(kind: DbKind) {
     app.stop().await;
 }
 db_test!(diffs_past_the_path_limits_are_refused_with_the_path);
+
+async fn dev_login(
+    app: &TestApp,
+    client: &reqwest::Client,
+    header: Option<(&str, &str)>,
+    user: &str,
+) -> (u16, Value) {
+    let mut request = client
+        .post(app.url("/auth/dev-login"))
+        .json(&json!({"user": user}));
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+async fn dev_login_refuses_requests_forwarded_by_a_proxy(kind: DbKind) {
+    let app = spawn_app_with(kind, "").await;
+    for (name, value) in [
+        ("forwarded", "for=203.0.113.9"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-real-ip", "203.0.113.9"),
+    ] {
+        let (status, body) = dev_login(&app, &app.http, Some((name, value)), "carol").await;
+        assert_eq!(status, 403, "{name}: {body}");
+        assert_eq!(body["code"], "dev_login_forwarded", "{name}");
+        assert!(body.get("token").is_none());
+    }
+    let (status, body) = dev_login(&app, &app.http, None, "carol").await;
+    assert_eq!(status, 200, "a direct local request still signs in: {body}");
+    app.stop().await;
+}
+db_test!(dev_login_refuses_requests_forwarded_by_a_proxy);
+
+/// This host's address on its default route, when it has one that is not loopback.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // Connecting a UDP socket sends nothing; it only picks the source address.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+async fn dev_login_refuses_peers_that_are_not_loopback(kind: DbKind) {
+    let Some(local) = non_loopback_address() else {
+        eprintln!("no non-loopback address on this host; nothing to connect from");
+        return;
+    };
+    let app = spawn_app_with(kind, "").await;
+    // From this host's own non-loopback address to the loopback listener: the peer the
+    // gateway sees is not loopback.
+    let remote = reqwest::Client::builder()
+        .local_address(local)
+        .build()
+        .expect("client");
+    let (status, body) = dev_login(&app, &remote, None, "carol").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "dev_login_not_local");
+    let enabled = remote
+        .get(app.url("/auth/dev-login"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        enabled.status(),
+        403,
+        "the page offers no sign-in to it either"
+    );
+    app.stop().await;
+}
+db_test!(dev_login_refuses_peers_that_are_not_loopback);
+
+async fn dev_login_never_signs_in_privileged_users(kind: DbKind) {
+    let app = spawn_app_with(kind, "[auth]\nprivileged_users = [\"root\"]\n").await;
+    let (status, body) = dev_login(&app, &app.http, None, "root").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["code"], "dev_login_privileged");
+    let (status, body) = dev_login(&app, &app.http, None, "carol").await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["token"].as_str().expect("token");
+    let privileged: Value = app
+        .get("/auth/is-privileged-user", token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(privileged["isPrivilegedUser"], false);
+    app.stop().await;
+}
+db_test!(dev_login_never_signs_in_privileged_users);
