@@ -1,4 +1,5 @@
-//! `GET /runs/:id/events` (replay + live, resumable) and `POST /runs/:id/cancel`.
+//! `GET /runs/:id` (how a run ended), `GET /runs/:id/events` (replay + live, resumable) and
+//! `POST /runs/:id/cancel`.
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
@@ -20,6 +21,7 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(get_run))
         .routes(routes!(events))
         .routes(routes!(cancel))
 }
@@ -31,6 +33,76 @@ struct Cancelling {
     /// Always `cancelling`.
     #[schema(example = "cancelling")]
     status: &'static str,
+}
+
+/// A run as its owner sees it: whether it is still going and, once it ended, how.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunView {
+    #[schema(format = "uuid")]
+    id: String,
+    #[schema(format = "uuid")]
+    app_id: String,
+    trace_id: String,
+    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`. A run succeeds only when
+    /// the agent finished, its changes applied and their deployment (if it reported back during
+    /// the run) did not fail.
+    #[schema(example = "failed")]
+    status: String,
+    /// Why a run did not succeed, as a stable code (`diff_hunk_failed`, `deployment_failed`,
+    /// `upstream_http_error`, `agent_error`, `run_cancelled`, ...).
+    #[schema(example = "diff_hunk_failed")]
+    error_code: Option<String>,
+    /// The same in words.
+    error: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<entity::runs::Model> for RunView {
+    fn from(run: entity::runs::Model) -> Self {
+        Self {
+            id: run.id,
+            app_id: run.app_id,
+            trace_id: run.trace_id,
+            status: run.status,
+            error_code: run.error_code,
+            error: run.error,
+            created_at: run.created_at,
+            finished_at: run.finished_at,
+        }
+    }
+}
+
+/// One of the caller's runs: its status and, when it did not succeed, why.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    operation_id = "get_run",
+    tag = "runs",
+    security(("bearer" = [])),
+    params(("id" = String, Path, format = "uuid", description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = RunView),
+        (status = 400, response = InvalidId),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such run of the caller's", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "run not found"})),
+        (status = 500, response = Internal),
+    )
+)]
+async fn get_run(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    let id = parse_id(&id, "run")?;
+    let run = state
+        .runs
+        .find_owned(&user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))?;
+    Ok(Json(run.into()))
 }
 
 /// A run's events, resumable.

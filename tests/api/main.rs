@@ -24,5 +24,6 @@ mod openapi;
 mod preview_roots;
 mod process;
 mod provision;
+mod real_peers;
 mod relay;
 mod resume;
