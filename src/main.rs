@@ -150,10 +150,20 @@ async fn serve(config: Config, with_workers: bool) -> anyhow::Result<()> {
     let app = Application::build_with(config, with_workers).await?;
     let address = app.address();
     println!("agentgate listening on http://{address}");
+    // Stdout ends up in logs: print a token only where dev sign-in would give one anyway
+    // (on, and reachable from this machine alone), and only a short-lived one.
     let config = &app.state().config;
-    if config.auth.mode == agentgate::config::AuthMode::Hs256 {
-        if let Some(token) = app.state().auth.mint_dev_token("dev", false) {
-            println!("dev token (user \"dev\"): {token}");
+    let local_dev = config.server.dev_login
+        && address.ip().is_loopback()
+        && config.auth.mode == agentgate::config::AuthMode::Hs256;
+    if local_dev {
+        if let Some(token) = app.state().auth.mint_printed_dev_token() {
+            let user = agentgate::auth::LOCAL_DEV_USER;
+            let minutes = agentgate::auth::PRINTED_DEV_TOKEN_TTL.as_secs() / 60;
+            println!("dev token (user \"{user}\"): {token}");
+            println!(
+                "it expires in {minutes} minutes; `agentgate token --user NAME` mints another"
+            );
             println!("try: curl -H \"Authorization: Bearer $TOKEN\" http://{address}/apps");
         }
     }

@@ -16,6 +16,11 @@ pub use dev_login::mint_dev_login_token;
 pub use jwks::JwksCache;
 pub use middleware::{require_auth, AuthUser, PUBLIC_PATH_PREFIXES};
 
+/// The user of the token `serve` prints.
+pub const LOCAL_DEV_USER: &str = "dev";
+/// How long the token `serve` prints stays valid.
+pub const PRINTED_DEV_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("missing bearer token")]
@@ -152,6 +157,17 @@ impl Authenticator {
 
     /// Mints a token for local development. Only possible with the shared-secret verifier.
     pub fn mint_dev_token(&self, user: &str, privileged: bool) -> Option<String> {
+        self.mint_dev_token_for(user, privileged, self.dev_token_ttl)
+    }
+
+    /// The unprivileged token `serve` prints for the local dev user: it ends up in terminals
+    /// and logs, so it lives at most [`PRINTED_DEV_TOKEN_TTL`].
+    pub fn mint_printed_dev_token(&self) -> Option<String> {
+        let ttl = self.dev_token_ttl.min(PRINTED_DEV_TOKEN_TTL);
+        self.mint_dev_token_for(LOCAL_DEV_USER, false, ttl)
+    }
+
+    fn mint_dev_token_for(&self, user: &str, privileged: bool, ttl: Duration) -> Option<String> {
         let Verifier::Hs256 { encoding, .. } = &self.verifier else {
             return None;
         };
@@ -161,7 +177,7 @@ impl Authenticator {
         let mut claims = serde_json::json!({
             "sub": user,
             "iat": now,
-            "exp": now + self.dev_token_ttl.as_secs(),
+            "exp": now + ttl.as_secs(),
         });
         if let Some(issuer) = &self.issuer {
             claims["iss"] = issuer.as_str().into();

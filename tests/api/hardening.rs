@@ -330,3 +330,73 @@ async fn dev_login_never_signs_in_privileged_users(kind: DbKind) {
     app.stop().await;
 }
 db_test!(dev_login_never_signs_in_privileged_users);
+
+/// `agentgate serve` with `extra` config: its stdout until a second after it listens.
+fn serve_output(extra: &str) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agentgate.toml");
+    let toml = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = {:?}\n{extra}",
+        dir.path().join("data").display().to_string()
+    );
+    std::fs::write(&config, toml).expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgate"))
+        .args(["serve", "--no-worker", "--config"])
+        .arg(&config)
+        .env("AGENTGATE__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn agentgate");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let mut deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut listening = false;
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        if !listening && line.starts_with("agentgate listening on") {
+            listening = true;
+            deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        }
+        lines.push(line);
+    }
+    child.kill().ok();
+    child.wait().ok();
+    assert!(listening, "agentgate did not start: {lines:?}");
+    lines
+}
+
+fn jwt_payload(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64");
+    serde_json::from_slice(&bytes).expect("claims")
+}
+
+#[test]
+fn serve_prints_a_short_lived_dev_token_only_with_dev_login_on() {
+    let off = serve_output("dev_login = false\n");
+    assert!(
+        !off.iter().any(|l| l.contains("token") || l.contains("eyJ")),
+        "no token without dev sign-in: {off:?}"
+    );
+    let on = serve_output("");
+    let token = on
+        .iter()
+        .find_map(|l| l.strip_prefix("dev token (user \"dev\"): "))
+        .unwrap_or_else(|| panic!("a dev token with dev sign-in on: {on:?}"));
+    let claims = jwt_payload(token);
+    assert_eq!(claims["sub"], "dev");
+    assert!(claims.get("privileged").is_none(), "{claims}");
+    let lifetime = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
+    assert!((1..=3600).contains(&lifetime), "lives {lifetime} s");
+}
