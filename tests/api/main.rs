@@ -28,3 +28,4 @@ mod provision;
 mod real_peers;
 mod relay;
 mod resume;
+mod upstream_logs;
