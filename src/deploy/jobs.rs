@@ -25,9 +25,22 @@ pub fn is_terminal(status: &str) -> bool {
     !ACTIVE.contains(&status)
 }
 
-/// Creates a queued deployment for `version`; older queued or running ones of the app are
-/// superseded, since only the newest version matters. The app's deploy status says `queued`.
-/// All in one transaction.
+/// A deployment to queue, see [`enqueue_new`].
+#[derive(Debug, Clone)]
+pub struct NewDeployment<'a> {
+    pub app_id: &'a str,
+    pub owner_id: &'a str,
+    pub version: i32,
+    pub provider: &'a str,
+    pub queued_deadline: ChronoDuration,
+    /// A run's stream waits for the outcome (and reports it).
+    pub watched: bool,
+    /// Where the app will be served, when known before the deployment runs (a local preview's
+    /// URL is): clients read it from the app as soon as the deployment is queued.
+    pub app_url: Option<&'a str>,
+}
+
+/// [`enqueue_new`] without a known URL (the worker records it once the provider knows it).
 pub async fn enqueue(
     db: &DatabaseConnection,
     app_id: &str,
@@ -37,6 +50,34 @@ pub async fn enqueue(
     queued_deadline: ChronoDuration,
     watched: bool,
 ) -> Result<deployments::Model, DbErr> {
+    let new = NewDeployment {
+        app_id,
+        owner_id,
+        version,
+        provider,
+        queued_deadline,
+        watched,
+        app_url: None,
+    };
+    enqueue_new(db, new).await
+}
+
+/// Creates a queued deployment for `version`; older queued or running ones of the app are
+/// superseded, since only the newest version matters. The app's deploy status says `queued`
+/// (and its URL is set when known). All in one transaction.
+pub async fn enqueue_new(
+    db: &DatabaseConnection,
+    new: NewDeployment<'_>,
+) -> Result<deployments::Model, DbErr> {
+    let NewDeployment {
+        app_id,
+        owner_id,
+        version,
+        provider,
+        queued_deadline,
+        watched,
+        app_url,
+    } = new;
     let now = Utc::now();
     let txn = db.begin().await?;
     deployments::Entity::update_many()
@@ -76,14 +117,63 @@ pub async fn enqueue(
     }
     .insert(&txn)
     .await?;
-    entity::apps::Entity::update_many()
+    let mut app = entity::apps::Entity::update_many()
         .col_expr(entity::apps::Column::DeployStatus, Expr::value(QUEUED))
-        .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now))
-        .filter(entity::apps::Column::Id.eq(app_id))
+        .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now));
+    if let Some(url) = app_url {
+        app = app.col_expr(entity::apps::Column::AppUrl, Expr::value(url));
+    }
+    app.filter(entity::apps::Column::Id.eq(app_id))
         .exec(&txn)
         .await?;
     txn.commit().await?;
     Ok(job)
+}
+
+/// A failed deployment takes back an early URL (see [`record_app_url`]) from an app that was
+/// never live: a client would show a page that serves nothing.
+pub async fn forget_unserved_url(db: &impl ConnectionTrait, app_id: &str) -> Result<(), DbErr> {
+    let served = deployments::Entity::find()
+        .filter(deployments::Column::AppId.eq(app_id))
+        .filter(deployments::Column::Status.eq(HEALTHY))
+        .one(db)
+        .await?;
+    if served.is_some() {
+        return Ok(());
+    }
+    entity::apps::Entity::update_many()
+        .col_expr(
+            entity::apps::Column::AppUrl,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(entity::apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Records where the app is (or will be) served, once a provider knows it, unless a newer
+/// deployment of the app exists (its own URL wins).
+pub async fn record_app_url(
+    db: &DatabaseConnection,
+    job: &deployments::Model,
+    url: &str,
+) -> Result<(), DbErr> {
+    let newer = deployments::Entity::find()
+        .filter(deployments::Column::AppId.eq(job.app_id.as_str()))
+        .filter(deployments::Column::Version.gt(job.version))
+        .one(db)
+        .await?;
+    if newer.is_some() {
+        return Ok(());
+    }
+    entity::apps::Entity::update_many()
+        .col_expr(entity::apps::Column::AppUrl, Expr::value(url))
+        .filter(entity::apps::Column::Id.eq(job.app_id.as_str()))
+        .filter(entity::apps::Column::DeletedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Leases the oldest due job to `worker` until `now + lease`. None when nothing is due.
@@ -305,6 +395,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
                 .filter(entity::apps::Column::Id.eq(job.app_id.as_str()))
                 .exec(db)
                 .await?;
+            forget_unserved_url(db, &job.app_id).await?;
         }
     }
     Ok(failed)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::provider::{DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus};
+use super::worker::STATE_URL;
 use crate::workspace::FileMode;
 
 pub struct LocalPreview {
@@ -109,7 +110,7 @@ impl Deployer for LocalPreview {
             .await
             .map_err(|e| DeployError::Transient(e.to_string()))?
             .map_err(|e| DeployError::Transient(format!("could not publish the preview: {e}")))?;
-        state.insert("url".into(), self.url_for(&request.app_id).into());
+        state.insert(STATE_URL.into(), self.url_for(&request.app_id).into());
         Ok(())
     }
 
@@ -118,7 +119,7 @@ impl Deployer for LocalPreview {
         request: &DeployRequest,
         state: &ProviderState,
     ) -> Result<ProviderStatus, DeployError> {
-        match state.get("url").and_then(|v| v.as_str()) {
+        match state.get(STATE_URL).and_then(|v| v.as_str()) {
             // Live only where the page really is served.
             Some(url) if self.serves_index(&request.app_id) => Ok(ProviderStatus::Healthy {
                 url: url.to_string(),

@@ -49,6 +49,10 @@ const MAX_POLL_DELAY: Duration = Duration::from_secs(15);
 /// Marks a job whose provider `start` has not completed yet (see [`DeployWorker::step`]).
 const STARTING: &str = "starting";
 
+/// The key under which a provider's `start` records the URL the app will be served at, as soon
+/// as it knows it: the app's `appUrl` is set from it before the deployment is live.
+pub const STATE_URL: &str = "url";
+
 #[derive(Clone)]
 pub struct DeployWorker {
     pub db: DatabaseConnection,
@@ -105,12 +109,12 @@ impl DeployWorker {
         let update = self.step(&job).await;
         heartbeat.abort();
         let status = update.status;
+        let url = update.url.clone();
         match jobs::apply(&self.db, &job.id, &self.id, update).await {
-            Ok(true) => {
-                if let Some(status) = status.filter(|s| jobs::is_terminal(s)) {
-                    self.on_terminal(&job.id, status).await;
-                }
-            }
+            Ok(true) => match status.filter(|s| jobs::is_terminal(s)) {
+                Some(status) => self.on_terminal(&job.id, status).await,
+                None => self.on_url_known(&job, url.as_deref()).await,
+            },
             Ok(false) => {
                 tracing::info!(deployment = %job.id, "lease lost or job superseded; step discarded");
                 // A cancelled job's clean-up waits for its lease: give it up at once.
@@ -167,7 +171,9 @@ impl DeployWorker {
             return match self.deployer.start(&request, &mut state).await {
                 Ok(()) => {
                     state.remove(STARTING);
+                    let url = state.get(STATE_URL).and_then(|v| v.as_str());
                     Update {
+                        url: url.map(str::to_string),
                         status: Some(BUILDING),
                         provider_state: Some(serde_json::Value::Object(state).to_string()),
                         attempts: Some(0),
@@ -210,6 +216,17 @@ impl DeployWorker {
                 }
             }
             Err(e) => self.retry(job, Some(&state), e),
+        }
+    }
+
+    /// A started deployment's URL goes on the app at once: clients show the app's preview
+    /// while it deploys instead of after.
+    async fn on_url_known(&self, job: &deployments::Model, url: Option<&str>) {
+        let Some(url) = url else {
+            return;
+        };
+        if let Err(e) = jobs::record_app_url(&self.db, job, url).await {
+            tracing::warn!(deployment = %job.id, error = %e, "could not record the app's URL");
         }
     }
 
@@ -440,6 +457,10 @@ impl DeployWorker {
         if status == HEALTHY {
             update = update.col_expr(apps_table::Column::AppUrl, Expr::value(job.url.clone()));
             self.set_homepage(&job).await;
+        } else if status == FAILED {
+            if let Err(e) = jobs::forget_unserved_url(&self.db, &job.app_id).await {
+                tracing::warn!(error = %e, "could not clear the app's unserved URL");
+            }
         }
         if let Err(e) = update
             .filter(apps_table::Column::Id.eq(job.app_id.as_str()))

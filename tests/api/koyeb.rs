@@ -600,15 +600,21 @@ async fn koyeb_run_deploys_and_reports_healthy(kind: DbKind) {
     let complete = notice(&frames, "deployment_complete");
     assert_eq!(complete["deploymentUrl"], url.as_str(), "{complete}");
 
-    // App, service, then deployment polls until healthy, then the app for its domain.
+    // App, service and its domain (the app's URL from then on), then deployment polls until
+    // healthy, then the app for its domain.
     let (koyeb_app, deployment) = created_ids(&koyeb);
     let calls = koyeb.calls();
     assert_eq!(
-        calls[..3],
-        ["POST /v1/apps", "GET /v1/services", "POST /v1/services"],
+        calls[..4],
+        [
+            "POST /v1/apps".to_string(),
+            "GET /v1/services".to_string(),
+            "POST /v1/services".to_string(),
+            format!("GET /v1/apps/{koyeb_app}")
+        ],
         "{calls:#?}"
     );
-    let polls = &calls[3..calls.len() - 1];
+    let polls = &calls[4..calls.len() - 1];
     assert!(polls.len() >= 2, "{calls:#?}");
     assert!(
         polls

@@ -8,6 +8,7 @@ mod fake_koyeb;
 mod fake_neon;
 mod s3_server;
 
+mod app_url;
 mod app_build_client;
 mod apps;
 mod auth;

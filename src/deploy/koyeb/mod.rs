@@ -33,6 +33,7 @@ use crate::deploy::ecr::EcrRegistry;
 use crate::deploy::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus,
 };
+use crate::deploy::worker::STATE_URL;
 
 /// Keys in [`ProviderState`].
 pub const STATE_APP_ID: &str = "koyeb_app_id";
@@ -179,6 +180,15 @@ impl KoyebDeployer {
             .deploy_service(&app_id, names, &definition, state)
             .await?;
         state.insert(STATE_DEPLOYMENT_ID.into(), deployment_id.into());
+        // The service exists: its URL can go on the app now, long before it is live. Koyeb
+        // may assign the domain later; then the healthy poll records it.
+        match self.public_url(&app_id).await {
+            Ok(Some(url)) => {
+                state.insert(STATE_URL.into(), url.into());
+            }
+            Ok(None) => {}
+            Err(e) => tracing::info!(error = %e, "the Koyeb app's URL is not known yet"),
+        }
         Ok(())
     }
 
