@@ -1,44 +1,64 @@
 //! Apps and their conversation history: lookups always scoped to the owner, so another user's
 //! app is indistinguishable from a missing one.
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr,
+    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
-use entity::{app_messages, apps};
+use entity::{app_messages, apps, runs};
 
-/// What clients see of an app: no agent state, no secrets.
+/// What clients see of an app: app.build's `App` fields, then ours. No agent state, no secrets.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AppView {
+    #[schema(format = "uuid")]
     pub id: String,
     pub name: String,
     pub owner_id: String,
+    /// The latest run's trace id (`app-{appId}.req-{runId}` unless the client chose one).
+    pub trace_id: Option<String>,
+    /// What the first message's `clientSource` said, if anything.
+    pub client_source: Option<String>,
     pub app_name: Option<String>,
     pub tech_stack: Option<String>,
     pub repository_url: Option<String>,
     pub app_url: Option<String>,
-    pub deploy_status: Option<String>,
+    /// app.build's deploy status, derived from `deploymentStatus`.
+    #[schema(value_type = String, example = "deployed", pattern = "^(pending|deploying|deployed|failed|stopping)$")]
+    pub deploy_status: &'static str,
+    /// Legacy app.build field; always false.
+    pub received_success: bool,
+    /// Legacy app.build field; always false.
+    pub recompile_in_progress: bool,
+    /// Our finer status of the latest deployment: `queued`, `building`, `deploying`,
+    /// `healthy`, `failed`, `superseded`, `cancelled`; null when never deployed.
+    pub deployment_status: Option<String>,
+    /// The latest version (0 before the first).
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<apps::Model> for AppView {
-    fn from(app: apps::Model) -> Self {
+impl AppView {
+    pub fn new(app: apps::Model, trace_id: Option<String>) -> Self {
         Self {
+            deploy_status: client_deploy_status(app.deploy_status.as_deref()),
             id: app.id,
             name: app.name,
             owner_id: app.owner_id,
+            trace_id,
+            client_source: app.client_source,
             app_name: app.repo_name,
             tech_stack: app.tech_stack,
             repository_url: app.repository_url,
             app_url: app.app_url,
-            deploy_status: app.deploy_status,
+            received_success: false,
+            recompile_in_progress: false,
+            deployment_status: app.deploy_status,
             version: app.current_version,
             created_at: app.created_at,
             updated_at: app.updated_at,
@@ -46,28 +66,51 @@ impl From<apps::Model> for AppView {
     }
 }
 
+/// One row of app.build's `AppPrompts[]`: the history as its clients read it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct HistoryEntry {
-    pub id: i64,
-    pub role: String,
-    pub kind: String,
-    pub content: String,
+pub struct AppPrompt {
+    /// Unique within the app, increasing (a string, as app.build's clients expect).
+    #[schema(example = "42")]
+    pub id: String,
+    #[schema(format = "uuid")]
+    pub app_id: String,
+    /// The message text; never null (clients render it as markdown).
+    pub prompt: String,
+    /// Legacy app.build field; always empty.
+    pub response: String,
+    /// `user` or `assistant` (the gateway's own rows are `assistant` too).
+    #[schema(value_type = String, example = "assistant", pattern = "^(user|assistant)$")]
+    pub kind: &'static str,
+    /// `UserMessage`, `StageResult`, `RefinementRequest`, `ReviewResult`, `PlatformMessage`,
+    /// `RuntimeError`, ...
+    #[schema(example = "StageResult")]
+    pub message_kind: String,
     pub metadata: Option<serde_json::Value>,
+    /// The run that wrote it (ours: the built-in client groups a run's rows).
     pub run_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Rows never change: the same as `createdAt`.
+    pub updated_at: DateTime<Utc>,
 }
 
-impl From<app_messages::Model> for HistoryEntry {
+impl From<app_messages::Model> for AppPrompt {
     fn from(m: app_messages::Model) -> Self {
         Self {
-            id: m.id,
-            role: m.role,
-            kind: m.kind,
-            content: m.content,
+            id: m.id.to_string(),
+            app_id: m.app_id,
+            prompt: m.content,
+            response: String::new(),
+            kind: if m.role == "user" {
+                "user"
+            } else {
+                "assistant"
+            },
+            message_kind: m.kind,
             metadata: m.metadata.and_then(|s| serde_json::from_str(&s).ok()),
             run_id: m.run_id,
             created_at: m.created_at,
+            updated_at: m.created_at,
         }
     }
 }
@@ -100,34 +143,123 @@ pub async fn find_owned(
         .await
 }
 
-/// A live (not deleted) app owned by `owner`, or None.
-pub async fn find_owned(
+/// An app with its latest run's trace id, as the list and the detail read it.
+#[derive(Debug, FromQueryResult)]
+pub struct AppRow {
+    #[sea_orm(nested)]
+    pub app: apps::Model,
+    pub latest_trace_id: Option<String>,
+}
+
+impl From<AppRow> for AppView {
+    fn from(row: AppRow) -> Self {
+        AppView::new(row.app, row.latest_trace_id)
+    }
+}
+
+/// `(SELECT trace_id FROM runs WHERE app_id = apps.id ORDER BY created_at DESC LIMIT 1)`,
+/// served by the `runs_app_created` index.
+fn latest_trace_id() -> Expr {
+    let latest = Query::select()
+        .column((runs::Entity, runs::Column::TraceId))
+        .from(runs::Entity)
+        .and_where(
+            Expr::col((runs::Entity, runs::Column::AppId)).equals((apps::Entity, apps::Column::Id)),
+        )
+        .order_by((runs::Entity, runs::Column::CreatedAt), Order::Desc)
+        .limit(1)
+        .to_owned();
+    Expr::SubQuery(None, Box::new(latest.into()))
+}
+
+/// Kinds of agent reply that do not make an app worth listing on their own: a question before
+/// anything was built, an error.
+const UNLISTED_REPLY_KINDS: [&str; 2] = ["RefinementRequest", "RuntimeError"];
+
+/// An app is listed once there is something to show or to follow: a version, an active run, or
+/// an agent reply other than a question or an error. A run that ended with nothing (a refinement
+/// question, an upstream failure) leaves its app unlisted, though still readable by id so the
+/// answer to the question can continue it.
+fn listed() -> Condition {
+    let active_run = Query::select()
+        .expr(Expr::val(1))
+        .from(runs::Entity)
+        .and_where(
+            Expr::col((runs::Entity, runs::Column::AppId)).equals((apps::Entity, apps::Column::Id)),
+        )
+        .and_where(
+            Expr::col((runs::Entity, runs::Column::Status)).is_in(crate::runs::ACTIVE_STATUSES),
+        )
+        .to_owned();
+    // Served by the index `app_messages_app_role_kind`.
+    let reply = Query::select()
+        .expr(Expr::val(1))
+        .from(app_messages::Entity)
+        .and_where(
+            Expr::col((app_messages::Entity, app_messages::Column::AppId))
+                .equals((apps::Entity, apps::Column::Id)),
+        )
+        .and_where(Expr::col((app_messages::Entity, app_messages::Column::Role)).eq("assistant"))
+        .and_where(
+            Expr::col((app_messages::Entity, app_messages::Column::Kind))
+                .is_not_in(UNLISTED_REPLY_KINDS),
+        )
+        .to_owned();
+    Condition::any()
+        .add(apps::Column::CurrentVersion.gt(0))
+        .add(Expr::exists(active_run))
+        .add(Expr::exists(reply))
+}
+
+/// A live app owned by `owner` with its latest trace id, listed or not.
+pub async fn find_owned_row(
     db: &impl ConnectionTrait,
     owner: &str,
     id: Uuid,
-) -> Result<Option<apps::Model>, DbErr> {
+) -> Result<Option<AppRow>, DbErr> {
     apps::Entity::find_by_id(id.to_string())
+        .expr_as(latest_trace_id(), "latest_trace_id")
         .filter(apps::Column::OwnerId.eq(owner))
         .filter(apps::Column::DeletedAt.is_null())
+        .into_model::<AppRow>()
         .one(db)
         .await
 }
 
+/// One page of the owner's listed apps, newest first, and how many are listed.
 pub async fn list_owned(
     db: &impl ConnectionTrait,
     owner: &str,
     page: u64,
     limit: u64,
-) -> Result<(Vec<apps::Model>, u64), DbErr> {
+) -> Result<(Vec<AppRow>, u64), DbErr> {
     let paginator = apps::Entity::find()
+        .expr_as(latest_trace_id(), "latest_trace_id")
         .filter(apps::Column::OwnerId.eq(owner))
         .filter(apps::Column::DeletedAt.is_null())
+        .filter(listed())
         .order_by_desc(apps::Column::CreatedAt)
         .order_by_desc(apps::Column::Id)
+        .into_model::<AppRow>()
         .paginate(db, limit);
     let total = paginator.num_items().await?;
     let items = paginator.fetch_page(page - 1).await?;
     Ok((items, total))
+}
+
+/// Records the client that created the app (app.build's `clientSource`), once.
+pub async fn record_client_source(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    source: &str,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::ClientSource, Expr::value(source))
+        .filter(apps::Column::Id.eq(app_id))
+        .filter(apps::Column::ClientSource.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 pub async fn create(
@@ -153,6 +285,7 @@ pub async fn create(
         deleted_at: Set(None),
         repo_owner: Set(None),
         last_commit_sha: Set(None),
+        client_source: Set(None),
     }
     .insert(db)
     .await

@@ -1,4 +1,5 @@
-//! One error type for every HTTP failure, rendered as `{"code", "message"}` with a fitting status.
+//! One error type for every HTTP failure, rendered as `{"code", "message", "error"}` (`error`
+//! repeats the message for app.build clients) with a fitting status.
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -93,7 +94,9 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "request failed");
         }
-        let mut body = json!({ "code": self.code(), "message": self.to_string() });
+        // `error` repeats the message: app.build clients read that field.
+        let message = self.to_string();
+        let mut body = json!({ "code": self.code(), "error": message, "message": message });
         if let Self::Conflict { details, .. } = &self {
             if let (Some(body), Some(details)) = (body.as_object_mut(), details.as_object()) {
                 body.extend(details.clone());
@@ -149,7 +152,8 @@ pub async fn json_errors(response: Response) -> Response {
     } else {
         text
     };
-    let mut response = (status, Json(json!({ "code": code, "message": message }))).into_response();
+    let body = json!({ "code": code, "error": message, "message": message });
+    let mut response = (status, Json(body)).into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             response.headers_mut().insert(name.clone(), value.clone());

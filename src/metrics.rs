@@ -51,6 +51,7 @@ pub struct Metrics {
     pub git_operations: Family<Operation, Counter>,
     pub git_latency: Family<Op, Histogram, fn() -> Histogram>,
     pub limiter_rejections: Counter,
+    pub analytics_events: Family<Kind, Counter>,
     pub open_connections: Gauge,
     pub connection_limit_hits: Counter,
     pub connection_timeouts: Family<Kind, Counter>,
@@ -73,6 +74,7 @@ impl Metrics {
             git_operations: Family::default(),
             git_latency: Family::new_with_constructor(latency_histogram),
             limiter_rejections: Counter::default(),
+            analytics_events: Family::default(),
             open_connections: Gauge::default(),
             connection_limit_hits: Counter::default(),
             connection_timeouts: Family::default(),
@@ -138,6 +140,11 @@ impl Metrics {
             "limiter_rejections",
             "Messages refused by the daily limit",
             metrics.limiter_rejections.clone(),
+        );
+        registry.register(
+            "analytics_events",
+            "Client analytics events (POST /analytics/event) by type",
+            metrics.analytics_events.clone(),
         );
         registry.register(
             "open_connections",

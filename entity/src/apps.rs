@@ -22,6 +22,8 @@ pub struct Model {
     /// Owner (user or org) of the repository on the git host.
     pub repo_owner: Option<String>,
     pub last_commit_sha: Option<String>,
+    /// app.build's `clientSource` of the message that created the app (`web`, `cli`, ...).
+    pub client_source: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ mod m20261121_000005_app_databases;
 mod m20261202_000006_run_runners;
 mod m20261202_000007_version_repositories;
 mod m20261205_000020_run_outcomes;
+mod m20261205_000030_app_listing;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_run_runners::Migration),
             Box::new(m20261202_000007_version_repositories::Migration),
             Box::new(m20261205_000020_run_outcomes::Migration),
+            Box::new(m20261205_000030_app_listing::Migration),
         ]
     }
 }

@@ -2,7 +2,6 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use sea_orm::TransactionTrait;
@@ -13,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::extract::{bounded_param, parse_id};
 use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
-use crate::apps::{self, AppView, Deleted, HistoryEntry};
+use crate::apps::{self, AppPrompt, AppView, Deleted};
 use crate::auth::AuthUser;
 use crate::deploy::cleanup;
 use crate::error::{ApiError, ApiResult};
@@ -25,6 +24,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show, remove))
         .routes(routes!(history))
+}
+
+/// What app.build answers to a deletion; its clients parse it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct AppDeleted {
+    #[schema(example = "App deleted successfully")]
+    message: &'static str,
+    #[schema(format = "uuid")]
+    app_id: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -43,6 +52,10 @@ struct Pagination {
 }
 
 /// The caller's apps, newest first.
+///
+/// An app is listed once it has a version, an active run, or an agent reply other than a
+/// refinement question or an error; `pagination.total` counts the same apps. An unlisted app
+/// (e.g. one whose agent only asked a question) is still readable by id.
 #[utoipa::path(
     get,
     path = "/apps",
@@ -89,7 +102,7 @@ async fn list(
     Ok((limit_headers(&status), Json(body)))
 }
 
-/// One of the caller's apps (never its agent state).
+/// One of the caller's apps (never its agent state), listed or not.
 #[utoipa::path(
     get,
     path = "/apps/{id}",
@@ -98,7 +111,7 @@ async fn list(
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "App id")),
     responses(
-        (status = 200, description = "The app", body = AppView),
+        (status = 200, description = "The app: app.build's `App` fields, then ours", body = AppView),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
         (status = 404, response = AppNotFound),
@@ -112,13 +125,16 @@ async fn show(
     Path(id): Path<String>,
 ) -> ApiResult<Json<AppView>> {
     let id = parse_id(&id, "app")?;
-    let app = apps::find_owned(&state.db, &user.id, id)
+    let app = apps::find_owned_row(&state.db, &user.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("app"))?;
     Ok(Json(app.into()))
 }
 
-/// The app's conversation, in order.
+/// The app's conversation as app.build's `AppPrompts[]`, every row, oldest first.
+///
+/// `kind` is `user` or `assistant` (the gateway's own rows are `assistant`); the stored kind is
+/// `messageKind`.
 #[utoipa::path(
     get,
     path = "/apps/{id}/history",
@@ -127,7 +143,7 @@ async fn show(
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "App id")),
     responses(
-        (status = 200, description = "Every message of the conversation, oldest first", body = Vec<HistoryEntry>),
+        (status = 200, description = "Every message of the conversation, oldest first", body = Vec<AppPrompt>),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
         (status = 404, response = AppNotFound),
@@ -139,16 +155,16 @@ async fn history(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<Vec<HistoryEntry>>> {
+) -> ApiResult<Json<Vec<AppPrompt>>> {
     let id = parse_id(&id, "app")?;
     let app = apps::find_owned(&state.db, &user.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("app"))?;
     let messages = apps::history(&state.db, &app.id).await?;
-    Ok(Json(messages.into_iter().map(HistoryEntry::from).collect()))
+    Ok(Json(messages.into_iter().map(AppPrompt::from).collect()))
 }
 
-/// Soft-deletes the app (idempotent).
+/// Soft-deletes the app (idempotent: deleting a deleted app answers the same 200).
 ///
 /// Its active runs are cancelled; its clean-up (preview, repository, database, stored files)
 /// runs in the background.
@@ -160,7 +176,8 @@ async fn history(
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "App id")),
     responses(
-        (status = 204, description = "Deleted, now or before"),
+        (status = 200, description = "Deleted, now or before (app.build's answer)", body = AppDeleted,
+            example = json!({"message": "App deleted successfully", "appId": "0b7c6c3e-2f0a-4c55-8d0e-6a1f1b2c3d4e"})),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
         (status = 404, response = AppNotFound),
@@ -172,7 +189,7 @@ async fn remove(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Json<AppDeleted>> {
     let id = parse_id(&id, "app")?;
     // The deletion and its clean-up jobs commit together: no deleted app is left uncleaned.
     let txn = state.db.begin().await?;
@@ -182,16 +199,18 @@ async fn remove(
         cleanup::enqueue_for_app(&txn, &id.to_string(), archive).await?;
     }
     txn.commit().await?;
-    match deleted {
-        Deleted::NotFound => Err(ApiError::not_found("app")),
-        Deleted::Already => Ok(StatusCode::NO_CONTENT),
-        Deleted::Now => {
-            // Work on a deleted app stops; its clean-up runs in the background, never awaited here.
-            // The app is deleted either way; a run left going ends at its turn deadline.
-            if let Err(e) = state.runs.cancel_app_runs(&id.to_string()).await {
-                tracing::warn!(error = %e, "could not ask the deleted app's runs to stop");
-            }
-            Ok(StatusCode::NO_CONTENT)
+    if deleted == Deleted::NotFound {
+        return Err(ApiError::not_found("app"));
+    }
+    if deleted == Deleted::Now {
+        // Work on a deleted app stops; its clean-up runs in the background, never awaited here.
+        // The app is deleted either way; a run left going ends at its turn deadline.
+        if let Err(e) = state.runs.cancel_app_runs(&id.to_string()).await {
+            tracing::warn!(error = %e, "could not ask the deleted app's runs to stop");
         }
     }
+    Ok(Json(AppDeleted {
+        message: "App deleted successfully",
+        app_id: id.to_string(),
+    }))
 }

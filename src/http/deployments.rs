@@ -23,6 +23,50 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy))
 }
 
+/// A deployment as `GET /deployment-status` answers it: app.build's `{type, isDeployed,
+/// message}` among our fields.
+#[derive(Serialize, ToSchema)]
+struct DeploymentStatus {
+    #[serde(flatten)]
+    deployment: DeploymentView,
+    /// The sentence a client shows, e.g. "Your app is live at https://...".
+    #[schema(example = "Your app is live at https://todo.example.app")]
+    message: String,
+}
+
+impl From<DeploymentView> for DeploymentStatus {
+    fn from(deployment: DeploymentView) -> Self {
+        Self {
+            message: status_sentence(&deployment),
+            deployment,
+        }
+    }
+}
+
+/// The human sentence for a deployment's state, by the same grouping as its `type`.
+fn status_sentence(d: &DeploymentView) -> String {
+    match (d.kind, d.status.as_str()) {
+        ("HEALTHY", _) => match &d.url {
+            Some(url) => format!("Your app is live at {url}"),
+            None => "Your app is live".to_string(),
+        },
+        ("DEPLOYMENT_IN_PROGRESS", status) => {
+            format!("Your app is being deployed ({status})")
+        }
+        ("STOPPING", jobs::SUPERSEDED) => {
+            "This deployment was stopped: a newer one replaced it".to_string()
+        }
+        ("STOPPING", _) => "This deployment was cancelled".to_string(),
+        (_, status) => {
+            let reason = d
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("deployment {status}"));
+            format!("Deployment failed: {reason}")
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeployQueued {
@@ -46,7 +90,7 @@ struct DeployQueued {
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "Deployment id, or app id for its latest deployment")),
     responses(
-        (status = 200, description = "The deployment", body = DeploymentView),
+        (status = 200, description = "The deployment, with the sentence a client shows", body = DeploymentStatus),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
         (status = 404, description = "`not_found`: no such deployment of the caller's", body = ErrorBody,
@@ -59,7 +103,7 @@ async fn status(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<DeploymentView>> {
+) -> ApiResult<Json<DeploymentStatus>> {
     let id = parse_id(&id, "deployment")?.to_string();
     // Reconcile first: a status past its deadline is reported as the failure it is.
     jobs::fail_overdue(&state.db).await?;
@@ -70,7 +114,7 @@ async fn status(
     let job = job
         .filter(|j| j.owner_id == user.id)
         .ok_or_else(|| ApiError::not_found("deployment"))?;
-    Ok(Json(job.into()))
+    Ok(Json(DeploymentView::from(job).into()))
 }
 
 /// Queues a deployment of the app's current version.

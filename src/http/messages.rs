@@ -39,8 +39,8 @@ struct MessageRequest {
     template_id: Option<String>,
     /// Passed to the agent as is; a JSON object.
     settings: Option<Value>,
-    /// Accepted and ignored.
-    #[allow(dead_code)]
+    /// Which client sent it (app.build's `web`, `cli`, ...); a new app keeps its first 64
+    /// characters as its `clientSource`.
     client_source: Option<String>,
 }
 
@@ -114,12 +114,27 @@ async fn post_message(
             ));
         }
     }
+    // Kept only on the app a message creates (and never more than 64 characters).
+    let client_source = body
+        .client_source
+        .clone()
+        .filter(|_| body.application_id.is_none())
+        .map(|s| s.chars().take(64).collect::<String>());
     match start(&state, &user, body, idempotency_key, digest).await? {
         StartOutcome::Started {
             run,
             events,
             limits,
-        } => Ok(stream_events(&state, &run, events, limit_headers(&limits))),
+        } => {
+            if let Some(source) = client_source {
+                if let Err(e) =
+                    crate::apps::record_client_source(&state.db, &run.app_id, &source).await
+                {
+                    tracing::warn!(error = %e, "could not record the app's client source");
+                }
+            }
+            Ok(stream_events(&state, &run, events, limit_headers(&limits)))
+        }
         // Lost a race with a retry carrying the same key: that one counted, this one did not.
         StartOutcome::Existing(run) => {
             let status = state.limiter.status(&user.id).await?;

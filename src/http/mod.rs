@@ -1,4 +1,5 @@
 //! The HTTP surface: one router per resource, assembled here with the cross-cutting layers.
+mod analytics;
 mod apps;
 mod auth_routes;
 mod deployments;
@@ -78,6 +79,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(auth_routes::router())
         .merge(apps::router())
+        .merge(analytics::router())
         .merge(limits::router())
         .merge(files::router())
         .merge(deployments::router())

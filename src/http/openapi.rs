@@ -35,6 +35,7 @@ Streams (`POST /message`, `GET /runs/{id}/events`) are Server-Sent Events: `even
         (name = "health", description = "Liveness and database reachability"),
         (name = "auth", description = "Who the caller is, and the dev sign-in"),
         (name = "apps", description = "The caller's apps and their conversations"),
+        (name = "analytics", description = "Client analytics events, counted in the metrics"),
         (name = "limits", description = "Daily message limits"),
         (name = "runs", description = "Sending a message starts a run; its events are a resumable stream"),
         (name = "files", description = "Presigned links to an app version's files, and local downloads"),
@@ -77,12 +78,14 @@ provider's JWKS. Its `sub` is the user id.",
 /// `not_found`, `daily_limit_reached`, `payload_too_large`, `service_unavailable`,
 /// `internal_error`; the others are listed by the operations that use them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"code": "not_found", "message": "app not found"}))]
+#[schema(example = json!({"code": "not_found", "message": "app not found", "error": "app not found"}))]
 pub struct ErrorBody {
     /// Stable and machine-readable, e.g. `invalid_id`.
     pub code: String,
     /// For people; its wording may change.
     pub message: String,
+    /// The same text as `message`, which app.build clients read.
+    pub error: String,
 }
 
 /// Raw bytes, for responses whose content type depends on the file.
@@ -116,7 +119,9 @@ fn error_response(description: &str, examples: &[(&str, &str)]) -> Response {
             (
                 *code,
                 ExampleBuilder::new()
-                    .value(Some(json!({ "code": code, "message": message })))
+                    .value(Some(
+                        json!({ "code": code, "message": message, "error": message }),
+                    ))
                     .build(),
             )
         }))
@@ -206,7 +211,8 @@ mod tests {
             (body.code.as_str(), body.message.as_str()),
             ("invalid_id", "bad")
         );
-        assert_eq!(value.as_object().map(|o| o.len()), Some(2));
+        assert_eq!(body.error, body.message);
+        assert_eq!(value.as_object().map(|o| o.len()), Some(3));
     }
 
     #[test]

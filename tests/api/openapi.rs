@@ -273,7 +273,7 @@ async fn the_description_is_well_formed() {
         })
     );
     let error_body = &spec["components"]["schemas"]["ErrorBody"];
-    assert_eq!(error_body["required"], json!(["code", "message"]));
+    assert_eq!(error_body["required"], json!(["code", "message", "error"]));
 
     let mut refs = Vec::new();
     every_ref(&spec, &mut refs);

@@ -163,8 +163,8 @@ async fn relays_agent_events_and_persists_history(kind: DbKind) {
         .iter()
         .map(|m| {
             (
-                m["role"].as_str().unwrap_or("").to_string(),
-                m["content"].as_str().unwrap_or("").to_string(),
+                m["kind"].as_str().unwrap_or("").to_string(),
+                m["prompt"].as_str().unwrap_or("").to_string(),
             )
         })
         .collect();
