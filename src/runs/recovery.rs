@@ -122,6 +122,8 @@ pub async fn sweep(
     Ok((interrupted, actions))
 }
 
+const INTERRUPTED_CODE: &str = "run_interrupted";
+
 /// Claims the run by moving it out of the active statuses (false when someone else finished
 /// or interrupted it first), then completes its log, all in one transaction.
 async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, DbErr> {
@@ -129,6 +131,7 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
     let claimed = runs::Entity::update_many()
         .col_expr(runs::Column::Status, Expr::value("interrupted"))
         .col_expr(runs::Column::Error, Expr::value(MESSAGE))
+        .col_expr(runs::Column::ErrorCode, Expr::value(INTERRUPTED_CODE))
         .col_expr(runs::Column::FinishedAt, Expr::value(Utc::now()))
         .filter(runs::Column::Id.eq(run.id.as_str()))
         .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
@@ -155,10 +158,23 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
             .first()
             .is_some_and(StoredEvent::is_done);
     if !last_is_done {
+        // Kept in the history too, so a reload still shows why the run ended.
+        crate::apps::append_message(
+            &txn,
+            crate::apps::NewMessage {
+                app_id: &run.app_id,
+                run_id: Some(&run.id),
+                role: "platform",
+                kind: protocol::KIND_RUNTIME_ERROR,
+                content: MESSAGE,
+                metadata: Some(&crate::notices::error_metadata(INTERRUPTED_CODE)),
+            },
+        )
+        .await?;
         for (event, data) in [
             (
                 EVENT_ERROR,
-                protocol::error_payload(&ctx, "run_interrupted", MESSAGE),
+                protocol::error_payload(&ctx, INTERRUPTED_CODE, MESSAGE),
             ),
             (EVENT_DONE, protocol::done_payload(&ctx)),
         ] {

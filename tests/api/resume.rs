@@ -522,7 +522,7 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
     let orphan = uuid::Uuid::new_v4().to_string();
     entity::runs::ActiveModel {
         id: Set(orphan.clone()),
-        app_id: Set(app_id),
+        app_id: Set(app_id.clone()),
         owner_id: Set("alice".into()),
         trace_id: Set("t".into()),
         idempotency_key: Set(None),
@@ -546,6 +546,20 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
         .collect()
         .await;
     assert_eq!(kinds(&replay), vec!["error", "done"]);
+    // The interruption is in the app's history, so a reload shows why the run ended.
+    let history: serde_json::Value = second
+        .get(&format!("/apps/{app_id}/history"), &second.token("alice"))
+        .await
+        .json()
+        .await
+        .expect("history");
+    let interrupted = history
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|row| row["metadata"]["code"] == "run_interrupted")
+        .count();
+    assert_eq!(interrupted, 1, "{history}");
 
     // A cancel that reaches the other gateway stops the run at its runner's next sweep.
     let (run_id, _, reader) = start_slow_run(&first, &agent, &token).await;
