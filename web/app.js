@@ -206,15 +206,43 @@ function appTitle(app) {
   return app?.appName || app?.name || 'Untitled app';
 }
 
+// The badge of each of app.build's five `deployStatus` values.
+const DEPLOY_BADGES = {
+  pending: ['Draft', 'draft'],
+  deploying: ['Deploying', 'deploying'],
+  deployed: ['Live', 'live'],
+  failed: ['Deploy failed', 'failed'],
+  stopping: ['Stopping', 'draft'],
+};
+
+// Which `deployStatus` each finer `deploymentStatus` belongs to (the gateway's mapping).
+const DEPLOY_GROUPS = {
+  queued: 'deploying',
+  building: 'deploying',
+  deploying: 'deploying',
+  healthy: 'deployed',
+  failed: 'failed',
+  superseded: 'stopping',
+  cancelled: 'stopping',
+};
+
 function statusBadge(appId, app) {
   if (state.running.has(appId)) return h('span.badge.running', { dataset: { testid: 'deploy-badge', status: 'running' } }, 'Building…');
-  const raw = String(state.deployments.get(appId)?.status || app?.deployStatus || '').toLowerCase();
-  let label = 'Draft';
-  let cls = 'draft';
-  if (/deployed|complete|ready|healthy|live|running|success/.test(raw)) [label, cls] = ['Live', 'live'];
-  else if (/fail|error/.test(raw)) [label, cls] = ['Deploy failed', 'failed'];
-  else if (/pend|progress|deploying|queued|starting|building/.test(raw)) [label, cls] = ['Deploying', 'deploying'];
-  return h('span.badge', { class: cls, dataset: { testid: 'deploy-badge', status: raw || 'none' } }, label);
+  const status = DEPLOY_BADGES[app?.deployStatus] ? app.deployStatus : 'pending';
+  const [label, cls] = DEPLOY_BADGES[status];
+  // The finer status names the step, while it still belongs to the same state (a live stream
+  // may have moved `deployStatus` on since the app was fetched).
+  const finer = app?.deploymentStatus || '';
+  const step = status === 'deploying' && DEPLOY_GROUPS[finer] === status ? finer : '';
+  return h(
+    'span.badge',
+    {
+      class: cls,
+      title: finer ? `Latest deployment: ${finer}` : null,
+      dataset: { testid: 'deploy-badge', status, detail: finer || 'none' },
+    },
+    step ? `${label} · ${step}` : label,
+  );
 }
 
 function renderAppList() {
@@ -367,8 +395,9 @@ function renderHeader() {
         : null,
       h('button.btn.small.ghost.danger-text', { type: 'button', dataset: { testid: 'delete-app' }, onclick: () => removeApp(appId) }, 'Delete'),
     ),
-    deployment?.error && /fail|error/i.test(deployment.status || '')
-      ? h('div.notice.error', { role: 'alert' }, `Last deployment failed: ${deployment.error}`)
+    // The gateway's own sentence, e.g. "Deployment failed: no index.html …".
+    deployment?.type === 'ERROR' && (deployment.message || deployment.error)
+      ? h('div.notice.error', { role: 'alert' }, deployment.message || `Last deployment failed: ${deployment.error}`)
       : null,
     h(
       'nav.tabs',
@@ -423,7 +452,7 @@ function chatContext() {
       mergeApp(appId, info);
       if (info.version) state.files.get(appId)?.setLatestVersion(info.version);
       if (info.deployStatus === 'deployed' && info.appUrl) {
-        state.deployments.set(appId, { ...(state.deployments.get(appId) || {}), status: 'deployed', url: info.appUrl });
+        state.deployments.set(appId, { ...(state.deployments.get(appId) || {}), status: 'healthy', type: 'HEALTHY', url: info.appUrl });
       }
       if (state.current.appId === appId) renderHeader();
       renderAppList();

@@ -137,7 +137,7 @@ export class ChatView {
     const active = activeRuns.get(this.appId);
     for (const item of history || []) {
       // The run we re-attach to is replayed from its log; keep only the user's message of it.
-      if (active && item.runId === active && item.role !== 'user') continue;
+      if (active && item.runId === active && item.kind !== 'user') continue;
       const section = item.runId ? this.section(item.runId) : this.section(`history:${item.id}`, false);
       section.append(
         renderItem(fromHistoryItem(item), {
@@ -362,13 +362,16 @@ export class ChatView {
     if (this.appId) {
       const info = {};
       if (item.appName) info.appName = item.appName;
-      if (item.kind === 'PlatformMessage' && item.meta) {
+      if ((item.kind === 'PlatformMessage' || item.kind === 'RuntimeError') && item.meta) {
         const m = item.meta;
-        if (m.type === 'version_created' && m.version) info.version = m.version;
-        if (m.type === 'repo_created' && m.githubUrl) info.repositoryUrl = m.githubUrl;
-        if (m.type === 'deployment_in_progress') info.deployStatus = 'deploying';
-        if (m.type === 'deployment_complete') Object.assign(info, { deployStatus: 'deployed', appUrl: m.deploymentUrl });
-        if (m.type === 'deployment_failed') info.deployStatus = 'failed';
+        // app.build's notice types are in `type`; the gateway's own (and a failed
+        // deployment, sent as a RuntimeError) in `notice`.
+        const type = m.type || m.notice;
+        if (type === 'version_created' && m.version) info.version = m.version;
+        if (type === 'repo_created' && m.githubUrl) info.repositoryUrl = m.githubUrl;
+        if (type === 'deployment_in_progress') info.deployStatus = 'deploying';
+        if (type === 'deployment_complete') Object.assign(info, { deployStatus: 'deployed', appUrl: m.deploymentUrl });
+        if (type === 'deployment_failed') info.deployStatus = 'failed';
       }
       if (Object.keys(info).length) this.ctx.onAppChanged?.(this.appId, info);
     }

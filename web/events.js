@@ -60,12 +60,18 @@ export function fromStreamEvent({ event, data }) {
   };
 }
 
+/**
+ * One row of `GET /apps/:id/history` (app.build's `AppPrompts`): `kind` is `user` or
+ * `assistant`, `messageKind` the agent's or the gateway's kind, `prompt` the text.
+ */
 export function fromHistoryItem(item) {
   const meta = item.metadata && typeof item.metadata === 'object' ? item.metadata : null;
+  const user = item.kind === 'user';
+  const kind = user ? 'UserMessage' : item.messageKind || 'AgentMessage';
   return {
-    kind: item.kind || (item.role === 'user' ? 'UserMessage' : 'Unknown'),
-    role: item.role,
-    text: typeof item.content === 'string' ? item.content : messageText(item),
+    kind,
+    role: user ? 'user' : kind === 'PlatformMessage' ? 'platform' : 'assistant',
+    text: typeof item.prompt === 'string' ? item.prompt : '',
     meta,
     code: meta?.code || '',
     appName: meta?.app_name || null,
@@ -163,7 +169,8 @@ export function renderItem(item, { dataset = {}, actions = {}, outcome } = {}) {
 
 function renderPlatform(item, data, actions) {
   const meta = item.meta || {};
-  const type = meta.type || 'platform';
+  // app.build's notices say what happened in `type`, the gateway's own in `notice`.
+  const type = meta.type || meta.notice || 'platform';
   const dataset = { ...data, type };
   const icon = PLATFORM_ICONS[type] || 'ℹ️';
   const extra = [];

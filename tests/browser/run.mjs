@@ -344,6 +344,12 @@ async function main() {
       const fromHistory = await page.locator('[data-source="history"]').count();
       expect(fromHistory >= 4, `only ${fromHistory} history items after a reload`);
       await page.locator('[data-source="history"][data-kind="PlatformMessage"][data-type="version_created"]').first().waitFor();
+      // History rows are app.build's AppPrompts: agent replies keep their messageKind.
+      await page.locator('[data-source="history"][data-kind="ReviewResult"]').first().waitFor();
+      if (EXPECT_DEPLOY) {
+        // deployStatus takes app.build's values; the badge reads it.
+        await page.locator('[data-testid="app-header"] [data-testid="deploy-badge"][data-status="deployed"]').waitFor({ timeout: 10_000 });
+      }
       await page.locator(`[data-testid="app-item"][data-app-id="${appId}"].active`).waitFor({ timeout: 10_000 });
       await screenshot('history-after-reload');
     });
