@@ -39,13 +39,30 @@ pub struct AppView {
     pub deployment_status: Option<String>,
     /// The latest version (0 before the first).
     pub version: i32,
+    /// How the latest run is going or ended (null before the first).
+    pub latest_run: Option<LatestRun>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
+/// The latest run of an app, as `GET /runs/{id}` tells it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LatestRun {
+    #[schema(format = "uuid")]
+    pub id: String,
+    /// `running`, `succeeded`, `failed`, `cancelled` or `interrupted`.
+    #[schema(example = "failed")]
+    pub status: String,
+    /// Why it did not succeed (`diff_hunk_failed`, `deployment_failed`, ...).
+    #[schema(example = "diff_hunk_failed")]
+    pub error_code: Option<String>,
+}
+
 impl AppView {
-    pub fn new(app: apps::Model, trace_id: Option<String>) -> Self {
+    pub fn new(app: apps::Model, trace_id: Option<String>, latest_run: Option<LatestRun>) -> Self {
         Self {
+            latest_run,
             deploy_status: client_deploy_status(app.deploy_status.as_deref()),
             id: app.id,
             name: app.name,
@@ -149,19 +166,39 @@ pub struct AppRow {
     #[sea_orm(nested)]
     pub app: apps::Model,
     pub latest_trace_id: Option<String>,
+    pub latest_run_id: Option<String>,
+    pub latest_run_status: Option<String>,
+    pub latest_run_error_code: Option<String>,
 }
 
 impl From<AppRow> for AppView {
     fn from(row: AppRow) -> Self {
-        AppView::new(row.app, row.latest_trace_id)
+        let latest_run = match (row.latest_run_id, row.latest_run_status) {
+            (Some(id), Some(status)) => Some(LatestRun {
+                id,
+                status,
+                error_code: row.latest_run_error_code,
+            }),
+            _ => None,
+        };
+        AppView::new(row.app, row.latest_trace_id, latest_run)
     }
 }
 
-/// `(SELECT trace_id FROM runs WHERE app_id = apps.id ORDER BY created_at DESC LIMIT 1)`,
+/// Adds the latest run's trace id, id, status and error code to an app query.
+fn with_latest_run<Q: QuerySelect>(query: Q) -> Q {
+    query
+        .expr_as(latest_run(runs::Column::TraceId), "latest_trace_id")
+        .expr_as(latest_run(runs::Column::Id), "latest_run_id")
+        .expr_as(latest_run(runs::Column::Status), "latest_run_status")
+        .expr_as(latest_run(runs::Column::ErrorCode), "latest_run_error_code")
+}
+
+/// `(SELECT {column} FROM runs WHERE app_id = apps.id ORDER BY created_at DESC LIMIT 1)`,
 /// served by the `runs_app_created` index.
-fn latest_trace_id() -> Expr {
+fn latest_run(column: runs::Column) -> Expr {
     let latest = Query::select()
-        .column((runs::Entity, runs::Column::TraceId))
+        .column((runs::Entity, column))
         .from(runs::Entity)
         .and_where(
             Expr::col((runs::Entity, runs::Column::AppId)).equals((apps::Entity, apps::Column::Id)),
@@ -217,8 +254,7 @@ pub async fn find_owned_row(
     owner: &str,
     id: Uuid,
 ) -> Result<Option<AppRow>, DbErr> {
-    apps::Entity::find_by_id(id.to_string())
-        .expr_as(latest_trace_id(), "latest_trace_id")
+    with_latest_run(apps::Entity::find_by_id(id.to_string()))
         .filter(apps::Column::OwnerId.eq(owner))
         .filter(apps::Column::DeletedAt.is_null())
         .into_model::<AppRow>()
@@ -233,8 +269,7 @@ pub async fn list_owned(
     page: u64,
     limit: u64,
 ) -> Result<(Vec<AppRow>, u64), DbErr> {
-    let paginator = apps::Entity::find()
-        .expr_as(latest_trace_id(), "latest_trace_id")
+    let paginator = with_latest_run(apps::Entity::find())
         .filter(apps::Column::OwnerId.eq(owner))
         .filter(apps::Column::DeletedAt.is_null())
         .filter(listed())

@@ -10,7 +10,11 @@ use crate::helpers::{
 };
 
 async fn setup(kind: DbKind) -> (TestApp, FakeAgent) {
-    setup_with(kind, "[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n").await
+    setup_with(
+        kind,
+        "[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n",
+    )
+    .await
 }
 
 async fn setup_with(kind: DbKind, toml: &str) -> (TestApp, FakeAgent) {
@@ -186,6 +190,14 @@ async fn a_rejected_turn_keeps_the_agent_state_and_fails_the_run(kind: DbKind) {
     let view = run_view(&app, &token, &frames).await;
     assert_eq!(view["status"], "failed", "{view}");
     assert_eq!(view["errorCode"], "file_exists", "{view}");
+    // The app says so too.
+    let details = json_of(&app, &format!("/apps/{app_id}"), &token).await;
+    assert_eq!(details["latestRun"]["status"], "failed", "{details}");
+    assert_eq!(
+        details["latestRun"]["errorCode"], "file_exists",
+        "{details}"
+    );
+    assert_eq!(details["latestRun"]["id"], view["id"], "{details}");
 
     agent.push(Script::events(&[event("idle", "ReviewResult", Some("ok"))]));
     run(
@@ -246,7 +258,10 @@ async fn an_idempotency_key_reused_with_another_body_is_a_conflict(kind: DbKind)
         .await
         .expect("send");
     assert_eq!(first.status(), 200);
-    let run_id = first.headers()["x-run-id"].to_str().expect("id").to_string();
+    let run_id = first.headers()["x-run-id"]
+        .to_str()
+        .expect("id")
+        .to_string();
     SseReader::new(first).collect().await;
     // The same request again attaches to the same run.
     let again = send(json!({"message": "build a todo app"}))
@@ -344,7 +359,10 @@ async fn questions_before_the_first_app_do_not_count(kind: DbKind) {
     let frames = run(&app, &token, json!({"message": "build an app"})).await;
     let app_id = app_id_of(&frames);
     assert_eq!(usage(&app, &token).await, 0);
-    assert_eq!(json_of(&app, "/apps", &token).await["pagination"]["total"], 0);
+    assert_eq!(
+        json_of(&app, "/apps", &token).await["pagination"]["total"],
+        0
+    );
     // The answer goes to the same application id, and builds the app: that one counts.
     agent.push(Script::events(&[review(INDEX_DIFF, json!({}))]));
     let frames = run(
