@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+mod database;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
@@ -32,6 +34,9 @@ pub enum ApiError {
     /// The client did not send its request in time.
     #[error("{0}")]
     RequestTimeout(String),
+    /// The database cannot be reached or written right now.
+    #[error("the database is unavailable; try again shortly")]
+    DatabaseUnavailable(#[source] sea_orm::DbErr),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -61,6 +66,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -77,6 +83,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "service_unavailable",
             Self::RequestTimeout(_) => "request_timeout",
+            Self::DatabaseUnavailable(_) => "database_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -84,7 +91,11 @@ impl ApiError {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
-        Self::Internal(anyhow::Error::new(e).context("database"))
+        if database::is_unavailable(&e) {
+            Self::DatabaseUnavailable(e)
+        } else {
+            Self::Internal(anyhow::Error::new(e).context("database"))
+        }
     }
 }
 
@@ -93,6 +104,9 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if let Self::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        if let Self::DatabaseUnavailable(cause) = &self {
+            tracing::warn!(error = %cause, "request failed: database unavailable");
         }
         // `error` repeats the message: app.build clients read that field.
         let message = self.to_string();

@@ -6,6 +6,7 @@ pub mod app_versions;
 pub mod apps;
 pub mod cleanup_jobs;
 pub mod deployments;
+pub mod health_checks;
 pub mod run_events;
 pub mod runs;
 pub mod usage_counters;

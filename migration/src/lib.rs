@@ -11,6 +11,7 @@ mod m20261202_000006_run_runners;
 mod m20261202_000007_version_repositories;
 mod m20261205_000020_run_outcomes;
 mod m20261205_000030_app_listing;
+mod m20261205_000040_health_checks;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_version_repositories::Migration),
             Box::new(m20261205_000020_run_outcomes::Migration),
             Box::new(m20261205_000030_app_listing::Migration),
+            Box::new(m20261205_000040_health_checks::Migration),
         ]
     }
 }

@@ -48,6 +48,21 @@ pub trait ObjectStore: Send + Sync {
 
     /// A cheap round trip that proves the store answers.
     async fn check(&self) -> Result<(), StorageError>;
+
+    /// Proves the store takes a write and reads it back (a store that answers may still refuse
+    /// writes: a full disk, a read-only bucket policy). Writes one tiny fixed object.
+    async fn probe(&self) -> Result<(), StorageError> {
+        const KEY: &str = "health/probe";
+        const BODY: &[u8] = b"ok";
+        self.put(KEY, Bytes::from_static(BODY), "text/plain")
+            .await?;
+        match self.get(KEY).await? {
+            Some(read) if read.as_ref() == BODY => Ok(()),
+            _ => Err(StorageError::Unavailable(
+                "the health probe object did not read back".into(),
+            )),
+        }
+    }
 }
 
 pub type SharedStore = Arc<dyn ObjectStore>;

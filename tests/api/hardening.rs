@@ -1,6 +1,8 @@
 //! Hardening: required token claims, dev sign-in rules, path normalisation before the
 //! allow-list, path and file-count limits, Retry-After, failing closed on an unwritable
 //! database or unreachable storage/agent, and inert downloads.
+use std::time::Duration;
+
 use axum::routing::get;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -400,3 +402,102 @@ fn serve_prints_a_short_lived_dev_token_only_with_dev_login_on() {
     let lifetime = claims["exp"].as_i64().expect("exp") - claims["iat"].as_i64().expect("iat");
     assert!((1..=3600).contains(&lifetime), "lives {lifetime} s");
 }
+
+async fn health(app: &TestApp) -> (u16, Value) {
+    let response = app
+        .http
+        .get(app.url("/health"))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("json"))
+}
+
+/// Another connection holds SQLite's write lock: reads work, every write waits out its busy
+/// timeout and fails, as on a database that cannot take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_database_is_503_database_unavailable_and_fails_health() {
+    use sea_orm::sqlx::{self, Connection};
+    let app = spawn_app_with(DbKind::Sqlite, "").await;
+    let (status, body) = health(&app).await;
+    assert_eq!(
+        (status, &body["checks"]["database"]),
+        (200, &json!("ok")),
+        "{body}"
+    );
+
+    let path = app.data_dir.path().join("agentgate.db");
+    let url = format!("sqlite://{}", path.display());
+    let mut blocker = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut blocker)
+        .await
+        .expect("take the write lock");
+
+    let admin = app.privileged_token("admin");
+    let response = app
+        .http
+        .put(app.url("/admin/users/alice/limit"))
+        .bearer_auth(&admin)
+        .json(&json!({"dailyMessageLimit": 5}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "database_unavailable", "{body}");
+    assert!(
+        !body["message"].as_str().unwrap_or("").contains("locked"),
+        "no internals: {body}"
+    );
+    // The cached healthy answer expires; the next probe's write fails.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["database"], "error");
+    assert_eq!(body["checks"]["storage"], "ok");
+    assert_eq!(body["checks"]["agent"], "ok");
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 200, "healthy again once writes work: {body}");
+    app.stop().await;
+}
+
+async fn health_fails_when_storage_or_the_agent_is_unreachable(kind: DbKind) {
+    let app = spawn_app_with(kind, "").await;
+    // A file where the objects directory was: nothing can be written below it.
+    let objects = app.data_dir.path().join("objects");
+    std::fs::remove_dir_all(&objects).ok();
+    std::fs::write(&objects, b"not a directory").expect("write");
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["storage"], "error", "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert_eq!(body["checks"]["agent"], "ok", "{body}");
+    app.stop().await;
+
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let app = spawn_app_with(
+        kind,
+        &format!("[agent]\nurl = \"http://127.0.0.1:{closed}\"\nsecret = \"s\"\n"),
+    )
+    .await;
+    let (status, body) = health(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["agent"], "error", "{body}");
+    assert_eq!(body["checks"]["storage"], "ok", "{body}");
+    app.stop().await;
+}
+db_test!(health_fails_when_storage_or_the_agent_is_unreachable);
