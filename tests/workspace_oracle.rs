@@ -21,6 +21,10 @@ mod fuzz;
 mod git;
 #[path = "workspace_oracle/oracle.rs"]
 mod oracle;
+#[path = "workspace_oracle/prefixes.rs"]
+mod prefixes;
+#[path = "workspace_oracle/zero_context.rs"]
+mod zero_context;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -65,23 +65,42 @@ pub(crate) fn is_dev_null(s: &[u8]) -> bool {
         .is_some_and(|rest| rest.first().is_some_and(|&c| is_space(c)))
 }
 
-/// Drops the `a/` or `b/` that `git diff` puts in front of header names.
-/// Unlike `git apply -p1`, any other first component is kept, so
-/// `--- src/x` names `src/x`.
-pub(crate) fn strip_ab(name: &[u8]) -> &[u8] {
-    if name.starts_with(b"a/") || name.starts_with(b"b/") {
-        &name[2..]
-    } else {
-        name
+/// The prefix `git diff` puts in front of the names on one side of a patch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Prefix {
+    /// Old-side names (`---`, the first `diff --git` name) carry `a/`.
+    Old,
+    /// New-side names (`+++`, the second `diff --git` name) carry `b/`.
+    New,
+    /// `rename from` and friends carry none.
+    None,
+}
+
+impl Prefix {
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Prefix::Old => b"a/",
+            Prefix::New => b"b/",
+            Prefix::None => b"",
+        }
     }
 }
 
-/// `strip_ab` for the `diff --git` line, where an absolute name is unusable.
-fn header_strip(name: &[u8]) -> Option<&[u8]> {
+/// Drops the `a/` of an old-side name or the `b/` of a new-side one, as
+/// git does. Unlike `git apply -p1`, any other first component is kept,
+/// so `--- src/x` names `src/x`; and `+++ a/x` names `a/x`, as a
+/// `--no-prefix` diff of a folder called `a` means it.
+pub(crate) fn strip_prefix(name: &[u8], prefix: Prefix) -> &[u8] {
+    name.strip_prefix(prefix.bytes()).unwrap_or(name)
+}
+
+/// `strip_prefix` for the `diff --git` line, where an absolute name is
+/// unusable.
+fn header_strip(name: &[u8], prefix: Prefix) -> Option<&[u8]> {
     if name.starts_with(b"/") {
         None
     } else {
-        Some(strip_ab(name))
+        Some(strip_prefix(name, prefix))
     }
 }
 
@@ -114,35 +133,34 @@ fn ends_name(c: u8, term: Terminator) -> bool {
 }
 
 /// Reads a (possibly quoted) name at the start of `line`, which runs to the
-/// end of the diff. `strip` removes an `a/`/`b/` prefix; `def` is preferred
-/// when the name merely extends it (`file` vs `file.orig`).
+/// end of the diff, without its side's `prefix`; `def` is preferred when
+/// the name merely extends it (`file` vs `file.orig`).
 pub(crate) fn find_name(
     line: &[u8],
     def: Option<&[u8]>,
-    strip: bool,
+    prefix: Prefix,
     term: Terminator,
 ) -> Option<Vec<u8>> {
-    if let Some(name) = quoted_name(line, strip) {
+    if let Some(name) = quoted_name(line, prefix) {
         return Some(name);
     }
     let end = line
         .iter()
         .position(|&c| ends_name(c, term))
         .unwrap_or(line.len());
-    name_common(&line[..end], def, strip)
+    name_common(&line[..end], def, prefix)
 }
 
-fn quoted_name(line: &[u8], strip: bool) -> Option<Vec<u8>> {
+fn quoted_name(line: &[u8], prefix: Prefix) -> Option<Vec<u8>> {
     if line.first() != Some(&b'"') {
         return None;
     }
     let (name, _) = unquote_c_style(line)?;
-    let name = if strip { strip_ab(&name) } else { &name[..] };
-    Some(squash_slashes(name))
+    Some(squash_slashes(strip_prefix(&name, prefix)))
 }
 
-fn name_common(token: &[u8], def: Option<&[u8]>, strip: bool) -> Option<Vec<u8>> {
-    let name = if strip { strip_ab(token) } else { token };
+fn name_common(token: &[u8], def: Option<&[u8]>, prefix: Prefix) -> Option<Vec<u8>> {
+    let name = strip_prefix(token, prefix);
     if name.is_empty() {
         return def.map(squash_slashes);
     }
@@ -156,8 +174,12 @@ fn name_common(token: &[u8], def: Option<&[u8]>, strip: bool) -> Option<Vec<u8>>
 
 /// Reads the name of a traditional `---`/`+++` line, dropping a trailing
 /// timestamp such as `\t2024-01-01 10:00:00.000000000 +0100`.
-pub(crate) fn find_name_traditional(line: &[u8], def: Option<&[u8]>) -> Option<Vec<u8>> {
-    if let Some(name) = quoted_name(line, true) {
+pub(crate) fn find_name_traditional(
+    line: &[u8],
+    def: Option<&[u8]>,
+    prefix: Prefix,
+) -> Option<Vec<u8>> {
+    if let Some(name) = quoted_name(line, prefix) {
         return Some(name);
     }
     let len = line_len(line);
@@ -168,9 +190,9 @@ pub(crate) fn find_name_traditional(line: &[u8], def: Option<&[u8]>) -> Option<V
     };
     let date = timestamp_len(&line[..len]);
     if date == 0 {
-        return find_name(line, def, true, Terminator::Tab);
+        return find_name(line, def, prefix, Terminator::Tab);
     }
-    name_common(&line[..len - date], def, true)
+    name_common(&line[..len - date], def, prefix)
 }
 
 fn all_digits(s: &[u8]) -> bool {
@@ -384,7 +406,7 @@ fn epoch_clock(s: &[u8]) -> Option<i64> {
 pub(crate) fn git_header_name(line: &[u8], llen: usize) -> Option<Vec<u8>> {
     if line.first() == Some(&b'"') {
         let (first, used) = unquote_c_style(line)?;
-        let first = header_strip(&first)?.to_vec();
+        let first = header_strip(&first, Prefix::Old)?.to_vec();
         let mut second = used;
         while second < llen && is_space(line[second]) {
             second += 1;
@@ -394,17 +416,17 @@ pub(crate) fn git_header_name(line: &[u8], llen: usize) -> Option<Vec<u8>> {
         }
         if line[second] == b'"' {
             let (other, _) = unquote_c_style(&line[second..])?;
-            return (header_strip(&other)? == first.as_slice()).then_some(first);
+            return (header_strip(&other, Prefix::New)? == first.as_slice()).then_some(first);
         }
         // An unquoted second name is compared with its newline, as git does.
-        let rest = header_strip(&line[second..llen])?;
+        let rest = header_strip(&line[second..llen], Prefix::New)?;
         return (rest == first.as_slice()).then_some(first);
     }
-    let name = header_strip(&line[..llen])?;
+    let name = header_strip(&line[..llen], Prefix::Old)?;
     let name_start = llen - name.len();
     if let Some(q) = name.iter().position(|&c| c == b'"') {
         let (other, _) = unquote_c_style(&line[name_start + q..])?;
-        let np = header_strip(&other)?;
+        let np = header_strip(&other, Prefix::New)?;
         let len = np.len();
         let ok = len < q && name[..len] == *np && name.get(len).is_some_and(|&c| is_space(c));
         return ok.then(|| np.to_vec());
@@ -414,7 +436,7 @@ pub(crate) fn git_header_name(line: &[u8], llen: usize) -> Option<Vec<u8>> {
         if c != b' ' && c != b'\t' {
             continue;
         }
-        let Some(second) = header_strip(&name[len + 1..line_end]) else {
+        let Some(second) = header_strip(&name[len + 1..line_end], Prefix::New) else {
             continue;
         };
         if second.len() == len && name[..len] == *second {
@@ -422,6 +444,35 @@ pub(crate) fn git_header_name(line: &[u8], llen: usize) -> Option<Vec<u8>> {
         }
     }
     None
+}
+
+/// Whether a `diff --git` line reads `a/OLD b/NEW`: the first name starts
+/// with `a/` and a later one with `b/`. Git strips any first component
+/// instead, and refuses only names without one ("lacks filename
+/// information"); that turns a `--no-prefix` diff of `a/x` into `x`.
+/// `line` and `llen` are as for [`git_header_name`].
+pub(crate) fn has_ab_names(line: &[u8], llen: usize) -> bool {
+    let line = &line[..llen];
+    let second_is_b = |rest: &[u8]| {
+        let rest = rest.strip_prefix(b"\"").unwrap_or(rest);
+        rest.starts_with(b"b/")
+    };
+    if line.first() == Some(&b'"') {
+        let Some((first, used)) = unquote_c_style(line) else {
+            return false;
+        };
+        let after = &line[used..];
+        let gap = after
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        return first.starts_with(b"a/") && gap > 0 && second_is_b(&after[gap..]);
+    }
+    line.starts_with(b"a/")
+        && line
+            .iter()
+            .enumerate()
+            .any(|(i, &c)| (c == b' ' || c == b'\t') && second_is_b(&line[i + 1..]))
 }
 
 #[cfg(test)]
@@ -465,9 +516,39 @@ mod tests {
     }
 
     #[test]
+    fn each_side_strips_only_its_own_prefix() {
+        assert_eq!(strip_prefix(b"a/x", Prefix::Old), b"x");
+        assert_eq!(strip_prefix(b"b/x", Prefix::Old), b"b/x");
+        assert_eq!(strip_prefix(b"b/x", Prefix::New), b"x");
+        assert_eq!(strip_prefix(b"a/x", Prefix::New), b"a/x");
+        assert_eq!(strip_prefix(b"a/x", Prefix::None), b"a/x");
+        // A `--no-prefix` diff of `a/new.txt`: the halves no longer agree.
+        assert_eq!(header("diff --git a/new.txt a/new.txt\n"), None);
+        assert_eq!(header("diff --git b/x b/x\n"), None);
+    }
+
+    #[test]
+    fn header_names_must_read_a_then_b() {
+        let ab = |line: &str| {
+            let rest = line.strip_prefix("diff --git ").unwrap();
+            has_ab_names(rest.as_bytes(), line_len(rest.as_bytes()))
+        };
+        assert!(ab("diff --git a/x b/x\n"));
+        assert!(ab("diff --git a/old name b/new name\n"));
+        assert!(ab("diff --git \"a/t\\tab\" \"b/t\\tab\"\n"));
+        assert!(ab("diff --git a/x \"b/x\"\n"));
+        assert!(ab("diff --git \"a/x\" b/x\n"));
+        assert!(!ab("diff --git a/new.txt a/new.txt\n"));
+        assert!(!ab("diff --git b/x.txt b/x.txt\n"));
+        assert!(!ab("diff --git top.txt top.txt\n"));
+        assert!(!ab("diff --git a/x.b/y a/x.b/y\n"));
+        assert!(!ab("diff --git \"a/x\"b/x\n"));
+    }
+
+    #[test]
     fn names_from_minus_plus_lines() {
         let n = |s: &str| {
-            find_name(s.as_bytes(), None, true, Terminator::Tab)
+            find_name(s.as_bytes(), None, Prefix::New, Terminator::Tab)
                 .map(|v| String::from_utf8(v).unwrap())
         };
         assert_eq!(
@@ -479,14 +560,15 @@ mod tests {
         assert_eq!(n("b/x//y\n").as_deref(), Some("x/y"));
         assert_eq!(n("\"b/t\\tab\"\n").as_deref(), Some("t\tab"));
         assert_eq!(n("src/a/b.rs\n").as_deref(), Some("src/a/b.rs"));
-        let rename = find_name(b"a/x y\tz\n", None, false, Terminator::LineEnd).unwrap();
+        let rename = find_name(b"a/x y\tz\n", None, Prefix::None, Terminator::LineEnd).unwrap();
         assert_eq!(rename, b"a/x y\tz");
     }
 
     #[test]
     fn traditional_names_drop_timestamps() {
         let t = |s: &str| {
-            String::from_utf8(find_name_traditional(s.as_bytes(), None).unwrap()).unwrap()
+            String::from_utf8(find_name_traditional(s.as_bytes(), None, Prefix::Old).unwrap())
+                .unwrap()
         };
         assert_eq!(t("a/x.txt\t2024-01-02 10:11:12.123456789 +0100\n"), "x.txt");
         assert_eq!(t("a/my file.txt 2024-01-02 10:11:12\n"), "my file.txt");

@@ -141,6 +141,9 @@ fn sides(text: &[u8]) -> Result<(Side, Side), String> {
     Ok((pre, post))
 }
 
+/// How a refused zero-context hunk's reason starts.
+const NO_CONTEXT: &str = "the diff has no context lines around this hunk (made with -U0?)";
+
 /// Applies one hunk. On failure returns a reason for the error message.
 pub(crate) fn apply_hunk(img: &mut Image, diff: &[u8], hunk: &Hunk) -> Result<(), String> {
     let (pre, post) = sides(&diff[hunk.text.clone()])?;
@@ -148,6 +151,15 @@ pub(crate) fn apply_hunk(img: &mut Image, diff: &[u8], hunk: &Hunk) -> Result<()
     // without trailing context at the bottom.
     let match_beginning = hunk.oldpos <= 1;
     let match_end = hunk.trailing == 0;
+    // A hunk without context (`diff -U0`) is anchored by its line numbers
+    // alone, which git ignores: it would put the hunk at the end of the
+    // file. Only a hunk that must cover the whole file is unambiguous.
+    let no_context = hunk.context == 0;
+    if no_context && !match_beginning {
+        return Err(format!(
+            "{NO_CONTEXT}, so where it goes is ambiguous; send the diff with context lines"
+        ));
+    }
     // Git keeps the position in a C int; the same truncation keeps the search
     // order (and so the chosen match) identical for absurd line numbers.
     let pos = if hunk.newpos == 0 {
@@ -157,7 +169,13 @@ pub(crate) fn apply_hunk(img: &mut Image, diff: &[u8], hunk: &Hunk) -> Result<()
     };
     let start = start_line(img, &pre, pos, match_beginning, match_end);
     let Some(at) = find_pos(img, &pre, start, match_beginning, match_end) else {
-        return Err(diagnose(img, &pre, start, match_beginning, match_end));
+        let why = diagnose(img, &pre, start, match_beginning, match_end);
+        if no_context {
+            return Err(format!(
+                "{NO_CONTEXT}, so it must cover the whole file: {why}"
+            ));
+        }
+        return Err(why);
     };
     let new_lines = patched_lines(&post, img.bytes.len());
     img.bytes.extend_from_slice(&post.bytes);
@@ -363,6 +381,29 @@ mod tests {
     fn later_hunk_cannot_match_patched_lines() {
         let diff = format!("{HEAD}@@ -1,2 +1,2 @@\n-a\n+b\n b\n@@ -1,2 +1,2 @@\n-b\n+c\n b\n");
         assert!(apply("a\nb\nz\n", &diff).is_err());
+    }
+
+    #[test]
+    fn zero_context_hunk_inside_a_file_is_refused_not_appended() {
+        // Meant after "b"; git puts it after "c", at the end of the file.
+        let diff = format!("{HEAD}@@ -2,0 +3 @@\n+new\n");
+        let err = apply("a\nb\nc\n", &diff).unwrap_err();
+        assert!(err.starts_with(NO_CONTEXT), "{err}");
+        assert!(err.ends_with("where it goes is ambiguous; send the diff with context lines"));
+    }
+
+    #[test]
+    fn zero_context_hunk_must_cover_the_whole_file() {
+        let diff = format!("{HEAD}@@ -1,2 +1 @@\n-a\n-b\n+c\n");
+        assert_eq!(apply("a\nb\n", &diff).unwrap(), "c\n");
+        let err = apply("a\nb\nz\n", &diff).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{NO_CONTEXT}, so it must cover the whole file: ")),
+            "{err}"
+        );
+        let insert = format!("{HEAD}@@ -0,0 +1 @@\n+x\n");
+        assert_eq!(apply("", &insert).unwrap(), "x\n");
+        assert!(apply("a\n", &insert).unwrap_err().starts_with(NO_CONTEXT));
     }
 
     #[test]

@@ -7,9 +7,24 @@
 //! `GIT binary patch` literal and delta hunks verified against the full ids
 //! on the `index` line. Text around and between patches is ignored.
 //!
-//! Deliberate differences:
-//! - only a leading `a/` or `b/` is stripped from header paths, where
-//!   `git apply -p1` strips any first component (`--- src/x` is `src/x`);
+//! Deliberate differences (each one refuses or keeps a name where git would
+//! guess, so a diff never lands somewhere its author did not mean):
+//! - a hunk without context lines (`git diff -U0`) applies only where its
+//!   place is unambiguous, i.e. where it must cover the whole file: a new
+//!   file, a fully replaced or emptied file, an insertion into an empty
+//!   file (`@@ -0,0 +1,N @@`, `@@ -1,N +1,M @@`). Anywhere else it is
+//!   refused (`diff_hunk_failed`, "the diff has no context lines"): git
+//!   ignores its line numbers and puts it at the end of the file;
+//! - header names lose only their side's prefix: `a/` on the old side
+//!   (`---`, the first `diff --git` name), `b/` on the new side (`+++`, the
+//!   second); `git apply -p1` strips any first component, so for us
+//!   `--- src/x` is `src/x` and `+++ a/x` is `a/x`;
+//! - a `diff --git` line must read `a/OLD b/NEW`, and its `---`/`+++`
+//!   lines must name the same file: a `--no-prefix` diff
+//!   (`diff --git a/x a/x` for a folder `a`) is refused with git's own
+//!   words for the cases it refuses ("lacks filename information when
+//!   removing 1 leading pathname component"), where git would apply it to
+//!   `x`;
 //! - every path must already be in [`normalize_path`] form and every
 //!   symlink must resolve inside the tree (git turns `+++ /etc/x` into
 //!   `etc/x` and lets symlinks point anywhere);

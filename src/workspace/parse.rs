@@ -8,8 +8,8 @@ use std::ops::Range;
 use super::binary::{self, BinaryHunk, HunkError};
 use super::error::shown;
 use super::header::{
-    find_name, find_name_traditional, git_header_name, has_epoch_timestamp, is_dev_null, is_space,
-    line_len, strtoul, Terminator,
+    find_name, find_name_traditional, git_header_name, has_ab_names, has_epoch_timestamp,
+    is_dev_null, is_space, line_len, strtoul, Prefix, Terminator,
 };
 use super::limits::Budget;
 use super::PatchError;
@@ -23,6 +23,8 @@ pub(crate) struct Hunk {
     pub newpos: u64,
     pub newlines: u64,
     pub trailing: u64,
+    /// Context lines anywhere in the hunk; 0 for a `-U0` diff.
+    pub context: u64,
     pub text: Range<usize>,
     /// `@@ -a,b +c,d @@`, for messages.
     pub header: String,
@@ -234,14 +236,14 @@ fn parse_traditional(first: &[u8], second: &[u8], patch: &mut FilePatch) -> Opti
     if is_dev_null(first) {
         patch.is_new = 1;
         patch.is_delete = 0;
-        patch.new_name = Some(find_name_traditional(second, None)?);
+        patch.new_name = Some(find_name_traditional(second, None, Prefix::New)?);
     } else if is_dev_null(second) {
         patch.is_new = 0;
         patch.is_delete = 1;
-        patch.old_name = Some(find_name_traditional(first, None)?);
+        patch.old_name = Some(find_name_traditional(first, None, Prefix::Old)?);
     } else {
-        let first_name = find_name_traditional(first, None);
-        let name = find_name_traditional(second, first_name.as_deref())?;
+        let first_name = find_name_traditional(first, None, Prefix::Old);
+        let name = find_name_traditional(second, first_name.as_deref(), Prefix::New)?;
         if has_epoch_timestamp(first) {
             patch.is_new = 1;
             patch.is_delete = 0;
@@ -270,6 +272,16 @@ fn parse_git_header(
     patch.is_new = 0;
     patch.is_delete = 0;
     let prefix = b"diff --git ".len();
+    if !has_ab_names(&diff[at + prefix..], first_len - prefix) {
+        // Without `a/` and `b/` the names cannot be told from their folders:
+        // `diff --git a/x a/x` is `a/x` made with `--no-prefix`, which git
+        // would apply to `x`.
+        return fail(
+            at,
+            "git diff header lacks filename information when removing 1 leading pathname \
+             component: the names must read a/OLD b/NEW (a diff made with --no-prefix?)",
+        );
+    }
     let def_name = git_header_name(&diff[at + prefix..], first_len - prefix);
     let mut offset = first_len;
     loop {
@@ -284,10 +296,10 @@ fn parse_git_header(
             break;
         } else if let Some(rest) = after(b"--- ") {
             let isnull = patch.is_new != 0;
-            verify_name(rest, isnull, &mut patch.old_name, "old", pos)?;
+            verify_name(rest, isnull, &mut patch.old_name, Prefix::Old, pos)?;
         } else if let Some(rest) = after(b"+++ ") {
             let isnull = patch.is_delete != 0;
-            verify_name(rest, isnull, &mut patch.new_name, "new", pos)?;
+            verify_name(rest, isnull, &mut patch.new_name, Prefix::New, pos)?;
         } else if let Some(rest) = after(b"old mode ") {
             patch.old_mode = parse_mode(rest, pos)?;
         } else if let Some(rest) = after(b"new mode ") {
@@ -302,16 +314,16 @@ fn parse_git_header(
             patch.new_mode = parse_mode(rest, pos)?;
         } else if let Some(rest) = after(b"copy from ") {
             patch.is_copy = true;
-            patch.old_name = find_name(rest, None, false, Terminator::LineEnd);
+            patch.old_name = find_name(rest, None, Prefix::None, Terminator::LineEnd);
         } else if let Some(rest) = after(b"copy to ") {
             patch.is_copy = true;
-            patch.new_name = find_name(rest, None, false, Terminator::LineEnd);
+            patch.new_name = find_name(rest, None, Prefix::None, Terminator::LineEnd);
         } else if let Some(rest) = after(b"rename old ").or_else(|| after(b"rename from ")) {
             patch.is_rename = true;
-            patch.old_name = find_name(rest, None, false, Terminator::LineEnd);
+            patch.old_name = find_name(rest, None, Prefix::None, Terminator::LineEnd);
         } else if let Some(rest) = after(b"rename new ").or_else(|| after(b"rename to ")) {
             patch.is_rename = true;
-            patch.new_name = find_name(rest, None, false, Terminator::LineEnd);
+            patch.new_name = find_name(rest, None, Prefix::None, Terminator::LineEnd);
         } else if line.starts_with(b"similarity index ")
             || line.starts_with(b"dissimilarity index ")
         {
@@ -335,6 +347,25 @@ fn parse_git_header(
         }
         offset += len;
     }
+    // The ---/+++ lines must name the file of the `diff --git` line: git
+    // takes whichever name it reads, so `--- b/x` under `diff --git a/x b/x`
+    // would read `b/x`, the file in a folder `b`.
+    if let Some(def) = def_name
+        .as_ref()
+        .filter(|_| !patch.is_rename && !patch.is_copy)
+    {
+        for (name, side) in [(&patch.old_name, "old"), (&patch.new_name, "new")] {
+            if name.as_ref().is_some_and(|n| n != def) {
+                return fail(
+                    at,
+                    format!(
+                        "inconsistent {side} file name: the ---/+++ lines name another file \
+                         than the diff --git line"
+                    ),
+                );
+            }
+        }
+    }
     if patch.old_name.is_none() && patch.new_name.is_none() {
         let Some(name) = def_name else {
             return fail(at, "git diff header lacks file name information");
@@ -355,12 +386,12 @@ fn verify_name(
     rest: &[u8],
     isnull: bool,
     name: &mut Option<Vec<u8>>,
-    side: &str,
+    side: Prefix,
     pos: usize,
 ) -> Parsed<()> {
     match name {
         None if !isnull => {
-            *name = find_name(rest, None, true, Terminator::Tab);
+            *name = find_name(rest, None, side, Terminator::Tab);
             Ok(())
         }
         None => {
@@ -374,9 +405,12 @@ fn verify_name(
             if isnull {
                 return fail(pos, "expected /dev/null");
             }
-            match find_name(rest, None, true, Terminator::Tab) {
+            match find_name(rest, None, side, Terminator::Tab) {
                 Some(other) if other == *existing => Ok(()),
-                _ => fail(pos, format!("inconsistent {side} file name")),
+                _ => {
+                    let side = if side == Prefix::Old { "old" } else { "new" };
+                    fail(pos, format!("inconsistent {side} file name"))
+                }
             }
         }
     }
@@ -501,7 +535,7 @@ fn parse_hunk(diff: &[u8], start: usize) -> Parsed<Hunk> {
         return fail(start, format!("bad header {}", excerpt(header_line)));
     };
     let (mut oldlines, mut newlines) = (oldcount, newcount);
-    let (mut trailing, mut added, mut deleted) = (0u64, 0u64, 0u64);
+    let (mut trailing, mut context, mut added, mut deleted) = (0u64, 0u64, 0u64, 0u64);
     let mut at = start + first;
     while at < diff.len() {
         if oldlines == 0 && newlines == 0 {
@@ -517,6 +551,7 @@ fn parse_hunk(diff: &[u8], start: usize) -> Parsed<Hunk> {
                 oldlines = oldlines.wrapping_sub(1);
                 newlines = newlines.wrapping_sub(1);
                 trailing += 1;
+                context += 1;
             }
             b'-' => {
                 deleted += 1;
@@ -560,6 +595,7 @@ fn parse_hunk(diff: &[u8], start: usize) -> Parsed<Hunk> {
         newpos,
         newlines: newcount,
         trailing,
+        context,
         text: start..at,
         header: String::from_utf8_lossy(&header_line[..header_end]).into_owned(),
     })

@@ -428,7 +428,11 @@ pub(crate) fn generated_corpus() -> &'static [Case] {
                 seed: Some(case_seed),
                 base,
                 diff,
-                expect: Expect::SameAsGit,
+                expect: if flags.contains(&"-U0") {
+                    Expect::SameAsGitOrNoContext
+                } else {
+                    Expect::SameAsGit
+                },
             }
         };
         std::thread::scope(|s| {

@@ -93,23 +93,23 @@ pub(crate) fn random_diffish(rng: &mut StdRng) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Whether every header path carries git's `a/` or `b/` prefix. For any
-/// other first component `git apply -p1` strips it while we keep it (a
-/// deliberate difference), so only these diffs are compared with git.
+/// Whether every header path carries git's prefix for its side: `a/` on
+/// the old side, `b/` on the new. For any other first component
+/// `git apply -p1` strips it while we keep it (a deliberate difference),
+/// so only these diffs are compared with git.
 pub(crate) fn headers_use_ab_prefixes(diff: &[u8]) -> bool {
-    let prefixed = |name: &[u8]| {
+    let prefixed = |name: &[u8], prefix: &[u8]| {
         let name = name.strip_prefix(b"\"").unwrap_or(name);
-        name.starts_with(b"a/") || name.starts_with(b"b/") || name.starts_with(b"/dev/null")
+        name.starts_with(prefix) || name.starts_with(b"/dev/null")
     };
     diff.split(|&c| c == b'\n').all(|line| {
         if let Some(names) = line.strip_prefix(b"diff --git ") {
             let second = names.windows(3).any(|w| w == b" b/" || w == b"\"b/");
-            prefixed(names) && second
-        } else if let Some(name) = line
-            .strip_prefix(b"--- ")
-            .or_else(|| line.strip_prefix(b"+++ "))
-        {
-            prefixed(name)
+            prefixed(names, b"a/") && second
+        } else if let Some(name) = line.strip_prefix(b"--- ") {
+            prefixed(name, b"a/")
+        } else if let Some(name) = line.strip_prefix(b"+++ ") {
+            prefixed(name, b"b/")
         } else {
             true
         }

@@ -215,3 +215,27 @@ pub(crate) fn git_diff(old: &FileTree, new: &FileTree, flags: &[&str]) -> Vec<u8
         git_ok(repo, &args)
     })
 }
+
+/// `git apply --check` of `diff` against `base`: `Err` carries git's
+/// error output.
+pub(crate) fn git_apply_check(base: &FileTree, diff: &[u8]) -> Result<(), String> {
+    APPLY_REPO.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let reused = cell.get_or_insert_with(|| ReusedRepo::new(&["sandbox", "work", "repo"]));
+        let (root, repo) = (reused.tmp.path(), &reused.repo);
+        clear_worktree(repo);
+        write_tree(repo, base);
+        let patch = root.join("patch.diff");
+        std::fs::write(&patch, diff).unwrap();
+        let out = git(repo)
+            .args(["apply", "--check", "--binary"])
+            .arg(&patch)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+}

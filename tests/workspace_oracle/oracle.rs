@@ -13,6 +13,15 @@ pub(crate) enum Expect {
     SameAsGit,
     /// We must reject with this code, whatever git does.
     Reject(&'static str),
+    /// A `-U0` diff: same as git, or refused because a hunk without context
+    /// lines has no unambiguous place (git would put it at the end of the
+    /// file).
+    SameAsGitOrNoContext,
+}
+
+/// Whether we refused a hunk for having no context lines.
+pub(crate) fn refused_for_no_context(e: &PatchError) -> bool {
+    e.code() == "diff_hunk_failed" && e.to_string().contains("the diff has no context lines")
 }
 
 #[derive(Clone)]
@@ -28,6 +37,8 @@ pub(crate) struct Case {
 pub(crate) struct Tally {
     pub(crate) applied: usize,
     pub(crate) rejected: usize,
+    /// Of `rejected`: `-U0` cases refused for a hunk without context.
+    pub(crate) no_context: usize,
     pub(crate) failures: Vec<String>,
 }
 
@@ -96,7 +107,16 @@ pub(crate) fn check_case(case: &Case, tally: &mut Tally) {
         }
     }
     let theirs = git_apply(&case.base, &case.diff);
-    match (case.expect, &mine, &theirs.result) {
+    let expect = match (case.expect, &mine) {
+        (Expect::SameAsGitOrNoContext, Err(e)) if refused_for_no_context(e) => {
+            tally.rejected += 1;
+            tally.no_context += 1;
+            return;
+        }
+        (Expect::SameAsGitOrNoContext, _) => Expect::SameAsGit,
+        (expect, _) => expect,
+    };
+    match (expect, &mine, &theirs.result) {
         (Expect::Reject(code), Err(e), _) if e.code() == code => tally.rejected += 1,
         (Expect::Reject(code), other, _) => {
             fail(format!("expected rejection {code}, got {other:?}"))
@@ -112,6 +132,7 @@ pub(crate) fn check_case(case: &Case, tally: &mut Tally) {
         (Expect::SameAsGit, Err(e), Ok(_)) => {
             fail(format!("we rejected ({}: {e}), git applied", e.code()))
         }
+        (Expect::SameAsGitOrNoContext, ..) => unreachable!("resolved above"),
     }
     if theirs.wrote_outside && case.expect == Expect::SameAsGit {
         fail("git wrote outside its repository on a case we compare".into());
@@ -139,6 +160,7 @@ pub(crate) fn run_cases(cases: &[Case]) -> Tally {
     for t in tallies {
         total.applied += t.applied;
         total.rejected += t.rejected;
+        total.no_context += t.no_context;
         total.failures.extend(t.failures);
     }
     total
@@ -146,9 +168,11 @@ pub(crate) fn run_cases(cases: &[Case]) -> Tally {
 
 pub(crate) fn assert_tally(what: &str, cases: usize, tally: Tally) {
     println!(
-        "{what}: {cases} cases, {} applied identically, {} rejected by both (or required), {} failed",
+        "{what}: {cases} cases, {} applied identically, {} rejected by both (or required; \
+         {} of them -U0 hunks without context), {} failed",
         tally.applied,
         tally.rejected,
+        tally.no_context,
         tally.failures.len()
     );
     assert!(
