@@ -12,6 +12,7 @@ pub mod git;
 pub mod http;
 pub mod limits;
 pub mod metrics;
+pub mod notices;
 pub mod provision;
 pub mod runs;
 pub mod secrets;
