@@ -223,6 +223,8 @@ pub struct AuthConfig {
 pub struct LimitsConfig {
     pub daily_messages: u32,
     pub max_message_bytes: usize,
+    /// Most files one version of an app may hold; a diff past it is refused.
+    pub max_files_per_app: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -101,7 +101,10 @@ impl Application {
             }));
         }
         hooks.push(deploy_hook);
-        let sink: Arc<dyn DiffSink> = Arc::new(WorkspaceSink::new(files.clone(), hooks));
+        let sink: Arc<dyn DiffSink> = Arc::new(
+            WorkspaceSink::new(files.clone(), hooks)
+                .with_max_files(config.limits.max_files_per_app),
+        );
         let runs = RunManager::new(
             RunDeps {
                 db: db.clone(),

@@ -9,7 +9,7 @@ use super::manifest::sha256_hex;
 use super::versions::FileVersions;
 use crate::agent::protocol::AgentFile;
 use crate::runs::sink::{DiffContext, DiffSink, FileSnapshot, SinkNotice};
-use crate::workspace::{apply_patch_set, FileTree};
+use crate::workspace::{apply_patch_set_capped, FileTree, DEFAULT_MAX_FILES};
 use entity::app_versions;
 
 /// A step that runs after a new version exists (git commit, deployment).
@@ -31,11 +31,21 @@ pub trait VersionHook: Send + Sync {
 pub struct WorkspaceSink {
     versions: FileVersions,
     hooks: Vec<Arc<dyn VersionHook>>,
+    max_files: usize,
 }
 
 impl WorkspaceSink {
     pub fn new(versions: FileVersions, hooks: Vec<Arc<dyn VersionHook>>) -> Self {
-        Self { versions, hooks }
+        Self {
+            versions,
+            hooks,
+            max_files: DEFAULT_MAX_FILES,
+        }
+    }
+
+    /// Most files a version may hold (`limits.max_files_per_app`).
+    pub fn with_max_files(self, max_files: usize) -> Self {
+        Self { max_files, ..self }
     }
 
     async fn current(
@@ -125,7 +135,7 @@ impl DiffSink for WorkspaceSink {
             }
         };
         let parent_version = parent.as_ref().map(|p| p.version);
-        let tree = match apply_patch_set(&base, diff.as_bytes()) {
+        let tree = match apply_patch_set_capped(&base, diff.as_bytes(), self.max_files) {
             Ok(tree) => tree,
             Err(e) => {
                 let kept = parent_version

@@ -1,5 +1,7 @@
 //! `GET /apps/:id/read-url` (presigned links to a version's files) and, for the local store,
 //! `GET /files/*key`, which serves objects to whoever holds a valid signed link.
+mod page;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -39,7 +41,10 @@ struct ReadUrl {
     read_url: String,
     expires_at: chrono::DateTime<chrono::Utc>,
     version: i32,
+    /// One page of the version's files, in path order (`?limit`, at most 1000).
     files: Vec<FileUrl>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -58,7 +63,7 @@ fn storage_error(e: StorageError) -> ApiError {
 
 /// Presigned links to one version of the app's files.
 ///
-/// The whole version as a `.tar.gz`, and each file (or only `path`).
+/// The whole version as a `.tar.gz`, and each file (or only `path`), a page at a time.
 #[utoipa::path(
     get,
     path = "/apps/{id}/read-url",
@@ -69,12 +74,15 @@ fn storage_error(e: StorageError) -> ApiError {
         ("id" = String, Path, format = "uuid", description = "App id"),
         ("version" = Option<i32>, Query, minimum = 1, description = "Version number (default: the latest)"),
         ("path" = Option<String>, Query, description = "Only this file, relative to the app root"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Files per page (default and most: 1000)"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
     ),
     responses(
         (status = 200, description = "Links that expire at `expiresAt` (`storage.presign_ttl_secs`)", body = ReadUrl),
         (status = 400, description = "`invalid_id`: the app id is not a UUID; `invalid_query`: `version` is not a positive integer; `invalid_path`: `path` is not a safe relative path", body = ErrorBody, examples(
             ("invalid_id" = (value = json!({"code": "invalid_id", "message": "app id \"x\" is not a UUID"}))),
             ("invalid_query" = (value = json!({"code": "invalid_query", "message": "version must be a positive integer, got \"0\""}))),
+            ("invalid_limit" = (value = json!({"code": "invalid_query", "message": "limit must be an integer from 1 to 1000, got \"5000\""}))),
             ("invalid_path" = (value = json!({"code": "invalid_path", "message": "unsafe path ../x: leaves the app root (`..` component)"}))),
         )),
         (status = 401, response = Unauthorized),
@@ -131,16 +139,17 @@ async fn read_url(
     }
     let manifest =
         Manifest::from_json(&version.manifest).map_err(|e| ApiError::Internal(e.into()))?;
-    let selected: Vec<(&String, &crate::files::ManifestEntry)> = match query.get("path") {
+    let page = page::PageRequest::from_query(&query)?;
+    let (selected, next_cursor) = match query.get("path") {
         Some(raw) => {
             let path = normalize_path(raw)
                 .map_err(|e| ApiError::bad_request("invalid_path", e.to_string()))?;
             let (path, entry) = manifest.files.get_key_value(&path).ok_or_else(|| {
                 ApiError::NotFound(format!("no file {path:?} in version {}", version.version))
             })?;
-            vec![(path, entry)]
+            (vec![(path, entry)], None)
         }
-        None => manifest.files.iter().collect(),
+        None => page.select(&manifest.files),
     };
     let ttl = Duration::from_secs(state.config.storage.presign_ttl_secs);
     let store = state.files.store();
@@ -173,6 +182,7 @@ async fn read_url(
         expires_at: chrono::Utc::now() + ttl,
         version: version.version,
         files,
+        next_cursor,
     }))
 }
 

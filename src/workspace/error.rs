@@ -39,6 +39,9 @@ pub enum PatchError {
     /// Over a size limit of [`ApplyLimits`](super::ApplyLimits).
     #[error("{path}: {reason}")]
     TooLarge { path: String, reason: String },
+    /// The result would hold more files than an app may have.
+    #[error("the diff would leave the app with {count} files, over the limit of {limit}")]
+    TooManyFiles { count: usize, limit: usize },
 }
 
 impl PatchError {
@@ -56,6 +59,7 @@ impl PatchError {
             PatchError::PathConflict { .. } => "path_conflict",
             PatchError::DeleteMismatch { .. } => "delete_mismatch",
             PatchError::TooLarge { .. } => "diff_too_large",
+            PatchError::TooManyFiles { .. } => "too_many_files",
         }
     }
 

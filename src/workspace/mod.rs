@@ -144,6 +144,26 @@ pub fn apply_patch_set(base: &FileTree, diff: &[u8]) -> Result<FileTree, PatchEr
     apply_patch_set_with_limits(base, diff, ApplyLimits::default())
 }
 
+/// [`apply_patch_set`], refusing a result of more than `max_files` files: every file is a
+/// blob to upload, a tree entry to commit and a link in every read-url answer.
+pub fn apply_patch_set_capped(
+    base: &FileTree,
+    diff: &[u8],
+    max_files: usize,
+) -> Result<FileTree, PatchError> {
+    let tree = apply_patch_set(base, diff)?;
+    if tree.len() > max_files {
+        return Err(PatchError::TooManyFiles {
+            count: tree.len(),
+            limit: max_files,
+        });
+    }
+    Ok(tree)
+}
+
+/// The default of [`apply_patch_set_capped`]'s `max_files`.
+pub const DEFAULT_MAX_FILES: usize = 10_000;
+
 /// [`apply_patch_set`] with other size limits.
 pub fn apply_patch_set_with_limits(
     base: &FileTree,
@@ -169,6 +189,23 @@ mod tests {
             DiffKind::Marker
         );
         assert_eq!(classify_diff("diff --git a/x b/x\n"), DiffKind::Patch);
+    }
+
+    #[test]
+    fn capped_apply_refuses_a_result_over_the_file_limit() {
+        let diff: String = (0..3)
+            .map(|i| format!("diff --git a/f{i} b/f{i}\nnew file mode 100644\n--- /dev/null\n+++ b/f{i}\n@@ -0,0 +1 @@\n+x\n"))
+            .collect();
+        let base = FileTree::new();
+        assert_eq!(
+            apply_patch_set_capped(&base, diff.as_bytes(), 3)
+                .unwrap()
+                .len(),
+            3
+        );
+        let err = apply_patch_set_capped(&base, diff.as_bytes(), 2).unwrap_err();
+        assert_eq!(err.code(), "too_many_files");
+        assert_eq!(err, PatchError::TooManyFiles { count: 3, limit: 2 });
     }
 
     #[test]

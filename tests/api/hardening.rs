@@ -501,3 +501,99 @@ async fn health_fails_when_storage_or_the_agent_is_unreachable(kind: DbKind) {
     app.stop().await;
 }
 db_test!(health_fails_when_storage_or_the_agent_is_unreachable);
+
+fn new_files(count: usize) -> String {
+    (0..count)
+        .map(|i| new_file(&format!("src/f{i:02}.txt")))
+        .collect()
+}
+
+async fn a_diff_past_the_files_per_app_limit_is_refused_with_too_many_files(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let config = format!("{}[limits]\nmax_files_per_app = 5\n", agent.config(""));
+    let app = spawn_app_with(kind, &config).await;
+    let token = app.token("alice");
+    agent.push(Script::events(&[review(&new_files(6))]));
+    let frames = run(&app, &token, json!({"message": "many files"})).await;
+    let error = error_event(&frames);
+    assert_eq!(error["code"], "too_many_files", "{error}");
+    let text = error["error"].as_str().expect("text");
+    assert!(
+        text.contains("6 files") && text.contains("limit of 5"),
+        "{text}"
+    );
+    let id = app_id(&frames);
+    let links = app.get(&format!("/apps/{id}/read-url"), &token).await;
+    assert_eq!(links.status(), 404, "nothing was stored");
+
+    agent.push(Script::events(&[review(&new_files(5))]));
+    let frames = run(
+        &app,
+        &token,
+        json!({"message": "fewer", "applicationId": id}),
+    )
+    .await;
+    assert!(frames.iter().all(|f| f.event != "error"), "{frames:?}");
+    let links = app.get(&format!("/apps/{id}/read-url"), &token).await;
+    assert_eq!(links.status(), 200, "five files are within the limit");
+    app.stop().await;
+}
+db_test!(a_diff_past_the_files_per_app_limit_is_refused_with_too_many_files);
+
+async fn read_url_lists_files_a_page_at_a_time(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    agent.push(Script::events(&[review(&new_files(5))]));
+    let id = app_id(&run(&app, &token, json!({"message": "five files"})).await);
+    let read_url = |query: String| {
+        let app = &app;
+        let token = &token;
+        let id = &id;
+        async move {
+            let response = app.get(&format!("/apps/{id}/read-url{query}"), token).await;
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.expect("json"))
+        }
+    };
+
+    let (status, all) = read_url(String::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(all["files"].as_array().expect("files").len(), 5);
+    assert_eq!(all["nextCursor"], Value::Null, "one page holds them all");
+
+    let mut paths = Vec::new();
+    let mut query = "?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let (status, page) = read_url(query.clone()).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        assert!(
+            page["readUrl"].as_str().is_some(),
+            "every page links the archive"
+        );
+        let files = page["files"].as_array().expect("files");
+        assert!(files.len() <= 2);
+        paths.extend(
+            files
+                .iter()
+                .map(|f| f["path"].as_str().expect("path").to_string()),
+        );
+        match page["nextCursor"].as_str() {
+            Some(cursor) => query = format!("?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..5).map(|i| format!("src/f{i:02}.txt")).collect();
+    assert_eq!(paths, expected, "every file once, in order");
+
+    for bad in ["?limit=0", "?limit=1001", "?cursor=%21%21"] {
+        let (status, body) = read_url(bad.to_string()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["code"], "invalid_query", "{bad}");
+    }
+    app.stop().await;
+}
+db_test!(read_url_lists_files_a_page_at_a_time);
