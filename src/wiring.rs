@@ -54,7 +54,7 @@ impl Components {
         with_workers: bool,
     ) -> anyhow::Result<Self> {
         let (files, local_store) = build_files(config, db, public_url.clone())?;
-        let git = build_git(config, db, &files)?;
+        let git = build_git(config, db, &files, &public_url)?;
         let preview = match config.deploy.provider {
             DeployProvider::Local => Some(Arc::new(LocalPreview::new(
                 config.server.data_dir.join("previews"),
@@ -249,11 +249,15 @@ fn build_git(
     config: &Config,
     db: &DatabaseConnection,
     files: &FileVersions,
+    public_url: &str,
 ) -> anyhow::Result<Option<GitPublisher>> {
     let g = &config.git;
     let host: Arc<dyn GitHost> = match g.host {
         GitHostKind::None => return Ok(None),
-        GitHostKind::Local => Arc::new(LocalGitHost::new(config.server.data_dir.join("git"))),
+        GitHostKind::Local => Arc::new(LocalGitHost::new(
+            crate::git::local::repositories_root(&config.server.data_dir),
+            public_url,
+        )),
         GitHostKind::Github => {
             let auth = if g.token.expose_secret().is_empty() {
                 GitHubAuth::App {

@@ -24,6 +24,8 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/files",
     // Deployed previews are public sites, served sandboxed.
     "/preview",
+    // Local repositories over git's smart HTTP: git sends Basic credentials, checked there.
+    "/git",
     // The web client's page and assets, and its dev sign-in (off unless server.dev_login).
     "/",
     "/index.html",

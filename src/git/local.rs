@@ -1,8 +1,11 @@
 //! The embedded default host: bare repositories on disk at `<root>/<owner>/<name>.git`, written
 //! with libgit2 (no `git` binary needed). libgit2 blocks, so every call runs on tokio's blocking
-//! pool.
+//! pool. Clients never see those paths: repositories are cloned over HTTP from the gateway at
+//! `{public_url}/git/{owner}/{name}.git` (see [`urls`] and `http::git_http`).
 
 mod commit;
+pub mod upload_pack;
+pub mod urls;
 
 use std::path::{Path, PathBuf};
 
@@ -21,20 +24,34 @@ const ARCHIVED_KEY: &str = "agentgate.archived";
 
 pub struct LocalGitHost {
     root: PathBuf,
+    urls: urls::RepoUrls,
+}
+
+/// Where the local host keeps its repositories under the data dir.
+pub fn repositories_root(data_dir: &Path) -> PathBuf {
+    data_dir.join("git")
+}
+
+/// Where a repository lives under `root`; names are checked so they cannot leave the root.
+pub fn repository_dir(root: &Path, owner: &str, name: &str) -> Result<PathBuf, GitError> {
+    check_component("owner", owner)?;
+    check_component("repository name", name)?;
+    let root = std::path::absolute(root)
+        .map_err(|e| GitError::Unavailable(format!("repository root: {e}")))?;
+    Ok(root.join(owner).join(format!("{name}.git")))
 }
 
 impl LocalGitHost {
-    pub fn new(root: PathBuf) -> Self {
-        Self { root }
+    /// `public_url` is the gateway's own address: repository and commit URLs are built on it.
+    pub fn new(root: PathBuf, public_url: &str) -> Self {
+        Self {
+            root,
+            urls: urls::RepoUrls::new(public_url),
+        }
     }
 
-    /// Where a repository lives; names are checked so they cannot leave the root.
     fn repo_dir(&self, owner: &str, name: &str) -> Result<PathBuf, GitError> {
-        check_component("owner", owner)?;
-        check_component("repository name", name)?;
-        let root = std::path::absolute(&self.root)
-            .map_err(|e| GitError::Unavailable(format!("repository root: {e}")))?;
-        Ok(root.join(owner).join(format!("{name}.git")))
+        repository_dir(&self.root, owner, name)
     }
 }
 
@@ -48,12 +65,13 @@ impl GitHost for LocalGitHost {
         let owner = req.owner.clone().unwrap_or_else(|| DEFAULT_OWNER.into());
         let dir = self.repo_dir(&owner, &req.name)?;
         let req = req.clone();
+        let url = self.urls.repository(&owner, &req.name);
         blocking(move || {
             create_blocking(&dir, &req)?;
             Ok(RepoRef {
                 owner,
                 name: req.name,
-                url: path_str(&dir)?.to_string(),
+                url,
                 default_branch: DEFAULT_BRANCH.into(),
             })
         })
@@ -64,6 +82,8 @@ impl GitHost for LocalGitHost {
         super::changes::validate(req)?;
         let dir = self.repo_dir(&repo.owner, &repo.name)?;
         let req = req.clone();
+        let urls = self.urls.clone();
+        let (owner, name) = (repo.owner.clone(), repo.name.clone());
         blocking(move || {
             let git = open(&dir)?;
             if config_bool(&git, ARCHIVED_KEY)? {
@@ -72,7 +92,7 @@ impl GitHost for LocalGitHost {
                 ));
             }
             let (sha, blobs_uploaded) = commit::commit(&git, &req)?;
-            let url = format!("file://{}#{sha}", path_str(&dir)?);
+            let url = urls.commit(&owner, &name, &sha);
             Ok(CommitRef {
                 sha,
                 url,
@@ -158,8 +178,12 @@ fn create_blocking(dir: &Path, req: &CreateRepo) -> Result<(), GitError> {
 }
 
 fn open(dir: &Path) -> Result<Repository, GitError> {
+    // The error names the repository, never its place on this machine.
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     Repository::open_bare(dir).map_err(|e| match e.code() {
-        ErrorCode::NotFound => GitError::NotFound(format!("repository {}", dir.display())),
+        ErrorCode::NotFound => {
+            GitError::NotFound(format!("repository {}", name.unwrap_or_default()))
+        }
         _ => local_error(e),
     })
 }
@@ -189,11 +213,6 @@ fn config_bool(git: &Repository, key: &str) -> Result<bool, GitError> {
         Err(e) if e.code() == ErrorCode::NotFound => Ok(false),
         Err(e) => Err(local_error(e)),
     }
-}
-
-fn path_str(dir: &Path) -> Result<&str, GitError> {
-    dir.to_str()
-        .ok_or_else(|| GitError::Invalid("the repository root is not valid UTF-8".into()))
 }
 
 pub(crate) fn local_error(e: git2::Error) -> GitError {

@@ -6,6 +6,7 @@ mod deployments;
 mod docs;
 mod extract;
 mod files;
+mod git_http;
 mod github;
 mod health;
 mod limits;
@@ -73,7 +74,9 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
     // Streaming routes get idle timeouts from the stream itself, never an absolute deadline.
     let streaming = OpenApiRouter::default()
         .merge(messages::router())
-        .merge(runs::router());
+        .merge(runs::router())
+        // A clone streams a pack for as long as it takes.
+        .merge(git_http::router());
     let request_timeout = Duration::from_secs(config.request_timeout_secs);
     let api = OpenApiRouter::default()
         .merge(health::router())

@@ -358,13 +358,20 @@ async fn wait_until<F: Fn() -> bool>(what: &str, limit: Duration, check: F) -> D
     panic!("{what} did not happen within {limit:?}");
 }
 
-/// The bare repository directory the local host uses for an app.
+/// The bare repository directory the local host uses for an app, from its repository URL
+/// (`{public_url}/git/{owner}/{name}.git`, served over HTTP: no server path reaches clients).
 fn local_repo_dir(app: &TestApp, view: &Value) -> PathBuf {
     let url = view["repositoryUrl"].as_str().expect("repositoryUrl");
-    let dir = PathBuf::from(url);
+    // The host part may name an earlier run of the gateway (another port): only the path counts.
+    let repo = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once("/git/"))
+        .map(|(_, repo)| repo)
+        .unwrap_or_else(|| panic!("a repository served by the gateway: {url}"));
+    let dir = app.data_dir.path().join("git").join(repo);
     assert!(
-        dir.starts_with(app.data_dir.path()) && dir.is_dir(),
-        "a bare repository inside the data dir: {url}"
+        dir.is_dir(),
+        "a bare repository inside the data dir for {url}"
     );
     dir
 }
@@ -414,7 +421,7 @@ async fn local_host_commits_every_version(kind: DbKind) {
 
     let v1 = version_files(&app, &token, &id, 1).await;
     assert!(v1.contains_key("README.md") && v1.contains_key("index.html"));
-    let one = clone(&url, &work.path().join("one"));
+    let one = clone(bare.to_str().expect("utf-8"), &work.path().join("one"));
     assert_eq!(git(Some(&one), &["rev-parse", "HEAD"]).trim(), sha1);
     assert_eq!(
         git(Some(&one), &["rev-parse", "--abbrev-ref", "HEAD"]).trim(),
@@ -442,7 +449,7 @@ async fn local_host_commits_every_version(kind: DbKind) {
     expected.remove("README.md");
     assert_eq!(v2, expected, "the follow-up only deletes README.md");
 
-    let two = clone(&url, &work.path().join("two"));
+    let two = clone(bare.to_str().expect("utf-8"), &work.path().join("two"));
     assert_eq!(git(Some(&two), &["rev-parse", "HEAD"]).trim(), sha2);
     assert!(!two.join("README.md").exists());
     assert_eq!(
@@ -1370,7 +1377,7 @@ fn assert_same_files(actual: Files, expected: &Files, what: &str) {
 async fn versions_made_without_git_are_not_lost(
     kind: DbKind,
     git_toml: &str,
-    repo_files: impl Fn(&Value) -> Files,
+    repo_files: impl Fn(&TestApp, &Value) -> Files,
 ) {
     let app = spawn_app_with(kind, NO_GIT).await;
     let token = app.token("alice");
@@ -1395,7 +1402,7 @@ async fn versions_made_without_git_are_not_lost(
     );
     let view = app_view(&app, &token, &id).await;
     assert_same_files(
-        repo_files(&view),
+        repo_files(&app, &view),
         &v2,
         "the first commit holds all of version 2",
     );
@@ -1425,7 +1432,7 @@ async fn versions_made_without_git_are_not_lost(
         "test setup: the unpushed version 3 deletes README.md"
     );
     assert_same_files(
-        repo_files(&view),
+        repo_files(&app, &view),
         &v4,
         "the commit holds exactly version 4: version 3's deletion included",
     );
@@ -1453,10 +1460,13 @@ async fn versions_made_without_git_are_not_lost(
 async fn local_host_commits_versions_made_without_git(kind: DbKind) {
     let work = tempfile::tempdir().expect("tempdir");
     let clones = std::cell::Cell::new(0);
-    versions_made_without_git_are_not_lost(kind, &local_config(3600), |view| {
+    versions_made_without_git_are_not_lost(kind, &local_config(3600), |app, view| {
         clones.set(clones.get() + 1);
-        let url = view["repositoryUrl"].as_str().expect("repositoryUrl");
-        let checkout = clone(url, &work.path().join(clones.get().to_string()));
+        let bare = local_repo_dir(app, view);
+        let checkout = clone(
+            bare.to_str().expect("utf-8"),
+            &work.path().join(clones.get().to_string()),
+        );
         let files = checkout_files(&checkout);
         assert_eq!(tree_at(&checkout, "HEAD"), files, "modes included");
         files
@@ -1468,7 +1478,7 @@ db_test!(local_host_commits_versions_made_without_git);
 
 async fn github_host_commits_versions_made_without_git(kind: DbKind) {
     let gh = FakeGitHub::start().await;
-    versions_made_without_git_are_not_lost(kind, &github_config(&gh, 3600), |view| {
+    versions_made_without_git_are_not_lost(kind, &github_config(&gh, 3600), |_, view| {
         let name = view["appName"].as_str().expect("appName");
         gh.files_at(USER, name, "main")
     })

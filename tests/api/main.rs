@@ -18,6 +18,7 @@ mod deploy;
 mod ecr;
 mod files;
 mod git;
+mod git_http;
 mod git_dev;
 mod hardening;
 mod hardening_connections;

@@ -374,6 +374,9 @@ fn concrete(path: &str) -> String {
         let name = &rest[start + 1..end];
         out.push_str(match name {
             "scope" => "user",
+            // A repository: `/git/{owner}/{repo}/...` takes one path segment each.
+            "owner" => "local",
+            "repo" => "app.git",
             _ if name.ends_with("id") => &id,
             _ => "a/b.txt",
         });
