@@ -245,6 +245,23 @@ function statusBadge(appId, app) {
   );
 }
 
+// The latest run's outcome when it did not succeed: a rejected diff or a failed deploy must
+// show even after the stream that reported it is gone.
+const RUN_OUTCOMES = { failed: 'Last run failed', cancelled: 'Last run cancelled', interrupted: 'Last run interrupted' };
+
+function runOutcome(appId, app) {
+  const run = app?.latestRun;
+  if (state.running.has(appId) || !run || !RUN_OUTCOMES[run.status]) return null;
+  return h(
+    'span.badge.failed',
+    {
+      title: run.errorCode ? `${RUN_OUTCOMES[run.status]}: ${run.errorCode}` : RUN_OUTCOMES[run.status],
+      dataset: { testid: 'run-outcome', status: run.status, code: run.errorCode || '' },
+    },
+    RUN_OUTCOMES[run.status],
+  );
+}
+
 function renderAppList() {
   const list = $('app-list');
   if (!state.apps.length) {
@@ -269,6 +286,7 @@ function renderAppList() {
             'span.app-meta',
             null,
             statusBadge(app.id, info),
+            runOutcome(app.id, info),
             info.version ? h('span', null, `v${info.version}`) : null,
             h('span', null, relativeTime(info.updatedAt || info.createdAt)),
           ),
