@@ -85,6 +85,7 @@ impl Application {
         } else {
             config.server.public_url.clone()
         };
+        crate::git::local::stored_urls::rewrite_at_start(&config, &db, &public_url).await;
         let parts = Components::build(&config, &db, public_url, with_workers)?;
         let files = parts.files.clone();
         let local_store = parts.local_store.clone();

@@ -345,3 +345,94 @@ async fn no_server_path_reaches_a_client(kind: DbKind) {
     app.stop().await;
 }
 db_test!(no_server_path_reaches_a_client);
+
+async fn paths_stored_by_an_earlier_version_become_urls_at_start(kind: DbKind) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let (app_id, url, frames) = built_app(&app, &token).await;
+    let run_id = frames[0].data["traceId"]
+        .as_str()
+        .and_then(|t| t.split(".req-").nth(1))
+        .expect("run id in the trace id")
+        .to_string();
+    let name = url.rsplit('/').next().expect("name").to_string();
+    // What the local host used to store: the bare repository's path, and file:// commit URLs.
+    let root = std::path::absolute(app.data_dir.path().join("git")).expect("absolute");
+    let path = format!("{}/local/{name}", root.to_str().expect("utf-8"));
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let db = &app.state.db;
+    entity::apps::Entity::update_many()
+        .col_expr(
+            entity::apps::Column::RepositoryUrl,
+            Expr::value(path.clone()),
+        )
+        .filter(entity::apps::Column::Id.eq(app_id.as_str()))
+        .exec(db)
+        .await
+        .expect("update");
+    entity::app_versions::Entity::update_many()
+        .col_expr(
+            entity::app_versions::Column::RepositoryUrl,
+            Expr::value(path.clone()),
+        )
+        .filter(entity::app_versions::Column::AppId.eq(app_id.as_str()))
+        .exec(db)
+        .await
+        .expect("update");
+    let old = json!({"type": "commit_created", "commitUrl": format!("file://{path}#{sha}"), "githubUrl": path});
+    entity::app_messages::Entity::update_many()
+        .col_expr(
+            entity::app_messages::Column::Metadata,
+            Expr::value(old.to_string()),
+        )
+        .filter(entity::app_messages::Column::AppId.eq(app_id.as_str()))
+        .filter(entity::app_messages::Column::Role.eq("platform"))
+        .exec(db)
+        .await
+        .expect("update");
+    let event = json!({"appId": app_id, "message": {"metadata": old}});
+    entity::run_events::Entity::update_many()
+        .col_expr(
+            entity::run_events::Column::Data,
+            Expr::value(event.to_string()),
+        )
+        .filter(entity::run_events::Column::RunId.eq(run_id.as_str()))
+        .filter(entity::run_events::Column::Seq.eq(1))
+        .exec(db)
+        .await
+        .expect("update");
+
+    let app = app.restart("").await;
+    let new_url = format!("{}/git/local/{name}", app.address);
+    let view: Value = app
+        .get(&format!("/apps/{app_id}"), &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["repositoryUrl"], new_url.as_str());
+    let root = root.to_str().expect("utf-8");
+    for route in [
+        format!("/apps/{app_id}/history"),
+        format!("/runs/{run_id}/events"),
+    ] {
+        let text = app.get(&route, &token).await.text().await.expect("text");
+        assert!(!text.contains(root) && !text.contains("file://"), "{text}");
+        assert!(
+            text.contains(&format!("{new_url}/commit/{sha}")),
+            "{route}: {text}"
+        );
+    }
+    let version = entity::app_versions::Entity::find()
+        .filter(entity::app_versions::Column::AppId.eq(app_id.as_str()))
+        .one(&app.state.db)
+        .await
+        .expect("query")
+        .expect("version");
+    assert_eq!(version.repository_url.as_deref(), Some(new_url.as_str()));
+    app.stop().await;
+}
+db_test!(paths_stored_by_an_earlier_version_become_urls_at_start);
