@@ -108,6 +108,11 @@ def main(path):
         out.append(f"- apply {a['files']} files, {a['diff_bytes']:,} B diff: apply_patch_set "
                    f"{a['apply_patch_set_ms']} ms, git apply {a['git_apply_ms']} ms, ratio {a['ratio']}")
         out.append(f"- upload v1: {u['version1']}; v2 (one line changed): {u['version2_one_line']}\n")
+        v = files.get("version")
+        if v:
+            out.append(f"- one-file diff to a {v['files']}-file app, diff to version_created "
+                       f"({v['diffs']} each, interleaved): whole tree (before) {v['whole_tree_before']}, "
+                       f"touched files (after) {v['touched_files_after']}\n")
     print("\n".join(out))
 
 

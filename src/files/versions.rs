@@ -18,7 +18,7 @@ use super::archive::{tar_gz, ARCHIVE_CONTENT_TYPE};
 use super::blob_cache::BlobCache;
 use super::manifest::Manifest;
 use crate::storage::SharedStore;
-use crate::workspace::FileTree;
+use crate::workspace::{FileEntry, FileMode, FileTree};
 use entity::{app_versions, apps};
 
 pub const STATUS_PENDING: &str = "pending";
@@ -95,29 +95,50 @@ impl FileVersions {
         let manifest = Manifest::from_json(&version.manifest)?;
         let mut blobs = std::collections::HashMap::new();
         for entry in manifest.files.values() {
-            if blobs.contains_key(&entry.sha256) {
-                continue;
+            if !blobs.contains_key(&entry.sha256) {
+                blobs.insert(entry.sha256.clone(), self.blob(&entry.sha256).await?);
             }
-            let bytes = match self.cache.get(&entry.sha256).await {
-                Some(bytes) => bytes,
-                None => {
-                    let bytes = self
-                        .store
-                        .get(&blob_key(&entry.sha256))
-                        .await?
-                        .ok_or_else(|| {
-                            anyhow::anyhow!("blob {} is missing from storage", entry.sha256)
-                        })?
-                        .to_vec();
-                    self.cache.put(&bytes).await?;
-                    bytes
-                }
-            };
-            blobs.insert(entry.sha256.clone(), bytes);
         }
         manifest
             .tree_with(|sha| blobs.get(sha).cloned())
             .map_err(anyhow::Error::msg)
+    }
+
+    /// Every path and mode of `manifest`, with content only for the `wanted` paths and for
+    /// symlinks (a patch set checks link targets across the whole tree); the other files are
+    /// listed with empty content. Enough to apply a patch set touching only `wanted`
+    /// (`workspace::PatchSet::touched_paths`) without reading the rest of a large app.
+    pub async fn load_partial(
+        &self,
+        manifest: &Manifest,
+        wanted: &BTreeSet<String>,
+    ) -> anyhow::Result<FileTree> {
+        let mut tree = FileTree::new();
+        for (path, entry) in &manifest.files {
+            let mode = Manifest::mode_of(entry);
+            let content = if wanted.contains(path) || mode == FileMode::Symlink {
+                self.blob(&entry.sha256).await?
+            } else {
+                Vec::new()
+            };
+            tree.insert(path.clone(), FileEntry { content, mode });
+        }
+        Ok(tree)
+    }
+
+    /// One blob, from the local cache or, failing that, from storage (then cached).
+    async fn blob(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
+        if let Some(bytes) = self.cache.get(sha256).await {
+            return Ok(bytes);
+        }
+        let bytes = self
+            .store
+            .get(&blob_key(sha256))
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("blob {sha256} is missing from storage"))?
+            .to_vec();
+        self.cache.put(&bytes).await?;
+        Ok(bytes)
     }
 
     /// Records a new version (status pending) after putting its blobs in the local cache, and
@@ -130,10 +151,26 @@ impl FileVersions {
         parent: Option<i32>,
         tree: &FileTree,
     ) -> anyhow::Result<app_versions::Model> {
-        for entry in tree.values() {
-            self.cache.put(&entry.content).await?;
-        }
+        let blobs: Vec<&[u8]> = tree.values().map(|e| e.content.as_slice()).collect();
         let manifest = Manifest::of(tree);
+        self.create_from(app_id, run_id, diff_sha256, parent, &manifest, &blobs)
+            .await
+    }
+
+    /// [`FileVersions::create`] from a manifest and the blobs that are new to it (the others
+    /// are in the cache already, as the parent version's).
+    pub async fn create_from(
+        &self,
+        app_id: &str,
+        run_id: Option<&str>,
+        diff_sha256: Option<String>,
+        parent: Option<i32>,
+        manifest: &Manifest,
+        new_blobs: &[&[u8]],
+    ) -> anyhow::Result<app_versions::Model> {
+        for blob in new_blobs {
+            self.cache.put(blob).await?;
+        }
         let version = parent.unwrap_or(0) + 1;
         let txn = self.db.begin().await?;
         let row = app_versions::ActiveModel {
@@ -170,6 +207,18 @@ impl FileVersions {
 
     /// Uploads a version's new blobs, its manifest and its archive, then marks it stored.
     pub async fn upload(&self, version: &app_versions::Model) -> anyhow::Result<UploadReport> {
+        let mut report = self.upload_content(version).await?;
+        report.total_bytes += self.store_archive(version).await?;
+        Ok(report)
+    }
+
+    /// The first half of [`FileVersions::upload`]: the blobs storage does not have yet and
+    /// the manifest. Cheap for a small change to a big app; the version stays pending until
+    /// [`FileVersions::store_archive`].
+    pub async fn upload_content(
+        &self,
+        version: &app_versions::Model,
+    ) -> anyhow::Result<UploadReport> {
         let manifest = Manifest::from_json(&version.manifest)?;
         let already_stored = self.blobs_of_stored_parent(version).await?;
         let needed: BTreeSet<String> = manifest
@@ -188,22 +237,31 @@ impl FileVersions {
             report.blobs += 1;
             report.blob_bytes += sent;
         }
-        let tree = self.load_tree(version).await?;
-        let archive = tar_gz(&tree)?;
         let manifest_json = version.manifest.clone().into_bytes();
-        report.total_bytes = report.blob_bytes + archive.len() as u64 + manifest_json.len() as u64;
-        self.store
-            .put(
-                &archive_key(&version.app_id, version.version),
-                Bytes::from(archive),
-                ARCHIVE_CONTENT_TYPE,
-            )
-            .await?;
+        report.total_bytes = report.blob_bytes + manifest_json.len() as u64;
         self.store
             .put(
                 &manifest_key(&version.app_id, version.version),
                 Bytes::from(manifest_json),
                 "application/json",
+            )
+            .await?;
+        Ok(report)
+    }
+
+    /// The second half of [`FileVersions::upload`]: builds and stores the version's archive
+    /// (it reads and compresses every file, so it costs what the app weighs), then marks the
+    /// version stored. Returns the archive's size.
+    pub async fn store_archive(&self, version: &app_versions::Model) -> anyhow::Result<u64> {
+        let tree = self.load_tree(version).await?;
+        // Compressing a whole app takes milliseconds per megabyte: off the async workers.
+        let archive = tokio::task::spawn_blocking(move || tar_gz(&tree)).await??;
+        let size = archive.len() as u64;
+        self.store
+            .put(
+                &archive_key(&version.app_id, version.version),
+                Bytes::from(archive),
+                ARCHIVE_CONTENT_TYPE,
             )
             .await?;
         app_versions::Entity::update_many()
@@ -213,7 +271,7 @@ impl FileVersions {
             .filter(app_versions::Column::Version.eq(version.version))
             .exec(&self.db)
             .await?;
-        Ok(report)
+        Ok(size)
     }
 
     /// Sends one blob unless storage has it already; returns the bytes sent.

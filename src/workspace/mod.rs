@@ -170,9 +170,53 @@ pub fn apply_patch_set_with_limits(
     diff: &[u8],
     limits: ApplyLimits,
 ) -> Result<FileTree, PatchError> {
-    let mut budget = limits::Budget::new(limits);
-    let patches = parse::parse_patch_set(diff, &mut budget)?;
-    apply::apply_patches(base, diff, patches, &mut budget)
+    PatchSet::parse_with_limits(diff, limits)?.apply(base)
+}
+
+/// A parsed patch set: it names the files it touches before it is applied,
+/// so a caller holding a large tree can load only those (see
+/// [`PatchSet::touched_paths`]).
+pub struct PatchSet<'a> {
+    diff: &'a [u8],
+    patches: Vec<parse::FilePatch>,
+    budget: limits::Budget,
+}
+
+impl<'a> PatchSet<'a> {
+    /// Parses `diff` under the default [`ApplyLimits`].
+    pub fn parse(diff: &'a [u8]) -> Result<Self, PatchError> {
+        Self::parse_with_limits(diff, ApplyLimits::default())
+    }
+
+    pub fn parse_with_limits(diff: &'a [u8], limits: ApplyLimits) -> Result<Self, PatchError> {
+        let mut budget = limits::Budget::new(limits);
+        let patches = parse::parse_patch_set(diff, &mut budget)?;
+        Ok(PatchSet {
+            diff,
+            patches,
+            budget,
+        })
+    }
+
+    /// Every path whose content the patch set reads or writes: old and new
+    /// names of every patch. Applying it reads no other file's content; it
+    /// does read every path and mode (to find conflicts) and every symlink
+    /// target (to keep links inside the tree). So the other regular files of
+    /// `base` may be given with any content: they come out of
+    /// [`PatchSet::apply`] exactly as they went in.
+    pub fn touched_paths(&self) -> std::collections::BTreeSet<String> {
+        self.patches
+            .iter()
+            .flat_map(|p| [&p.old_name, &p.new_name])
+            .flatten()
+            .filter_map(|name| String::from_utf8(name.clone()).ok())
+            .collect()
+    }
+
+    /// Applies every patch to a copy of `base` (see [`apply_patch_set`]).
+    pub fn apply(mut self, base: &FileTree) -> Result<FileTree, PatchError> {
+        apply::apply_patches(base, self.diff, self.patches, &mut self.budget)
+    }
 }
 
 #[cfg(test)]
@@ -206,6 +250,31 @@ mod tests {
         let err = apply_patch_set_capped(&base, diff.as_bytes(), 2).unwrap_err();
         assert_eq!(err.code(), "too_many_files");
         assert_eq!(err, PatchError::TooManyFiles { count: 3, limit: 2 });
+    }
+
+    #[test]
+    fn a_patch_set_names_the_files_it_touches_and_leaves_the_others_as_given() {
+        let diff = b"diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n\
+diff --git a/old b/new\nsimilarity index 100%\nrename from old\nrename to new\n\
+diff --git a/gone b/gone\ndeleted file mode 100644\n--- a/gone\n+++ /dev/null\n@@ -1 +0,0 @@\n-g\n";
+        let set = PatchSet::parse(diff).unwrap();
+        let touched: Vec<String> = set.touched_paths().into_iter().collect();
+        assert_eq!(touched, ["gone", "new", "old", "x"]);
+        let file = |content: &[u8]| FileEntry {
+            content: content.to_vec(),
+            mode: FileMode::Regular,
+        };
+        let base = FileTree::from([
+            ("x".to_string(), file(b"a\n")),
+            ("old".to_string(), file(b"o\n")),
+            ("gone".to_string(), file(b"g\n")),
+            ("untouched".to_string(), file(b"")),
+        ]);
+        let result = set.apply(&base).unwrap();
+        assert_eq!(result["x"].content, b"b\n");
+        assert_eq!(result["new"].content, b"o\n");
+        assert_eq!(result["untouched"].content, b"");
+        assert_eq!(result.len(), 3);
     }
 
     #[test]

@@ -1,16 +1,22 @@
 //! `files-bench`: (a) applies a 1,000-file, ~10 MB diff in memory with
 //! `agentgate::workspace::apply_patch_set` and times it against `git apply` on the same diff and
 //! base files; (b) uploads version 1 of a 1,000-file app and version 2 with one line changed
-//! through `FileVersions` into a `LocalStore`, reporting each `UploadReport`.
+//! through `FileVersions` into a `LocalStore`, reporting each `UploadReport`; (c) times a
+//! one-file diff to that app from the agent's diff to `version_created` (`WorkspaceSink::
+//! handle_diff`, SQLite, local storage, no git or deploy steps), interleaved with the
+//! whole-tree path it replaced (load every file, apply, save and upload the whole tree with its
+//! archive) on the same app in the same run.
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentgate::files::{BlobCache, FileVersions};
+use agentgate::files::{BlobCache, FileVersions, WorkspaceSink};
+use agentgate::runs::sink::{DiffContext, DiffSink, SinkNotice};
 use agentgate::storage::{LocalStore, UrlSigner};
 use agentgate::workspace::{apply_patch_set, FileEntry, FileMode, FileTree};
 use clap::Parser;
+use hdrhistogram::Histogram;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -24,6 +30,9 @@ struct Args {
     /// Timed repetitions of each applier; the median is reported.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// One-file diffs per path in (c), interleaved.
+    #[arg(long, default_value_t = 30)]
+    diffs: usize,
 }
 
 fn line(file: usize, n: usize, variant: &str) -> String {
@@ -192,6 +201,123 @@ async fn upload_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// A one-line change to file `file` (still as `base_file` made it), as an agent sends it.
+fn one_line_diff(file: usize, lines: usize, tag: usize) -> String {
+    let path = path_of(file);
+    let at = lines / 2;
+    let old = line(file, at, "base");
+    let new = line(file, at, &format!("e{tag:03}"));
+    let (before, after) = (line(file, at - 1, "base"), line(file, at + 1, "base"));
+    format!(
+        "diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -{},3 +{},3 @@\n \
+         {before}-{old}+{new} {after}",
+        at, at
+    )
+}
+
+/// The path `handle_diff` took before: every file loaded, the whole tree applied, compared,
+/// cached, hashed and saved, then uploaded with its archive before `version_created`.
+async fn whole_tree_version(
+    versions: &FileVersions,
+    app_id: &str,
+    diff: &str,
+) -> anyhow::Result<()> {
+    let latest = versions
+        .latest(app_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no version"))?;
+    let tree = versions.load_tree(&latest).await?;
+    let result = apply_patch_set(&tree, diff.as_bytes())?;
+    anyhow::ensure!(result != tree, "the diff changed nothing");
+    let version = versions
+        .create(app_id, None, None, Some(latest.version), &result)
+        .await?;
+    versions.upload(&version).await?;
+    Ok(())
+}
+
+fn millis(h: &Histogram<u64>, q: f64) -> f64 {
+    (h.value_at_quantile(q) as f64 / 10.0).round() / 100.0
+}
+
+async fn version_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    let db = agentgate::db::connect(&url, 4).await?;
+    let store = Arc::new(LocalStore::new(
+        dir.path().join("objects"),
+        "http://127.0.0.1:1".into(),
+        UrlSigner::new(b"bench"),
+    )?);
+    let versions = FileVersions::new(db.clone(), store, BlobCache::new(dir.path().join("cache"))?);
+    let sink = WorkspaceSink::new(versions.clone(), Vec::new());
+    let app = agentgate::apps::create(&db, "bench", "files bench", None).await?;
+    let files: Vec<(String, String)> = (0..args.files)
+        .map(|i| (path_of(i), base_file(i, args.lines)))
+        .collect();
+    let v1 = versions
+        .create(&app.id, None, None, None, &tree_of(&files))
+        .await?;
+    versions.upload(&v1).await?;
+    let mut latest = v1.version;
+    let (mut before, mut after) = (Histogram::<u64>::new(3)?, Histogram::<u64>::new(3)?);
+    for i in 0..args.diffs * 2 {
+        // Every diff changes another file, so each applies to its base content.
+        let file = (i * 37 + 11) % args.files;
+        let diff = one_line_diff(file, args.lines, i);
+        let started = Instant::now();
+        if i % 2 == 0 {
+            whole_tree_version(&versions, &app.id, &diff).await?;
+            before.record(started.elapsed().as_micros() as u64)?;
+        } else {
+            let ctx = DiffContext {
+                app_id: app.id.clone(),
+                run_id: format!("bench-run-{i}"),
+                owner_id: "bench".into(),
+                trace_id: format!("bench-trace-{i}"),
+                app_name: None,
+                commit_message: None,
+                base_version: Some(latest),
+            };
+            let notices = sink.handle_diff(&ctx, &diff).await;
+            after.record(started.elapsed().as_micros() as u64)?;
+            let created = notices.iter().any(|n| {
+                matches!(n, SinkNotice::Platform { metadata, .. } if metadata["type"] == "version_created")
+            });
+            anyhow::ensure!(created, "no version_created: {notices:?}");
+            // The run's end: its archive is finished before the next diff.
+            sink.finish_run(&ctx, true).await;
+        }
+        latest += 1;
+    }
+    // Every version holds every file, the last one with every change.
+    let last = versions
+        .latest(&app.id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no version"))?;
+    anyhow::ensure!(
+        last.version == latest && last.status == "stored",
+        "last version {last:?}"
+    );
+    let tree = versions.load_tree(&last).await?;
+    anyhow::ensure!(tree.len() == args.files, "{} files", tree.len());
+    let edits = tree
+        .values()
+        .filter(|e| String::from_utf8_lossy(&e.content).contains("\"e"))
+        .count();
+    anyhow::ensure!(edits == args.diffs * 2, "{edits} edited files");
+    let figures = |h: &Histogram<u64>| json!({"p50_ms": millis(h, 0.5), "p90_ms": millis(h, 0.9), "max_ms": millis(h, 1.0)});
+    Ok(json!({
+        "files": args.files,
+        "diffs": args.diffs,
+        "whole_tree_before": figures(&before),
+        "touched_files_after": figures(&after),
+    }))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -199,6 +325,11 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("apply: {apply}");
     let upload = upload_bench(&args).await?;
     eprintln!("upload: {upload}");
-    println!("{}", json!({"apply": apply, "upload": upload}));
+    let version = version_bench(&args).await?;
+    eprintln!("version: {version}");
+    println!(
+        "{}",
+        json!({"apply": apply, "upload": upload, "version": version})
+    );
     Ok(())
 }
