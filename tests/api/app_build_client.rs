@@ -48,7 +48,11 @@ fn terminal_lines(frames: &[Frame]) -> Vec<String> {
     for frame in frames.iter().filter(|f| f.event != "done") {
         let event = &frame.data;
         let kind = event["message"]["kind"].as_str().unwrap_or("");
-        for message in event["message"]["messages"].as_array().into_iter().flatten() {
+        for message in event["message"]["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let content = message["content"].as_str().unwrap_or("undefined");
             let line = match (&event.get("metadata"), kind) {
                 (Some(metadata), "PlatformMessage") => {
@@ -66,12 +70,17 @@ fn terminal_lines(frames: &[Frame]) -> Vec<String> {
 fn check_stream(frames: &[Frame]) -> String {
     assert_complete_run(frames);
     for frame in frames {
-        let trace_id = frame.data["traceId"].as_str().expect("traceId on every event");
+        let trace_id = frame.data["traceId"]
+            .as_str()
+            .expect("traceId on every event");
         assert!(trace_id.starts_with("app-"), "{trace_id}");
         // The web client drops an event whose message.metadata.type is not app.build's.
         if let Some(kind) = frame.data["message"]["metadata"].get("type") {
             let kind = kind.as_str().unwrap_or("");
-            assert!(PLATFORM_MESSAGE_TYPES.contains(&kind), "{kind} in {frame:?}");
+            assert!(
+                PLATFORM_MESSAGE_TYPES.contains(&kind),
+                "{kind} in {frame:?}"
+            );
         }
     }
     // "Still streaming" is the last event's status.
