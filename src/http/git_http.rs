@@ -30,6 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(info_refs))
         .routes(routes!(upload_pack_rpc))
         .routes(routes!(receive_pack_rpc))
+        .routes(routes!(info_refs_by_app))
+        .routes(routes!(upload_pack_rpc_by_app))
+        .routes(routes!(receive_pack_rpc_by_app))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -67,8 +70,17 @@ async fn info_refs(
     Query(query): Query<ServiceQuery>,
     headers: HeaderMap,
 ) -> Result<Response, Response> {
-    let user = authenticate(&state, &headers).await?;
-    let dir = repository_of(&state, &user, &owner, &repo)
+    advertise(&state, RepoKey::Name(&owner, &repo), query, &headers).await
+}
+
+async fn advertise(
+    state: &AppState,
+    key: RepoKey<'_>,
+    query: ServiceQuery,
+    headers: &HeaderMap,
+) -> Result<Response, Response> {
+    let user = authenticate(state, headers).await?;
+    let dir = repository_of(state, &user, key)
         .await
         .map_err(IntoResponse::into_response)?;
     if query.service.as_deref() != Some(UPLOAD_PACK) {
@@ -112,8 +124,17 @@ async fn upload_pack_rpc(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Response> {
-    let user = authenticate(&state, &headers).await?;
-    let dir = repository_of(&state, &user, &owner, &repo)
+    exchange(&state, RepoKey::Name(&owner, &repo), &headers, body).await
+}
+
+async fn exchange(
+    state: &AppState,
+    key: RepoKey<'_>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    let user = authenticate(state, headers).await?;
+    let dir = repository_of(state, &user, key)
         .await
         .map_err(IntoResponse::into_response)?;
     let gzip = match headers
@@ -162,6 +183,83 @@ async fn receive_pack_rpc(State(state): State<AppState>, headers: HeaderMap) -> 
         Ok(_) => refuse_service().into_response(),
         Err(challenge) => challenge,
     }
+}
+
+/// [`info_refs`] of the app's repository by the app's id: `/git/{app_id}.git`.
+#[utoipa::path(
+    get,
+    path = "/git/{app_id}/info/refs",
+    operation_id = "git_info_refs_by_app",
+    tag = "git",
+    params(
+        ("app_id" = String, Path, description = "The app's id followed by `.git`"),
+        ServiceQuery,
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "git's ref advertisement", content_type = "application/x-git-upload-pack-advertisement", body = Binary),
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: pushing, or git's old dumb protocol", body = ErrorBody,
+            example = json!({"code": "forbidden", "message": "read-only: only git-upload-pack (clone, fetch) over smart HTTP is served"})),
+        (status = 404, description = "`not_found`: no such app of yours, or it has no repository", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "repository not found"})),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn info_refs_by_app(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    Query(query): Query<ServiceQuery>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    advertise(&state, RepoKey::App(&app), query, &headers).await
+}
+
+/// [`upload_pack_rpc`] of the app's repository by the app's id.
+#[utoipa::path(
+    post,
+    path = "/git/{app_id}/git-upload-pack",
+    operation_id = "git_upload_pack_by_app",
+    tag = "git",
+    params(("app_id" = String, Path, description = "The app's id followed by `.git`")),
+    security(("bearer" = [])),
+    request_body(content = Binary, content_type = "application/x-git-upload-pack-request",
+        description = "git's request, gzip-compressed when `Content-Encoding: gzip`"),
+    responses(
+        (status = 200, description = "git's answer", content_type = "application/x-git-upload-pack-result", body = Binary),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such app of yours, or it has no repository", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "repository not found"})),
+        (status = 415, description = "`unsupported_media_type`: a content encoding other than gzip", body = ErrorBody,
+            example = json!({"code": "unsupported_media_type", "message": "only gzip request bodies are accepted"})),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn upload_pack_rpc_by_app(
+    State(state): State<AppState>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Response> {
+    exchange(&state, RepoKey::App(&app), &headers, body).await
+}
+
+/// Pushing is refused here too.
+#[utoipa::path(
+    post,
+    path = "/git/{app_id}/git-receive-pack",
+    operation_id = "git_receive_pack_by_app",
+    tag = "git",
+    params(("app_id" = String, Path, description = "The app's id followed by `.git`")),
+    security(("bearer" = [])),
+    responses(
+        (status = 401, response = Unauthorized),
+        (status = 403, description = "`forbidden`: the repositories are read-only", body = ErrorBody,
+            example = json!({"code": "forbidden", "message": "read-only: only git-upload-pack (clone, fetch) over smart HTTP is served"})),
+    )
+)]
+async fn receive_pack_rpc_by_app(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    receive_pack_rpc(State(state), headers).await
 }
 
 fn refuse_service() -> ApiError {
@@ -215,21 +313,35 @@ fn challenge(reason: &str) -> Response {
     response
 }
 
-/// The bare repository of a live app of `user` named `owner/repo`; 404 for anything else.
+/// How a request names a repository: `/git/{owner}/{name}.git` (the URL clients are given) or
+/// `/git/{app_id}.git` (stable, whatever the repository is called).
+#[derive(Clone, Copy)]
+enum RepoKey<'a> {
+    Name(&'a str, &'a str),
+    App(&'a str),
+}
+
+/// The bare repository of a live app of `user`; 404 for anything else.
 async fn repository_of(
     state: &AppState,
     user: &AuthUser,
-    owner: &str,
-    repo: &str,
+    key: RepoKey<'_>,
 ) -> Result<std::path::PathBuf, ApiError> {
     let not_found = || ApiError::not_found("repository");
     if state.config.git.host != GitHostKind::Local || state.git.is_none() {
         return Err(not_found());
     }
-    let name = repo.strip_suffix(".git").unwrap_or(repo);
-    let app = apps::Entity::find()
-        .filter(apps::Column::RepoOwner.eq(owner))
-        .filter(apps::Column::RepoName.eq(name))
+    let query = match key {
+        RepoKey::Name(owner, repo) => apps::Entity::find()
+            .filter(apps::Column::RepoOwner.eq(owner))
+            .filter(apps::Column::RepoName.eq(repo.strip_suffix(".git").unwrap_or(repo))),
+        RepoKey::App(segment) => {
+            let id = segment.strip_suffix(".git").ok_or_else(not_found)?;
+            let id = uuid::Uuid::parse_str(id).map_err(|_| not_found())?;
+            apps::Entity::find().filter(apps::Column::Id.eq(id.to_string()))
+        }
+    };
+    let app = query
         .filter(apps::Column::OwnerId.eq(user.id.as_str()))
         .filter(apps::Column::DeletedAt.is_null())
         .one(&state.db)

@@ -436,3 +436,48 @@ async fn paths_stored_by_an_earlier_version_become_urls_at_start(kind: DbKind) {
     app.stop().await;
 }
 db_test!(paths_stored_by_an_earlier_version_become_urls_at_start);
+
+async fn the_repository_is_also_cloneable_by_the_apps_id(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let (app_id, url, _) = built_app(&app, &token).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let target = |name: &str| work.path().join(name).to_str().expect("utf-8").to_string();
+    let by_id = format!("{}/git/{app_id}.git", app.address);
+
+    let cloned = git(None, &["clone", &with_token(&by_id, &token), &target("id")]).await;
+    assert!(cloned.ok, "{}", cloned.stderr);
+    let cloned = git(None, &["clone", &with_token(&url, &token), &target("name")]).await;
+    assert!(cloned.ok, "{}", cloned.stderr);
+    let head = |name: &str| {
+        let dir = work.path().join(name);
+        async move { git(Some(&dir), &["rev-parse", "HEAD"]).await.stdout }
+    };
+    assert_eq!(head("id").await, head("name").await);
+
+    let bob = app.token("bob");
+    let cloned = git(None, &["clone", &with_token(&by_id, &bob), &target("bob")]).await;
+    assert!(
+        !cloned.ok && cloned.stderr.contains("not found"),
+        "{}",
+        cloned.stderr
+    );
+    let anonymous = app
+        .http
+        .get(format!("{by_id}/info/refs?service=git-upload-pack"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status(), 401);
+    let push = app
+        .http
+        .post(format!("{by_id}/git-receive-pack"))
+        .basic_auth("x", Some(&token))
+        .body("0000")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(push.status(), 403);
+    app.stop().await;
+}
+db_test!(the_repository_is_also_cloneable_by_the_apps_id);
