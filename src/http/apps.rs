@@ -14,7 +14,7 @@ use super::extract::{bounded_param, parse_id};
 use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps::{self, AppPrompt, AppView, Deleted};
 use crate::auth::AuthUser;
-use crate::deploy::cleanup;
+use crate::deploy::{cleanup, jobs, DeploymentView};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
 use crate::state::AppState;
@@ -24,6 +24,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list))
         .routes(routes!(show, remove))
         .routes(routes!(history))
+}
+
+/// One app in detail: the list's fields plus its latest deployment.
+#[derive(Serialize, ToSchema)]
+struct AppDetail {
+    #[serde(flatten)]
+    app: AppView,
+    /// The latest deployment, as `GET /deployment-status/{id}` reports it; null before the first.
+    deployment: Option<DeploymentView>,
 }
 
 /// What app.build answers to a deletion; its clients parse it.
@@ -111,7 +120,7 @@ async fn list(
     security(("bearer" = [])),
     params(("id" = String, Path, format = "uuid", description = "App id")),
     responses(
-        (status = 200, description = "The app: app.build's `App` fields, then ours", body = AppView),
+        (status = 200, description = "The app: app.build's `App` fields, then ours", body = AppDetail),
         (status = 400, response = InvalidId),
         (status = 401, response = Unauthorized),
         (status = 404, response = AppNotFound),
@@ -123,12 +132,16 @@ async fn show(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-) -> ApiResult<Json<AppView>> {
+) -> ApiResult<Json<AppDetail>> {
     let id = parse_id(&id, "app")?;
     let app = apps::find_owned_row(&state.db, &user.id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("app"))?;
-    Ok(Json(app.into()))
+    let deployment = jobs::latest_for_app(&state.db, &app.app.id).await?;
+    Ok(Json(AppDetail {
+        app: app.into(),
+        deployment: deployment.map(DeploymentView::from),
+    }))
 }
 
 /// The app's conversation as app.build's `AppPrompts[]`, every row, oldest first.

@@ -68,6 +68,7 @@ async fn deploy_status_takes_only_app_builds_values_and_the_finer_status_stays_b
         set_internal_deploy_status(&app, &id, internal).await;
         let view = json_of(&app, &format!("/apps/{id}"), &token).await;
         assert_eq!(view["deployStatus"], expected, "{internal:?}");
+        assert_eq!(view["deployment"], Value::Null, "never deployed");
         assert_eq!(view["deploymentStatus"], json!(internal), "{internal:?}");
     }
 
@@ -82,6 +83,11 @@ async fn deploy_status_takes_only_app_builds_values_and_the_finer_status_stays_b
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(view["deployStatus"], "deployed", "{view}");
+    assert_eq!(
+        view["deployment"]["status"], "healthy",
+        "the latest deployment in detail"
+    );
+    assert_eq!(view["deployment"]["url"], view["appUrl"]);
     let list = json_of(&app, "/apps", &token).await;
     for item in list["data"].as_array().expect("data") {
         let status = item["deployStatus"]
