@@ -4,6 +4,7 @@
 //! `{public_url}/git/{owner}/{name}.git` (see [`urls`] and `http::git_http`).
 
 mod commit;
+pub mod commit_view;
 pub mod stored_urls;
 pub mod upload_pack;
 pub mod urls;

@@ -18,7 +18,7 @@ use super::openapi::{Binary, ErrorBody, Unauthorized, Unavailable};
 use crate::auth::AuthUser;
 use crate::config::GitHostKind;
 use crate::error::ApiError;
-use crate::git::local::{repositories_root, repository_dir, upload_pack};
+use crate::git::local::{commit_view, repositories_root, repository_dir, upload_pack};
 use crate::state::AppState;
 use entity::apps;
 
@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(info_refs_by_app))
         .routes(routes!(upload_pack_rpc_by_app))
         .routes(routes!(receive_pack_rpc_by_app))
+        .routes(routes!(commit_page))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -260,6 +261,47 @@ async fn upload_pack_rpc_by_app(
 )]
 async fn receive_pack_rpc_by_app(State(state): State<AppState>, headers: HeaderMap) -> Response {
     receive_pack_rpc(State(state), headers).await
+}
+
+/// What a commit URL shows: the commit, as `git show --stat` prints it.
+#[utoipa::path(
+    get,
+    path = "/git/{owner}/{repo}/commit/{commit_id}",
+    operation_id = "git_commit_page",
+    tag = "git",
+    params(
+        ("owner" = String, Path, description = "The repository's owner"),
+        ("repo" = String, Path, description = "The repository's name, with or without `.git`"),
+        ("commit_id" = String, Path, description = "The commit's sha"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The commit: message, author, changed files", content_type = "text/plain", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "`not_found`: no such repository of yours, or no such commit in it", body = ErrorBody,
+            example = json!({"code": "not_found", "message": "commit not found"})),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn commit_page(
+    State(state): State<AppState>,
+    Path((owner, repo, sha)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    let user = authenticate(&state, &headers).await?;
+    let dir = repository_of(&state, &user, RepoKey::Name(&owner, &repo))
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let summary = commit_view::commit_summary(&dir, &sha)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()).into_response())?
+        .ok_or_else(|| ApiError::not_found("commit").into_response())?;
+    let mut response = git_response("text/plain; charset=utf-8", Body::from(summary));
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
 }
 
 fn refuse_service() -> ApiError {

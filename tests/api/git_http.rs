@@ -114,6 +114,40 @@ async fn the_owner_clones_and_fetches_the_apps_repository_with_their_token(kind:
     for commit_url in &commit_urls {
         assert_eq!(commit_url, &format!("{url}/commit/{head}"));
     }
+    // The commit URL shows the commit to its owner.
+    let page = app
+        .http
+        .get(&commit_urls[0])
+        .basic_auth("x", Some(&token))
+        .send()
+        .await
+        .expect("commit page");
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap_or("")
+        .starts_with("text/plain"));
+    let shown = page.text().await.expect("text");
+    assert!(
+        shown.starts_with(&format!("commit {head}")) && shown.contains("index.html"),
+        "{shown}"
+    );
+    let anonymous = app.http.get(&commit_urls[0]).send().await.expect("get");
+    assert_eq!(anonymous.status(), 401);
+    for missing in [
+        "0000000000000000000000000000000000000000",
+        "--output=x",
+        "HEAD",
+    ] {
+        let page = app
+            .http
+            .get(format!("{url}/commit/{missing}"))
+            .basic_auth("x", Some(&token))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(page.status(), 404, "{missing}");
+    }
 
     // A follow-up commits again; a fetch (which sends what it has) brings exactly that.
     run(

@@ -4,7 +4,8 @@
 //!
 //! - repository: `{public_url}/git/{owner}/{name}.git` (`git clone` it with any user name and
 //!   the owner's bearer token as the password)
-//! - commit: `{public_url}/git/{owner}/{name}.git/commit/{sha}`
+//! - commit: `{public_url}/git/{owner}/{name}.git/commit/{sha}` (shows the commit, see
+//!   [`super::commit_view`])
 //!
 //! Owner and name are checked repository name components (ASCII letters, digits, `.`, `_`, `-`),
 //! so they need no escaping.
