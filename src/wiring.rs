@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
@@ -142,11 +142,10 @@ impl Components {
                 stop.clone(),
             ),
         );
-        // SQLite has one writer; several workers would only contend for it.
-        let count = match db.get_database_backend() {
-            DbBackend::Sqlite => 1,
-            _ => config.deploy.workers.max(1),
-        };
+        // Only a claim needs SQLite's writer lock (a single statement); a provider's step (a
+        // file copy, an image build, a status call) runs outside it, so several workers help
+        // on SQLite too.
+        let count = config.deploy.workers.max(1);
         let process = format!(
             "{}-{}",
             std::process::id(),

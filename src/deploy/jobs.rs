@@ -1,6 +1,6 @@
 //! The deployment queue: enqueue (superseding older queued work), claim with a lease, record
 //! progress. Claims are atomic: `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a single
-//! statement under SQLite's writer lock (and a single worker).
+//! statement under SQLite's writer lock, so several workers never claim the same job.
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -23,6 +23,20 @@ pub const ACTIVE: [&str; 3] = [QUEUED, BUILDING, DEPLOYING];
 
 pub fn is_terminal(status: &str) -> bool {
     !ACTIVE.contains(&status)
+}
+
+/// Wakes this process's idle workers when a deployment is queued, so a new job waits for a
+/// free worker rather than for the next poll. Workers of other processes find it by polling.
+static ENQUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+fn wake_workers() {
+    ENQUEUED.notify_waiters();
+}
+
+/// Resolves when a deployment is queued in this process (see [`wake_workers`]); `enable` it
+/// before looking for work so a job queued meanwhile is not missed.
+pub fn enqueued() -> tokio::sync::futures::Notified<'static> {
+    ENQUEUED.notified()
 }
 
 /// A deployment to queue, see [`enqueue_new`].
@@ -127,6 +141,7 @@ pub async fn enqueue_new(
         .exec(&txn)
         .await?;
     txn.commit().await?;
+    wake_workers();
     Ok(job)
 }
 

@@ -69,19 +69,34 @@ pub struct DeployWorker {
 impl DeployWorker {
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(worker = %self.id, "deploy worker started");
-        loop {
-            if let Err(e) = jobs::fail_overdue(&self.db).await {
-                tracing::warn!(error = %e, "could not fail overdue deployments");
+        let mut next_sweep = tokio::time::Instant::now();
+        while !stop.is_cancelled() {
+            // Overdue jobs are swept once per poll interval, not once per step: under load a
+            // worker takes steps back to back.
+            if tokio::time::Instant::now() >= next_sweep {
+                if let Err(e) = jobs::fail_overdue(&self.db).await {
+                    tracing::warn!(error = %e, "could not fail overdue deployments");
+                }
+                self.report_timeouts().await;
+                next_sweep = tokio::time::Instant::now() + self.settings.poll_interval;
             }
-            self.report_timeouts().await;
-            let claimed = jobs::claim(&self.db, &self.id, self.lease()).await;
-            match claimed {
-                Ok(Some(job)) => self.process(job).await,
+            // Registered before the claim, so a job queued while claiming still wakes us.
+            let enqueued = jobs::enqueued();
+            tokio::pin!(enqueued);
+            enqueued.as_mut().enable();
+            match jobs::claim(&self.db, &self.id, self.lease()).await {
+                // A worker that found work looks for more at once; it sleeps only when the
+                // queue has nothing due.
+                Ok(Some(job)) => {
+                    self.process(job).await;
+                    continue;
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "could not claim a deployment"),
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
+                _ = &mut enqueued => {}
                 _ = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }

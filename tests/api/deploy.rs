@@ -23,10 +23,8 @@ fn metadata_types(frames: &[Frame]) -> Vec<String> {
         .collect()
 }
 
-async fn build_app(app: &TestApp, token: &str) -> (String, Vec<Frame>) {
-    let response = app
-        .post_message(token, &json!({"message": "build a todo list app"}))
-        .await;
+async fn build_app(app: &TestApp, token: &str, prompt: &str) -> (String, Vec<Frame>) {
+    let response = app.post_message(token, &json!({"message": prompt})).await;
     assert_eq!(response.status(), 200);
     let frames = SseReader::new(response).collect().await;
     assert_complete_run(&frames);
@@ -56,7 +54,7 @@ async fn wait_for_status(app: &TestApp, token: &str, id: &str, want: &str) -> Va
 async fn demo_run_deploys_a_working_preview(kind: DbKind) {
     let app = spawn_app(kind).await;
     let token = app.token("alice");
-    let (app_id, frames) = build_app(&app, &token).await;
+    let (app_id, frames) = build_app(&app, &token, "build a todo list app").await;
     let types = metadata_types(&frames);
     assert_eq!(
         types,
@@ -98,10 +96,12 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
         .to_str()
         .unwrap_or("")
         .starts_with("text/javascript"));
-    for bad in [
-        "..%2F..%2Fetc%2Fpasswd",
-        "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
-        "nope.js",
+    // An encoded traversal normalises to a path outside /preview, which is not public (401);
+    // a missing file is 404. Neither serves anything.
+    for (bad, expected) in [
+        ("..%2F..%2Fetc%2Fpasswd", 401),
+        ("%2e%2e%2f%2e%2e%2fetc%2fpasswd", 401),
+        ("nope.js", 404),
     ] {
         assert_eq!(
             app.http
@@ -110,7 +110,7 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
                 .await
                 .expect("get")
                 .status(),
-            404,
+            expected,
             "{bad}"
         );
     }
@@ -164,10 +164,38 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
 }
 db_test!(demo_run_deploys_a_working_preview);
 
+/// A worker takes a queued job at once (it is woken when the job is queued) and a job's next
+/// step right after the last, however long the poll interval: a 10 s interval must not delay
+/// a local preview by 10 s, nor several of them by 10 s each.
+async fn workers_take_new_jobs_and_next_steps_at_once(kind: DbKind) {
+    let app = spawn_app_with(kind, "[deploy]\npoll_interval_ms = 10000\nworkers = 2\n").await;
+    let token = app.token("alice");
+    // Let the workers go idle first: they now sleep for the whole poll interval.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let runs = [
+        "build a todo list",
+        "make a counter app",
+        "build a notes app",
+    ]
+    .map(|prompt| build_app(&app, &token, prompt));
+    for (_, frames) in futures::future::join_all(runs).await {
+        let types = metadata_types(&frames);
+        assert!(
+            types.contains(&"deployment_complete".to_string()),
+            "{types:?}"
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(8), "{elapsed:?}");
+    app.stop().await;
+}
+db_test!(workers_take_new_jobs_and_next_steps_at_once);
+
 async fn manual_deploy_reports_to_history(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
     let token = app.token("alice");
-    let (app_id, frames) = build_app(&app, &token).await;
+    let (app_id, frames) = build_app(&app, &token, "build a todo list app").await;
     assert_eq!(
         metadata_types(&frames),
         vec!["version_created", "repo_created", "commit_created"]
@@ -230,7 +258,7 @@ db_test!(manual_deploy_reports_to_history);
 async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
     let token = app.token("alice");
-    let (app_id, _) = build_app(&app, &token).await;
+    let (app_id, _) = build_app(&app, &token, "build a todo list app").await;
     // No worker of the gateway's own may take the job while we play the dead one.
     let mut app = app;
     app.stop_server().await;
@@ -287,7 +315,7 @@ db_test!(dead_worker_lease_expires_and_the_job_is_retried);
 async fn newer_versions_supersede_and_deadlines_fail_stuck_jobs(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\non_new_version = false\n").await;
     let token = app.token("alice");
-    let (app_id, _) = build_app(&app, &token).await;
+    let (app_id, _) = build_app(&app, &token, "build a todo list app").await;
     // Stop the workers so the queue stays as we leave it.
     let mut app = app;
     app.stop_server().await;
@@ -350,7 +378,7 @@ db_test!(newer_versions_supersede_and_deadlines_fail_stuck_jobs);
 async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
     let app = spawn_app(kind).await;
     let token = app.token("alice");
-    let (app_id, frames) = build_app(&app, &token).await;
+    let (app_id, frames) = build_app(&app, &token, "build a todo list app").await;
     let url = frames
         .iter()
         .find_map(|f| f.data["message"]["metadata"]["deploymentUrl"].as_str())
