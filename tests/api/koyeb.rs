@@ -125,11 +125,22 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
 
     koyeb.start(&req, &mut state).await.expect("start");
 
+    // Once the service exists, its app's domain is read: the URL the app gets at once.
+    let koyeb_app = state[STATE_APP_ID].as_str().expect("app id").to_string();
     assert_eq!(
         fake.calls(),
-        vec!["POST /v1/apps", "GET /v1/services", "POST /v1/services"]
+        vec![
+            "POST /v1/apps".to_string(),
+            "GET /v1/services".to_string(),
+            "POST /v1/services".to_string(),
+            format!("GET /v1/apps/{koyeb_app}")
+        ]
     );
     let name = format!("ag-{}", hex12(&app_id));
+    assert_eq!(
+        state[agentgate::deploy::worker::STATE_URL],
+        format!("https://{name}-fake.koyeb.app").as_str()
+    );
     assert_eq!(fake.app_names(), vec![name.clone()]);
     assert_eq!(fake.service_names(), vec![name.clone()]);
     for key in [STATE_APP_ID, STATE_SERVICE_ID, STATE_DEPLOYMENT_ID] {
@@ -205,6 +216,10 @@ async fn second_version_reuses_app_and_service() {
             "GET /v1/apps".to_string(),
             "GET /v1/services".to_string(),
             format!("PATCH /v1/services/{service_id}"),
+            format!(
+                "GET /v1/apps/{}",
+                first_state[STATE_APP_ID].as_str().expect("app id")
+            ),
         ]
     );
     assert_eq!(fake.app_names().len(), 1);
