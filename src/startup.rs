@@ -93,6 +93,7 @@ impl Application {
             db.clone(),
             parts.deploy_settings.clone(),
             parts.provider,
+            parts.preview.clone(),
         ));
         // Git first: a deploy from git needs the commit to exist.
         let mut hooks: Vec<Arc<dyn VersionHook>> = Vec::new();

@@ -1,13 +1,14 @@
 //! Connects runs to deployments: each new version is enqueued, and before a run's `done` the
 //! stream waits (bounded) for the outcome so the user sees it live.
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, EntityTrait};
 use serde_json::json;
 
 use super::jobs;
+use super::local::LocalPreview;
 use super::worker::to_chrono;
 use super::{outcome_notice, DeploySettings};
 use crate::files::VersionHook;
@@ -19,16 +20,24 @@ pub struct DeployHook {
     db: DatabaseConnection,
     settings: DeploySettings,
     provider: &'static str,
+    preview: Option<Arc<LocalPreview>>,
     /// The deployment each active run waits for.
     pending: Mutex<HashMap<String, String>>,
 }
 
 impl DeployHook {
-    pub fn new(db: DatabaseConnection, settings: DeploySettings, provider: &'static str) -> Self {
+    /// `preview` is set when deployments are local previews, whose URL is known at once.
+    pub fn new(
+        db: DatabaseConnection,
+        settings: DeploySettings,
+        provider: &'static str,
+        preview: Option<Arc<LocalPreview>>,
+    ) -> Self {
         Self {
             db,
             settings,
             provider,
+            preview,
             pending: Mutex::new(HashMap::new()),
         }
     }
@@ -70,16 +79,18 @@ impl VersionHook for DeployHook {
         if !self.settings.on_new_version {
             return Vec::new();
         }
-        let queued = jobs::enqueue(
-            &self.db,
-            &ctx.app_id,
-            &ctx.owner_id,
-            version.version,
-            self.provider,
-            to_chrono(self.settings.queued_deadline),
-            true,
-        )
-        .await;
+        // A local preview's URL is known before it runs: on the app from the start.
+        let preview_url = self.preview.as_ref().map(|p| p.url_for(&ctx.app_id));
+        let new = jobs::NewDeployment {
+            app_id: &ctx.app_id,
+            owner_id: &ctx.owner_id,
+            version: version.version,
+            provider: self.provider,
+            queued_deadline: to_chrono(self.settings.queued_deadline),
+            watched: true,
+            app_url: preview_url.as_deref(),
+        };
+        let queued = jobs::enqueue_new(&self.db, new).await;
         let job = match queued {
             Ok(job) => job,
             Err(e) => {

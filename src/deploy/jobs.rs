@@ -202,12 +202,16 @@ pub async fn claim(
         DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
         _ => "",
     };
+    // Jobs already under way come before queued ones: finishing what was started gets each
+    // deployment live early, where taking every queued job first (breadth first) left a
+    // thousand started and none live for minutes.
     let sql = format!(
         "UPDATE deployments SET lease_owner = $1, lease_expires_at = $2 \
          WHERE id = (SELECT id FROM deployments \
                      WHERE status IN ('queued', 'building', 'deploying') AND next_attempt_at <= $3 \
                        AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
-                     ORDER BY next_attempt_at LIMIT 1{lock}) \
+                     ORDER BY CASE WHEN status = 'queued' THEN 1 ELSE 0 END, next_attempt_at \
+                     LIMIT 1{lock}) \
          RETURNING id"
     );
     let row = db

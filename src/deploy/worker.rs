@@ -1,5 +1,6 @@
 //! Deployment workers: claim a due job, advance it one step through its provider, write the
 //! result back, release the lease. A worker that dies leaves a lease that simply expires.
+use crate::workspace::FileTree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +156,12 @@ impl DeployWorker {
             Ok(false) => {}
             Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
         }
-        let request = match self.request(job).await {
+        let mut state: ProviderState =
+            serde_json::from_str(&job.provider_state).unwrap_or_default();
+        // Only a start publishes files; a status poll needs the ids in the state, and loading
+        // the whole tree for every poll made each step cost as much as a start.
+        let starting = job.status == QUEUED || state.contains_key(STARTING);
+        let request = match self.request(job, starting).await {
             Ok(request) => request,
             Err(RequestError::Wait(reason)) => {
                 return Update {
@@ -169,8 +175,6 @@ impl DeployWorker {
             }
             Err(RequestError::Failed(e)) => return self.retry(job, None, e),
         };
-        let mut state: ProviderState =
-            serde_json::from_str(&job.provider_state).unwrap_or_default();
         if job.status == QUEUED {
             // `start` may build an image for many minutes: the job is building from here on,
             // under the building deadline, not the deadline for waiting in the queue.
@@ -321,7 +325,11 @@ impl DeployWorker {
         Ok(newer.is_some())
     }
 
-    async fn request(&self, job: &deployments::Model) -> Result<DeployRequest, RequestError> {
+    async fn request(
+        &self,
+        job: &deployments::Model,
+        with_files: bool,
+    ) -> Result<DeployRequest, RequestError> {
         let version = self
             .files
             .get(&job.app_id, job.version)
@@ -349,11 +357,14 @@ impl DeployWorker {
                 job.version
             )));
         }
-        let files = self.files.load_tree(&version).await.map_err(|e| {
-            RequestError::Failed(DeployError::Transient(format!(
-                "loading the version's files: {e:#}"
-            )))
-        })?;
+        let files = match with_files {
+            true => self.files.load_tree(&version).await.map_err(|e| {
+                RequestError::Failed(DeployError::Transient(format!(
+                    "loading the version's files: {e:#}"
+                )))
+            })?,
+            false => FileTree::new(),
+        };
         let repository = match self.git.as_ref().and_then(|git| git.repo_of(&app)) {
             Some(repo) => Some(RepositoryInfo {
                 url: repo.url,

@@ -154,16 +154,17 @@ async fn deploy(
     }
     let provider = state.deploy_provider;
     let deadline = chrono::Duration::seconds(state.config.deploy.queued_deadline_secs as i64);
-    let job = jobs::enqueue(
-        &state.db,
-        &app.id,
-        &user.id,
-        app.current_version,
+    let preview_url = state.preview.as_ref().map(|p| p.url_for(&app.id));
+    let new = jobs::NewDeployment {
+        app_id: &app.id,
+        owner_id: &user.id,
+        version: app.current_version,
         provider,
-        deadline,
-        false,
-    )
-    .await?;
+        queued_deadline: deadline,
+        watched: false,
+        app_url: preview_url.as_deref(),
+    };
+    let job = jobs::enqueue_new(&state.db, new).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DeployQueued {

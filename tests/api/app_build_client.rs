@@ -126,7 +126,13 @@ async fn an_app_build_client_can_refine_build_and_iterate(kind: DbKind) {
         .iter()
         .filter_map(|f| f.data.get("metadata").and_then(|m| m["type"].as_str()))
         .collect();
-    for expected in ["repo_created", "commit_created", "deployment_complete"] {
+    // A local preview's URL is known when it is queued: the in-progress notice carries it.
+    for expected in [
+        "repo_created",
+        "commit_created",
+        "deployment_in_progress",
+        "deployment_complete",
+    ] {
         assert!(types.contains(&expected), "{expected} in {types:?}");
     }
 
