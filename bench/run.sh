@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 BIN=$TARGET_DIR/$PROFILE
-[ -n "$OUT" ] || OUT=$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)$([ $SMOKE = 1 ] && echo -smoke)
+[ -n "$OUT" ] || OUT=$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)$([ $SMOKE = 1 ] && echo -smoke || true)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 RESULTS=$OUT/results.jsonl
