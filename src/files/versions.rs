@@ -293,6 +293,10 @@ impl FileVersions {
         Ok(size)
     }
 
+    /// The blobs storage has for sure: those of the parent version once its content is
+    /// uploaded. That is when it is stored, or when its manifest is in storage (written only
+    /// after all its blobs), so a parent whose archive is still being built does not make the
+    /// next version check every blob again.
     async fn blobs_of_stored_parent(
         &self,
         version: &app_versions::Model,
@@ -300,14 +304,22 @@ impl FileVersions {
         let Some(parent) = version.parent_version else {
             return Ok(BTreeSet::new());
         };
-        match self.get(&version.app_id, parent).await? {
-            Some(p) if p.status == STATUS_STORED => Ok(Manifest::from_json(&p.manifest)?
-                .files
-                .into_values()
-                .map(|e| e.sha256)
-                .collect()),
-            _ => Ok(BTreeSet::new()),
+        let Some(p) = self.get(&version.app_id, parent).await? else {
+            return Ok(BTreeSet::new());
+        };
+        let uploaded = p.status == STATUS_STORED
+            || self
+                .store
+                .exists(&manifest_key(&p.app_id, p.version))
+                .await?;
+        if !uploaded {
+            return Ok(BTreeSet::new());
         }
+        Ok(Manifest::from_json(&p.manifest)?
+            .files
+            .into_values()
+            .map(|e| e.sha256)
+            .collect())
     }
 
     /// Deletes what storage keeps per version of a deleted app (manifest and archive) and
@@ -576,6 +588,32 @@ mod tests {
                 .expect("version")
                 .status
         }
+    }
+
+    #[tokio::test]
+    async fn a_child_of_a_version_whose_archive_is_pending_uploads_only_its_new_blobs() {
+        let f = fixture().await;
+        let v1 = f.pending_version("<h1>one</h1>").await;
+        f.files.upload_content(&v1).await.expect("content");
+        assert_eq!(f.status(&v1).await, STATUS_PENDING, "no archive yet");
+        let mut tree = f.files.load_tree(&v1).await.expect("tree");
+        tree.insert(
+            "app.js".into(),
+            FileEntry {
+                content: b"new".to_vec(),
+                mode: FileMode::Regular,
+            },
+        );
+        let v2 = f
+            .files
+            .create(&v1.app_id, None, None, Some(1), &tree)
+            .await
+            .expect("version 2");
+        // Were v1's blobs not trusted, this one would be checked and sent again.
+        let sha = crate::files::manifest::sha256_hex(b"<h1>one</h1>");
+        f.store.inner.delete(&blob_key(&sha)).await.expect("delete");
+        let report = f.files.upload_content(&v2).await.expect("content");
+        assert_eq!((report.blobs, report.blob_bytes), (1, 3));
     }
 
     #[tokio::test]
