@@ -96,12 +96,7 @@ async fn get_run(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunView>> {
-    let id = parse_id(&id, "run")?;
-    let run = state
-        .runs
-        .find_owned(&user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("run"))?;
+    let run = owned_run(&state, &user, &id).await?;
     Ok(Json(run.into()))
 }
 
@@ -144,12 +139,7 @@ async fn events(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let id = parse_id(&id, "run")?;
-    let run = state
-        .runs
-        .find_owned(&user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("run"))?;
+    let run = owned_run(&state, &user, &id).await?;
     let after = last_event_id(&headers, &query)?;
     if !crate::runs::ACTIVE_STATUSES.contains(&run.status.as_str()) && after >= run.last_seq {
         return Ok(StatusCode::NO_CONTENT.into_response());
@@ -206,12 +196,7 @@ async fn cancel(
     user: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
-    let id = parse_id(&id, "run")?;
-    let run = state
-        .runs
-        .find_owned(&user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("run"))?;
+    let run = owned_run(&state, &user, &id).await?;
     if state.runs.cancel(&run.id).await? {
         return Ok((
             StatusCode::ACCEPTED,
@@ -226,4 +211,15 @@ async fn cancel(
         message: format!("run is not active (status: {})", run.status),
         details: json!({ "runId": run.id, "status": run.status }),
     })
+}
+
+/// The caller's run by its id in the path: 400 for a malformed id, 404 for a run that is not
+/// theirs.
+async fn owned_run(state: &AppState, user: &AuthUser, id: &str) -> ApiResult<entity::runs::Model> {
+    let id = parse_id(id, "run")?;
+    state
+        .runs
+        .find_owned(&user.id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("run"))
 }

@@ -485,16 +485,12 @@ async fn emit_notices(
                 if let Some(failure) = &shaped.failure {
                     turn.failed_effect.get_or_insert_with(|| failure.clone());
                 }
-                apps::append_message(
-                    &deps.db,
-                    NewMessage {
-                        app_id: &ctx.app_id,
-                        run_id: Some(&ctx.run_id),
-                        role: "platform",
-                        kind: shaped.kind,
-                        content: &shaped.text,
-                        metadata: Some(&shaped.message_metadata),
-                    },
+                record_gateway_row(
+                    deps,
+                    ctx,
+                    shaped.kind,
+                    &shaped.text,
+                    &shaped.message_metadata,
                 )
                 .await?;
                 emitter
@@ -523,22 +519,35 @@ async fn emit_error(
     code: &str,
     text: &str,
 ) -> anyhow::Result<()> {
+    let metadata = notices::error_metadata(code);
+    record_gateway_row(deps, ctx, KIND_RUNTIME_ERROR, text, &metadata).await?;
+    emitter
+        .emit(EVENT_ERROR, &protocol::error_payload(ctx, code, text))
+        .await?;
+    Ok(())
+}
+
+/// Keeps something the gateway told the user in the app's history (role `platform`: never
+/// sent back to the agent as conversation).
+async fn record_gateway_row(
+    deps: &RunDeps,
+    ctx: &EventContext,
+    kind: &str,
+    text: &str,
+    metadata: &Value,
+) -> Result<(), DbErr> {
     apps::append_message(
         &deps.db,
         NewMessage {
             app_id: &ctx.app_id,
             run_id: Some(&ctx.run_id),
             role: "platform",
-            kind: KIND_RUNTIME_ERROR,
+            kind,
             content: text,
-            metadata: Some(&notices::error_metadata(code)),
+            metadata: Some(metadata),
         },
     )
-    .await?;
-    emitter
-        .emit(EVENT_ERROR, &protocol::error_payload(ctx, code, text))
-        .await?;
-    Ok(())
+    .await
 }
 
 /// Returns the run's message to the user's daily allowance (best effort: a failure only costs
