@@ -186,6 +186,7 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     pub body_read_timeout_secs: u64,
     pub keep_alive_idle_secs: u64,
+    pub write_stall_timeout_secs: u64,
     /// 0 = derived from the process's file-descriptor limit.
     pub max_connections: usize,
 }

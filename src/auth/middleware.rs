@@ -67,7 +67,9 @@ pub async fn require_auth(
             request.headers(),
         )?;
     }
-    if is_public(&path) {
+    // Public only when the path is public both as routed (raw) and as it resolves: either
+    // alone lets an encoded `..` move a private route's path into a public prefix or out of it.
+    if is_public(&path) && is_public(request.uri().path()) {
         return Ok(next.run(request).await);
     }
     let token = bearer_token(request.headers().get(AUTHORIZATION))

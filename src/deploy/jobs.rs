@@ -25,6 +25,9 @@ pub fn is_terminal(status: &str) -> bool {
     !ACTIVE.contains(&status)
 }
 
+/// How long a queued job yields to jobs already under way (see [`claim`]).
+const QUEUED_PATIENCE: ChronoDuration = ChronoDuration::seconds(30);
+
 /// Wakes this process's idle workers when a deployment is queued, so a new job waits for a
 /// free worker rather than for the next poll. Workers of other processes find it by polling.
 static ENQUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
@@ -202,15 +205,18 @@ pub async fn claim(
         DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
         _ => "",
     };
-    // Jobs already under way come before queued ones: finishing what was started gets each
-    // deployment live early, where taking every queued job first (breadth first) left a
-    // thousand started and none live for minutes.
+    // Jobs already under way come before queued ones that arrived in the last
+    // QUEUED_PATIENCE: finishing what was started gets each deployment live early, where
+    // taking every queued job first (breadth first) left a thousand started and none live for
+    // minutes. Past that a queued job competes by due time again, so a steady stream of polls
+    // cannot starve it into its queue deadline.
     let sql = format!(
         "UPDATE deployments SET lease_owner = $1, lease_expires_at = $2 \
          WHERE id = (SELECT id FROM deployments \
                      WHERE status IN ('queued', 'building', 'deploying') AND next_attempt_at <= $3 \
                        AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
-                     ORDER BY CASE WHEN status = 'queued' THEN 1 ELSE 0 END, next_attempt_at \
+                     ORDER BY CASE WHEN status = 'queued' AND created_at > $5 THEN 1 ELSE 0 END, \
+                              next_attempt_at \
                      LIMIT 1{lock}) \
          RETURNING id"
     );
@@ -218,7 +224,13 @@ pub async fn claim(
         .query_one_raw(statement(
             db,
             &sql,
-            vec![worker.into(), (now + lease).into(), now.into(), now.into()],
+            vec![
+                worker.into(),
+                (now + lease).into(),
+                now.into(),
+                now.into(),
+                (now - QUEUED_PATIENCE).into(),
+            ],
         ))
         .await?;
     let Some(row) = row else {

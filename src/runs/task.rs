@@ -72,7 +72,8 @@ struct Turn {
     /// The latest agent state not yet saved: it is saved only with an accepted turn, so the
     /// stored state always matches the stored files.
     unsaved_state: Option<Value>,
-    /// The first diff that was not applied: (code, message).
+    /// Why the run's latest diff was not applied: (code, message). A later diff that applies
+    /// clears it (each diff of a run repeats the earlier ones).
     rejected: Option<(String, String)>,
     /// A side effect that failed after the diff applied (a deployment): (code, reason).
     failed_effect: Option<(String, String)>,
@@ -456,10 +457,15 @@ async fn handle_event(
         base_version,
     };
     let notices = deps.sink.handle_diff(&diff_ctx, diff).await;
+    let applied = !notices
+        .iter()
+        .any(|n| matches!(n, SinkNotice::Rejected { .. }));
     emit_notices(deps, ctx, emitter, turn, notices).await?;
-    // The files now match what the agent believes: keep its state with them. After a
-    // rejected diff nothing of this turn's state is kept.
-    if turn.rejected.is_none() {
+    if applied {
+        // A run's diffs are cumulative against the files it sent, so the last one decides:
+        // an earlier rejected diff that a later one supersedes no longer fails the turn.
+        turn.rejected = None;
+        // The files now match what the agent believes: keep its state with them.
         if let Some(state) = turn.unsaved_state.take() {
             save_agent_state(&deps.db, &ctx.app_id, &state).await?;
         }
@@ -501,8 +507,7 @@ async fn emit_notices(
                 emit_error(deps, ctx, emitter, &code, &message).await?;
             }
             SinkNotice::Rejected { code, message } => {
-                turn.rejected
-                    .get_or_insert_with(|| (code.clone(), message.clone()));
+                turn.rejected = Some((code.clone(), message.clone()));
                 emit_error(deps, ctx, emitter, &code, &message).await?;
             }
         }

@@ -2,7 +2,8 @@
 //! - awaiting a request's headers: from its opening, or from the first byte after an idle spell,
 //!   it has `header_read` to deliver them;
 //! - busy: a request is being handled or its response sent; no connection deadline applies
-//!   (the body deadline, the route's own timeout and streams' keep-alives cover it);
+//!   (the body deadline, the route's own timeout and streams' keep-alives cover it) unless the
+//!   client stops reading: a write that cannot proceed for `write_stall` closes it;
 //! - idle: between requests, for at most `keep_alive_idle`.
 //!
 //! hyper's own `header_read_timeout` is not used: its timer restarts when a connection goes
@@ -50,6 +51,7 @@ pub(super) async fn serve(
     let io = TokioIo::new(WatchedIo {
         stream,
         activity: activity.clone(),
+        blocked: false,
     });
     let service = ConnectionService {
         router,
@@ -61,7 +63,11 @@ pub(super) async fn serve(
         .header_read_timeout(None)
         .serve_connection(io, service);
     tokio::pin!(conn);
-    let expiry = activity.first_expiry(limits.header_read, limits.keep_alive_idle);
+    let expiry = activity.first_expiry(
+        limits.header_read,
+        limits.keep_alive_idle,
+        limits.write_stall,
+    );
     tokio::pin!(expiry);
     let mut draining = false;
     loop {
@@ -114,6 +120,8 @@ struct State {
     since: Instant,
     /// Requests whose response has not finished (more than one only when pipelined).
     in_flight: usize,
+    /// Since when a write has been waiting for the client to read.
+    write_blocked_since: Option<Instant>,
 }
 
 /// What the connection is doing, updated by its reads and requests, watched by `first_expiry`.
@@ -129,6 +137,7 @@ impl Activity {
                 phase: Phase::AwaitingHeaders,
                 since: Instant::now(),
                 in_flight: 0,
+                write_blocked_since: None,
             }),
             changed: Notify::new(),
         }
@@ -153,6 +162,13 @@ impl Activity {
         }
     }
 
+    /// A write could not proceed (`true`) or proceeded again (`false`).
+    fn write_blocked(&self, blocked: bool) {
+        let mut state = self.state();
+        state.write_blocked_since = blocked.then(Instant::now);
+        self.changed.notify_one();
+    }
+
     fn request_started(&self) {
         let mut state = self.state();
         state.in_flight += 1;
@@ -174,20 +190,22 @@ impl Activity {
         &self,
         header_read: Option<Duration>,
         keep_alive_idle: Option<Duration>,
+        write_stall: Option<Duration>,
     ) -> &'static str {
         loop {
             // Registered before the state is read, so a change in between is not missed.
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let (phase, since) = {
+            let (phase, since, blocked_since) = {
                 let state = self.state();
-                (state.phase, state.since)
+                (state.phase, state.since, state.write_blocked_since)
             };
-            let (limit, name) = match phase {
-                Phase::AwaitingHeaders => (header_read, "header"),
-                Phase::Idle => (keep_alive_idle, "idle"),
-                Phase::Busy => (None, "busy"),
+            let (limit, since, name) = match (phase, blocked_since) {
+                (Phase::AwaitingHeaders, _) => (header_read, since, "header"),
+                (Phase::Idle, _) => (keep_alive_idle, since, "idle"),
+                (Phase::Busy, Some(blocked)) => (write_stall, blocked, "write"),
+                (Phase::Busy, None) => (None, since, "busy"),
             };
             match limit {
                 Some(limit) => {
@@ -290,10 +308,23 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     }
 }
 
-/// The TCP stream, telling the connection's activity when bytes arrive.
+/// The TCP stream, telling the connection's activity when bytes arrive and when writes stall.
 struct WatchedIo {
     stream: TcpStream,
     activity: Arc<Activity>,
+    /// The last write waited for the client; the activity is told only on a change.
+    blocked: bool,
+}
+
+impl WatchedIo {
+    fn note_write<T>(&mut self, result: Poll<T>) -> Poll<T> {
+        let blocked = result.is_pending();
+        if blocked != self.blocked {
+            self.blocked = blocked;
+            self.activity.write_blocked(blocked);
+        }
+        result
+    }
 }
 
 impl AsyncRead for WatchedIo {
@@ -317,7 +348,8 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note_write(result)
     }
 
     fn poll_write_vectored(
@@ -325,7 +357,8 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.note_write(result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -333,7 +366,8 @@ impl AsyncWrite for WatchedIo {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let result = Pin::new(&mut self.stream).poll_flush(cx);
+        self.note_write(result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

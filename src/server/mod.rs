@@ -42,6 +42,8 @@ pub struct ConnectionLimits {
     pub body_read: Option<Duration>,
     /// Between requests on a keep-alive connection.
     pub keep_alive_idle: Option<Duration>,
+    /// While a response cannot be written because the client stopped reading.
+    pub write_stall: Option<Duration>,
     pub max_connections: usize,
 }
 
@@ -53,6 +55,7 @@ impl ConnectionLimits {
             header_read: secs(server.header_read_timeout_secs),
             body_read: secs(server.body_read_timeout_secs),
             keep_alive_idle: secs(server.keep_alive_idle_secs),
+            write_stall: secs(server.write_stall_timeout_secs),
             max_connections: max_connections.max(1),
         }
     }

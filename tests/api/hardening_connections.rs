@@ -453,3 +453,81 @@ async fn an_sse_stream_that_outlasts_every_connection_deadline_is_not_cut(kind: 
     app.stop().await;
 }
 db_test!(an_sse_stream_that_outlasts_every_connection_deadline_is_not_cut);
+
+/// A client that stops reading a response (here a stream of large events) is closed once no
+/// byte could be written for `write_stall_timeout_secs`, freeing its place under the cap; the
+/// run itself goes on and is complete in its log.
+async fn a_client_that_stops_reading_is_closed_and_the_run_goes_on(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let toml = format!(
+        "{}[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n[server]\nwrite_stall_timeout_secs = 1\n",
+        agent.config(""),
+    );
+    let app = spawn_app_with(kind, &toml).await;
+    let padding = "x".repeat(16 * 1024);
+    let mut steps: Vec<Step> = (0..640)
+        .map(|i| {
+            Step::Send(crate::fake_agent::data_line(&event(
+                "running",
+                "WipUpdate",
+                Some(&format!("{i} {padding}")),
+            )))
+        })
+        .collect();
+    steps.push(Step::Send(crate::fake_agent::data_line(&event(
+        "idle",
+        "ReviewResult",
+        Some("Done!"),
+    ))));
+    agent.push(Script::steps(steps));
+
+    // A small receive window, so the server's writes back up soon.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let address = app
+        .address
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    let mut stream = socket.connect(address).await.expect("connect");
+    let body = json!({"message": "build a todo app"}).to_string();
+    let head = format!(
+        "POST /message HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        app.token("alice"),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut first = [0u8; 1024];
+    let n = stream.read(&mut first).await.expect("read");
+    let head = String::from_utf8_lossy(&first[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let run_id = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("x-run-id:")
+                .map(|v| v.trim().to_string())
+        })
+        .expect("run id");
+
+    // Stop reading for longer than the stall deadline: the server gives up on the connection.
+    // (Had it not, reading now would resume the stream up to `done`, then idle on.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // What the client had not read ends early: no `done` reaches it.
+    let mut rest = Vec::new();
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(drained.is_ok(), "the connection stayed open");
+    assert!(!String::from_utf8_lossy(&rest).contains("event: done"));
+    // The run went on without its client and is complete in its log.
+    assert_ne!(
+        crate::helpers::settled_run_status(&app, &run_id).await,
+        "running"
+    );
+    let replay = app
+        .get(&format!("/runs/{run_id}/events"), &app.token("alice"))
+        .await;
+    assert_complete_run(&SseReader::new(replay).collect().await);
+    app.stop().await;
+}
+db_test!(a_client_that_stops_reading_is_closed_and_the_run_goes_on);

@@ -211,6 +211,48 @@ async fn a_rejected_turn_keeps_the_agent_state_and_fails_the_run(kind: DbKind) {
 }
 db_test!(a_rejected_turn_keeps_the_agent_state_and_fails_the_run);
 
+/// Each diff of a run repeats the earlier ones (AGENT_PROTOCOL §5.6): when a later diff of the
+/// same run applies, an earlier rejected one no longer decides how the run ends.
+async fn a_rejected_diff_superseded_by_one_that_applies_does_not_fail_the_turn(kind: DbKind) {
+    let (app, agent) = setup(kind).await;
+    let token = app.token("alice");
+    agent.push(Script::events(&[review(INDEX_DIFF, json!({"turn": 1}))]));
+    let frames = run(&app, &token, json!({"message": "build a todo app"})).await;
+    let app_id = app_id_of(&frames);
+    let edit = "diff --git a/index.html b/index.html\n--- a/index.html\n+++ b/index.html\n@@ -1 +1 @@\n-<h1>Todo</h1>\n+<h1>Todos</h1>\n";
+    let stage = with(
+        with(
+            event("running", "StageResult", Some("first try")),
+            "unifiedDiff",
+            json!(CONFLICTING_DIFF),
+        ),
+        "agentState",
+        json!({"turn": "2-early"}),
+    );
+    agent.push(Script::events(&[stage, review(edit, json!({"turn": 2}))]));
+    let frames = run(
+        &app,
+        &token,
+        json!({"message": "rename it", "applicationId": app_id}),
+    )
+    .await;
+    assert!(frames.iter().any(|f| f.data["code"] == "file_exists"));
+    let view = run_view(&app, &token, &frames).await;
+    assert_eq!(view["status"], "succeeded", "{view}");
+    let details = json_of(&app, &format!("/apps/{app_id}"), &token).await;
+    assert_eq!(details["version"], 2, "{details}");
+    agent.push(Script::events(&[event("idle", "ReviewResult", Some("ok"))]));
+    run(
+        &app,
+        &token,
+        json!({"message": "third", "applicationId": app_id}),
+    )
+    .await;
+    assert_eq!(agent.requests()[2].body["agentState"], json!({"turn": 2}));
+    app.stop().await;
+}
+db_test!(a_rejected_diff_superseded_by_one_that_applies_does_not_fail_the_turn);
+
 async fn settings_must_be_an_object_and_cost_nothing_otherwise(kind: DbKind) {
     let (app, agent) = setup(kind).await;
     let token = app.token("alice");
