@@ -84,12 +84,11 @@ pub fn shape(text: &str, metadata: &Value) -> ShapedNotice {
             "deployment_complete" => "deployed",
             _ => "deploying",
         };
+        // `deploymentType` comes from the deployment itself (a guess here could send a client
+        // polling the wrong provider).
         fields
             .entry("deployStatus")
             .or_insert_with(|| Value::from(status));
-        fields
-            .entry("deploymentType")
-            .or_insert_with(|| Value::from("local"));
     }
     let mut metadata = Map::new();
     metadata.insert("type".into(), Value::from(kind));
@@ -133,7 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn deployments_say_their_status_and_type() {
+    fn deployments_say_their_status_and_keep_their_type() {
         let shaped = shape(
             "live",
             &json!({"type": "deployment_complete", "deploymentUrl": "http://x/", "deploymentType": "koyeb"}),

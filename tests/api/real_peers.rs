@@ -44,6 +44,18 @@ fn review(diff: &str, state: Value) -> Value {
     with(e, "agentState", state)
 }
 
+/// A first turn that creates the app with `index.html` (version 1) and agent `state`.
+async fn build_first_version(
+    app: &TestApp,
+    agent: &FakeAgent,
+    token: &str,
+    state: Value,
+) -> String {
+    agent.push(Script::events(&[review(INDEX_DIFF, state)]));
+    let frames = run(app, token, json!({"message": "build a todo app"})).await;
+    app_id_of(&frames)
+}
+
 fn app_id_of(frames: &[Frame]) -> String {
     frames[0].data["appId"].as_str().expect("appId").to_string()
 }
@@ -162,10 +174,9 @@ db_test!(follow_ups_reuse_the_apps_template);
 async fn a_rejected_turn_keeps_the_agent_state_and_fails_the_run(kind: DbKind) {
     let (app, agent) = setup(kind).await;
     let token = app.token("alice");
-    agent.push(Script::events(&[review(INDEX_DIFF, json!({"turn": 1}))]));
-    let frames = run(&app, &token, json!({"message": "build a todo app"})).await;
-    let app_id = app_id_of(&frames);
-    assert_eq!(run_view(&app, &token, &frames).await["status"], "succeeded");
+    let app_id = build_first_version(&app, &agent, &token, json!({"turn": 1})).await;
+    let first = json_of(&app, &format!("/apps/{app_id}"), &token).await;
+    assert_eq!(first["latestRun"]["status"], "succeeded", "{first}");
 
     // The second turn's diff does not apply: neither its files nor its state are kept.
     agent.push(Script::events(&[
@@ -216,9 +227,7 @@ db_test!(a_rejected_turn_keeps_the_agent_state_and_fails_the_run);
 async fn a_rejected_diff_superseded_by_one_that_applies_does_not_fail_the_turn(kind: DbKind) {
     let (app, agent) = setup(kind).await;
     let token = app.token("alice");
-    agent.push(Script::events(&[review(INDEX_DIFF, json!({"turn": 1}))]));
-    let frames = run(&app, &token, json!({"message": "build a todo app"})).await;
-    let app_id = app_id_of(&frames);
+    let app_id = build_first_version(&app, &agent, &token, json!({"turn": 1})).await;
     let edit = "diff --git a/index.html b/index.html\n--- a/index.html\n+++ b/index.html\n@@ -1 +1 @@\n-<h1>Todo</h1>\n+<h1>Todos</h1>\n";
     let stage = with(
         with(
@@ -328,9 +337,7 @@ db_test!(an_idempotency_key_reused_with_another_body_is_a_conflict);
 async fn gateway_errors_are_kept_in_the_history(kind: DbKind) {
     let (app, agent) = setup(kind).await;
     let token = app.token("alice");
-    agent.push(Script::events(&[review(INDEX_DIFF, json!({}))]));
-    let frames = run(&app, &token, json!({"message": "build a todo app"})).await;
-    let app_id = app_id_of(&frames);
+    let app_id = build_first_version(&app, &agent, &token, json!({})).await;
     // A follow-up whose agent answers 500 after a first event.
     agent.push(Script::status(500, "boom"));
     let frames = run(
