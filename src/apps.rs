@@ -133,10 +133,10 @@ impl From<app_messages::Model> for AppPrompt {
 }
 
 /// app.build's `DeployStatus` for an app whose internal deploy status (the latest deployment
-/// job's, see `deploy::jobs`) is `internal`: app.build clients know only these five values and
+/// job's, see `deploy::records`) is `internal`: app.build clients know only these five values and
 /// break on any other. Our finer status is shown beside it, never instead of it.
 pub fn client_deploy_status(internal: Option<&str>) -> &'static str {
-    use crate::deploy::jobs;
+    use crate::deploy::records as jobs;
     match internal {
         None => "pending",
         Some(jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING) => "deploying",

@@ -10,9 +10,11 @@ pub mod error;
 pub mod files;
 pub mod git;
 pub mod http;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod notices;
+pub mod pipeline;
 pub mod provision;
 pub mod runs;
 pub mod secrets;
@@ -23,5 +25,8 @@ pub mod storage;
 pub mod telemetry;
 pub mod wiring;
 pub mod workspace;
+
+#[cfg(test)]
+mod layering;
 
 pub use startup::Application;

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use entity::jobs::JobKind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     pub outcome: String,
@@ -24,6 +26,13 @@ pub struct Kind {
 pub struct Operation {
     pub op: String,
     pub result: String,
+}
+
+/// A job kind and what one of its steps came to (done, again, retry, failed).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobStep {
+    pub kind: String,
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +64,13 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub connection_limit_hits: Counter,
     pub connection_timeouts: Family<Kind, Counter>,
+    pub jobs_enqueued: Family<Kind, Counter>,
+    pub job_steps: Family<JobStep, Counter>,
+    pub job_wait: Family<Kind, Histogram, fn() -> Histogram>,
+    pub job_step_duration: Family<Kind, Histogram, fn() -> Histogram>,
+    pub jobs_queued: Family<Kind, Gauge>,
+    pub jobs_running: Family<Kind, Gauge>,
+    pub jobs_failed: Family<Kind, Gauge>,
 }
 
 impl Metrics {
@@ -78,6 +94,13 @@ impl Metrics {
             open_connections: Gauge::default(),
             connection_limit_hits: Counter::default(),
             connection_timeouts: Family::default(),
+            jobs_enqueued: Family::default(),
+            job_steps: Family::default(),
+            job_wait: Family::new_with_constructor(latency_histogram),
+            job_step_duration: Family::new_with_constructor(latency_histogram),
+            jobs_queued: Family::default(),
+            jobs_running: Family::default(),
+            jobs_failed: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -161,6 +184,41 @@ impl Metrics {
             "Connections closed or requests answered 408 for a missed deadline, by kind (header, body, idle)",
             metrics.connection_timeouts.clone(),
         );
+        registry.register(
+            "jobs_enqueued",
+            "Background jobs enqueued, by kind",
+            metrics.jobs_enqueued.clone(),
+        );
+        registry.register(
+            "job_steps",
+            "Steps of background jobs by kind and outcome (done, again, retry, failed)",
+            metrics.job_steps.clone(),
+        );
+        registry.register(
+            "job_wait_seconds",
+            "From a job being due to a worker starting it, by kind",
+            metrics.job_wait.clone(),
+        );
+        registry.register(
+            "job_step_duration_seconds",
+            "How long one step of a job ran, by kind",
+            metrics.job_step_duration.clone(),
+        );
+        registry.register(
+            "jobs_queued",
+            "Jobs waiting in the queue, by kind (sampled by the workers)",
+            metrics.jobs_queued.clone(),
+        );
+        registry.register(
+            "jobs_running",
+            "Jobs leased by a worker, by kind (sampled by the workers)",
+            metrics.jobs_running.clone(),
+        );
+        registry.register(
+            "jobs_failed",
+            "Jobs that gave up, by kind (sampled by the workers)",
+            metrics.jobs_failed.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -179,6 +237,33 @@ impl Metrics {
 
     pub fn git_call(&self, op: &str, ok: bool, took: Duration) {
         record(&self.git_operations, &self.git_latency, op, ok, took);
+    }
+
+    pub fn job_enqueued(&self, kind: JobKind) {
+        self.jobs_enqueued.get_or_create(&kind_label(kind)).inc();
+    }
+
+    pub fn job_started(&self, kind: JobKind, waited: Duration) {
+        self.job_wait
+            .get_or_create(&kind_label(kind))
+            .observe(waited.as_secs_f64());
+    }
+
+    pub fn job_stepped(&self, kind: JobKind, outcome: &str, took: Duration) {
+        let step = JobStep {
+            kind: kind.as_str().into(),
+            outcome: outcome.into(),
+        };
+        self.job_steps.get_or_create(&step).inc();
+        self.job_step_duration
+            .get_or_create(&kind_label(kind))
+            .observe(took.as_secs_f64());
+    }
+}
+
+fn kind_label(kind: JobKind) -> Kind {
+    Kind {
+        kind: kind.as_str().into(),
     }
 }
 

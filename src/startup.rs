@@ -9,16 +9,13 @@ use axum::Router;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentClient, AgentClientConfig};
 use crate::auth::Authenticator;
 use crate::config::Config;
-use crate::deploy::DeployHook;
-use crate::files::{VersionHook, WorkspaceSink};
-use crate::git::publish::GitHook;
 use crate::limits::Limiter;
 use crate::runs::log_writer::LogWriter;
-use crate::runs::sink::DiffSink;
 use crate::runs::{RunDeps, RunManager, Runner};
 use crate::server::{self, ConnectionLimits};
 use crate::state::AppState;
@@ -31,9 +28,14 @@ pub struct Application {
     state: AppState,
     address: SocketAddr,
     limits: ConnectionLimits,
-    /// Stops background loops (upload retries) at shutdown.
+    /// Stops background loops (job workers, lease keeping) at shutdown.
     background: CancellationToken,
+    /// The background loops, waited for (bounded) at shutdown.
+    tasks: TaskTracker,
 }
+
+/// How long shutdown waits for background loops to finish their current step.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(10);
 
 impl Application {
     /// The API plus deployment workers (what `agentgate serve` runs).
@@ -89,29 +91,11 @@ impl Application {
         let parts = Components::build(&config, &db, public_url, with_workers)?;
         let files = parts.files.clone();
         let local_store = parts.local_store.clone();
-        let deploy_hook = Arc::new(DeployHook::new(
-            db.clone(),
-            parts.deploy_settings.clone(),
-            parts.provider,
-            parts.preview.clone(),
-        ));
-        // Git first: a deploy from git needs the commit to exist.
-        let mut hooks: Vec<Arc<dyn VersionHook>> = Vec::new();
-        if let Some(publisher) = &parts.git {
-            hooks.push(Arc::new(GitHook {
-                publisher: publisher.clone(),
-            }));
-        }
-        hooks.push(deploy_hook);
-        let sink: Arc<dyn DiffSink> = Arc::new(
-            WorkspaceSink::new(files.clone(), hooks)
-                .with_max_files(config.limits.max_files_per_app),
-        );
         let runs = RunManager::new(
             RunDeps {
                 db: db.clone(),
                 agent,
-                sink,
+                pipeline: parts.pipeline.clone(),
                 turn_deadline: Duration::from_secs(config.agent.turn_deadline_secs),
                 log: LogWriter::start(log_db, db.clone()),
             },
@@ -146,8 +130,9 @@ impl Application {
             started_at: Instant::now(),
         };
         let background = CancellationToken::new();
-        parts.spawn_background(&config, &db_for_background, background.clone());
-        tokio::spawn(state.runs.clone().keep_leases(
+        let tasks = TaskTracker::new();
+        parts.spawn_background(&config, &db_for_background, background.clone(), &tasks);
+        tasks.spawn(state.runs.clone().keep_leases(
             Duration::from_secs(config.runs.sweep_interval_secs.max(1)),
             background.clone(),
         ));
@@ -168,6 +153,7 @@ impl Application {
             address,
             limits,
             background,
+            tasks,
         })
     }
 
@@ -209,6 +195,7 @@ impl Application {
         tracing::info!("shutting down: waiting for active runs");
         self.background.cancel();
         runs.shutdown(grace).await;
+        stop_background(self.tasks).await;
         // Every run has logged `done` now, so their streams end; give them a moment to drain.
         match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
             Ok(result) => result?,
@@ -257,7 +244,7 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// `agentgate worker`: only the deployment workers and upload retries, until `shutdown`.
+/// `agentgate worker`: only the job workers, until `shutdown`.
 pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.server.data_dir)?;
     let db = db::connect(&config.database_url(), config.database.max_connections).await?;
@@ -268,12 +255,26 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
     };
     let parts = Components::build(&config, &db, public_url, true)?;
     let stop = CancellationToken::new();
-    parts.spawn_background(&config, &db, stop.clone());
+    let tasks = TaskTracker::new();
+    parts.spawn_background(&config, &db, stop.clone(), &tasks);
     // Deploy outcomes and git/storage retries are counted here, so this process has metrics too.
     if let Some(bind) = config.server.metrics_bind {
         serve_metrics(bind, &config, stop.clone()).await?;
     }
     shutdown.await;
     stop.cancel();
+    stop_background(tasks).await;
     Ok(())
+}
+
+/// Waits for the background loops to finish their current step (they were told to stop), up
+/// to [`BACKGROUND_GRACE`]; a step cut short is retried elsewhere once its lease expires.
+async fn stop_background(tasks: TaskTracker) {
+    tasks.close();
+    if tokio::time::timeout(BACKGROUND_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background work still running at shutdown; its leases will expire");
+    }
 }

@@ -1,21 +1,24 @@
 //! The parts both the API process and a worker-only process need: object storage, file
-//! versions, the deployer, and the background loops (deploy workers, upload retries).
+//! versions, the version pipeline, the deployer, and the job workers.
 use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DeployProvider, GitHostKind, ProvisionKind, StorageKind};
 use crate::deploy::builder::{ImageBuilder, ImageBuilderSettings};
-use crate::deploy::cleanup::CleanupRunner;
 use crate::deploy::ecr::{EcrRegistry, EcrSettings};
 use crate::deploy::koyeb::{KoyebDeployer, KoyebMode, KoyebSettings};
-use crate::deploy::{DeploySettings, DeployWorker, Deployer, LocalPreview};
+use crate::deploy::{DeployRunner, DeploySettings, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::git::publish::{GitPublisher, PublishSettings};
 use crate::git::{GitHost, GitHubAuth, GitHubHost, GitHubSettings, LocalGitHost};
+use crate::jobs::{JobKind, JobWorker, RetryPolicy, WorkerSettings};
+use crate::pipeline::cleanup::Cleanup;
+use crate::pipeline::{DeployPlan, EffectPolicies, Effects, PipelineSettings, VersionPipeline};
 use crate::provision::{
     AppDatabases, DatabaseProvisioner, NeonProvisioner, NoProvisioner, PostgresProvisioner,
     UrlCipher,
@@ -33,6 +36,8 @@ pub struct Components {
     /// Set when previews are served by this gateway.
     pub preview: Option<Arc<LocalPreview>>,
     pub deploy_settings: DeploySettings,
+    /// Diff → version → queued effects, for runs.
+    pub pipeline: VersionPipeline,
     /// What only deploy workers and clean-up use: None on an API-only host (`serve
     /// --no-worker`), which therefore needs no provider or cloud credentials.
     pub workers: Option<WorkerParts>,
@@ -93,7 +98,25 @@ impl Components {
             building_deadline: Duration::from_secs(d.building_deadline_secs),
             deploying_deadline: Duration::from_secs(d.deploying_deadline_secs),
             unknown_status_wait: Duration::from_secs(d.unknown_status_wait_secs),
+            git_branch: config.git.branch.clone(),
         };
+        let plan = DeployPlan {
+            provider,
+            queued_deadline: deploy_settings.queued_deadline,
+            needs_repository: config.deploy.provider == DeployProvider::Koyeb
+                && config.koyeb.mode != "image",
+            preview: preview.clone(),
+        };
+        let pipeline = VersionPipeline::new(
+            db.clone(),
+            files.clone(),
+            PipelineSettings {
+                max_files: config.limits.max_files_per_app,
+                push: git.is_some(),
+                deploy: d.on_new_version.then_some(plan),
+                stream_wait: deploy_settings.stream_wait,
+            },
+        );
         Ok(Self {
             files,
             git,
@@ -101,71 +124,91 @@ impl Components {
             provider,
             preview,
             deploy_settings,
+            pipeline,
             workers,
         })
     }
 
-    /// Upload retries always; deploy workers, git retries and clean-up when built with
-    /// workers. All stop with `stop`.
+    /// The job workers, on `tracker` until `stop`: every kind with workers; without (an
+    /// API-only host) only uploads, whose blobs are in this host's cache.
     pub fn spawn_background(
         &self,
         config: &Config,
         db: &DatabaseConnection,
         stop: CancellationToken,
+        tracker: &TaskTracker,
     ) {
-        spawn_upload_retries(
-            self.files.clone(),
-            Duration::from_secs(config.storage.retry_interval_secs.max(1)),
-            stop.clone(),
-        );
-        let Some(parts) = &self.workers else {
-            return;
+        let settings = WorkerSettings {
+            poll_interval: self.deploy_settings.poll_interval,
+            lease: self.deploy_settings.lease,
         };
-        if let Some(git) = &self.git {
-            git.clone().spawn_retries(
-                Duration::from_secs(config.git.retry_interval_secs.max(1)),
-                stop.clone(),
-            );
-        }
-        let cleanup = CleanupRunner {
-            db: db.clone(),
-            deployer: parts.deployer.clone(),
-            git: self.git.clone(),
-            databases: parts.databases.clone(),
-            files: self.files.clone(),
-        };
-        tokio::spawn(
-            cleanup.run(
-                self.deploy_settings
-                    .poll_interval
-                    .max(Duration::from_secs(1)),
-                stop.clone(),
-            ),
-        );
-        // Only a claim needs SQLite's writer lock (a single statement); a provider's step (a
-        // file copy, an image build, a status call) runs outside it, so several workers help
-        // on SQLite too.
-        let count = config.deploy.workers.max(1);
         let process = format!(
             "{}-{}",
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         );
+        crate::jobs::spawn_listener(db, stop.clone());
+        let (count, kinds) = match &self.workers {
+            // Only a claim needs SQLite's writer lock (a single statement); a step (a file copy,
+            // an image build, a status call) runs outside it, so several workers help there too.
+            Some(_) => (config.deploy.workers.max(1), None),
+            None => (1, Some(vec![JobKind::UploadVersion])),
+        };
+        let handler = Arc::new(self.effects(config, db));
         for i in 0..count {
-            let worker = DeployWorker {
+            let worker = JobWorker {
                 db: db.clone(),
-                deployer: parts.deployer.clone(),
-                files: self.files.clone(),
-                settings: self.deploy_settings.clone(),
-                git: self.git.clone(),
-                databases: parts.databases.clone(),
+                handler: handler.clone(),
+                settings: settings.clone(),
                 id: format!("worker-{process}-{i}"),
+                kinds: kinds.clone(),
             };
-            tokio::spawn(worker.run(stop.clone()));
+            tracker.spawn(worker.run(stop.clone()));
         }
         // Image mode: Koyeb must be able to pull long after the last deployment's ECR token.
-        if let Some(koyeb) = &parts.koyeb {
-            tokio::spawn(koyeb.clone().keep_registry_secret_fresh(stop.clone()));
+        if let Some(koyeb) = self.workers.as_ref().and_then(|p| p.koyeb.clone()) {
+            tracker.spawn(koyeb.keep_registry_secret_fresh(stop));
+        }
+    }
+
+    /// The job handler over this process's parts (without workers: uploads only).
+    fn effects(&self, config: &Config, db: &DatabaseConnection) -> Effects {
+        let deploy = self.workers.as_ref().map(|parts| DeployRunner {
+            db: db.clone(),
+            deployer: parts.deployer.clone(),
+            files: self.files.clone(),
+            settings: self.deploy_settings.clone(),
+            databases: parts.databases.clone(),
+        });
+        let cleanup = self.workers.as_ref().map(|parts| Cleanup {
+            db: db.clone(),
+            deployer: parts.deployer.clone(),
+            git: self.git.clone(),
+            databases: parts.databases.clone(),
+            files: self.files.clone(),
+        });
+        // `retry_interval_secs` is the first retry's delay; later ones double, up to five
+        // minutes (or the interval, when longer).
+        let every = |secs: u64| {
+            let first = Duration::from_secs(secs.max(1));
+            RetryPolicy {
+                base: first,
+                cap: first.max(Duration::from_secs(300)),
+                max_attempts: 0,
+            }
+        };
+        let policies = EffectPolicies {
+            upload: every(config.storage.retry_interval_secs),
+            push: every(config.git.retry_interval_secs),
+            ..EffectPolicies::default()
+        };
+        Effects {
+            db: db.clone(),
+            files: self.files.clone(),
+            git: self.git.clone(),
+            deploy,
+            cleanup,
+            policies,
         }
     }
 }
@@ -323,20 +366,4 @@ fn build_files(
     let store: SharedStore = Arc::new(Instrumented(store));
     let cache = BlobCache::new(config.server.data_dir.join("blob-cache"))?;
     Ok((FileVersions::new(db.clone(), store, cache), local))
-}
-
-/// Uploads versions that could not be stored during their run, until `stop` is cancelled.
-fn spawn_upload_retries(files: FileVersions, every: Duration, stop: CancellationToken) {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticker.tick() => {
-                    files.upload_pending(50).await;
-                }
-            }
-        }
-    });
 }

@@ -37,3 +37,8 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+/// `git_status` of a version waiting to be pushed to the git host.
+pub const GIT_PENDING: &str = "pending";
+/// `git_status` of a version whose commit is on the git host.
+pub const GIT_PUSHED: &str = "pushed";

@@ -1,6 +1,6 @@
 use sea_orm::entity::prelude::*;
 
-/// One deployment of one app version, run as a durable job.
+/// One deployment of one app version; a `deploy` job (table `jobs`) advances it.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
 pub struct Model {
@@ -18,10 +18,6 @@ pub struct Model {
     pub url: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
-    pub attempts: i32,
-    pub next_attempt_at: DateTimeUtc,
-    pub lease_owner: Option<String>,
-    pub lease_expires_at: Option<DateTimeUtc>,
     /// When the current non-terminal status must have moved on.
     pub status_deadline_at: Option<DateTimeUtc>,
     /// Since when the provider has reported a status we do not know.

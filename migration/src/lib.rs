@@ -12,6 +12,7 @@ mod m20261202_000007_version_repositories;
 mod m20261205_000020_run_outcomes;
 mod m20261205_000030_app_listing;
 mod m20261205_000040_health_checks;
+mod m20261206_000050_job_queue;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000020_run_outcomes::Migration),
             Box::new(m20261205_000030_app_listing::Migration),
             Box::new(m20261205_000040_health_checks::Migration),
+            Box::new(m20261206_000050_job_queue::Migration),
         ]
     }
 }

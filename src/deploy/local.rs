@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::provider::{DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus};
-use super::worker::STATE_URL;
+use super::runner::STATE_URL;
 use crate::workspace::FileMode;
 
 pub struct LocalPreview {

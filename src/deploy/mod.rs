@@ -1,25 +1,22 @@
-//! Deployments: durable jobs with leases, retries and deadlines, run by workers through a
-//! `Deployer` (local preview, Koyeb). Runs enqueue a deployment per new version and report its
-//! outcome in their stream; later outcomes land in the app's history.
+//! Deployments: records with deadlines, advanced by `deploy` jobs through a `Deployer` (local
+//! preview, Koyeb). The version pipeline queues a deployment per new version and the run
+//! reports its outcome in its stream; later outcomes land in the app's history.
 pub mod builder;
-pub mod cleanup;
 pub mod ecr;
-pub mod hook;
-pub mod jobs;
 pub mod koyeb;
 pub mod local;
 pub mod provider;
-pub mod worker;
+pub mod records;
+pub mod runner;
 
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-pub use hook::DeployHook;
 pub use local::LocalPreview;
 pub use provider::Deployer;
-pub use worker::DeployWorker;
+pub use runner::DeployRunner;
 
 use entity::deployments;
 
@@ -34,12 +31,14 @@ pub struct DeploySettings {
     pub building_deadline: Duration,
     pub deploying_deadline: Duration,
     pub unknown_status_wait: Duration,
+    /// The branch a deployment from git builds (`git.branch`).
+    pub git_branch: String,
 }
 
 /// The text and metadata of the `PlatformMessage` that reports a finished deployment.
 pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
     match job.status.as_str() {
-        jobs::HEALTHY => {
+        records::HEALTHY => {
             let url = job.url.clone().unwrap_or_default();
             (
                 format!("Version {} is live at {url}", job.version),
@@ -79,13 +78,13 @@ pub struct DeploymentView {
 impl From<deployments::Model> for DeploymentView {
     fn from(job: deployments::Model) -> Self {
         let kind = match job.status.as_str() {
-            jobs::HEALTHY => "HEALTHY",
-            jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING => "DEPLOYMENT_IN_PROGRESS",
-            jobs::SUPERSEDED | jobs::CANCELLED => "STOPPING",
+            records::HEALTHY => "HEALTHY",
+            records::QUEUED | records::BUILDING | records::DEPLOYING => "DEPLOYMENT_IN_PROGRESS",
+            records::SUPERSEDED | records::CANCELLED => "STOPPING",
             _ => "ERROR",
         };
         Self {
-            is_deployed: job.status == jobs::HEALTHY,
+            is_deployed: job.status == records::HEALTHY,
             id: job.id,
             app_id: job.app_id,
             version: job.version,

@@ -1,24 +1,24 @@
 //! Versions of an app's files: created from an applied diff, kept in the local blob cache at
-//! once, then uploaded to object storage (only blobs storage does not have yet). A version whose
-//! upload failed stays `pending` and is retried in the background; nothing is lost meanwhile.
+//! once, then uploaded to object storage (only blobs storage does not have yet) by the
+//! version's `upload_version` job. A version whose upload failed stays `pending` until a retry
+//! of that job stores it; nothing is lost meanwhile.
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, DatabaseConnection, DbErr,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use tokio::sync::Mutex;
 
 use super::archive::{tar_gz, ARCHIVE_CONTENT_TYPE};
 use super::blob_cache::BlobCache;
 use super::manifest::Manifest;
 use crate::storage::SharedStore;
 use crate::workspace::{FileEntry, FileMode, FileTree};
+use entity::app_versions::GIT_PENDING;
 use entity::{app_versions, apps};
 
 pub const STATUS_PENDING: &str = "pending";
@@ -45,27 +45,31 @@ pub struct UploadReport {
     pub total_bytes: u64,
 }
 
-/// A pending version's place in the retry order: `(created_at, app_id, version)`.
-type RetryPosition = (DateTime<Utc>, String, i32);
+/// A version to record (see [`FileVersions::insert_version`]).
+#[derive(Debug, Clone)]
+pub struct NewVersion<'a> {
+    pub app_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub diff_sha256: Option<String>,
+    pub parent: Option<i32>,
+    pub manifest: &'a Manifest,
+    /// The agent's commit message and app name, used when the version is pushed.
+    pub commit_message: Option<String>,
+    pub app_name: Option<String>,
+    /// The version waits to be pushed to the git host.
+    pub git_pending: bool,
+}
 
 #[derive(Clone)]
 pub struct FileVersions {
     db: DatabaseConnection,
     store: SharedStore,
     cache: BlobCache,
-    /// The last pending version a background pass finished with (uploaded or skipped); the
-    /// next pass starts after it. The lock also keeps two passes from overlapping.
-    retry_cursor: Arc<Mutex<Option<RetryPosition>>>,
 }
 
 impl FileVersions {
     pub fn new(db: DatabaseConnection, store: SharedStore, cache: BlobCache) -> Self {
-        Self {
-            db,
-            store,
-            cache,
-            retry_cursor: Arc::default(),
-        }
+        Self { db, store, cache }
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -168,40 +172,67 @@ impl FileVersions {
         manifest: &Manifest,
         new_blobs: &[&[u8]],
     ) -> anyhow::Result<app_versions::Model> {
-        for blob in new_blobs {
+        self.cache_blobs(new_blobs).await?;
+        let txn = self.db.begin().await?;
+        let new = NewVersion {
+            app_id,
+            run_id,
+            diff_sha256,
+            parent,
+            manifest,
+            commit_message: None,
+            app_name: None,
+            git_pending: false,
+        };
+        let row = Self::insert_version(&txn, new).await?;
+        txn.commit().await?;
+        Ok(row)
+    }
+
+    /// Puts blobs in the local cache: the first step of creating a version, before its row.
+    pub async fn cache_blobs(&self, blobs: &[&[u8]]) -> anyhow::Result<()> {
+        for blob in blobs {
             self.cache.put(blob).await?;
         }
-        let version = parent.unwrap_or(0) + 1;
-        let txn = self.db.begin().await?;
+        Ok(())
+    }
+
+    /// Records a new version (status pending, its blobs already cached) and makes it the app's
+    /// current version, in the caller's transaction (which enqueues what follows from it).
+    pub async fn insert_version(
+        txn: &impl ConnectionTrait,
+        new: NewVersion<'_>,
+    ) -> Result<app_versions::Model, DbErr> {
+        let version = new.parent.unwrap_or(0) + 1;
+        let now = Utc::now();
         let row = app_versions::ActiveModel {
-            app_id: Set(app_id.to_string()),
+            app_id: Set(new.app_id.to_string()),
             version: Set(version),
-            parent_version: Set(parent),
-            manifest: Set(manifest.to_json()),
-            diff_sha256: Set(diff_sha256),
-            run_id: Set(run_id.map(str::to_string)),
+            parent_version: Set(new.parent),
+            manifest: Set(new.manifest.to_json()),
+            diff_sha256: Set(new.diff_sha256),
+            run_id: Set(new.run_id.map(str::to_string)),
             status: Set(STATUS_PENDING.to_string()),
-            file_count: Set(manifest.files.len() as i32),
-            total_bytes: Set(manifest.total_bytes() as i64),
-            created_at: Set(Utc::now()),
+            file_count: Set(new.manifest.files.len() as i32),
+            total_bytes: Set(new.manifest.total_bytes() as i64),
+            created_at: Set(now),
             stored_at: Set(None),
-            git_status: Set(None),
+            git_status: Set(new.git_pending.then(|| GIT_PENDING.to_string())),
             commit_sha: Set(None),
             repository_url: Set(None),
             repo_owner: Set(None),
             repo_name: Set(None),
-            commit_message: Set(None),
-            app_name: Set(None),
+            commit_message: Set(new.commit_message),
+            app_name: Set(new.app_name),
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
         apps::Entity::update_many()
             .col_expr(apps::Column::CurrentVersion, Expr::value(version))
-            .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(apps::Column::Id.eq(app_id))
-            .exec(&txn)
+            .col_expr(apps::Column::UpdatedAt, Expr::value(now))
+            .filter(apps::Column::Id.eq(new.app_id))
+            .exec(txn)
             .await?;
-        txn.commit().await?;
         Ok(row)
     }
 
@@ -348,106 +379,12 @@ impl FileVersions {
             .await?;
         Ok(versions.len())
     }
-
-    /// One pass of the background retry: uploads up to `batch` pending versions of live apps
-    /// in creation order, starting after where the previous pass stopped and wrapping round.
-    /// A version that fails while storage answers (say, a blob lost from the cache) is logged
-    /// and skipped until its next turn, so it never holds up other versions or apps. When
-    /// storage itself does not answer, the pass ends and the rest stays pending for the next.
-    /// Returns how many versions were stored.
-    pub async fn upload_pending(&self, batch: u64) -> usize {
-        let mut cursor = self.retry_cursor.lock().await;
-        let pending = match self.pending_in_turn(cursor.as_ref(), batch).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list pending versions");
-                return 0;
-            }
-        };
-        let mut done = 0;
-        for version in pending {
-            match self.upload(&version).await {
-                Ok(report) => {
-                    done += 1;
-                    tracing::info!(app_id = %version.app_id, version = version.version, blobs = report.blobs, "pending version uploaded");
-                }
-                Err(e) => {
-                    if let Err(down) = self.store.check().await {
-                        tracing::warn!(app_id = %version.app_id, version = version.version, error = %format!("{e:#}"), storage = %down, "storage is unreachable; pending uploads wait for the next pass");
-                        break;
-                    }
-                    tracing::warn!(app_id = %version.app_id, version = version.version, error = %format!("{e:#}"), "pending version upload failed; skipped until its next turn");
-                }
-            }
-            *cursor = Some((version.created_at, version.app_id, version.version));
-        }
-        done
-    }
-
-    /// Up to `batch` pending versions of live apps: those after `cursor`, then from the oldest
-    /// up to and including `cursor`.
-    async fn pending_in_turn(
-        &self,
-        cursor: Option<&RetryPosition>,
-        batch: u64,
-    ) -> Result<Vec<app_versions::Model>, DbErr> {
-        let Some(cursor) = cursor else {
-            return self.list_pending(None, batch).await;
-        };
-        let after = retry_position_after(cursor);
-        let mut rows = self.list_pending(Some(after.clone()), batch).await?;
-        let room = batch.saturating_sub(rows.len() as u64);
-        if room > 0 {
-            rows.extend(self.list_pending(Some(after.not()), room).await?);
-        }
-        Ok(rows)
-    }
-
-    async fn list_pending(
-        &self,
-        within: Option<Condition>,
-        limit: u64,
-    ) -> Result<Vec<app_versions::Model>, DbErr> {
-        let live_apps = Query::select()
-            .column(apps::Column::Id)
-            .from(apps::Entity)
-            .and_where(apps::Column::DeletedAt.is_null())
-            .to_owned();
-        let mut query = app_versions::Entity::find()
-            .filter(app_versions::Column::Status.eq(STATUS_PENDING))
-            .filter(app_versions::Column::AppId.in_subquery(live_apps));
-        if let Some(within) = within {
-            query = query.filter(within);
-        }
-        query
-            .order_by_asc(app_versions::Column::CreatedAt)
-            .order_by_asc(app_versions::Column::AppId)
-            .order_by_asc(app_versions::Column::Version)
-            .limit(limit)
-            .all(&self.db)
-            .await
-    }
-}
-
-/// Versions that come after `position` in the retry order.
-fn retry_position_after((created_at, app_id, version): &RetryPosition) -> Condition {
-    use app_versions::Column;
-    let later_version_of_app = Condition::all()
-        .add(Column::AppId.eq(app_id.as_str()))
-        .add(Column::Version.gt(*version));
-    let later_key = Condition::any()
-        .add(Column::AppId.gt(app_id.as_str()))
-        .add(later_version_of_app);
-    Condition::any().add(Column::CreatedAt.gt(*created_at)).add(
-        Condition::all()
-            .add(Column::CreatedAt.eq(*created_at))
-            .add(later_key),
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
     use std::time::Duration;
 
     use async_trait::async_trait;
@@ -520,7 +457,6 @@ mod tests {
     struct Fixture {
         files: FileVersions,
         store: Arc<SwitchableStore>,
-        cache_root: std::path::PathBuf,
         _dir: tempfile::TempDir,
     }
 
@@ -540,12 +476,10 @@ mod tests {
             down: AtomicBool::new(false),
             calls_while_down: AtomicUsize::new(0),
         });
-        let cache_root = dir.path().join("cache");
-        let cache = BlobCache::new(cache_root.clone()).expect("cache");
+        let cache = BlobCache::new(dir.path().join("cache")).expect("cache");
         Fixture {
             files: FileVersions::new(db, store.clone(), cache),
             store,
-            cache_root,
             _dir: dir,
         }
     }
@@ -571,13 +505,6 @@ mod tests {
             // Distinct creation times keep the retry order the order of creation.
             tokio::time::sleep(Duration::from_millis(5)).await;
             version
-        }
-
-        /// Loses a version's only blob from the local cache: its upload can never succeed.
-        async fn break_version(&self, content: &str) {
-            let sha = crate::files::manifest::sha256_hex(content.as_bytes());
-            let path = self.cache_root.join(&sha[..2]).join(&sha);
-            tokio::fs::remove_file(path).await.expect("remove blob");
         }
 
         async fn status(&self, version: &app_versions::Model) -> String {
@@ -614,68 +541,5 @@ mod tests {
         f.store.inner.delete(&blob_key(&sha)).await.expect("delete");
         let report = f.files.upload_content(&v2).await.expect("content");
         assert_eq!((report.blobs, report.blob_bytes), (1, 3));
-    }
-
-    #[tokio::test]
-    async fn a_broken_version_does_not_block_other_apps() {
-        let f = fixture().await;
-        let broken = f.pending_version("<h1>lost</h1>").await;
-        let good = f.pending_version("<h1>fine</h1>").await;
-        f.break_version("<h1>lost</h1>").await;
-
-        assert_eq!(f.files.upload_pending(50).await, 1);
-        assert_eq!(f.status(&good).await, STATUS_STORED);
-        assert_eq!(f.status(&broken).await, STATUS_PENDING);
-        // The broken one is retried on later passes, and still does not block anything.
-        let later = f.pending_version("<h1>later</h1>").await;
-        assert_eq!(f.files.upload_pending(50).await, 1);
-        assert_eq!(f.status(&later).await, STATUS_STORED);
-        assert_eq!(f.status(&broken).await, STATUS_PENDING);
-    }
-
-    #[tokio::test]
-    async fn versions_that_keep_failing_do_not_starve_the_queue() {
-        let f = fixture().await;
-        let first = f.pending_version("<p>one</p>").await;
-        let second = f.pending_version("<p>two</p>").await;
-        let good = f.pending_version("<p>three</p>").await;
-        f.break_version("<p>one</p>").await;
-        f.break_version("<p>two</p>").await;
-
-        // With one version per pass, the oldest (broken) ones must not stay first in line.
-        let mut passes = Vec::new();
-        for _ in 0..3 {
-            passes.push(f.files.upload_pending(1).await);
-        }
-        assert_eq!(passes, [0, 0, 1]);
-        assert_eq!(f.status(&good).await, STATUS_STORED);
-        // The round wraps back to the oldest.
-        assert_eq!(f.files.upload_pending(1).await, 0);
-        assert_eq!(f.status(&first).await, STATUS_PENDING);
-        assert_eq!(f.status(&second).await, STATUS_PENDING);
-    }
-
-    #[tokio::test]
-    async fn a_storage_outage_ends_the_pass_and_a_later_pass_completes_it() {
-        let f = fixture().await;
-        let one = f.pending_version("<p>a</p>").await;
-        let two = f.pending_version("<p>b</p>").await;
-
-        f.store.down.store(true, Ordering::SeqCst);
-        assert_eq!(f.files.upload_pending(50).await, 0);
-        assert_eq!(
-            f.store.calls_while_down.load(Ordering::SeqCst),
-            1,
-            "the pass stops at the first version instead of trying every one"
-        );
-        assert_eq!(f.status(&one).await, STATUS_PENDING);
-        assert_eq!(f.status(&two).await, STATUS_PENDING);
-
-        f.store.down.store(false, Ordering::SeqCst);
-        assert_eq!(f.files.upload_pending(50).await, 2);
-        assert_eq!(f.status(&one).await, STATUS_STORED);
-        assert_eq!(f.status(&two).await, STATUS_STORED);
-        let key = manifest_key(&one.app_id, one.version);
-        assert!(f.store.inner.exists(&key).await.expect("exists"));
     }
 }

@@ -14,9 +14,10 @@ use super::extract::{bounded_param, parse_id};
 use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps::{self, AppPrompt, AppView, Deleted};
 use crate::auth::AuthUser;
-use crate::deploy::{cleanup, jobs, DeploymentView};
+use crate::deploy::{records as jobs, DeploymentView};
 use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
+use crate::pipeline::cleanup;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -212,6 +213,7 @@ async fn remove(
         cleanup::enqueue_for_app(&txn, &id.to_string(), archive).await?;
     }
     txn.commit().await?;
+    crate::jobs::wake();
     if deleted == Deleted::NotFound {
         return Err(ApiError::not_found("app"));
     }

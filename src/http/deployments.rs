@@ -13,9 +13,10 @@ use super::extract::parse_id;
 use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps;
 use crate::auth::AuthUser;
-use crate::deploy::{jobs, DeploymentView};
+use crate::deploy::{records as jobs, DeploymentView};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use sea_orm::TransactionTrait;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -163,8 +164,13 @@ async fn deploy(
         queued_deadline: deadline,
         watched: false,
         app_url: preview_url.as_deref(),
+        // A version still being pushed: the deployment waits for it (see `DeployRunner`).
+        after: None,
     };
-    let job = jobs::enqueue_new(&state.db, new).await?;
+    let txn = state.db.begin().await?;
+    let (job, _) = jobs::enqueue_new(&txn, new).await?;
+    txn.commit().await?;
+    crate::jobs::wake();
     Ok((
         StatusCode::ACCEPTED,
         Json(DeployQueued {

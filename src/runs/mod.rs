@@ -4,7 +4,6 @@ pub mod event_log;
 pub mod live;
 pub mod log_writer;
 pub mod recovery;
-pub mod sink;
 pub mod subscription;
 pub mod task;
 

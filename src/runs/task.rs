@@ -1,5 +1,6 @@
 //! The background task that owns one run: it talks to the agent, logs every client-visible event
-//! before broadcasting it, feeds diffs to the sink, and always ends the log with `done`.
+//! before broadcasting it, hands diffs to the version pipeline, and always ends the log with
+//! `done`.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use tokio::time::Instant;
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE};
 use super::live::{LiveRun, StopReason};
 use super::log_writer::LogWriter;
-use super::sink::{DiffContext, DiffSink, SinkNotice};
 use crate::agent::protocol::{
     self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_REFINEMENT_REQUEST,
     KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
@@ -22,6 +22,7 @@ use crate::agent::protocol::{
 use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
 use crate::notices;
+use crate::pipeline::{DiffContext, Notice, Pending, VersionPipeline};
 use entity::{apps as apps_table, runs};
 
 /// How long the end of a run (`done` and its status) is retried when the database fails.
@@ -35,7 +36,7 @@ const AFTER_REFINEMENT_GRACE: Duration = Duration::from_secs(5);
 pub struct RunDeps {
     pub db: DatabaseConnection,
     pub agent: AgentClient,
-    pub sink: Arc<dyn DiffSink>,
+    pub pipeline: VersionPipeline,
     pub turn_deadline: Duration,
     /// The group writer every run's events go through.
     pub log: LogWriter,
@@ -77,6 +78,8 @@ struct Turn {
     rejected: Option<(String, String)>,
     /// A side effect that failed after the diff applied (a deployment): (code, reason).
     failed_effect: Option<(String, String)>,
+    /// The effects of the run's versions, reported before its `done`.
+    effects: Pending,
 }
 
 enum Outcome {
@@ -237,16 +240,8 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     };
     // Side effects of the run (a deployment) report before `done`; a stopped run does not wait.
     let wait = !matches!(outcome, Outcome::Stopped(_));
-    let end_ctx = DiffContext {
-        app_id: spec.ctx.app_id.clone(),
-        run_id: spec.ctx.run_id.clone(),
-        owner_id: spec.owner_id.clone(),
-        trace_id: spec.ctx.trace_id.clone(),
-        app_name: None,
-        commit_message: None,
-        base_version: None,
-    };
-    let notices = deps.sink.finish_run(&end_ctx, wait).await;
+    let effects = std::mem::take(&mut turn.effects);
+    let notices = deps.pipeline.finish(effects, wait).await;
     if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, &mut turn, notices).await {
         tracing::error!(error = %format!("{e:#}"), "could not log the run's final notices");
     }
@@ -451,15 +446,15 @@ async fn handle_event(
         app_id: ctx.app_id.clone(),
         run_id: ctx.run_id.clone(),
         owner_id: spec.owner_id.clone(),
-        trace_id: ctx.trace_id.clone(),
         app_name: event.app_name.clone(),
         commit_message: event.commit_message.clone(),
         base_version,
     };
-    let notices = deps.sink.handle_diff(&diff_ctx, diff).await;
-    let applied = !notices
-        .iter()
-        .any(|n| matches!(n, SinkNotice::Rejected { .. }));
+    let notices = deps
+        .pipeline
+        .apply(&diff_ctx, diff, &mut turn.effects)
+        .await;
+    let applied = !notices.iter().any(|n| matches!(n, Notice::Rejected { .. }));
     emit_notices(deps, ctx, emitter, turn, notices).await?;
     if applied {
         // A run's diffs are cumulative against the files it sent, so the last one decides:
@@ -473,17 +468,17 @@ async fn handle_event(
     Ok(())
 }
 
-/// Sends the sink's notices as events, each kept in the app's history first.
+/// Sends the pipeline's notices as events, each kept in the app's history first.
 async fn emit_notices(
     deps: &RunDeps,
     ctx: &EventContext,
     emitter: &mut Emitter,
     turn: &mut Turn,
-    notices: Vec<SinkNotice>,
+    notices: Vec<Notice>,
 ) -> anyhow::Result<()> {
     for notice in notices {
         match notice {
-            SinkNotice::Platform { text, metadata } => {
+            Notice::Platform { text, metadata } => {
                 if metadata.get("type").and_then(Value::as_str) == Some("version_created") {
                     turn.created_version = true;
                 }
@@ -503,10 +498,10 @@ async fn emit_notices(
                     .emit(EVENT_MESSAGE, &protocol::platform_message(ctx, &shaped))
                     .await?;
             }
-            SinkNotice::Error { code, message } => {
+            Notice::Error { code, message } => {
                 emit_error(deps, ctx, emitter, &code, &message).await?;
             }
-            SinkNotice::Rejected { code, message } => {
+            Notice::Rejected { code, message } => {
                 turn.rejected = Some((code.clone(), message.clone()));
                 emit_error(deps, ctx, emitter, &code, &message).await?;
             }
@@ -606,7 +601,7 @@ async fn build_request(
     let agent_state = app
         .and_then(|a| a.agent_state)
         .and_then(|s| serde_json::from_str::<Value>(&s).ok());
-    let snapshot = deps.sink.current_files(&ctx.app_id).await?;
+    let snapshot = deps.pipeline.current_files(&ctx.app_id).await?;
     let request = AgentRequest {
         application_id: ctx.app_id.clone(),
         trace_id: ctx.trace_id.clone(),

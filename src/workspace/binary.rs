@@ -67,7 +67,7 @@ pub(crate) fn parse_hunk(buf: &[u8], budget: &mut Budget) -> Result<Option<Parse
         if len == 1 {
             break;
         }
-        if len < 7 || (len - 2) % 5 != 0 {
+        if len < 7 || !(len - 2).is_multiple_of(5) {
             return Err(corrupt("bad line length"));
         }
         let max_bytes = (len - 2) / 5 * 4;

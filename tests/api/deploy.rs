@@ -2,7 +2,15 @@
 //! status route, manual deploys, lease expiry, supersede and deadlines.
 use std::time::Duration;
 
-use agentgate::deploy::jobs;
+use agentgate::deploy::records as jobs;
+use entity::jobs::{JobKind, JobStatus};
+
+const CLEANUP_KINDS: [JobKind; 4] = [
+    JobKind::CleanupDeployment,
+    JobKind::CleanupRepository,
+    JobKind::CleanupDatabase,
+    JobKind::CleanupStorage,
+];
 use agentgate::files::versions::{archive_key, manifest_key};
 use sea_orm::EntityTrait;
 use serde_json::{json, Value};
@@ -58,11 +66,13 @@ async fn demo_run_deploys_a_working_preview(kind: DbKind) {
     let types = metadata_types(&frames);
     assert_eq!(
         types,
+        // The version's effects are queued with it; the run reports each as it finishes,
+        // the push before the deployment.
         vec![
             "version_created",
+            "deployment_in_progress",
             "repo_created",
             "commit_created",
-            "deployment_in_progress",
             "deployment_complete"
         ],
         "{types:?}"
@@ -275,21 +285,23 @@ async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
     .await
     .expect("enqueue");
     // A worker claims the job, moves it to building, and dies inside its provider's start.
-    let stolen = jobs::claim(db, "dead-worker", chrono::Duration::seconds(1))
+    let stolen = agentgate::jobs::claim(db, "dead-worker", Duration::from_secs(1), None)
         .await
         .expect("claim")
         .expect("the job is due");
-    assert_eq!(stolen.id, job.id);
+    assert_eq!(stolen.subject.as_deref(), Some(job.id.as_str()));
+    let lease = agentgate::jobs::Lease {
+        job_id: stolen.id.clone(),
+        worker: "dead-worker".into(),
+    };
     let mut state = serde_json::Map::new();
     state.insert("starting".into(), true.into());
     let deadline = chrono::Utc::now() + chrono::Duration::minutes(10);
+    assert!(jobs::mark_building(db, &job.id, &lease, &state, deadline)
+        .await
+        .expect("mark"));
     assert!(
-        jobs::mark_building(db, &job.id, "dead-worker", &state, deadline)
-            .await
-            .expect("mark")
-    );
-    assert!(
-        jobs::claim(db, "other", chrono::Duration::seconds(30))
+        agentgate::jobs::claim(db, "other", Duration::from_secs(30), None)
             .await
             .expect("claim")
             .is_none(),
@@ -420,22 +432,23 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
     // Each clean-up step (preview, repository archive) finishes on its own schedule.
     let mut jobs = Vec::new();
     for _ in 0..100 {
-        jobs = entity::cleanup_jobs::Entity::find()
-            .filter(entity::cleanup_jobs::Column::AppId.eq(app_id.as_str()))
+        jobs = entity::jobs::Entity::find()
+            .filter(entity::jobs::Column::AppId.eq(app_id.as_str()))
+            .filter(entity::jobs::Column::Kind.is_in(CLEANUP_KINDS))
             .all(&app.state.db)
             .await
             .expect("jobs");
-        if !jobs.is_empty() && jobs.iter().all(|j| j.status == "done") {
+        if !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Done) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        !jobs.is_empty() && jobs.iter().all(|j| j.status == "done"),
+        !jobs.is_empty() && jobs.iter().all(|j| j.status == JobStatus::Done),
         "{jobs:?}"
     );
-    let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-    assert!(kinds.contains(&"storage"), "{kinds:?}");
+    let kinds: Vec<JobKind> = jobs.iter().map(|j| j.kind).collect();
+    assert!(kinds.contains(&JobKind::CleanupStorage), "{kinds:?}");
     let store = app.state.files.store();
     for key in [
         manifest_key(&app_id, version),

@@ -138,7 +138,7 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
     );
     let name = format!("ag-{}", hex12(&app_id));
     assert_eq!(
-        state[agentgate::deploy::worker::STATE_URL],
+        state[agentgate::deploy::runner::STATE_URL],
         format!("https://{name}-fake.koyeb.app").as_str()
     );
     assert_eq!(fake.app_names(), vec![name.clone()]);

@@ -614,14 +614,15 @@ async fn apps_get_their_own_database_and_lose_it_when_deleted(kind: DbKind) {
     let admin_conn = connect(&admin).await.expect("admin");
     let mut dropped = false;
     for _ in 0..100 {
-        let jobs = entity::cleanup_jobs::Entity::find()
-            .filter(entity::cleanup_jobs::Column::AppId.eq(app_id.as_str()))
+        let jobs = entity::jobs::Entity::find()
+            .filter(entity::jobs::Column::AppId.eq(app_id.as_str()))
             .all(&app.state.db)
             .await
             .expect("jobs");
-        let database_done = jobs
-            .iter()
-            .any(|j| j.kind == "database" && j.status == "done");
+        let database_done = jobs.iter().any(|j| {
+            j.kind == entity::jobs::JobKind::CleanupDatabase
+                && j.status == entity::jobs::JobStatus::Done
+        });
         if database_done
             && !exists(
                 &admin_conn,

@@ -2,8 +2,9 @@
 //! `agentgate::workspace::apply_patch_set` and times it against `git apply` on the same diff and
 //! base files; (b) uploads version 1 of a 1,000-file app and version 2 with one line changed
 //! through `FileVersions` into a `LocalStore`, reporting each `UploadReport`; (c) times a
-//! one-file diff to that app from the agent's diff to `version_created` (`WorkspaceSink::
-//! handle_diff`, SQLite, local storage, no git or deploy steps), interleaved with the
+//! one-file diff to that app from the agent's diff to `version_created` (`VersionPipeline::
+//! apply`, SQLite, local storage, no git or deploy steps; the upload is the version's job, run
+//! after the timer as a worker would), interleaved with the
 //! whole-tree path it replaced (load every file, apply, save and upload the whole tree with its
 //! archive) on the same app in the same run.
 use std::path::Path;
@@ -11,8 +12,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use agentgate::files::{BlobCache, FileVersions, WorkspaceSink};
-use agentgate::runs::sink::{DiffContext, DiffSink, SinkNotice};
+use agentgate::files::{BlobCache, FileVersions};
+use agentgate::pipeline::{DiffContext, Notice, Pending, PipelineSettings, VersionPipeline};
 use agentgate::storage::{LocalStore, UrlSigner};
 use agentgate::workspace::{apply_patch_set, FileEntry, FileMode, FileTree};
 use clap::Parser;
@@ -253,7 +254,7 @@ async fn version_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
         UrlSigner::new(b"bench"),
     )?);
     let versions = FileVersions::new(db.clone(), store, BlobCache::new(dir.path().join("cache"))?);
-    let sink = WorkspaceSink::new(versions.clone(), Vec::new());
+    let pipeline = VersionPipeline::new(db.clone(), versions.clone(), PipelineSettings::default());
     let app = agentgate::apps::create(&db, "bench", "files bench", None).await?;
     let files: Vec<(String, String)> = (0..args.files)
         .map(|i| (path_of(i), base_file(i, args.lines)))
@@ -279,19 +280,22 @@ async fn version_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
                 app_id: app.id.clone(),
                 run_id: format!("bench-run-{i}"),
                 owner_id: "bench".into(),
-                trace_id: format!("bench-trace-{i}"),
                 app_name: None,
                 commit_message: None,
                 base_version: Some(latest),
             };
-            let notices = sink.handle_diff(&ctx, &diff).await;
+            let notices = pipeline.apply(&ctx, &diff, &mut Pending::default()).await;
             after.record(started.elapsed().as_micros() as u64)?;
             let created = notices.iter().any(|n| {
-                matches!(n, SinkNotice::Platform { metadata, .. } if metadata["type"] == "version_created")
+                matches!(n, Notice::Platform { metadata, .. } if metadata["type"] == "version_created")
             });
             anyhow::ensure!(created, "no version_created: {notices:?}");
-            // The run's end: its archive is finished before the next diff.
-            sink.finish_run(&ctx, true).await;
+            // The version's upload job, as a worker runs it, before the next diff.
+            let version = versions
+                .latest(&app.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no version"))?;
+            versions.upload(&version).await?;
         }
         latest += 1;
     }

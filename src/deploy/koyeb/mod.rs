@@ -33,7 +33,7 @@ use crate::deploy::ecr::EcrRegistry;
 use crate::deploy::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus,
 };
-use crate::deploy::worker::STATE_URL;
+use crate::deploy::runner::STATE_URL;
 
 /// Keys in [`ProviderState`].
 pub const STATE_APP_ID: &str = "koyeb_app_id";

@@ -1,5 +1,6 @@
-//! Deployment workers: claim a due job, advance it one step through its provider, write the
-//! result back, release the lease. A worker that dies leaves a lease that simply expires.
+//! Advances a deployment one step per `deploy` job run: start it through its provider, then
+//! poll it until it is healthy or failed. Each step's result is written under the job's lease;
+//! the queue (`crate::jobs`) claims, retries and re-polls on its own schedule.
 use crate::workspace::FileTree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,17 +10,17 @@ use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use secrecy::ExposeSecret;
-use tokio_util::sync::CancellationToken;
 
-use super::jobs::{self, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED};
 use super::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
 };
+use super::records::{self, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED};
 use super::DeploySettings;
 use crate::apps::{self, NewMessage};
 use crate::files::FileVersions;
-use crate::git::publish::{GitPublisher, PENDING as GIT_PENDING};
+use crate::jobs::{Job, JobKind, Lease, NewJob, Step};
 use crate::provision::{AppDatabases, ProvisionError, ENV_KEY as DATABASE_ENV_KEY};
+use entity::app_versions::GIT_PENDING;
 use entity::{apps as apps_table, deployments};
 
 /// Why a deployment's request could not be put together.
@@ -45,6 +46,21 @@ impl From<ProvisionError> for RequestError {
     }
 }
 
+/// What a step did to the deployment, and what its job does next.
+struct Outcome {
+    update: Update,
+    next: Next,
+}
+
+enum Next {
+    /// Poll (or retry the wait) after this long.
+    Poll(Duration),
+    /// A transient failure: the queue retries with backoff.
+    Retry(String),
+    /// The deployment reached a terminal status (or the step changed nothing it may write).
+    Finished,
+}
+
 const MAX_POLL_DELAY: Duration = Duration::from_secs(15);
 
 /// Marks a job whose provider `start` has not completed yet (see [`DeployWorker::step`]).
@@ -55,134 +71,94 @@ const STARTING: &str = "starting";
 pub const STATE_URL: &str = "url";
 
 #[derive(Clone)]
-pub struct DeployWorker {
+pub struct DeployRunner {
     pub db: DatabaseConnection,
     pub deployer: Arc<dyn Deployer>,
     pub files: FileVersions,
     pub settings: DeploySettings,
-    pub id: String,
-    /// Sets the repository homepage once a deploy gives the app a URL.
-    pub git: Option<GitPublisher>,
     /// Each app's database, created on its first deployment (`APP_DATABASE_URL`).
     pub databases: AppDatabases,
 }
 
-impl DeployWorker {
-    pub async fn run(self, stop: CancellationToken) {
-        tracing::info!(worker = %self.id, "deploy worker started");
-        let mut next_sweep = tokio::time::Instant::now();
-        while !stop.is_cancelled() {
-            // Overdue jobs are swept once per poll interval, not once per step: under load a
-            // worker takes steps back to back.
-            if tokio::time::Instant::now() >= next_sweep {
-                if let Err(e) = jobs::fail_overdue(&self.db).await {
-                    tracing::warn!(error = %e, "could not fail overdue deployments");
-                }
-                self.report_timeouts().await;
-                next_sweep = tokio::time::Instant::now() + self.settings.poll_interval;
-            }
-            // Registered before the claim, so a job queued while claiming still wakes us.
-            let enqueued = jobs::enqueued();
-            tokio::pin!(enqueued);
-            enqueued.as_mut().enable();
-            match jobs::claim(&self.db, &self.id, self.lease()).await {
-                // A worker that found work looks for more at once; it sleeps only when the
-                // queue has nothing due.
-                Ok(Some(job)) => {
-                    self.process(job).await;
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not claim a deployment"),
-            }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = &mut enqueued => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
-            }
-        }
-    }
-
-    fn lease(&self) -> ChronoDuration {
-        ChronoDuration::from_std(self.settings.lease).unwrap_or(ChronoDuration::seconds(60))
-    }
-
-    /// One step of one job, with the lease kept alive while the provider works.
-    pub async fn process(&self, job: deployments::Model) {
-        let heartbeat = {
-            let db = self.db.clone();
-            let (id, worker, lease) = (job.id.clone(), self.id.clone(), self.lease());
-            let every = self.settings.lease / 3;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if !matches!(jobs::extend_lease(&db, &id, &worker, lease).await, Ok(true)) {
-                        break;
-                    }
-                }
-            })
+impl DeployRunner {
+    /// One step of the deployment a `deploy` job names. Returns the job's next step: done once
+    /// the deployment is terminal, again after the poll delay while the provider works.
+    pub async fn advance(&self, job: &Job, lease: &Lease) -> Step {
+        let Some(id) = job.subject.as_deref() else {
+            return Step::Fail("a deploy job without a deployment".into());
         };
-        let update = self.step(&job).await;
-        heartbeat.abort();
+        let deployment = match records::find(&self.db, id).await {
+            Ok(Some(deployment)) => deployment,
+            Ok(None) => return Step::Fail(format!("deployment {id} does not exist")),
+            Err(e) => return db_retry(e),
+        };
+        // Superseded or cancelled while it waited: nothing left to do.
+        if records::is_terminal(&deployment.status) {
+            return Step::Done(None);
+        }
+        let Outcome { update, next } = self.step(&deployment, job, lease).await;
         let status = update.status;
         let url = update.url.clone();
-        match jobs::apply(&self.db, &job.id, &self.id, update).await {
-            Ok(true) => match status.filter(|s| jobs::is_terminal(s)) {
-                Some(status) => self.on_terminal(&job.id, status).await,
-                None => self.on_url_known(&job, url.as_deref()).await,
+        match records::apply(&self.db, &deployment.id, lease, update).await {
+            Ok(true) => {}
+            // Lease lost or the deployment superseded meanwhile: the queue sorts out the job.
+            Ok(false) => return Step::Done(None),
+            Err(e) => return db_retry(e),
+        }
+        match status.filter(|s| records::is_terminal(s)) {
+            Some(status) => {
+                self.on_terminal(&deployment.id, status).await;
+                return Step::Done(None);
+            }
+            None => self.on_url_known(&deployment, url.as_deref()).await,
+        }
+        match next {
+            Next::Poll(after) => Step::Again(after),
+            Next::Retry(error) => Step::Retry {
+                error,
+                retry_after: None,
             },
-            Ok(false) => {
-                tracing::info!(deployment = %job.id, "lease lost or job superseded; step discarded");
-                // A cancelled job's clean-up waits for its lease: give it up at once.
-                if let Err(e) = jobs::release_lease(&self.db, &job.id, &self.id).await {
-                    tracing::warn!(deployment = %job.id, error = %e, "could not release a lease");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(deployment = %job.id, error = %e, "could not record a deployment step")
-            }
+            Next::Finished => Step::Done(None),
         }
     }
 
-    async fn step(&self, job: &deployments::Model) -> Update {
-        match self.newer_exists(job).await {
-            Ok(true) => {
-                return Update {
-                    status: Some(SUPERSEDED),
-                    error: Some("a newer version is being deployed".into()),
-                    ..Default::default()
-                }
-            }
+    async fn step(&self, deployment: &deployments::Model, job: &Job, lease: &Lease) -> Outcome {
+        match self.newer_exists(deployment).await {
+            Ok(true) => return finished(SUPERSEDED, "a newer version is being deployed".into()),
             Ok(false) => {}
             Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
         }
         let mut state: ProviderState =
-            serde_json::from_str(&job.provider_state).unwrap_or_default();
+            serde_json::from_str(&deployment.provider_state).unwrap_or_default();
         // Only a start publishes files; a status poll needs the ids in the state, and loading
         // the whole tree for every poll made each step cost as much as a start.
-        let starting = job.status == QUEUED || state.contains_key(STARTING);
-        let request = match self.request(job, starting).await {
+        let starting = deployment.status == QUEUED || state.contains_key(STARTING);
+        let request = match self.request(deployment, starting).await {
             Ok(request) => request,
             Err(RequestError::Wait(reason)) => {
-                return Update {
-                    error: Some(reason),
-                    next_attempt_at: Some(
-                        Utc::now()
-                            + to_chrono(self.settings.poll_interval.max(Duration::from_secs(1))),
-                    ),
-                    ..Default::default()
+                return Outcome {
+                    update: Update {
+                        error: Some(reason),
+                        ..Default::default()
+                    },
+                    next: Next::Poll(self.settings.poll_interval.max(Duration::from_secs(1))),
                 }
             }
             Err(RequestError::Failed(e)) => return self.retry(job, None, e),
         };
-        if job.status == QUEUED {
+        if deployment.status == QUEUED {
             // `start` may build an image for many minutes: the job is building from here on,
             // under the building deadline, not the deadline for waiting in the queue.
             state.insert(STARTING.into(), true.into());
             let deadline = Utc::now() + to_chrono(self.settings.building_deadline);
-            match jobs::mark_building(&self.db, &job.id, &self.id, &state, deadline).await {
+            match records::mark_building(&self.db, &deployment.id, lease, &state, deadline).await {
                 Ok(true) => {}
-                Ok(false) => return Update::default(),
+                Ok(false) => {
+                    return Outcome {
+                        update: Update::default(),
+                        next: Next::Finished,
+                    }
+                }
                 Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
             }
         }
@@ -191,13 +167,15 @@ impl DeployWorker {
                 Ok(()) => {
                     state.remove(STARTING);
                     let url = state.get(STATE_URL).and_then(|v| v.as_str());
-                    Update {
-                        url: url.map(str::to_string),
-                        status: Some(BUILDING),
-                        provider_state: Some(serde_json::Value::Object(state).to_string()),
-                        attempts: Some(0),
-                        next_attempt_at: Some(Utc::now()),
-                        ..Default::default()
+                    Outcome {
+                        update: Update {
+                            url: url.map(str::to_string),
+                            status: Some(BUILDING),
+                            provider_state: Some(serde_json::Value::Object(state).to_string()),
+                            ..Default::default()
+                        },
+                        // A local preview is live as soon as it started: look at once.
+                        next: Next::Poll(Duration::ZERO),
                     }
                 }
                 Err(e) => self.retry(job, Some(&state), e),
@@ -205,33 +183,31 @@ impl DeployWorker {
         }
         let now = Utc::now();
         match self.deployer.poll(&request, &state).await {
-            Ok(ProviderStatus::Building) => self.keep(job, BUILDING),
-            Ok(ProviderStatus::Deploying) => self.keep(job, DEPLOYING),
-            Ok(ProviderStatus::Healthy { url }) => Update {
-                status: Some(HEALTHY),
-                url: Some(url),
-                ..Default::default()
-            },
-            Ok(ProviderStatus::Failed { reason }) => Update {
-                status: Some(FAILED),
-                error: Some(reason),
-                ..Default::default()
-            },
-            Ok(ProviderStatus::Unknown(raw)) => {
-                let since = job.unknown_since.unwrap_or(now);
-                if now - since > to_chrono(self.settings.unknown_status_wait) {
-                    return Update {
-                        status: Some(FAILED),
-                        error: Some(format!(
-                            "the provider kept reporting an unknown status {raw:?}"
-                        )),
-                        ..Default::default()
-                    };
-                }
-                Update {
-                    unknown_since: Some(Some(since)),
-                    next_attempt_at: Some(now + to_chrono(self.poll_delay(job))),
+            Ok(ProviderStatus::Building) => self.keep(deployment, BUILDING),
+            Ok(ProviderStatus::Deploying) => self.keep(deployment, DEPLOYING),
+            Ok(ProviderStatus::Healthy { url }) => Outcome {
+                update: Update {
+                    status: Some(HEALTHY),
+                    url: Some(url),
                     ..Default::default()
+                },
+                next: Next::Finished,
+            },
+            Ok(ProviderStatus::Failed { reason }) => finished(FAILED, reason),
+            Ok(ProviderStatus::Unknown(raw)) => {
+                let since = deployment.unknown_since.unwrap_or(now);
+                if now - since > to_chrono(self.settings.unknown_status_wait) {
+                    return finished(
+                        FAILED,
+                        format!("the provider kept reporting an unknown status {raw:?}"),
+                    );
+                }
+                Outcome {
+                    update: Update {
+                        unknown_since: Some(Some(since)),
+                        ..Default::default()
+                    },
+                    next: Next::Poll(self.poll_delay(deployment)),
                 }
             }
             Err(e) => self.retry(job, Some(&state), e),
@@ -244,15 +220,15 @@ impl DeployWorker {
         let Some(url) = url else {
             return;
         };
-        if let Err(e) = jobs::record_app_url(&self.db, job, url).await {
+        if let Err(e) = records::record_app_url(&self.db, job, url).await {
             tracing::warn!(deployment = %job.id, error = %e, "could not record the app's URL");
         }
     }
 
     /// Stays in (or moves to) `status`; a new status gets its own deadline.
-    fn keep(&self, job: &deployments::Model, status: &'static str) -> Update {
+    fn keep(&self, deployment: &deployments::Model, status: &'static str) -> Outcome {
         let now = Utc::now();
-        let deadline = (job.status != status).then(|| {
+        let deadline = (deployment.status != status).then(|| {
             let limit = if status == DEPLOYING {
                 self.settings.deploying_deadline
             } else {
@@ -260,59 +236,50 @@ impl DeployWorker {
             };
             Some(now + to_chrono(limit))
         });
-        Update {
-            status: Some(status),
-            next_attempt_at: Some(now + to_chrono(self.poll_delay(job))),
-            status_deadline_at: deadline,
-            unknown_since: Some(None),
-            ..Default::default()
+        Outcome {
+            update: Update {
+                status: Some(status),
+                status_deadline_at: deadline,
+                unknown_since: Some(None),
+                ..Default::default()
+            },
+            next: Next::Poll(self.poll_delay(deployment)),
         }
     }
 
     /// Polls back off as a deployment ages (a tenth of its age, from `poll_interval` up to
     /// [`MAX_POLL_DELAY`]): quick answers for quick deploys, few calls for a long build.
-    fn poll_delay(&self, job: &deployments::Model) -> Duration {
-        let age = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+    fn poll_delay(&self, deployment: &deployments::Model) -> Duration {
+        let age = (Utc::now() - deployment.created_at)
+            .to_std()
+            .unwrap_or_default();
         (age / 10)
             .min(MAX_POLL_DELAY)
             .max(self.settings.poll_interval)
     }
 
-    /// Retries later after a transient error, or fails. `state` keeps what the failed step
-    /// recorded (ids, a pushed image), so the retried step reuses it instead of redoing it.
-    fn retry(
-        &self,
-        job: &deployments::Model,
-        state: Option<&ProviderState>,
-        error: DeployError,
-    ) -> Update {
+    /// Retries later after a transient error (the queue's backoff), or fails once
+    /// `max_attempts` steps failed in a row. `state` keeps what the failed step recorded (ids,
+    /// a pushed image), so the retried step reuses it instead of redoing it.
+    fn retry(&self, job: &Job, state: Option<&ProviderState>, error: DeployError) -> Outcome {
         let attempts = job.attempts + 1;
         let provider_state = state.map(|s| serde_json::Value::Object(s.clone()).to_string());
         match error {
             DeployError::Transient(reason) if (attempts as u32) < self.settings.max_attempts => {
-                let backoff = Duration::from_millis(500 * 2u64.pow(attempts.clamp(0, 7) as u32))
-                    .min(Duration::from_secs(60));
-                tracing::warn!(deployment = %job.id, attempts, %reason, "deployment step failed; retrying");
-                Update {
-                    attempts: Some(attempts),
-                    next_attempt_at: Some(Utc::now() + to_chrono(backoff)),
-                    error: Some(reason),
-                    provider_state,
-                    ..Default::default()
+                Outcome {
+                    update: Update {
+                        error: Some(reason.clone()),
+                        provider_state,
+                        ..Default::default()
+                    },
+                    next: Next::Retry(reason),
                 }
             }
-            DeployError::Transient(reason) => Update {
-                status: Some(FAILED),
-                attempts: Some(attempts),
-                error: Some(format!("gave up after {attempts} attempts: {reason}")),
-                ..Default::default()
-            },
-            DeployError::Permanent(reason) => Update {
-                status: Some(FAILED),
-                attempts: Some(attempts),
-                error: Some(reason),
-                ..Default::default()
-            },
+            DeployError::Transient(reason) => finished(
+                FAILED,
+                format!("gave up after {attempts} attempts: {reason}"),
+            ),
+            DeployError::Permanent(reason) => finished(FAILED, reason),
         }
     }
 
@@ -347,7 +314,8 @@ impl DeployWorker {
             .ok_or_else(|| {
                 RequestError::Failed(DeployError::Permanent("the app was deleted".into()))
             })?;
-        // Building from git needs the version's commit on the host; its push may be retrying.
+        // Building from git needs the version's commit on the host. Its deploy job waits for
+        // the push job; this covers a deployment queued by hand while a push is retrying.
         if job.status == QUEUED
             && self.deployer.needs_repository()
             && version.git_status.as_deref() == Some(GIT_PENDING)
@@ -365,18 +333,11 @@ impl DeployWorker {
             })?,
             false => FileTree::new(),
         };
-        let repository = match self.git.as_ref().and_then(|git| git.repo_of(&app)) {
-            Some(repo) => Some(RepositoryInfo {
-                url: repo.url,
-                branch: repo.default_branch,
-                commit_sha: version.commit_sha.clone(),
-            }),
-            None => app.repository_url.clone().map(|url| RepositoryInfo {
-                url,
-                branch: "main".into(),
-                commit_sha: version.commit_sha.clone(),
-            }),
-        };
+        let repository = app.repository_url.clone().map(|url| RepositoryInfo {
+            url,
+            branch: self.settings.git_branch.clone(),
+            commit_sha: version.commit_sha.clone(),
+        });
         let mut env = BTreeMap::new();
         if let Some(url) = self.databases.url_for(&job.app_id).await? {
             self.check_not_deleted(&job.app_id).await?;
@@ -404,32 +365,24 @@ impl DeployWorker {
         if app.is_some_and(|a| a.deleted_at.is_none()) {
             return Ok(());
         }
-        super::cleanup::enqueue_database(&self.db, app_id).await?;
+        let cleanup = NewJob::new(JobKind::CleanupDatabase, app_id);
+        crate::jobs::enqueue_now(&self.db, cleanup).await?;
         Err(RequestError::Failed(DeployError::Permanent(
             "the app was deleted".into(),
         )))
     }
 
-    async fn set_homepage(&self, job: &deployments::Model) {
-        let (Some(git), Some(url)) = (&self.git, &job.url) else {
-            return;
-        };
-        let Ok(Some(app)) = apps_table::Entity::find_by_id(job.app_id.clone())
-            .one(&self.db)
-            .await
-        else {
-            return;
-        };
-        if let Some(repo) = git.repo_of(&app) {
-            if let Err(e) = git.host().set_homepage(&repo, url).await {
-                tracing::warn!(error = %e, "could not set the repository homepage");
-            }
+    /// Fails overdue deployments and reports those that timed out with nobody watching to
+    /// their app's history. Run about once per poll interval.
+    pub async fn sweep(&self) {
+        if let Err(e) = records::fail_overdue(&self.db).await {
+            tracing::warn!(error = %e, "could not fail overdue deployments");
         }
+        self.report_timeouts().await;
     }
 
-    /// Reports deployments that timed out with nobody watching to their app's history.
     async fn report_timeouts(&self) {
-        let failed = match jobs::unreported_failures(&self.db, 20).await {
+        let failed = match records::unreported_failures(&self.db, 20).await {
             Ok(failed) => failed,
             Err(e) => {
                 tracing::warn!(error = %e, "could not look for unreported deployments");
@@ -443,7 +396,7 @@ impl DeployWorker {
 
     /// Appends the outcome to the app's history, once (whoever claims the report first).
     async fn notify_history(&self, job: &deployments::Model) {
-        if let Ok(true) = jobs::claim_notification(&self.db, &job.id).await {
+        if let Ok(true) = records::claim_notification(&self.db, &job.id).await {
             let (text, metadata) = super::outcome_notice(job);
             // Kept as a stream would have shown it (a failure is a RuntimeError).
             let shaped = crate::notices::shape(&text, &metadata);
@@ -463,7 +416,7 @@ impl DeployWorker {
 
     /// Records the outcome on the app, and in its history unless a run's stream reports it.
     async fn on_terminal(&self, id: &str, status: &str) {
-        let Ok(Some(job)) = jobs::find(&self.db, id).await else {
+        let Ok(Some(job)) = records::find(&self.db, id).await else {
             return;
         };
         let metrics = crate::metrics::metrics();
@@ -482,9 +435,8 @@ impl DeployWorker {
             .col_expr(apps_table::Column::UpdatedAt, Expr::value(Utc::now()));
         if status == HEALTHY {
             update = update.col_expr(apps_table::Column::AppUrl, Expr::value(job.url.clone()));
-            self.set_homepage(&job).await;
         } else if status == FAILED {
-            if let Err(e) = jobs::forget_unserved_url(&self.db, &job.app_id).await {
+            if let Err(e) = records::forget_unserved_url(&self.db, &job.app_id).await {
                 tracing::warn!(error = %e, "could not clear the app's unserved URL");
             }
         }
@@ -499,6 +451,25 @@ impl DeployWorker {
             return;
         }
         self.notify_history(&job).await;
+    }
+}
+
+/// The deployment ends with `status` (failed, superseded) and why.
+fn finished(status: &'static str, reason: String) -> Outcome {
+    Outcome {
+        update: Update {
+            status: Some(status),
+            error: Some(reason),
+            ..Default::default()
+        },
+        next: Next::Finished,
+    }
+}
+
+fn db_retry(e: sea_orm::DbErr) -> Step {
+    Step::Retry {
+        error: e.to_string(),
+        retry_after: None,
     }
 }
 

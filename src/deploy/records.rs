@@ -1,15 +1,15 @@
-//! The deployment queue: enqueue (superseding older queued work), claim with a lease, record
-//! progress. Claims are atomic: `FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite a single
-//! statement under SQLite's writer lock, so several workers never claim the same job.
+//! Deployment records: queue one (superseding older work, with the `deploy` job that advances
+//! it), record each step's result under the job's lease, fail overdue ones. The queue itself
+//! (claims, leases, retries) is `crate::jobs`.
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use uuid::Uuid;
 
-use crate::db::statement;
+use crate::jobs::{lease_held, JobKind, Lease};
 use entity::deployments;
 
 pub const QUEUED: &str = "queued";
@@ -25,23 +25,6 @@ pub fn is_terminal(status: &str) -> bool {
     !ACTIVE.contains(&status)
 }
 
-/// How long a queued job yields to jobs already under way (see [`claim`]).
-const QUEUED_PATIENCE: ChronoDuration = ChronoDuration::seconds(30);
-
-/// Wakes this process's idle workers when a deployment is queued, so a new job waits for a
-/// free worker rather than for the next poll. Workers of other processes find it by polling.
-static ENQUEUED: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-fn wake_workers() {
-    ENQUEUED.notify_waiters();
-}
-
-/// Resolves when a deployment is queued in this process (see [`wake_workers`]); `enable` it
-/// before looking for work so a job queued meanwhile is not missed.
-pub fn enqueued() -> tokio::sync::futures::Notified<'static> {
-    ENQUEUED.notified()
-}
-
 /// A deployment to queue, see [`enqueue_new`].
 #[derive(Debug, Clone)]
 pub struct NewDeployment<'a> {
@@ -55,9 +38,12 @@ pub struct NewDeployment<'a> {
     /// Where the app will be served, when known before the deployment runs (a local preview's
     /// URL is): clients read it from the app as soon as the deployment is queued.
     pub app_url: Option<&'a str>,
+    /// A job the deployment waits for (the push of its commit, when the provider builds from
+    /// git).
+    pub after: Option<&'a crate::jobs::Job>,
 }
 
-/// [`enqueue_new`] without a known URL (the worker records it once the provider knows it).
+/// [`enqueue_new`] on its own: no known URL, no dependency; the workers are woken at once.
 pub async fn enqueue(
     db: &DatabaseConnection,
     app_id: &str,
@@ -75,17 +61,23 @@ pub async fn enqueue(
         queued_deadline,
         watched,
         app_url: None,
+        after: None,
     };
-    enqueue_new(db, new).await
+    let txn = db.begin().await?;
+    let (deployment, _job) = enqueue_new(&txn, new).await?;
+    txn.commit().await?;
+    crate::jobs::wake();
+    Ok(deployment)
 }
 
-/// Creates a queued deployment for `version`; older queued or running ones of the app are
-/// superseded, since only the newest version matters. The app's deploy status says `queued`
-/// (and its URL is set when known). All in one transaction.
+/// Creates a queued deployment for `version` and the `deploy` job that advances it; older
+/// queued or running ones of the app are superseded, since only the newest version matters.
+/// The app's deploy status says `queued` (and its URL is set when known). Run it in a
+/// transaction, then wake the workers (`crate::jobs::wake`) once it commits.
 pub async fn enqueue_new(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     new: NewDeployment<'_>,
-) -> Result<deployments::Model, DbErr> {
+) -> Result<(deployments::Model, crate::jobs::Job), DbErr> {
     let NewDeployment {
         app_id,
         owner_id,
@@ -94,9 +86,9 @@ pub async fn enqueue_new(
         queued_deadline,
         watched,
         app_url,
+        after,
     } = new;
     let now = Utc::now();
-    let txn = db.begin().await?;
     deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(SUPERSEDED))
         .col_expr(
@@ -108,9 +100,9 @@ pub async fn enqueue_new(
         .filter(deployments::Column::AppId.eq(app_id))
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .filter(deployments::Column::Version.lt(version))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    let job = deployments::ActiveModel {
+    let deployment = deployments::ActiveModel {
         id: Set(Uuid::new_v4().to_string()),
         app_id: Set(app_id.to_string()),
         owner_id: Set(owner_id.to_string()),
@@ -120,10 +112,6 @@ pub async fn enqueue_new(
         provider_state: Set("{}".to_string()),
         url: Set(None),
         error: Set(None),
-        attempts: Set(0),
-        next_attempt_at: Set(now),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
         status_deadline_at: Set(Some(now + queued_deadline)),
         unknown_since: Set(None),
         watched: Set(watched),
@@ -132,8 +120,13 @@ pub async fn enqueue_new(
         updated_at: Set(now),
         finished_at: Set(None),
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
+    let job = crate::jobs::NewJob::new(JobKind::Deploy, app_id)
+        .version(version)
+        .subject(&deployment.id)
+        .after(after);
+    let job = crate::jobs::enqueue(txn, job).await?;
     let mut app = entity::apps::Entity::update_many()
         .col_expr(entity::apps::Column::DeployStatus, Expr::value(QUEUED))
         .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now));
@@ -141,11 +134,9 @@ pub async fn enqueue_new(
         app = app.col_expr(entity::apps::Column::AppUrl, Expr::value(url));
     }
     app.filter(entity::apps::Column::Id.eq(app_id))
-        .exec(&txn)
+        .exec(txn)
         .await?;
-    txn.commit().await?;
-    wake_workers();
-    Ok(job)
+    Ok((deployment, job))
 }
 
 /// A failed deployment takes back an early URL (see [`record_app_url`]) from an app that was
@@ -194,77 +185,12 @@ pub async fn record_app_url(
     Ok(())
 }
 
-/// Leases the oldest due job to `worker` until `now + lease`. None when nothing is due.
-pub async fn claim(
-    db: &DatabaseConnection,
-    worker: &str,
-    lease: ChronoDuration,
-) -> Result<Option<deployments::Model>, DbErr> {
-    let now = Utc::now();
-    let lock = match db.get_database_backend() {
-        DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
-        _ => "",
-    };
-    // Jobs already under way come before queued ones that arrived in the last
-    // QUEUED_PATIENCE: finishing what was started gets each deployment live early, where
-    // taking every queued job first (breadth first) left a thousand started and none live for
-    // minutes. Past that a queued job competes by due time again, so a steady stream of polls
-    // cannot starve it into its queue deadline.
-    let sql = format!(
-        "UPDATE deployments SET lease_owner = $1, lease_expires_at = $2 \
-         WHERE id = (SELECT id FROM deployments \
-                     WHERE status IN ('queued', 'building', 'deploying') AND next_attempt_at <= $3 \
-                       AND (lease_expires_at IS NULL OR lease_expires_at < $4) \
-                     ORDER BY CASE WHEN status = 'queued' AND created_at > $5 THEN 1 ELSE 0 END, \
-                              next_attempt_at \
-                     LIMIT 1{lock}) \
-         RETURNING id"
-    );
-    let row = db
-        .query_one_raw(statement(
-            db,
-            &sql,
-            vec![
-                worker.into(),
-                (now + lease).into(),
-                now.into(),
-                now.into(),
-                (now - QUEUED_PATIENCE).into(),
-            ],
-        ))
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let id: String = row.try_get("", "id")?;
-    deployments::Entity::find_by_id(id).one(db).await
-}
-
-/// Extends a lease the worker still holds; false when it was lost.
-pub async fn extend_lease(
-    db: &DatabaseConnection,
-    id: &str,
-    worker: &str,
-    lease: ChronoDuration,
-) -> Result<bool, DbErr> {
-    let result = deployments::Entity::update_many()
-        .col_expr(
-            deployments::Column::LeaseExpiresAt,
-            Expr::value(Utc::now() + lease),
-        )
-        .filter(deployments::Column::Id.eq(id))
-        .filter(deployments::Column::LeaseOwner.eq(worker))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
-}
-
 /// Moves a queued job the worker holds to `building` with the building deadline, before its
 /// provider starts (an image build can take longer than the queued deadline allows).
 pub async fn mark_building(
     db: &DatabaseConnection,
     id: &str,
-    worker: &str,
+    lease: &Lease,
     state: &serde_json::Map<String, serde_json::Value>,
     deadline: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
@@ -277,46 +203,21 @@ pub async fn mark_building(
         )
         .col_expr(deployments::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(deployments::Column::Id.eq(id))
-        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .filter(lease_held(&lease.job_id, &lease.worker))
         .filter(deployments::Column::Status.eq(QUEUED))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
 }
 
-/// An update of deployments that gives up the lease.
-fn releasing_lease() -> sea_orm::UpdateMany<deployments::Entity> {
-    deployments::Entity::update_many()
-        .col_expr(
-            deployments::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            deployments::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-}
-
-/// Gives up a lease whatever the job's status (a step whose result was discarded).
-pub async fn release_lease(db: &DatabaseConnection, id: &str, worker: &str) -> Result<(), DbErr> {
-    releasing_lease()
-        .filter(deployments::Column::Id.eq(id))
-        .filter(deployments::Column::LeaseOwner.eq(worker))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-/// What a processing step decided; written only if the worker still holds the lease and the
-/// job was not superseded meanwhile.
+/// What a step did to the deployment; written only if the worker still holds its job's lease
+/// and the deployment was not superseded meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct Update {
     pub status: Option<&'static str>,
     pub provider_state: Option<String>,
     pub url: Option<String>,
     pub error: Option<String>,
-    pub attempts: Option<i32>,
-    pub next_attempt_at: Option<DateTime<Utc>>,
     pub status_deadline_at: Option<Option<DateTime<Utc>>>,
     pub unknown_since: Option<Option<DateTime<Utc>>>,
 }
@@ -324,11 +225,12 @@ pub struct Update {
 pub async fn apply(
     db: &DatabaseConnection,
     id: &str,
-    worker: &str,
+    lease: &Lease,
     update: Update,
 ) -> Result<bool, DbErr> {
     let now = Utc::now();
-    let mut query = releasing_lease().col_expr(deployments::Column::UpdatedAt, Expr::value(now));
+    let mut query = deployments::Entity::update_many()
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(now));
     if let Some(status) = update.status {
         query = query.col_expr(deployments::Column::Status, Expr::value(status));
         if status == HEALTHY && update.error.is_none() {
@@ -356,12 +258,6 @@ pub async fn apply(
     if let Some(error) = update.error {
         query = query.col_expr(deployments::Column::Error, Expr::value(error));
     }
-    if let Some(attempts) = update.attempts {
-        query = query.col_expr(deployments::Column::Attempts, Expr::value(attempts));
-    }
-    if let Some(at) = update.next_attempt_at {
-        query = query.col_expr(deployments::Column::NextAttemptAt, Expr::value(at));
-    }
     if let Some(deadline) = update.status_deadline_at {
         query = query.col_expr(deployments::Column::StatusDeadlineAt, Expr::value(deadline));
     }
@@ -370,7 +266,7 @@ pub async fn apply(
     }
     let result = query
         .filter(deployments::Column::Id.eq(id))
-        .filter(deployments::Column::LeaseOwner.eq(worker))
+        .filter(lease_held(&lease.job_id, &lease.worker))
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .exec(db)
         .await?;
@@ -451,7 +347,10 @@ pub async fn unreported_failures(
         .await
 }
 
-pub async fn find(db: &DatabaseConnection, id: &str) -> Result<Option<deployments::Model>, DbErr> {
+pub async fn find(
+    db: &impl ConnectionTrait,
+    id: &str,
+) -> Result<Option<deployments::Model>, DbErr> {
     deployments::Entity::find_by_id(id.to_string())
         .one(db)
         .await
@@ -469,7 +368,7 @@ pub async fn latest_for_app(
 }
 
 /// Takes the right to report a terminal outcome; exactly one caller wins.
-pub async fn claim_notification(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr> {
+pub async fn claim_notification(db: &impl ConnectionTrait, id: &str) -> Result<bool, DbErr> {
     let result = deployments::Entity::update_many()
         .col_expr(deployments::Column::Notified, Expr::value(true))
         .filter(deployments::Column::Id.eq(id))
@@ -480,7 +379,7 @@ pub async fn claim_notification(db: &DatabaseConnection, id: &str) -> Result<boo
 }
 
 /// A run stops waiting; from now on the worker reports the outcome to the app's history.
-pub async fn unwatch(db: &DatabaseConnection, id: &str) -> Result<(), DbErr> {
+pub async fn unwatch(db: &impl ConnectionTrait, id: &str) -> Result<(), DbErr> {
     deployments::Entity::update_many()
         .col_expr(deployments::Column::Watched, Expr::value(false))
         .filter(deployments::Column::Id.eq(id))

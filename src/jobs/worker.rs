@@ -1,0 +1,182 @@
+//! Job workers: claim a due job, run one step through the handler, record the outcome. A worker
+//! that found work claims again at once; it sleeps only when nothing is due, and wakes when a
+//! job is enqueued in this process or (PostgreSQL) in another one, or at the poll interval as
+//! the safety net. A worker that dies leaves a lease that simply expires.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sea_orm::{DatabaseConnection, DbBackend};
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::RetryPolicy;
+use super::queue::{self, Step};
+use entity::jobs::{JobKind, Model as Job};
+
+/// Who holds a job while its step runs, for writes that must happen only under the lease
+/// (see [`queue::lease_held`]).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: String,
+    pub worker: String,
+}
+
+/// What the jobs do.
+#[async_trait]
+pub trait JobHandler: Send + Sync {
+    /// Runs one step of `job` (its whole work, or one provider poll).
+    async fn run(&self, job: &Job, lease: &Lease) -> Step;
+
+    /// How `kind` is retried after a transient failure.
+    fn policy(&self, kind: JobKind) -> RetryPolicy;
+
+    /// Called once a job finished (done or failed), by the worker that finished it.
+    async fn finished(&self, _job: &Job) {}
+
+    /// Called about once per poll interval by each worker (deadlines, gauges).
+    async fn sweep(&self) {}
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// How long an idle worker sleeps before looking again without being woken.
+    pub poll_interval: Duration,
+    /// How long a claim is held without a heartbeat; renewed every third of it.
+    pub lease: Duration,
+}
+
+#[derive(Clone)]
+pub struct JobWorker {
+    pub db: DatabaseConnection,
+    pub handler: Arc<dyn JobHandler>,
+    pub settings: WorkerSettings,
+    pub id: String,
+    /// The kinds this worker takes; None: all.
+    pub kinds: Option<Vec<JobKind>>,
+}
+
+impl JobWorker {
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(worker = %self.id, "job worker started");
+        let mut next_sweep = tokio::time::Instant::now();
+        while !stop.is_cancelled() {
+            // Swept once per poll interval, not once per job: under load a worker takes jobs
+            // back to back.
+            if tokio::time::Instant::now() >= next_sweep {
+                self.handler.sweep().await;
+                next_sweep = tokio::time::Instant::now() + self.settings.poll_interval;
+            }
+            // Registered before the claim, so a job enqueued while claiming still wakes us.
+            let woken = queue::woken();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match queue::claim(
+                &self.db,
+                &self.id,
+                self.settings.lease,
+                self.kinds.as_deref(),
+            )
+            .await
+            {
+                Ok(Some(job)) => {
+                    self.process(job).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not claim a job"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = &mut woken => {}
+                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One step of one job, with its lease kept alive while the handler works.
+    pub async fn process(&self, job: Job) {
+        let metrics = crate::metrics::metrics();
+        let waited = (chrono::Utc::now() - job.run_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics.job_started(job.kind, waited);
+        let lease = Lease {
+            job_id: job.id.clone(),
+            worker: self.id.clone(),
+        };
+        let heartbeat = {
+            let db = self.db.clone();
+            let lease = lease.clone();
+            let (every, length) = (self.settings.lease / 3, self.settings.lease);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let held = queue::extend_lease(&db, &lease.job_id, &lease.worker, length);
+                    if !matches!(held.await, Ok(true)) {
+                        break;
+                    }
+                }
+            })
+        };
+        let started = Instant::now();
+        let step = self.handler.run(&job, &lease).await;
+        heartbeat.abort();
+        metrics.job_stepped(job.kind, step_label(&step), started.elapsed());
+        if let Step::Retry { error, .. } | Step::Fail(error) = &step {
+            tracing::warn!(job = %job.id, kind = job.kind.as_str(), app_id = %job.app_id, attempts = job.attempts + 1, %error, "job step failed");
+        }
+        let policy = self.handler.policy(job.kind);
+        match queue::finish(&self.db, &job, &self.id, &policy, step).await {
+            Ok((true, Some(finished))) => self.handler.finished(&finished).await,
+            Ok((true, None)) => {}
+            Ok((false, _)) => {
+                tracing::info!(job = %job.id, "lease lost while the step ran; its outcome was discarded")
+            }
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "could not record a job step"),
+        }
+    }
+}
+
+fn step_label(step: &Step) -> &'static str {
+    match step {
+        Step::Done(_) => "done",
+        Step::Again(_) => "again",
+        Step::Retry { .. } => "retry",
+        Step::Fail(_) => "failed",
+    }
+}
+
+/// On PostgreSQL, wakes this process's workers when another gateway enqueues a job (`NOTIFY`
+/// at its commit). The listening connection reconnects by itself; the poll interval covers
+/// what a reconnect misses.
+pub fn spawn_listener(db: &DatabaseConnection, stop: CancellationToken) {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = db.get_postgres_connection_pool().clone();
+    tokio::spawn(async move {
+        let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not listen for jobs; workers poll instead");
+                return;
+            }
+        };
+        if let Err(e) = listener.listen(queue::CHANNEL).await {
+            tracing::warn!(error = %e, "could not listen for jobs; workers poll instead");
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                received = listener.recv() => match received {
+                    Ok(_) => queue::wake(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job notifications interrupted; reconnecting");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+            }
+        }
+    });
+}
