@@ -7,6 +7,9 @@ mod backoff;
 mod queue;
 mod worker;
 
+#[cfg(test)]
+mod migration_tests;
+
 pub use backoff::{backoff, RetryPolicy};
 pub use entity::jobs::{JobKind, JobStatus, Model as Job};
 pub use queue::{

@@ -12,6 +12,8 @@
 pub mod cleanup;
 mod effects;
 mod outcomes;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
