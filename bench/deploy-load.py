@@ -186,10 +186,13 @@ def main():
                 break
             time.sleep(0.5)
         settled = time.time() - started
-        jobs = dict(query(args, data_dir, database,
-                          "SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         retries = retried_steps(base)
-        max_attempts = query(args, data_dir, database, "SELECT MAX(attempts) FROM jobs")[0][0]
+        try:
+            jobs = dict(query(args, data_dir, database,
+                              "SELECT status, COUNT(*) FROM jobs GROUP BY status"))
+            max_attempts = query(args, data_dir, database, "SELECT MAX(attempts) FROM jobs")[0][0]
+        except Exception:  # a gateway from before the job queue
+            jobs, max_attempts = None, None
     finally:
         server.terminate()
         server.wait(timeout=60)

@@ -1,5 +1,8 @@
 //! agentgate: the gateway between people who build apps by chatting with an AI agent and
 //! everything that turns the agent's output into a running app.
+// Production code says what it expects of a value instead of panicking on it; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod agent;
 pub mod apps;
 pub mod auth;

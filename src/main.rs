@@ -1,4 +1,6 @@
 //! The `agentgate` command: parse the CLI, load config, start telemetry, run.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -144,7 +144,7 @@ impl Application {
             });
             extra = extra.nest_service("/demo-agent", crate::agent::demo::router(demo_secret));
         }
-        let router = http::router(state.clone(), extra);
+        let router = http::router(state.clone(), extra)?;
         tracing::info!(%address, "agentgate bound");
         Ok(Self {
             listener,

@@ -1,7 +1,9 @@
 //! Local preview deploys: the web root of a version (see [`web_root`]) is published under
 //! `<root>/<app_id>/` and served at `/preview/<app_id>/`. A new version is written next to the old
 //! one and a `current` symlink is swapped atomically, so visitors see either the old or the new
-//! version, never a mix. A version without a page fails instead of going live at a 404.
+//! version, never a mix. Files the published version already has (same content, by SHA-256,
+//! listed in its `.files.json`) are hard-linked from it instead of written again, so a publish
+//! writes what changed. A version without a page fails instead of going live at a 404.
 pub mod web_root;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +20,21 @@ pub struct LocalPreview {
 }
 
 const CURRENT: &str = "current";
+/// Each published directory's files and their SHA-256, kept beside it (not in it: the
+/// directory is served as it is).
+type FileList = std::collections::BTreeMap<String, String>;
+
+fn file_list_path(app_dir: &Path, name: &str) -> PathBuf {
+    app_dir.join(format!("{name}.files.json"))
+}
+
+/// The directory `current` points to, and its file list.
+fn published(app_dir: &Path) -> Option<(PathBuf, FileList)> {
+    let dir = std::fs::canonicalize(app_dir.join(CURRENT)).ok()?;
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    let list = std::fs::read(file_list_path(app_dir, &name)).ok()?;
+    Some((dir, serde_json::from_slice(&list).ok()?))
+}
 
 impl LocalPreview {
     pub fn new(root: PathBuf, public_url: String) -> std::io::Result<Self> {
@@ -56,6 +73,8 @@ impl LocalPreview {
         if target.exists() {
             std::fs::remove_dir_all(&target)?;
         }
+        let previous = published(&app_dir);
+        let mut list = FileList::new();
         for (path, entry) in web_root::files_under(&request.files, site) {
             // Links could point anywhere on this machine; previews serve plain files only.
             if entry.mode == FileMode::Symlink {
@@ -65,9 +84,20 @@ impl LocalPreview {
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(&file, &entry.content)?;
+            let sha = crate::files::manifest::sha256_hex(&entry.content);
+            let same = previous
+                .as_ref()
+                .filter(|(_, files)| files.get(path) == Some(&sha))
+                .map(|(dir, _)| dir.join(path));
+            // Published files are never written in place, so sharing them is safe.
+            let linked = same.is_some_and(|from| std::fs::hard_link(from, &file).is_ok());
+            if !linked {
+                std::fs::write(&file, &entry.content)?;
+            }
+            list.insert(path.to_string(), sha);
         }
         std::fs::create_dir_all(&target)?;
+        std::fs::write(file_list_path(&app_dir, &name), serde_json::to_vec(&list)?)?;
         let tmp_link = app_dir.join(format!(".{CURRENT}-{}", uuid::Uuid::new_v4().simple()));
         std::os::unix::fs::symlink(&name, &tmp_link)?;
         std::fs::rename(&tmp_link, app_dir.join(CURRENT))?;
@@ -82,8 +112,13 @@ fn remove_old_versions(app_dir: &Path, keep: &str) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name != keep && name != CURRENT && entry.path().is_dir() {
+        if name == keep || name == CURRENT {
+            continue;
+        }
+        if entry.path().is_dir() {
             let _ = std::fs::remove_dir_all(entry.path());
+        } else if name.ends_with(".files.json") && name != format!("{keep}.files.json") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
@@ -139,5 +174,69 @@ impl Deployer for LocalPreview {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(DeployError::Transient(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+    use crate::workspace::{FileEntry, FileTree};
+
+    fn request(version: i32, files: &[(&str, &str)]) -> DeployRequest {
+        let files: FileTree = files
+            .iter()
+            .map(|(path, content)| {
+                let entry = FileEntry {
+                    content: content.as_bytes().to_vec(),
+                    mode: FileMode::Regular,
+                };
+                (path.to_string(), entry)
+            })
+            .collect();
+        DeployRequest {
+            deployment_id: format!("deployment-{version}"),
+            app_id: "0b6f2c1e-8a55-4a8e-9f59-3f1c1b2d4e5f".into(),
+            version,
+            files,
+            repository: None,
+            env: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_publish_writes_only_what_changed_and_swaps_at_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let preview = LocalPreview::new(dir.path().into(), "http://x".into()).expect("preview");
+        let one = request(1, &[("index.html", "<h1>one</h1>"), ("app.js", "let a;")]);
+        preview.publish(&one, "").expect("publish 1");
+        let first = preview.current_dir(&one.app_id).expect("published");
+        let inode = |dir: &Path, file: &str| std::fs::metadata(dir.join(file)).expect("file").ino();
+        let (js, html) = (inode(&first, "app.js"), inode(&first, "index.html"));
+
+        let two = request(2, &[("index.html", "<h1>two</h1>"), ("app.js", "let a;")]);
+        preview.publish(&two, "").expect("publish 2");
+        let second = preview.current_dir(&two.app_id).expect("published");
+        assert_ne!(first, second, "a new directory, swapped in by the link");
+        assert_eq!(
+            inode(&second, "app.js"),
+            js,
+            "the unchanged file is linked, not copied"
+        );
+        assert_ne!(inode(&second, "index.html"), html);
+        assert_eq!(
+            std::fs::read_to_string(second.join("index.html")).expect("read"),
+            "<h1>two</h1>"
+        );
+        assert!(!first.exists(), "the old version is removed");
+        let app_dir = dir.path().join(&two.app_id);
+        let lists: Vec<String> = std::fs::read_dir(&app_dir)
+            .expect("app dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".files.json"))
+            .collect();
+        assert_eq!(lists.len(), 1, "{lists:?}");
     }
 }

@@ -162,27 +162,38 @@ impl DeployRunner {
                 Err(e) => return self.retry(job, None, DeployError::Transient(e.to_string())),
             }
         }
+        // A start is followed by a first poll in the same step: a local preview is live as
+        // soon as it is published, and a claim saved per deployment counts under load.
+        let mut started = None;
         if state.contains_key(STARTING) {
-            return match self.deployer.start(&request, &mut state).await {
-                Ok(()) => {
-                    state.remove(STARTING);
-                    let url = state.get(STATE_URL).and_then(|v| v.as_str());
-                    Outcome {
-                        update: Update {
-                            url: url.map(str::to_string),
-                            status: Some(BUILDING),
-                            provider_state: Some(serde_json::Value::Object(state).to_string()),
-                            ..Default::default()
-                        },
-                        // A local preview is live as soon as it started: look at once.
-                        next: Next::Poll(Duration::ZERO),
-                    }
-                }
-                Err(e) => self.retry(job, Some(&state), e),
-            };
+            if let Err(e) = self.deployer.start(&request, &mut state).await {
+                return self.retry(job, Some(&state), e);
+            }
+            state.remove(STARTING);
+            started = Some(serde_json::Value::Object(state.clone()).to_string());
         }
+        let mut outcome = self.poll(deployment, job, &request, &state).await;
+        if let Some(provider_state) = started {
+            let update = &mut outcome.update;
+            update.provider_state.get_or_insert(provider_state);
+            update.status.get_or_insert(BUILDING);
+            if update.url.is_none() {
+                update.url = state.get(STATE_URL).and_then(|v| v.as_str()).map(str::to_string);
+            }
+        }
+        outcome
+    }
+
+    /// Asks the provider how the deployment is doing.
+    async fn poll(
+        &self,
+        deployment: &deployments::Model,
+        job: &Job,
+        request: &DeployRequest,
+        state: &ProviderState,
+    ) -> Outcome {
         let now = Utc::now();
-        match self.deployer.poll(&request, &state).await {
+        match self.deployer.poll(request, state).await {
             Ok(ProviderStatus::Building) => self.keep(deployment, BUILDING),
             Ok(ProviderStatus::Deploying) => self.keep(deployment, DEPLOYING),
             Ok(ProviderStatus::Healthy { url }) => Outcome {
@@ -210,7 +221,7 @@ impl DeployRunner {
                     next: Next::Poll(self.poll_delay(deployment)),
                 }
             }
-            Err(e) => self.retry(job, Some(&state), e),
+            Err(e) => self.retry(job, Some(state), e),
         }
     }
 

@@ -22,10 +22,8 @@ frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 pub struct Spec(Bytes);
 
 impl Spec {
-    pub fn new(openapi: &utoipa::openapi::OpenApi) -> Self {
-        Self(Bytes::from(
-            serde_json::to_vec(openapi).expect("an OpenAPI document always serializes"),
-        ))
+    pub fn new(openapi: &utoipa::openapi::OpenApi) -> serde_json::Result<Self> {
+        Ok(Self(Bytes::from(serde_json::to_vec(openapi)?)))
     }
 }
 

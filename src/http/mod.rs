@@ -36,11 +36,12 @@ use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-pub fn router(state: AppState, extra: Router<AppState>) -> Router {
+/// The whole API; fails only if its OpenAPI description cannot be serialised.
+pub fn router(state: AppState, extra: Router<AppState>) -> serde_json::Result<Router> {
     let config = &state.config.server;
     let (routes, collected) = documented(config).split_for_parts();
-    let spec = docs::Spec::new(&openapi::finish(collected));
-    routes
+    let spec = docs::Spec::new(&openapi::finish(collected))?;
+    let router = routes
         .merge(extra)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(Extension(spec))
@@ -60,7 +61,8 @@ pub fn router(state: AppState, extra: Router<AppState>) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    Ok(router)
 }
 
 /// The OpenAPI description of every route that `router` serves with this configuration.

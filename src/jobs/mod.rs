@@ -5,6 +5,7 @@
 //! state. This module knows nothing of what the jobs do: a [`JobHandler`] does.
 mod backoff;
 mod queue;
+mod watch;
 mod worker;
 
 #[cfg(test)]
@@ -14,6 +15,7 @@ pub use backoff::{backoff, RetryPolicy};
 pub use entity::jobs::{JobKind, JobStatus, Model as Job};
 pub use queue::{
     cancel_for_app, claim, claim_report, enqueue, enqueue_now, extend_lease, find, finish,
-    lease_held, save_result, supersede, unwatch, wake, woken, NewJob, Step,
+    lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, NewJob, Step,
 };
+pub use watch::Watch;
 pub use worker::{spawn_listener, JobHandler, JobWorker, Lease, WorkerSettings};

@@ -21,10 +21,6 @@ use entity::jobs::{self, JobKind, JobStatus};
 /// The PostgreSQL channel an enqueue notifies, so idle workers of every gateway wake at once.
 pub(super) const CHANNEL: &str = "agentgate_jobs";
 
-/// A job queued but not started yet is passed over for this long by jobs already under way
-/// (see [`claim`]).
-const QUEUED_PATIENCE: ChronoDuration = ChronoDuration::seconds(30);
-
 /// Wakes this process's idle workers (see [`wake`]).
 static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
@@ -148,13 +144,12 @@ pub async fn enqueue_now(db: &DatabaseConnection, new: NewJob) -> Result<jobs::M
 
 /// Leases the next due job to `worker` until `now + lease`; None when nothing is due.
 ///
-/// Due: queued and past `run_at`, or running under an expired lease (its worker died). Not
-/// before the job it depends on has finished, and an app's pushes one at a time in version
-/// order. Jobs already under way (a deployment between provider polls) come before queued ones
-/// that arrived in the last [`QUEUED_PATIENCE`]: finishing what was started gets each
-/// deployment live early, where taking every new job first left a thousand started and none
-/// live for minutes. Past that a queued job competes by due time again, so a steady stream of
-/// polls cannot starve it.
+/// Due: queued and past `run_at`, the earliest first. Not before the job it depends on has
+/// finished, and an app's pushes one at a time in version order. The statement walks the
+/// `jobs_due` index in `run_at` order and stops at the first job that qualifies, so a claim
+/// costs the same with ten jobs queued or ten thousand (a sort over every due job made each
+/// claim cost milliseconds, under SQLite's writer lock). Jobs whose worker died are put back
+/// in the queue by [`requeue_expired`].
 pub async fn claim(
     db: &DatabaseConnection,
     worker: &str,
@@ -178,16 +173,14 @@ pub async fn claim(
         "UPDATE jobs SET status = 'running', lease_owner = $1, lease_expires_at = $2, \
              started_at = $3, updated_at = $3 \
          WHERE id = (SELECT j.id FROM jobs j \
-             WHERE ((j.status = 'queued' AND j.run_at <= $3) \
-                    OR (j.status = 'running' AND j.lease_expires_at < $3)) \
+             WHERE j.status = 'queued' AND j.run_at <= $3{only} \
                AND (j.depends_on IS NULL OR NOT EXISTS (SELECT 1 FROM jobs d \
                     WHERE d.id = j.depends_on AND d.status IN ('queued', 'running'))) \
                AND (j.kind <> 'push_version' OR NOT EXISTS (SELECT 1 FROM jobs o \
                     WHERE o.app_id = j.app_id AND o.kind = 'push_version' AND o.id <> j.id \
-                      AND ((o.status = 'running' AND o.lease_expires_at >= $3) \
-                           OR (o.status = 'queued' AND o.version < j.version)))){only} \
-             ORDER BY CASE WHEN j.started_at IS NULL AND j.created_at > $4 THEN 1 ELSE 0 END, \
-                      j.run_at \
+                      AND (o.status = 'running' \
+                           OR (o.status = 'queued' AND o.version < j.version)))) \
+             ORDER BY j.run_at \
              LIMIT 1{lock}) \
          RETURNING *"
     );
@@ -196,16 +189,31 @@ pub async fn claim(
         .query_one_raw(statement(
             db,
             &sql,
-            vec![
-                worker.into(),
-                (now + lease).into(),
-                now.into(),
-                (now - QUEUED_PATIENCE).into(),
-            ],
+            vec![worker.into(), (now + lease).into(), now.into()],
         ))
         .await?;
     row.map(|row| jobs::Model::from_query_result(&row, ""))
         .transpose()
+}
+
+/// Puts jobs whose lease expired (their worker died or stalled) back in the queue, due now; a
+/// late outcome of the old worker is discarded (see [`finish`]). Returns how many.
+pub async fn requeue_expired(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let now = Utc::now();
+    let result = jobs::Entity::update_many()
+        .col_expr(jobs::Column::Status, Expr::value(JobStatus::Queued))
+        .col_expr(jobs::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(
+            jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(jobs::Column::RunAt, Expr::value(now))
+        .col_expr(jobs::Column::UpdatedAt, Expr::value(now))
+        .filter(jobs::Column::Status.eq(JobStatus::Running))
+        .filter(jobs::Column::LeaseExpiresAt.lt(now))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
 }
 
 /// Extends a lease the worker still holds; false when it was lost.

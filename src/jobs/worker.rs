@@ -63,6 +63,11 @@ impl JobWorker {
             // Swept once per poll interval, not once per job: under load a worker takes jobs
             // back to back.
             if tokio::time::Instant::now() >= next_sweep {
+                match queue::requeue_expired(&self.db).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(jobs = n, "jobs whose worker stopped renewing its lease were put back in the queue"),
+                    Err(e) => tracing::warn!(error = %e, "could not requeue expired jobs"),
+                }
                 self.handler.sweep().await;
                 next_sweep = tokio::time::Instant::now() + self.settings.poll_interval;
             }
@@ -126,7 +131,9 @@ impl JobWorker {
             tracing::warn!(job = %job.id, kind = job.kind.as_str(), app_id = %job.app_id, attempts = job.attempts + 1, %error, "job step failed");
         }
         let policy = self.handler.policy(job.kind);
-        match queue::finish(&self.db, &job, &self.id, &policy, step).await {
+        let finished = queue::finish(&self.db, &job, &self.id, &policy, step).await;
+        super::watch::notify(&job.id);
+        match finished {
             Ok((true, Some(finished))) => self.handler.finished(&finished).await,
             Ok((true, None)) => {}
             Ok((false, _)) => {

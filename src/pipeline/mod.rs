@@ -260,7 +260,7 @@ impl VersionPipeline {
             ),
             json!({"type": "version_created", "version": version.version, "files": version.file_count}),
         )];
-        if let Some(deployment) = &created.deployment {
+        if let Some((deployment, _)) = &created.deployment {
             let url = self.known_url(&ctx.app_id).await;
             notices.push(Notice::platform(
                 format!("Deploying version {}…", version.version),
@@ -306,7 +306,7 @@ impl VersionPipeline {
                     app_url: preview_url.as_deref(),
                     after: push.as_ref().filter(|_| plan.needs_repository),
                 };
-                Some(deployments::enqueue_new(&txn, new).await?.0)
+                Some(deployments::enqueue_new(&txn, new).await?)
             }
             None => None,
         };
@@ -370,7 +370,8 @@ pub struct Created {
     pub version: app_versions::Model,
     pub upload: jobs::Job,
     pub push: Option<jobs::Job>,
-    pub deployment: Option<entity::deployments::Model>,
+    /// The deployment and its `deploy` job.
+    pub deployment: Option<(entity::deployments::Model, jobs::Job)>,
 }
 
 /// The files of `tree` among `paths`.

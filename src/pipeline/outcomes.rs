@@ -12,16 +12,19 @@ use crate::deploy::records as deployments;
 use crate::jobs::{self, Job, JobKind, JobStatus};
 use entity::jobs as jobs_table;
 
-/// How often a waiting run looks at its effects.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often a waiting run looks at its effects without being woken (a job another gateway
+/// runs wakes nobody here).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The effects a run waits for, in the order they are reported.
 #[derive(Debug, Default)]
 pub struct Pending {
     /// Upload and push jobs, oldest version first.
     jobs: Vec<(JobKind, String, i32)>,
-    /// The run's latest deployment (a newer version's supersedes the older one).
+    /// The run's latest deployment (a newer version's supersedes the older one) and the job
+    /// that advances it.
     deployment: Option<String>,
+    deploy_job: Option<String>,
 }
 
 impl Pending {
@@ -32,13 +35,19 @@ impl Pending {
         if let Some(push) = created.push {
             self.jobs.push((JobKind::PushVersion, push.id, version));
         }
-        if let Some(deployment) = created.deployment {
+        if let Some((deployment, job)) = created.deployment {
             self.deployment = Some(deployment.id);
+            self.deploy_job = Some(job.id);
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.jobs.is_empty() && self.deployment.is_none()
+    }
+
+    fn deployment_done(&mut self) {
+        self.deployment = None;
+        self.deploy_job = None;
     }
 }
 
@@ -50,13 +59,22 @@ pub(super) async fn report(
 ) -> Vec<Notice> {
     let deadline = Instant::now() + bound;
     let mut notices = Vec::new();
+    let watched: Vec<String> = pending
+        .jobs
+        .iter()
+        .map(|(_, id, _)| id.clone())
+        .chain(pending.deploy_job.clone())
+        .collect();
+    let watch = jobs::Watch::new(watched);
     loop {
         report_finished(db, &mut pending, &mut notices).await;
         if pending.is_empty() || !wait || Instant::now() >= deadline {
             break;
         }
-        tokio::time::sleep(CHECK_EVERY).await;
+        let _ = tokio::time::timeout(CHECK_EVERY.min(deadline - Instant::now()), watch.changed())
+            .await;
     }
+    drop(watch);
     // Hand what is left over to the workers, then look once more so that nothing finishing
     // meanwhile falls between the two.
     for (_, id, _) in &pending.jobs {
@@ -134,7 +152,7 @@ async fn report_finished(
         if !deployments::is_terminal(&deployment.status) {
             return;
         }
-        pending.deployment = None;
+        pending.deployment_done();
         if let Ok(true) = deployments::claim_notification(db, &id).await {
             let (text, metadata) = crate::deploy::outcome_notice(&deployment);
             notices.push(Notice::platform(text, metadata));
