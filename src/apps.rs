@@ -404,6 +404,136 @@ pub async fn append_message(
     Ok(())
 }
 
+// The writes other modules make to an app, all here so `apps` is the table's one writer.
+
+/// A deployment of the app was queued: its deploy status says so, and its URL is set when the
+/// provider knows it in advance (a local preview's).
+pub async fn mark_deploy_queued(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    status: &str,
+    app_url: Option<&str>,
+) -> Result<(), DbErr> {
+    let mut update = apps::Entity::update_many()
+        .col_expr(apps::Column::DeployStatus, Expr::value(status))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(url) = app_url {
+        update = update.col_expr(apps::Column::AppUrl, Expr::value(url));
+    }
+    update.filter(apps::Column::Id.eq(app_id)).exec(db).await?;
+    Ok(())
+}
+
+/// The app's latest deployment reached `status`; a live one gives the app its URL.
+pub async fn record_deploy_status(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    status: &str,
+    live_url: Option<&str>,
+) -> Result<(), DbErr> {
+    let mut update = apps::Entity::update_many()
+        .col_expr(apps::Column::DeployStatus, Expr::value(status))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(url) = live_url {
+        update = update.col_expr(apps::Column::AppUrl, Expr::value(url));
+    }
+    update.filter(apps::Column::Id.eq(app_id)).exec(db).await?;
+    Ok(())
+}
+
+/// Where the app is (or will be) served, unless it was deleted meanwhile; None takes an
+/// unserved URL back.
+pub async fn set_app_url(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    url: Option<&str>,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::AppUrl, Expr::value(url.map(str::to_string)))
+        .filter(apps::Column::Id.eq(app_id))
+        .filter(apps::Column::DeletedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The repository the git host created for the app.
+pub async fn record_repository(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    owner: &str,
+    name: &str,
+    url: &str,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::RepoOwner, Expr::value(owner))
+        .col_expr(apps::Column::RepoName, Expr::value(name))
+        .col_expr(apps::Column::RepositoryUrl, Expr::value(url))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The repository URL alone (stored local URLs rewritten for a new public URL).
+pub async fn set_repository_url(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    url: &str,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::RepositoryUrl, Expr::value(url))
+        .filter(apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The commit the app's branch points to now (its latest pushed version's).
+pub async fn set_last_commit(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    sha: &str,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::LastCommitSha, Expr::value(sha))
+        .filter(apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The app's current version (in the transaction that records the version).
+pub async fn set_current_version(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    version: i32,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::CurrentVersion, Expr::value(version))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The agent's state, kept with an accepted turn (so it always matches the stored files).
+pub async fn save_agent_state(
+    db: &impl ConnectionTrait,
+    app_id: &str,
+    state: &serde_json::Value,
+) -> Result<(), DbErr> {
+    apps::Entity::update_many()
+        .col_expr(apps::Column::AgentState, Expr::value(state.to_string()))
+        .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(apps::Column::Id.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::client_deploy_status;

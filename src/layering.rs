@@ -1,7 +1,7 @@
 //! The architecture's layering, checked: the modules a version's effects run through (`files`,
 //! `git`, `deploy`, `storage`) know nothing of runs or of the pipeline that composes them, and
 //! a deployment knows nothing of the git host (a deploy that needs a commit waits on its push
-//! job instead).
+//! job instead). And `apps.rs` is the one writer of the `apps` table.
 use std::path::{Path, PathBuf};
 
 /// (module directory, paths it must not import).
@@ -56,6 +56,41 @@ fn violations() -> Vec<String> {
 fn effect_modules_do_not_import_runs_the_pipeline_or_each_other() {
     let found = violations();
     assert!(found.is_empty(), "layering broken:\n{}", found.join("\n"));
+}
+
+/// Lines outside `src/apps.rs` that write the `apps` table.
+fn foreign_app_writes() -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let writes = [
+        "apps::Entity::update",
+        "apps_table::Entity::update",
+        "apps::ActiveModel",
+    ];
+    let mut found = Vec::new();
+    for file in files
+        .iter()
+        .filter(|f| !f.ends_with("apps.rs") || f.parent() != Some(&src))
+    {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for (n, line) in text.lines().enumerate() {
+            if writes.iter().any(|w| line.contains(w)) && !line.contains("writes = [") {
+                found.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn apps_rs_is_the_one_writer_of_the_apps_table() {
+    let found = foreign_app_writes();
+    assert!(
+        found.is_empty(),
+        "the apps table written outside apps.rs:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

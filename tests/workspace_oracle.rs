@@ -29,9 +29,9 @@ mod zero_context;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use agentgate::files::{FileEntry, FileMode, FileTree};
 use agentgate::workspace::{
-    apply_patch_set, apply_patch_set_with_limits, classify_diff, ApplyLimits, DiffKind, FileEntry,
-    FileMode, FileTree,
+    apply_patch_set, apply_patch_set_with_limits, classify_diff, ApplyLimits, DiffKind,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::deploy::provider::DeployError;
-use crate::workspace::{FileMode, FileTree};
+use crate::files::{FileMode, FileTree};
 
 /// How much of a failed build's log goes into the error message.
 const ERROR_LOG_TAIL: usize = 4 * 1024;

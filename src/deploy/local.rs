@@ -12,7 +12,7 @@ use async_trait::async_trait;
 
 use super::provider::{DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus};
 use super::runner::STATE_URL;
-use crate::workspace::FileMode;
+use crate::files::FileMode;
 
 pub struct LocalPreview {
     root: PathBuf,
@@ -182,7 +182,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-    use crate::workspace::{FileEntry, FileTree};
+    use crate::files::{FileEntry, FileTree};
 
     fn request(version: i32, files: &[(&str, &str)]) -> DeployRequest {
         let files: FileTree = files

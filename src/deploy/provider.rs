@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::workspace::FileTree;
+use crate::files::FileTree;
 
 /// What to deploy. Resource names must come from `app_id`, never from user-controlled text.
 #[derive(Debug, Clone)]

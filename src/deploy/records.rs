@@ -127,15 +127,7 @@ pub async fn enqueue_new(
         .subject(&deployment.id)
         .after(after);
     let job = crate::jobs::enqueue(txn, job).await?;
-    let mut app = entity::apps::Entity::update_many()
-        .col_expr(entity::apps::Column::DeployStatus, Expr::value(QUEUED))
-        .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now));
-    if let Some(url) = app_url {
-        app = app.col_expr(entity::apps::Column::AppUrl, Expr::value(url));
-    }
-    app.filter(entity::apps::Column::Id.eq(app_id))
-        .exec(txn)
-        .await?;
+    crate::apps::mark_deploy_queued(txn, app_id, QUEUED, app_url).await?;
     Ok((deployment, job))
 }
 
@@ -150,15 +142,7 @@ pub async fn forget_unserved_url(db: &impl ConnectionTrait, app_id: &str) -> Res
     if served.is_some() {
         return Ok(());
     }
-    entity::apps::Entity::update_many()
-        .col_expr(
-            entity::apps::Column::AppUrl,
-            Expr::value(Option::<String>::None),
-        )
-        .filter(entity::apps::Column::Id.eq(app_id))
-        .exec(db)
-        .await?;
-    Ok(())
+    crate::apps::set_app_url(db, app_id, None).await
 }
 
 /// Records where the app is (or will be) served, once a provider knows it, unless a newer
@@ -176,13 +160,7 @@ pub async fn record_app_url(
     if newer.is_some() {
         return Ok(());
     }
-    entity::apps::Entity::update_many()
-        .col_expr(entity::apps::Column::AppUrl, Expr::value(url))
-        .filter(entity::apps::Column::Id.eq(job.app_id.as_str()))
-        .filter(entity::apps::Column::DeletedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(())
+    crate::apps::set_app_url(db, &job.app_id, Some(url)).await
 }
 
 /// Moves a queued job the worker holds to `building` with the building deadline, before its
@@ -286,7 +264,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         .await?;
     let mut failed = 0;
     for job in overdue {
-        let reason = format!("timed out: still {} at its deadline", job.status);
+        let reason = overdue_reason(&job.status);
         let result = deployments::Entity::update_many()
             .col_expr(deployments::Column::Status, Expr::value(FAILED))
             .col_expr(deployments::Column::Error, Expr::value(reason))
@@ -316,16 +294,28 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
             .one(db)
             .await?;
         if newer.is_none() {
-            entity::apps::Entity::update_many()
-                .col_expr(entity::apps::Column::DeployStatus, Expr::value(FAILED))
-                .col_expr(entity::apps::Column::UpdatedAt, Expr::value(now))
-                .filter(entity::apps::Column::Id.eq(job.app_id.as_str()))
-                .exec(db)
-                .await?;
+            crate::apps::record_deploy_status(db, &job.app_id, FAILED, None).await?;
             forget_unserved_url(db, &job.app_id).await?;
         }
     }
     Ok(failed)
+}
+
+fn overdue_reason(status: &str) -> String {
+    format!("timed out: still {status} at its deadline")
+}
+
+/// The deployment as a reader should see it: one whose status is past its deadline is the
+/// failure it is, even before a worker's sweep records it (a read does not write).
+pub fn as_of_now(mut deployment: deployments::Model) -> deployments::Model {
+    let overdue = deployment
+        .status_deadline_at
+        .is_some_and(|deadline| deadline < Utc::now());
+    if ACTIVE.contains(&deployment.status.as_str()) && overdue {
+        deployment.error = Some(overdue_reason(&deployment.status));
+        deployment.status = FAILED.to_string();
+    }
+    deployment
 }
 
 /// Failed deployments nobody has reported yet and no run's stream is waiting for: those that

@@ -1,13 +1,12 @@
 //! Advances a deployment one step per `deploy` job run: start it through its provider, then
 //! poll it until it is healthy or failed. Each step's result is written under the job's lease;
 //! the queue (`crate::jobs`) claims, retries and re-polls on its own schedule.
-use crate::workspace::FileTree;
+use crate::files::FileTree;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, Utc};
-use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use secrecy::ExposeSecret;
 
@@ -178,7 +177,10 @@ impl DeployRunner {
             update.provider_state.get_or_insert(provider_state);
             update.status.get_or_insert(BUILDING);
             if update.url.is_none() {
-                update.url = state.get(STATE_URL).and_then(|v| v.as_str()).map(str::to_string);
+                update.url = state
+                    .get(STATE_URL)
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
             }
         }
         outcome
@@ -441,21 +443,13 @@ impl DeployRunner {
             .num_milliseconds()
             .max(0);
         metrics.deployment_duration.observe(took as f64 / 1000.0);
-        let mut update = apps_table::Entity::update_many()
-            .col_expr(apps_table::Column::DeployStatus, Expr::value(status))
-            .col_expr(apps_table::Column::UpdatedAt, Expr::value(Utc::now()));
-        if status == HEALTHY {
-            update = update.col_expr(apps_table::Column::AppUrl, Expr::value(job.url.clone()));
-        } else if status == FAILED {
+        let live_url = job.url.as_deref().filter(|_| status == HEALTHY);
+        if status == FAILED {
             if let Err(e) = records::forget_unserved_url(&self.db, &job.app_id).await {
                 tracing::warn!(error = %e, "could not clear the app's unserved URL");
             }
         }
-        if let Err(e) = update
-            .filter(apps_table::Column::Id.eq(job.app_id.as_str()))
-            .exec(&self.db)
-            .await
-        {
+        if let Err(e) = apps::record_deploy_status(&self.db, &job.app_id, status, live_url).await {
             tracing::warn!(error = %e, "could not record the deploy status on the app");
         }
         if job.watched || status == SUPERSEDED {

@@ -3,7 +3,7 @@
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use crate::workspace::{FileMode, FileTree};
+use crate::files::{FileMode, FileTree};
 
 pub const ARCHIVE_CONTENT_TYPE: &str = "application/gzip";
 
@@ -42,7 +42,7 @@ pub fn tar_gz(tree: &FileTree) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::FileEntry;
+    use crate::files::FileEntry;
     use std::io::Read;
 
     #[test]

@@ -3,8 +3,10 @@ pub mod archive;
 pub mod blob_cache;
 pub mod manifest;
 pub mod mime;
+pub mod tree;
 pub mod versions;
 
 pub use blob_cache::BlobCache;
 pub use manifest::{Manifest, ManifestEntry};
+pub use tree::{FileEntry, FileMode, FileTree};
 pub use versions::FileVersions;

@@ -16,10 +16,10 @@ use sea_orm::{
 use super::archive::{tar_gz, ARCHIVE_CONTENT_TYPE};
 use super::blob_cache::BlobCache;
 use super::manifest::Manifest;
+use crate::files::{FileEntry, FileMode, FileTree};
 use crate::storage::SharedStore;
-use crate::workspace::{FileEntry, FileMode, FileTree};
 use entity::app_versions::GIT_PENDING;
-use entity::{app_versions, apps};
+use entity::app_versions;
 
 pub const STATUS_PENDING: &str = "pending";
 pub const STATUS_STORED: &str = "stored";
@@ -227,12 +227,7 @@ impl FileVersions {
         }
         .insert(txn)
         .await?;
-        apps::Entity::update_many()
-            .col_expr(apps::Column::CurrentVersion, Expr::value(version))
-            .col_expr(apps::Column::UpdatedAt, Expr::value(now))
-            .filter(apps::Column::Id.eq(new.app_id))
-            .exec(txn)
-            .await?;
+        crate::apps::set_current_version(txn, new.app_id, version).await?;
         Ok(row)
     }
 
@@ -390,8 +385,8 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+    use crate::files::{FileEntry, FileMode};
     use crate::storage::{LocalStore, ObjectStore, StorageError, UrlSigner};
-    use crate::workspace::{FileEntry, FileMode};
 
     /// The real local store, with a switch that makes it unreachable.
     struct SwitchableStore {

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-use crate::workspace::FileEntry;
+use crate::files::FileEntry;
 
 pub use error::GitError;
 pub use github::{GitHubAuth, GitHubHost, GitHubSettings};

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
@@ -18,7 +17,7 @@ use super::{
     create_repo_unique, sanitize_repo_name, CommitRequest, CreateRepo, GitError, GitHost, RepoRef,
 };
 use crate::files::FileVersions;
-use crate::workspace::{FileEntry, FileTree};
+use crate::files::{FileEntry, FileTree};
 use entity::app_versions::{GIT_PENDING as PENDING, GIT_PUSHED as PUSHED};
 use entity::{app_versions, apps};
 
@@ -196,13 +195,7 @@ impl GitPublisher {
             create_repo_unique(self.host.as_ref(), request, self.settings.name_attempts),
         )
         .await?;
-        apps::Entity::update_many()
-            .col_expr(apps::Column::RepoOwner, Expr::value(repo.owner.clone()))
-            .col_expr(apps::Column::RepoName, Expr::value(repo.name.clone()))
-            .col_expr(apps::Column::RepositoryUrl, Expr::value(repo.url.clone()))
-            .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()))
-            .filter(apps::Column::Id.eq(app.id.as_str()))
-            .exec(&self.db)
+        crate::apps::record_repository(&self.db, &app.id, &repo.owner, &repo.name, &repo.url)
             .await
             .map_err(|e| GitError::Unavailable(e.to_string()))?;
         Ok(repo)
@@ -288,10 +281,7 @@ impl GitPublisher {
             .exec(&txn)
             .await
             .map_err(db_error)?;
-        apps::Entity::update_many()
-            .col_expr(apps::Column::LastCommitSha, Expr::value(commit.sha.clone()))
-            .filter(apps::Column::Id.eq(version.app_id.as_str()))
-            .exec(&txn)
+        crate::apps::set_last_commit(&txn, &version.app_id, &commit.sha)
             .await
             .map_err(db_error)?;
         txn.commit().await.map_err(db_error)?;
@@ -318,7 +308,7 @@ pub fn changes_between(base: &FileTree, tree: &FileTree) -> BTreeMap<String, Opt
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::FileMode;
+    use crate::files::FileMode;
 
     fn entry(content: &str, mode: FileMode) -> FileEntry {
         FileEntry {

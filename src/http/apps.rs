@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{bounded_param, parse_id};
+use super::extract::{bounded_param, parse_id, OwnedApp};
 use super::openapi::{AppNotFound, ErrorBody, Internal, InvalidId, Unauthorized, Unavailable};
 use crate::apps::{self, AppPrompt, AppView, Deleted};
 use crate::auth::AuthUser;
@@ -141,7 +141,7 @@ async fn show(
     let deployment = jobs::latest_for_app(&state.db, &app.app.id).await?;
     Ok(Json(AppDetail {
         app: app.into(),
-        deployment: deployment.map(DeploymentView::from),
+        deployment: deployment.map(|d| DeploymentView::from(jobs::as_of_now(d))),
     }))
 }
 
@@ -167,13 +167,8 @@ async fn show(
 )]
 async fn history(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    OwnedApp { app, .. }: OwnedApp,
 ) -> ApiResult<Json<Vec<AppPrompt>>> {
-    let id = parse_id(&id, "app")?;
-    let app = apps::find_owned(&state.db, &user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("app"))?;
     let messages = apps::history(&state.db, &app.id).await?;
     Ok(Json(messages.into_iter().map(AppPrompt::from).collect()))
 }

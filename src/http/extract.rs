@@ -64,3 +64,30 @@ pub fn bounded_param(
         )),
     }
 }
+
+/// The caller's app named by the route's `{id}`: a malformed id is a 400, another user's (or a
+/// deleted) app a 404, exactly as if it did not exist.
+pub struct OwnedApp {
+    pub app: entity::apps::Model,
+    pub user: crate::auth::AuthUser,
+}
+
+impl axum::extract::FromRequestParts<crate::state::AppState> for OwnedApp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &crate::state::AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let user = crate::auth::AuthUser::from_request_parts(parts, state).await?;
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::not_found("app"))?;
+        let id = parse_id(&raw, "app")?;
+        let app = crate::apps::find_owned(&state.db, &user.id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("app"))?;
+        Ok(Self { app, user })
+    }
+}

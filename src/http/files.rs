@@ -15,10 +15,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::parse_id;
+use super::extract::OwnedApp;
 use super::openapi::{Binary, ErrorBody, Internal, Unauthorized, Unavailable};
-use crate::apps;
-use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
 use crate::files::mime::content_type_for;
 use crate::files::versions::{archive_key, blob_key, STATUS_STORED};
@@ -99,14 +97,9 @@ fn storage_error(e: StorageError) -> ApiError {
 )]
 async fn read_url(
     State(state): State<AppState>,
-    user: AuthUser,
-    Path(id): Path<String>,
+    OwnedApp { app, .. }: OwnedApp,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ReadUrl>> {
-    let id = parse_id(&id, "app")?;
-    let app = apps::find_owned(&state.db, &user.id, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("app"))?;
     let version = match query.get("version") {
         Some(raw) => {
             let n = raw.parse::<i32>().ok().filter(|n| *n >= 1).ok_or_else(|| {

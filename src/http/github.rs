@@ -15,9 +15,10 @@ use utoipa_axum::routes;
 use super::extract::JsonBody;
 use super::openapi::{PayloadTooLarge, Unauthorized};
 use crate::auth::AuthUser;
+use crate::files::{FileEntry, FileMode};
 use crate::git::{CommitRequest, CreateRepo, GitError, RepoRef};
 use crate::state::AppState;
-use crate::workspace::{normalize_path, FileEntry, FileMode};
+use crate::workspace::normalize_path;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

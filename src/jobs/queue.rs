@@ -202,7 +202,10 @@ pub async fn requeue_expired(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let now = Utc::now();
     let result = jobs::Entity::update_many()
         .col_expr(jobs::Column::Status, Expr::value(JobStatus::Queued))
-        .col_expr(jobs::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(
+            jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
         .col_expr(
             jobs::Column::LeaseExpiresAt,
             Expr::value(Option::<DateTime<Utc>>::None),

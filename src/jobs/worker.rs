@@ -65,7 +65,10 @@ impl JobWorker {
             if tokio::time::Instant::now() >= next_sweep {
                 match queue::requeue_expired(&self.db).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(jobs = n, "jobs whose worker stopped renewing its lease were put back in the queue"),
+                    Ok(n) => tracing::warn!(
+                        jobs = n,
+                        "jobs whose worker stopped renewing its lease were put back in the queue"
+                    ),
                     Err(e) => tracing::warn!(error = %e, "could not requeue expired jobs"),
                 }
                 self.handler.sweep().await;

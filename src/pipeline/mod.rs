@@ -28,9 +28,10 @@ use crate::deploy::runner::to_chrono;
 use crate::deploy::LocalPreview;
 use crate::files::manifest::{sha256_hex, Manifest};
 use crate::files::versions::NewVersion;
+use crate::files::FileTree;
 use crate::files::FileVersions;
 use crate::jobs::{self, JobKind, NewJob};
-use crate::workspace::{FileTree, PatchError, PatchSet, DEFAULT_MAX_FILES};
+use crate::workspace::{PatchError, PatchSet, DEFAULT_MAX_FILES};
 use entity::app_versions;
 
 pub use effects::{EffectPolicies, Effects};

@@ -71,8 +71,8 @@ pub(super) async fn report(
         if pending.is_empty() || !wait || Instant::now() >= deadline {
             break;
         }
-        let _ = tokio::time::timeout(CHECK_EVERY.min(deadline - Instant::now()), watch.changed())
-            .await;
+        let _ =
+            tokio::time::timeout(CHECK_EVERY.min(deadline - Instant::now()), watch.changed()).await;
     }
     drop(watch);
     // Hand what is left over to the workers, then look once more so that nothing finishing

@@ -9,11 +9,11 @@ use super::*;
 use crate::files::manifest::sha256_hex;
 use crate::files::versions::{archive_key, blob_key, STATUS_STORED};
 use crate::files::BlobCache;
+use crate::files::{FileEntry, FileMode};
 use crate::git::publish::{GitPublisher, PublishSettings};
 use crate::git::LocalGitHost;
 use crate::jobs::{JobHandler, JobStatus, JobWorker, Step, WorkerSettings};
 use crate::storage::{LocalStore, ObjectStore, UrlSigner};
-use crate::workspace::{FileEntry, FileMode};
 use entity::jobs as jobs_table;
 
 struct Fixture {
@@ -456,6 +456,8 @@ async fn a_job_whose_worker_died_is_taken_over_once_its_lease_expires() {
         "leased"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // The sweep puts it back in the queue; then any worker takes it.
+    assert_eq!(jobs::requeue_expired(&f.db).await.expect("requeue"), 1);
     let again = jobs::claim(&f.db, "live", Duration::from_secs(30), only)
         .await
         .expect("claim")

@@ -217,7 +217,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     // its agent state replace the stored one.
     if matches!(outcome, Outcome::Finished { agent_error: None }) && turn.rejected.is_none() {
         if let Some(state) = turn.unsaved_state.take() {
-            if let Err(e) = save_agent_state(&deps.db, &spec.ctx.app_id, &state).await {
+            if let Err(e) = apps::save_agent_state(&deps.db, &spec.ctx.app_id, &state).await {
                 tracing::error!(error = %e, "could not save the agent state");
             }
         }
@@ -462,7 +462,7 @@ async fn handle_event(
         turn.rejected = None;
         // The files now match what the agent believes: keep its state with them.
         if let Some(state) = turn.unsaved_state.take() {
-            save_agent_state(&deps.db, &ctx.app_id, &state).await?;
+            apps::save_agent_state(&deps.db, &ctx.app_id, &state).await?;
         }
     }
     Ok(())
@@ -612,26 +612,6 @@ async fn build_request(
         settings: spec.settings.clone(),
     };
     Ok((request, snapshot.version))
-}
-
-async fn save_agent_state(
-    db: &DatabaseConnection,
-    app_id: &str,
-    state: &Value,
-) -> Result<(), DbErr> {
-    apps_table::Entity::update_many()
-        .col_expr(
-            apps_table::Column::AgentState,
-            Expr::value(state.to_string()),
-        )
-        .col_expr(
-            apps_table::Column::UpdatedAt,
-            Expr::value(chrono::Utc::now()),
-        )
-        .filter(apps_table::Column::Id.eq(app_id))
-        .exec(db)
-        .await?;
-    Ok(())
 }
 
 /// A run as its runner knows it.

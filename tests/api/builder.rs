@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use agentgate::deploy::builder::{BuildError, ImageBuilder, ImageBuilderSettings, RegistryLogin};
 use agentgate::deploy::provider::DeployError;
-use agentgate::workspace::{FileMode, FileTree};
+use agentgate::files::{FileMode, FileTree};
 use secrecy::SecretString;
 
 use crate::koyeb::tree;

@@ -12,7 +12,7 @@ use agentgate::deploy::koyeb::{
 use agentgate::deploy::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
 };
-use agentgate::workspace::{FileEntry, FileMode, FileTree};
+use agentgate::files::{FileEntry, FileMode, FileTree};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use agentgate::workspace::{FileEntry, FileMode, FileTree};
+use agentgate::files::{FileEntry, FileMode, FileTree};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};

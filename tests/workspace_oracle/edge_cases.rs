@@ -1,6 +1,6 @@
 //! Hand-written cases: offsets, failures, modes, names, unsafe paths.
 
-use agentgate::workspace::{FileEntry, FileMode, FileTree};
+use agentgate::files::{FileEntry, FileMode, FileTree};
 
 use super::oracle::{Case, Expect};
 

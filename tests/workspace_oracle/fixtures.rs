@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use agentgate::workspace::FileTree;
+use agentgate::files::FileTree;
 
 use super::oracle::{Case, Expect};
 

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use agentgate::workspace::{FileEntry, FileMode, FileTree};
+use agentgate::files::{FileEntry, FileMode, FileTree};
 
 pub(crate) fn git(dir: &Path) -> Command {
     let mut cmd = Command::new("git");

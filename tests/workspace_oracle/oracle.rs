@@ -3,7 +3,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 
-use agentgate::workspace::{apply_patch_set, normalize_path, FileMode, FileTree, PatchError};
+use agentgate::files::{FileMode, FileTree};
+use agentgate::workspace::{apply_patch_set, normalize_path, PatchError};
 
 use super::git::git_apply;
 

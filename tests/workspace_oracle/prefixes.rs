@@ -1,7 +1,8 @@
 //! `a/` and `b/` in diff headers, with git as the oracle, in repositories
 //! whose top-level folders are themselves called `a` and `b`.
 
-use agentgate::workspace::{apply_patch_set, FileTree};
+use agentgate::files::FileTree;
+use agentgate::workspace::apply_patch_set;
 
 use super::edge_cases::files;
 use super::git::{git_apply, git_apply_check, git_diff};

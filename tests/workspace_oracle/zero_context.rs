@@ -2,7 +2,8 @@
 //! where such a hunk must cover the whole file we apply it as git does;
 //! anywhere else we refuse it, where git puts it at the end of the file.
 
-use agentgate::workspace::{apply_patch_set, FileTree};
+use agentgate::files::FileTree;
+use agentgate::workspace::apply_patch_set;
 
 use super::edge_cases::files;
 use super::git::{git_apply, git_apply_check, git_diff};

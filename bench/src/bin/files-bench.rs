@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use agentgate::files::{BlobCache, FileVersions};
+use agentgate::files::{FileEntry, FileMode, FileTree};
 use agentgate::pipeline::{DiffContext, Notice, Pending, PipelineSettings, VersionPipeline};
 use agentgate::storage::{LocalStore, UrlSigner};
-use agentgate::workspace::{apply_patch_set, FileEntry, FileMode, FileTree};
+use agentgate::workspace::apply_patch_set;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use serde_json::json;

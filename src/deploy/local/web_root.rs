@@ -1,7 +1,7 @@
 //! Where an app's page lives. Real agents write the page beside a server (`frontend/` +
 //! `server/`, `client/` + `server/`), so the preview looks for an `index.html` in a fixed order
 //! and serves only that folder: assets resolve relative to it and server code stays private.
-use crate::workspace::{FileMode, FileTree};
+use crate::files::{FileMode, FileTree};
 
 /// The folders searched for `index.html`, in order; "" is the app's root. A folder's built
 /// output (`frontend/dist/`) comes before its sources, which may need a build step to run.
@@ -33,7 +33,7 @@ pub fn find(files: &FileTree) -> Option<&'static str> {
 pub fn files_under<'a>(
     files: &'a FileTree,
     root: &'a str,
-) -> impl Iterator<Item = (&'a str, &'a crate::workspace::FileEntry)> + 'a {
+) -> impl Iterator<Item = (&'a str, &'a crate::files::FileEntry)> + 'a {
     files.iter().filter_map(move |(path, entry)| {
         let relative = if root.is_empty() {
             Some(path.as_str())
@@ -56,7 +56,7 @@ fn index_path(root: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workspace::FileEntry;
+    use crate::files::FileEntry;
 
     fn tree(paths: &[&str]) -> FileTree {
         paths

@@ -23,8 +23,8 @@ use super::commit::build;
 use super::objects;
 use super::plan::{self, Listing};
 use super::refs::{self, Head};
+use crate::files::FileMode;
 use crate::git::{CommitRef, CommitRequest, GitError, RepoRef};
-use crate::workspace::FileMode;
 
 pub(super) async fn first_commit(
     api: &Api,

@@ -8,9 +8,9 @@ use super::objects::{self, NewCommit};
 use super::plan::{self, Listing};
 use super::refs::{self, Head, Moved};
 use super::{bootstrap, repos};
+use crate::files::FileEntry;
 use crate::git::changes::{changed_paths, overlaps, validate};
 use crate::git::{CommitRef, CommitRequest, GitError, RepoRef};
-use crate::workspace::FileEntry;
 
 /// How often the branch may move under us before we give up.
 const MAX_ATTEMPTS: usize = 5;

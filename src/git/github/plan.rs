@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use git2::{ObjectType, Oid};
 use serde::Serialize;
 
+use crate::files::{FileEntry, FileMode};
 use crate::git::GitError;
-use crate::workspace::{FileEntry, FileMode};
 
 /// A recursive tree listing: path → (mode, object sha), blobs and submodule links only.
 #[derive(Debug, Default)]

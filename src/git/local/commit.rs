@@ -11,9 +11,9 @@ use git2::{
 };
 
 use super::local_error;
+use crate::files::FileMode;
 use crate::git::changes::{changed_paths, overlaps};
 use crate::git::{CommitRequest, GitError};
-use crate::workspace::FileMode;
 
 /// How often the branch may move (or be locked) under us before we give up.
 const MAX_ATTEMPTS: usize = 20;

@@ -57,11 +57,7 @@ pub async fn rewrite_stored_paths(
             .as_deref()
             .and_then(|u| rewrite_paths(u, &root, urls))
         {
-            apps::Entity::update_many()
-                .col_expr(apps::Column::RepositoryUrl, Expr::value(url))
-                .filter(apps::Column::Id.eq(app.id))
-                .exec(db)
-                .await?;
+            crate::apps::set_repository_url(db, &app.id, &url).await?;
             rewritten += 1;
         }
     }
