@@ -69,10 +69,9 @@ fn foreign_app_writes() -> Vec<String> {
         "apps::ActiveModel",
     ];
     let mut found = Vec::new();
-    for file in files
-        .iter()
-        .filter(|f| !f.ends_with("apps.rs") || f.parent() != Some(&src))
-    {
+    // The writer itself, and this file (which names what it looks for).
+    let allowed = [src.join("apps.rs"), src.join("layering.rs")];
+    for file in files.iter().filter(|f| !allowed.contains(f)) {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         for (n, line) in text.lines().enumerate() {
             if writes.iter().any(|w| line.contains(w)) {
