@@ -141,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             telemetry::init(&config.log);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             println!("demo agent listening on http://{}", listener.local_addr()?);
-            agentgate::agent::demo::serve(listener, token, shutdown_signal()).await?;
+            demo_agent::serve(listener, token, shutdown_signal()).await?;
             Ok(())
         }
     }

@@ -142,7 +142,7 @@ impl Application {
                 let s = config.agent.secret.expose_secret();
                 (!s.is_empty()).then(|| s.to_string())
             });
-            extra = extra.nest_service("/demo-agent", crate::agent::demo::router(demo_secret));
+            extra = extra.nest_service("/demo-agent", demo_agent::router(demo_secret));
         }
         let router = http::router(state.clone(), extra)?;
         tracing::info!(%address, "agentgate bound");

@@ -1,6 +1,6 @@
-//! The upstream agent: wire protocol, SSE parsing, the HTTP client, and the built-in demo agent.
+//! The upstream agent: wire protocol, SSE parsing and the HTTP client. The built-in demo agent
+//! is the `demo-agent` crate.
 pub mod client;
-pub mod demo;
 pub mod protocol;
 pub mod sse;
 

@@ -2,7 +2,10 @@
 //!
 //! Speaks the upstream agent server protocol (`POST /message` answered with
 //! an SSE stream of `data: <json>` events, see AGENT_PROTOCOL.md) so the
-//! gateway, its tests and local demos can run without a real agent.
+//! gateway, its tests and local demos can run without a real agent. The
+//! gateway nests [`router`] at `/demo-agent` (on by default) and its
+//! `demo-agent` command runs [`serve`]; this crate knows nothing of the
+//! gateway.
 //!
 //! Behaviour:
 //! * Only the last user message and `agentState` are used (like real agents).
@@ -55,7 +58,7 @@ use std::future::Future;
 use stream::Shutdown;
 
 /// The demo agent's routes (`POST /message`, `GET /health`), ready to be
-/// nested, e.g. `.nest("/demo-agent", demo::router(token))`. An unset or
+/// nested, e.g. `.nest("/demo-agent", demo_agent::router(token))`. An unset or
 /// empty token disables authentication.
 pub fn router(bearer_token: Option<String>) -> axum::Router {
     server::build_router(bearer_token, Shutdown::default())
