@@ -33,6 +33,8 @@
 //! | `runtimeError: true` | a single idle RuntimeError instead of the build |
 //! | `doubleIdle: true` | two idle RuntimeErrors (the second with `unifiedDiff: ""`) |
 //! | `dropAfterEvents: N` | abort the connection after N events, KeepAlives included (no terminating chunk; 0 = right after the headers) |
+// Production code says what it expects of a value instead of panicking on it; tests may unwrap.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod agent;
 mod auth;

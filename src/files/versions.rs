@@ -18,8 +18,8 @@ use super::blob_cache::BlobCache;
 use super::manifest::Manifest;
 use crate::files::{FileEntry, FileMode, FileTree};
 use crate::storage::SharedStore;
-use entity::app_versions::GIT_PENDING;
 use entity::app_versions;
+use entity::app_versions::GIT_PENDING;
 
 pub const STATUS_PENDING: &str = "pending";
 pub const STATUS_STORED: &str = "stored";
