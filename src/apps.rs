@@ -9,6 +9,7 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
+use entity::deployments::DeploymentStatus;
 use entity::{app_messages, apps, runs};
 
 /// What clients see of an app: app.build's `App` fields, then ours. No agent state, no secrets.
@@ -139,11 +140,13 @@ pub fn client_deploy_status(internal: Option<&str>) -> &'static str {
     use crate::deploy::records as jobs;
     match internal {
         None => "pending",
-        Some(jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING) => "deploying",
-        Some(jobs::HEALTHY) => "deployed",
-        // The same grouping as the deployment status route's `STOPPING`.
-        Some(jobs::SUPERSEDED | jobs::CANCELLED) => "stopping",
-        Some(_) => "failed",
+        Some(text) => match jobs::DeploymentStatus::parse(text) {
+            Some(jobs::QUEUED | jobs::BUILDING | jobs::DEPLOYING) => "deploying",
+            Some(jobs::HEALTHY) => "deployed",
+            // The same grouping as the deployment status route's `STOPPING`.
+            Some(jobs::SUPERSEDED | jobs::CANCELLED) => "stopping",
+            _ => "failed",
+        },
     }
 }
 
@@ -411,11 +414,11 @@ pub async fn append_message(
 pub async fn mark_deploy_queued(
     db: &impl ConnectionTrait,
     app_id: &str,
-    status: &str,
     app_url: Option<&str>,
 ) -> Result<(), DbErr> {
+    let queued = DeploymentStatus::Queued.as_str();
     let mut update = apps::Entity::update_many()
-        .col_expr(apps::Column::DeployStatus, Expr::value(status))
+        .col_expr(apps::Column::DeployStatus, Expr::value(queued))
         .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(url) = app_url {
         update = update.col_expr(apps::Column::AppUrl, Expr::value(url));
@@ -428,11 +431,11 @@ pub async fn mark_deploy_queued(
 pub async fn record_deploy_status(
     db: &impl ConnectionTrait,
     app_id: &str,
-    status: &str,
+    status: DeploymentStatus,
     live_url: Option<&str>,
 ) -> Result<(), DbErr> {
     let mut update = apps::Entity::update_many()
-        .col_expr(apps::Column::DeployStatus, Expr::value(status))
+        .col_expr(apps::Column::DeployStatus, Expr::value(status.as_str()))
         .col_expr(apps::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(url) = live_url {
         update = update.col_expr(apps::Column::AppUrl, Expr::value(url));

@@ -1,5 +1,35 @@
 use sea_orm::entity::prelude::*;
 
+/// Whether a version's files are in object storage yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum StorageStatus {
+    /// Kept in the gateway's blob cache; its `upload_version` job is outstanding.
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "stored")]
+    Stored,
+}
+
+/// Whether a version is on the git host yet (None on the row: no git host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum GitStatus {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "pushed")]
+    Pushed,
+}
+
+impl GitStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitStatus::Pending => "pending",
+            GitStatus::Pushed => "pushed",
+        }
+    }
+}
+
 /// One version of an app's files. `manifest` is JSON: path -> {sha256, size, mode}.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "app_versions")]
@@ -13,14 +43,13 @@ pub struct Model {
     pub manifest: String,
     pub diff_sha256: Option<String>,
     pub run_id: Option<String>,
-    /// pending (files kept locally, upload to storage outstanding) | stored
-    pub status: String,
+    pub status: StorageStatus,
     pub file_count: i32,
     pub total_bytes: i64,
     pub created_at: DateTimeUtc,
     pub stored_at: Option<DateTimeUtc>,
-    /// pending (to push) | pushed; None without a git host.
-    pub git_status: Option<String>,
+    /// None without a git host.
+    pub git_status: Option<GitStatus>,
     pub commit_sha: Option<String>,
     /// The repository `commit_sha` is in (set when the version is pushed): the app's
     /// repository at that time, which may since have been replaced or renamed.
@@ -37,8 +66,3 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
-
-/// `git_status` of a version waiting to be pushed to the git host.
-pub const GIT_PENDING: &str = "pending";
-/// `git_status` of a version whose commit is on the git host.
-pub const GIT_PUSHED: &str = "pushed";

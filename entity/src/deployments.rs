@@ -1,5 +1,47 @@
 use sea_orm::entity::prelude::*;
 
+/// Where a deployment is: active (queued, building, deploying) or finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum DeploymentStatus {
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    #[sea_orm(string_value = "building")]
+    Building,
+    #[sea_orm(string_value = "deploying")]
+    Deploying,
+    #[sea_orm(string_value = "healthy")]
+    Healthy,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    /// A newer version's deployment replaced it.
+    #[sea_orm(string_value = "superseded")]
+    Superseded,
+    /// Its app was deleted.
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentStatus::Queued => "queued",
+            DeploymentStatus::Building => "building",
+            DeploymentStatus::Deploying => "deploying",
+            DeploymentStatus::Healthy => "healthy",
+            DeploymentStatus::Failed => "failed",
+            DeploymentStatus::Superseded => "superseded",
+            DeploymentStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status a stored string names (the app's `deploy_status` mirrors it as text).
+    pub fn parse(text: &str) -> Option<Self> {
+        use sea_orm::Iterable;
+        Self::iter().find(|s| s.as_str() == text)
+    }
+}
+
 /// One deployment of one app version; a `deploy` job (table `jobs`) advances it.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "deployments")]
@@ -10,8 +52,7 @@ pub struct Model {
     pub owner_id: String,
     pub version: i32,
     pub provider: String,
-    /// queued | building | deploying | healthy | failed | superseded | cancelled
-    pub status: String,
+    pub status: DeploymentStatus,
     /// Provider ids as a JSON object.
     #[sea_orm(column_type = "Text")]
     pub provider_state: String,

@@ -37,7 +37,7 @@ pub struct DeploySettings {
 
 /// The text and metadata of the `PlatformMessage` that reports a finished deployment.
 pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
-    match job.status.as_str() {
+    match job.status {
         records::HEALTHY => {
             let url = job.url.clone().unwrap_or_default();
             (
@@ -50,7 +50,7 @@ pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
             let reason = job
                 .error
                 .clone()
-                .unwrap_or_else(|| format!("deployment {}", job.status));
+                .unwrap_or_else(|| format!("deployment {}", job.status.as_str()));
             (
                 format!("Deployment of version {} failed: {reason}", job.version),
                 json!({"type": "deployment_failed", "reason": reason, "error": reason, "deploymentId": job.id, "version": job.version}),
@@ -77,7 +77,7 @@ pub struct DeploymentView {
 
 impl From<deployments::Model> for DeploymentView {
     fn from(job: deployments::Model) -> Self {
-        let kind = match job.status.as_str() {
+        let kind = match job.status {
             records::HEALTHY => "HEALTHY",
             records::QUEUED | records::BUILDING | records::DEPLOYING => "DEPLOYMENT_IN_PROGRESS",
             records::SUPERSEDED | records::CANCELLED => "STOPPING",
@@ -88,7 +88,7 @@ impl From<deployments::Model> for DeploymentView {
             id: job.id,
             app_id: job.app_id,
             version: job.version,
-            status: job.status,
+            status: job.status.as_str().to_string(),
             url: job.url,
             error: job.error,
             updated_at: job.updated_at,

@@ -12,16 +12,18 @@ use uuid::Uuid;
 use crate::jobs::{lease_held, JobKind, Lease};
 use entity::deployments;
 
-pub const QUEUED: &str = "queued";
-pub const BUILDING: &str = "building";
-pub const DEPLOYING: &str = "deploying";
-pub const HEALTHY: &str = "healthy";
-pub const FAILED: &str = "failed";
-pub const SUPERSEDED: &str = "superseded";
-pub const CANCELLED: &str = "cancelled";
-pub const ACTIVE: [&str; 3] = [QUEUED, BUILDING, DEPLOYING];
+pub use entity::deployments::DeploymentStatus;
 
-pub fn is_terminal(status: &str) -> bool {
+pub const QUEUED: DeploymentStatus = DeploymentStatus::Queued;
+pub const BUILDING: DeploymentStatus = DeploymentStatus::Building;
+pub const DEPLOYING: DeploymentStatus = DeploymentStatus::Deploying;
+pub const HEALTHY: DeploymentStatus = DeploymentStatus::Healthy;
+pub const FAILED: DeploymentStatus = DeploymentStatus::Failed;
+pub const SUPERSEDED: DeploymentStatus = DeploymentStatus::Superseded;
+pub const CANCELLED: DeploymentStatus = DeploymentStatus::Cancelled;
+pub const ACTIVE: [DeploymentStatus; 3] = [QUEUED, BUILDING, DEPLOYING];
+
+pub fn is_terminal(status: DeploymentStatus) -> bool {
     !ACTIVE.contains(&status)
 }
 
@@ -108,7 +110,7 @@ pub async fn enqueue_new(
         owner_id: Set(owner_id.to_string()),
         version: Set(version),
         provider: Set(provider.to_string()),
-        status: Set(QUEUED.to_string()),
+        status: Set(QUEUED),
         provider_state: Set("{}".to_string()),
         url: Set(None),
         error: Set(None),
@@ -127,7 +129,7 @@ pub async fn enqueue_new(
         .subject(&deployment.id)
         .after(after);
     let job = crate::jobs::enqueue(txn, job).await?;
-    crate::apps::mark_deploy_queued(txn, app_id, QUEUED, app_url).await?;
+    crate::apps::mark_deploy_queued(txn, app_id, app_url).await?;
     Ok((deployment, job))
 }
 
@@ -192,7 +194,7 @@ pub async fn mark_building(
 /// and the deployment was not superseded meanwhile.
 #[derive(Debug, Clone, Default)]
 pub struct Update {
-    pub status: Option<&'static str>,
+    pub status: Option<DeploymentStatus>,
     pub provider_state: Option<String>,
     pub url: Option<String>,
     pub error: Option<String>,
@@ -264,7 +266,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         .await?;
     let mut failed = 0;
     for job in overdue {
-        let reason = overdue_reason(&job.status);
+        let reason = overdue_reason(job.status);
         let result = deployments::Entity::update_many()
             .col_expr(deployments::Column::Status, Expr::value(FAILED))
             .col_expr(deployments::Column::Error, Expr::value(reason))
@@ -275,7 +277,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
             .filter(deployments::Column::Id.eq(job.id.as_str()))
-            .filter(deployments::Column::Status.eq(job.status.as_str()))
+            .filter(deployments::Column::Status.eq(job.status))
             .exec(db)
             .await?;
         if result.rows_affected == 0 {
@@ -285,7 +287,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         crate::metrics::metrics()
             .deployments
             .get_or_create(&crate::metrics::Outcome {
-                outcome: FAILED.to_string(),
+                outcome: FAILED.as_str().to_string(),
             })
             .inc();
         let newer = deployments::Entity::find()
@@ -301,8 +303,8 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
     Ok(failed)
 }
 
-fn overdue_reason(status: &str) -> String {
-    format!("timed out: still {status} at its deadline")
+fn overdue_reason(status: DeploymentStatus) -> String {
+    format!("timed out: still {} at its deadline", status.as_str())
 }
 
 /// The deployment as a reader should see it: one whose status is past its deadline is the
@@ -311,9 +313,9 @@ pub fn as_of_now(mut deployment: deployments::Model) -> deployments::Model {
     let overdue = deployment
         .status_deadline_at
         .is_some_and(|deadline| deadline < Utc::now());
-    if ACTIVE.contains(&deployment.status.as_str()) && overdue {
-        deployment.error = Some(overdue_reason(&deployment.status));
-        deployment.status = FAILED.to_string();
+    if ACTIVE.contains(&deployment.status) && overdue {
+        deployment.error = Some(overdue_reason(deployment.status));
+        deployment.status = FAILED;
     }
     deployment
 }

@@ -13,13 +13,15 @@ use secrecy::ExposeSecret;
 use super::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
 };
-use super::records::{self, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED};
+use super::records::{
+    self, DeploymentStatus, Update, BUILDING, DEPLOYING, FAILED, HEALTHY, QUEUED, SUPERSEDED,
+};
 use super::DeploySettings;
 use crate::apps::{self, NewMessage};
 use crate::files::FileVersions;
 use crate::jobs::{Job, JobKind, Lease, NewJob, Step};
 use crate::provision::{AppDatabases, ProvisionError, ENV_KEY as DATABASE_ENV_KEY};
-use entity::app_versions::GIT_PENDING;
+use entity::app_versions::GitStatus;
 use entity::{apps as apps_table, deployments};
 
 /// Why a deployment's request could not be put together.
@@ -92,7 +94,7 @@ impl DeployRunner {
             Err(e) => return db_retry(e),
         };
         // Superseded or cancelled while it waited: nothing left to do.
-        if records::is_terminal(&deployment.status) {
+        if records::is_terminal(deployment.status) {
             return Step::Done(None);
         }
         let Outcome { update, next } = self.step(&deployment, job, lease).await;
@@ -104,7 +106,7 @@ impl DeployRunner {
             Ok(false) => return Step::Done(None),
             Err(e) => return db_retry(e),
         }
-        match status.filter(|s| records::is_terminal(s)) {
+        match status.filter(|s| records::is_terminal(*s)) {
             Some(status) => {
                 self.on_terminal(&deployment.id, status).await;
                 return Step::Done(None);
@@ -239,7 +241,7 @@ impl DeployRunner {
     }
 
     /// Stays in (or moves to) `status`; a new status gets its own deadline.
-    fn keep(&self, deployment: &deployments::Model, status: &'static str) -> Outcome {
+    fn keep(&self, deployment: &deployments::Model, status: DeploymentStatus) -> Outcome {
         let now = Utc::now();
         let deadline = (deployment.status != status).then(|| {
             let limit = if status == DEPLOYING {
@@ -331,7 +333,7 @@ impl DeployRunner {
         // the push job; this covers a deployment queued by hand while a push is retrying.
         if job.status == QUEUED
             && self.deployer.needs_repository()
-            && version.git_status.as_deref() == Some(GIT_PENDING)
+            && version.git_status == Some(GitStatus::Pending)
         {
             return Err(RequestError::Wait(format!(
                 "waiting for version {} to be pushed to the git host",
@@ -428,7 +430,7 @@ impl DeployRunner {
     }
 
     /// Records the outcome on the app, and in its history unless a run's stream reports it.
-    async fn on_terminal(&self, id: &str, status: &str) {
+    async fn on_terminal(&self, id: &str, status: DeploymentStatus) {
         let Ok(Some(job)) = records::find(&self.db, id).await else {
             return;
         };
@@ -436,7 +438,7 @@ impl DeployRunner {
         metrics
             .deployments
             .get_or_create(&crate::metrics::Outcome {
-                outcome: status.to_string(),
+                outcome: status.as_str().to_string(),
             })
             .inc();
         let took = (job.finished_at.unwrap_or_else(Utc::now) - job.created_at)
@@ -460,7 +462,7 @@ impl DeployRunner {
 }
 
 /// The deployment ends with `status` (failed, superseded) and why.
-fn finished(status: &'static str, reason: String) -> Outcome {
+fn finished(status: DeploymentStatus, reason: String) -> Outcome {
     Outcome {
         update: Update {
             status: Some(status),

@@ -19,10 +19,10 @@ use super::manifest::Manifest;
 use crate::files::{FileEntry, FileMode, FileTree};
 use crate::storage::SharedStore;
 use entity::app_versions;
-use entity::app_versions::GIT_PENDING;
+use entity::app_versions::{GitStatus, StorageStatus};
 
-pub const STATUS_PENDING: &str = "pending";
-pub const STATUS_STORED: &str = "stored";
+pub const STATUS_PENDING: StorageStatus = StorageStatus::Pending;
+pub const STATUS_STORED: StorageStatus = StorageStatus::Stored;
 const UPLOAD_CONCURRENCY: usize = 8;
 
 pub fn blob_key(sha256: &str) -> String {
@@ -212,12 +212,12 @@ impl FileVersions {
             manifest: Set(new.manifest.to_json()),
             diff_sha256: Set(new.diff_sha256),
             run_id: Set(new.run_id.map(str::to_string)),
-            status: Set(STATUS_PENDING.to_string()),
+            status: Set(STATUS_PENDING),
             file_count: Set(new.manifest.files.len() as i32),
             total_bytes: Set(new.manifest.total_bytes() as i64),
             created_at: Set(now),
             stored_at: Set(None),
-            git_status: Set(new.git_pending.then(|| GIT_PENDING.to_string())),
+            git_status: Set(new.git_pending.then_some(GitStatus::Pending)),
             commit_sha: Set(None),
             repository_url: Set(None),
             repo_owner: Set(None),
@@ -502,7 +502,7 @@ mod tests {
             version
         }
 
-        async fn status(&self, version: &app_versions::Model) -> String {
+        async fn status(&self, version: &app_versions::Model) -> StorageStatus {
             self.files
                 .get(&version.app_id, version.version)
                 .await

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::files::FileVersions;
 use crate::files::{FileEntry, FileTree};
-use entity::app_versions::{GIT_PENDING as PENDING, GIT_PUSHED as PUSHED};
+use entity::app_versions::GitStatus::{Pending as PENDING, Pushed as PUSHED};
 use entity::{app_versions, apps};
 
 /// One thing a publish did.

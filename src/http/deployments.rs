@@ -53,7 +53,7 @@ fn status_sentence(d: &DeploymentView) -> String {
         ("DEPLOYMENT_IN_PROGRESS", status) => {
             format!("Your app is being deployed ({status})")
         }
-        ("STOPPING", jobs::SUPERSEDED) => {
+        ("STOPPING", status) if status == jobs::SUPERSEDED.as_str() => {
             "This deployment was stopped: a newer one replaced it".to_string()
         }
         ("STOPPING", _) => "This deployment was cancelled".to_string(),
@@ -170,7 +170,7 @@ async fn deploy(
             deployment_id: job.id,
             app_id: app.id,
             version: job.version,
-            status: job.status,
+            status: job.status.as_str().to_string(),
         }),
     ))
 }

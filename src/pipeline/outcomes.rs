@@ -149,7 +149,7 @@ async fn report_finished(
         let Ok(Some(deployment)) = deployments::find(db, &id).await else {
             return;
         };
-        if !deployments::is_terminal(&deployment.status) {
+        if !deployments::is_terminal(deployment.status) {
             return;
         }
         pending.deployment_done();

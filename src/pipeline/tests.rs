@@ -219,7 +219,10 @@ async fn a_version_comes_with_its_jobs_and_the_upload_job_stores_it() {
         .await
         .expect("query")
         .expect("v2");
-    assert_eq!(v2.git_status.as_deref(), Some("pending"));
+    assert_eq!(
+        v2.git_status,
+        Some(entity::app_versions::GitStatus::Pending)
+    );
     assert_eq!(v2.commit_message.as_deref(), Some("Edit a.txt"));
 
     f.drain().await;
@@ -325,7 +328,7 @@ async fn a_failed_push_is_reported_at_once_and_pushed_by_its_retry() {
         .await
         .expect("query")
         .expect("v2");
-    assert_eq!(v2.git_status.as_deref(), Some("pushed"));
+    assert_eq!(v2.git_status, Some(entity::app_versions::GitStatus::Pushed));
     let history = crate::apps::history(&f.db, &f.app_id)
         .await
         .expect("history");

@@ -355,7 +355,7 @@ async fn newer_versions_supersede_and_deadlines_fail_stuck_jobs(kind: DbKind) {
     .await
     .expect("enqueue");
     let first = jobs::find(db, &first.id).await.expect("find").expect("row");
-    assert_eq!(first.status, "superseded");
+    assert_eq!(first.status.as_str(), "superseded");
     let row = entity::apps::Entity::find_by_id(app_id.clone())
         .one(db)
         .await
@@ -462,3 +462,44 @@ async fn deleting_an_app_cleans_up_its_deployment(kind: DbKind) {
     app.stop().await;
 }
 db_test!(deleting_an_app_cleans_up_its_deployment);
+
+/// On PostgreSQL a job enqueued by another gateway wakes this one's idle workers at once
+/// (`NOTIFY` at the enqueuing commit), not at their next poll a minute later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_enqueued_elsewhere_wakes_idle_workers_on_postgres() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    use sea_orm::{ColumnTrait, QueryFilter, TransactionTrait};
+    let app = spawn_app_with(DbKind::Postgres, "[deploy]\npoll_interval_ms = 60000\n").await;
+    let token = app.token("alice");
+    let (app_id, _) = build_app(&app, &token, "build a todo list app").await;
+    // Another gateway's connection: its enqueue wakes nobody in this process but by NOTIFY.
+    let other = sea_orm::Database::connect(&app.database_url)
+        .await
+        .expect("connect");
+    // Once the run's own jobs are done, every worker sleeps until woken or a minute passes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let txn = other.begin().await.expect("begin");
+    let job = agentgate::jobs::NewJob::new(JobKind::UploadVersion, &app_id).version(1);
+    let job = agentgate::jobs::enqueue(&txn, job).await.expect("enqueue");
+    txn.commit().await.expect("commit");
+    let started = std::time::Instant::now();
+    loop {
+        let row = entity::jobs::Entity::find()
+            .filter(entity::jobs::Column::Id.eq(job.id.as_str()))
+            .one(&app.state.db)
+            .await
+            .expect("query")
+            .expect("job");
+        if row.status == JobStatus::Done {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the job waited for a poll: {row:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}

@@ -152,7 +152,10 @@ async fn git_states(app: &TestApp, id: &str) -> Vec<(i32, Option<String>, Option
         .await
         .expect("query versions")
         .into_iter()
-        .map(|v| (v.version, v.git_status, v.commit_sha))
+        .map(|v| {
+            let git_status = v.git_status.map(|s| s.as_str().to_string());
+            (v.version, git_status, v.commit_sha)
+        })
         .collect()
 }
 

@@ -306,7 +306,7 @@ async fn version_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("no version"))?;
     anyhow::ensure!(
-        last.version == latest && last.status == "stored",
+        last.version == latest && last.status == agentgate::files::versions::STATUS_STORED,
         "last version {last:?}"
     );
     let tree = versions.load_tree(&last).await?;
