@@ -1,5 +1,37 @@
 use sea_orm::entity::prelude::*;
 
+/// Where a run is: active (queued, running) or how it ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::N(16))")]
+pub enum RunStatus {
+    #[sea_orm(string_value = "queued")]
+    Queued,
+    #[sea_orm(string_value = "running")]
+    Running,
+    #[sea_orm(string_value = "succeeded")]
+    Succeeded,
+    #[sea_orm(string_value = "failed")]
+    Failed,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+    /// Its gateway stopped (or lost it) while it was active.
+    #[sea_orm(string_value = "interrupted")]
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "runs")]
 pub struct Model {
@@ -9,8 +41,7 @@ pub struct Model {
     pub owner_id: String,
     pub trace_id: String,
     pub idempotency_key: Option<String>,
-    /// queued | running | succeeded | failed | cancelled | interrupted
-    pub status: String,
+    pub status: RunStatus,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
     pub last_seq: i64,

@@ -65,7 +65,7 @@ impl From<entity::runs::Model> for RunView {
             id: run.id,
             app_id: run.app_id,
             trace_id: run.trace_id,
-            status: run.status,
+            status: run.status.as_str().to_string(),
             error_code: run.error_code,
             error: run.error,
             created_at: run.created_at,
@@ -141,7 +141,7 @@ async fn events(
 ) -> ApiResult<Response> {
     let run = owned_run(&state, &user, &id).await?;
     let after = last_event_id(&headers, &query)?;
-    if !crate::runs::ACTIVE_STATUSES.contains(&run.status.as_str()) && after >= run.last_seq {
+    if !crate::runs::ACTIVE_STATUSES.contains(&run.status) && after >= run.last_seq {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let mut extra = HeaderMap::new();
@@ -208,8 +208,8 @@ async fn cancel(
     }
     Err(ApiError::Conflict {
         code: "run_not_active",
-        message: format!("run is not active (status: {})", run.status),
-        details: json!({ "runId": run.id, "status": run.status }),
+        message: format!("run is not active (status: {})", run.status.as_str()),
+        details: json!({ "runId": run.id, "status": run.status.as_str() }),
     })
 }
 

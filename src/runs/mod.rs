@@ -26,11 +26,12 @@ use crate::apps::{self, NewMessage};
 use crate::error::ApiError;
 use crate::limits::{LimitStatus, Limiter};
 use entity::runs;
+pub use entity::runs::RunStatus;
 pub use live::{LiveRuns, StopReason};
 pub use subscription::Subscription;
 pub use task::RunDeps;
 
-pub const ACTIVE_STATUSES: [&str; 2] = ["queued", "running"];
+pub const ACTIVE_STATUSES: [RunStatus; 2] = [RunStatus::Queued, RunStatus::Running];
 
 /// This gateway process as the runner of its runs (see [`recovery`]).
 #[derive(Debug, Clone)]
@@ -169,7 +170,7 @@ impl RunManager {
             owner_id: Set(request.owner_id.clone()),
             trace_id: Set(trace_id.clone()),
             idempotency_key: Set(request.idempotency_key.clone()),
-            status: Set("running".into()),
+            status: Set(RunStatus::Running),
             error: Set(None),
             last_seq: Set(0),
             created_at: Set(now),

@@ -17,6 +17,7 @@ use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR};
 use super::live::LiveRuns;
 use super::ACTIVE_STATUSES;
 use crate::agent::protocol::{self, EventContext};
+use entity::runs::RunStatus;
 use entity::{apps, runs};
 
 const MESSAGE: &str =
@@ -129,7 +130,7 @@ const INTERRUPTED_CODE: &str = "run_interrupted";
 async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, DbErr> {
     let txn = db.begin().await?;
     let claimed = runs::Entity::update_many()
-        .col_expr(runs::Column::Status, Expr::value("interrupted"))
+        .col_expr(runs::Column::Status, Expr::value(RunStatus::Interrupted))
         .col_expr(runs::Column::Error, Expr::value(MESSAGE))
         .col_expr(runs::Column::ErrorCode, Expr::value(INTERRUPTED_CODE))
         .col_expr(runs::Column::FinishedAt, Expr::value(Utc::now()))

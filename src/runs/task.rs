@@ -23,6 +23,7 @@ use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
 use crate::notices;
 use crate::pipeline::{DiffContext, Notice, Pending, VersionPipeline};
+use entity::runs::RunStatus;
 use entity::{apps as apps_table, runs};
 
 /// How long the end of a run (`done` and its status) is retried when the database fails.
@@ -263,7 +264,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     metrics
         .runs
         .get_or_create(&crate::metrics::Outcome {
-            outcome: status.to_string(),
+            outcome: status.as_str().to_string(),
         })
         .inc();
     if let Outcome::Upstream(e) = &outcome {
@@ -274,12 +275,12 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             })
             .inc();
     }
-    tracing::info!(run_id = %spec.ctx.run_id, status, code = ending.code.as_deref(), events = emitter.seq, "run finished");
+    tracing::info!(run_id = %spec.ctx.run_id, status = status.as_str(), code = ending.code.as_deref(), events = emitter.seq, "run finished");
 }
 
 /// How a run ends, as its row records it.
 struct RunEnding {
-    status: &'static str,
+    status: RunStatus,
     /// A stable code for why a failed (or stopped) run did not succeed.
     code: Option<String>,
     error: Option<String>,
@@ -290,7 +291,7 @@ impl RunEnding {
     /// (when one reported back) did not fail.
     fn of(outcome: &Outcome, turn: &Turn) -> Self {
         let failed = |code: &str, error: String| Self {
-            status: "failed",
+            status: RunStatus::Failed,
             code: Some(code.to_string()),
             error: Some(error),
         };
@@ -302,7 +303,7 @@ impl RunEnding {
                 match turn.rejected.as_ref().or(turn.failed_effect.as_ref()) {
                     Some((code, message)) => failed(code, message.clone()),
                     None => Self {
-                        status: "succeeded",
+                        status: RunStatus::Succeeded,
                         code: None,
                         error: None,
                     },
@@ -310,12 +311,12 @@ impl RunEnding {
             }
             Outcome::Upstream(e) => failed(e.code(), e.to_string()),
             Outcome::Stopped(StopReason::Cancelled) => Self {
-                status: "cancelled",
+                status: RunStatus::Cancelled,
                 code: Some("run_cancelled".into()),
                 error: Some("cancelled by the user".into()),
             },
             Outcome::Stopped(StopReason::Interrupted) => Self {
-                status: "interrupted",
+                status: RunStatus::Interrupted,
                 code: Some("run_interrupted".into()),
                 error: Some("the gateway shut down while this run was active".into()),
             },

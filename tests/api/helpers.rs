@@ -338,6 +338,8 @@ pub async fn run_status(app: &TestApp, run_id: &str) -> String {
         .expect("query")
         .expect("run exists")
         .status
+        .as_str()
+        .to_string()
 }
 
 /// What a gateway notice says happened: app.build's `metadata.type` when it is one of

@@ -526,7 +526,7 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
         owner_id: Set("alice".into()),
         trace_id: Set("t".into()),
         idempotency_key: Set(None),
-        status: Set("running".into()),
+        status: Set(entity::runs::RunStatus::Running),
         error: Set(None),
         last_seq: Set(0),
         created_at: Set(now),
