@@ -1,7 +1,6 @@
 //! The parts both the API process and a worker-only process need: object storage, file
 //! versions, the version pipeline, the deployer, and the job workers.
 use std::sync::Arc;
-use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
@@ -9,14 +8,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DeployProvider, GitHostKind, ProvisionKind, StorageKind};
-use crate::deploy::builder::{ImageBuilder, ImageBuilderSettings};
-use crate::deploy::ecr::{EcrRegistry, EcrSettings};
-use crate::deploy::koyeb::{KoyebDeployer, KoyebMode, KoyebSettings};
+use crate::deploy::builder::ImageBuilder;
+use crate::deploy::ecr::EcrRegistry;
+use crate::deploy::koyeb::{KoyebDeployer, KoyebMode};
 use crate::deploy::{DeployRunner, DeploySettings, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
-use crate::git::publish::{GitPublisher, PublishSettings};
+use crate::git::publish::GitPublisher;
 use crate::git::{GitHost, GitHubAuth, GitHubHost, GitHubSettings, LocalGitHost};
-use crate::jobs::{JobKind, JobWorker, RetryPolicy, WorkerSettings};
+use crate::jobs::{JobKind, JobWorker, WorkerSettings};
 use crate::pipeline::cleanup::Cleanup;
 use crate::pipeline::{DeployPlan, EffectPolicies, Effects, PipelineSettings, VersionPipeline};
 use crate::provision::{
@@ -24,7 +23,7 @@ use crate::provision::{
     UrlCipher,
 };
 use crate::secrets;
-use crate::storage::{Instrumented, LocalStore, S3Settings, S3Store, SharedStore, UrlSigner};
+use crate::storage::{Instrumented, LocalStore, S3Store, SharedStore, UrlSigner};
 
 pub struct Components {
     pub files: FileVersions,
@@ -88,18 +87,7 @@ impl Components {
             None
         };
         let d = &config.deploy;
-        let deploy_settings = DeploySettings {
-            on_new_version: d.on_new_version,
-            stream_wait: Duration::from_secs(d.stream_wait_secs),
-            poll_interval: Duration::from_millis(d.poll_interval_ms.max(10)),
-            lease: Duration::from_secs(d.lease_secs.max(3)),
-            max_attempts: d.max_attempts.max(1),
-            queued_deadline: Duration::from_secs(d.queued_deadline_secs),
-            building_deadline: Duration::from_secs(d.building_deadline_secs),
-            deploying_deadline: Duration::from_secs(d.deploying_deadline_secs),
-            unknown_status_wait: Duration::from_secs(d.unknown_status_wait_secs),
-            git_branch: config.git.branch.clone(),
-        };
+        let deploy_settings = d.settings(&config.git.branch);
         let plan = DeployPlan {
             provider,
             queued_deadline: deploy_settings.queued_deadline,
@@ -187,19 +175,9 @@ impl Components {
             databases: parts.databases.clone(),
             files: self.files.clone(),
         });
-        // `retry_interval_secs` is the first retry's delay; later ones double, up to five
-        // minutes (or the interval, when longer).
-        let every = |secs: u64| {
-            let first = Duration::from_secs(secs.max(1));
-            RetryPolicy {
-                base: first,
-                cap: first.max(Duration::from_secs(300)),
-                max_attempts: 0,
-            }
-        };
         let policies = EffectPolicies {
-            upload: every(config.storage.retry_interval_secs),
-            push: every(config.git.retry_interval_secs),
+            upload: config.storage.upload_retries(),
+            push: config.git.push_retries(),
             ..EffectPolicies::default()
         };
         Effects {
@@ -215,49 +193,15 @@ impl Components {
 
 /// Koyeb, with an image builder and ECR in image mode.
 fn build_koyeb(config: &Config) -> anyhow::Result<KoyebDeployer> {
-    let k = &config.koyeb;
-    let mode = if k.mode == "image" {
-        KoyebMode::Image
-    } else {
-        KoyebMode::Git
+    let (builder, registry) = match config.koyeb.mode() {
+        KoyebMode::Image => (
+            Some(Arc::new(ImageBuilder::new(config.koyeb.builder_settings()))),
+            Some(Arc::new(EcrRegistry::new(config.ecr.settings()))),
+        ),
+        KoyebMode::Git => (None, None),
     };
-    let mut settings = KoyebSettings::new(k.token.clone(), mode);
-    settings.api_base = k.api_base.clone();
-    settings.region = k.region.clone();
-    settings.instance_type = k.instance_type.clone();
-    settings.port = k.port;
-    let non_empty = |s: &str| (!s.is_empty()).then(|| s.to_string());
-    settings.build_command = non_empty(&k.build_command);
-    settings.run_command = non_empty(&k.run_command);
-    if !k.registry_secret_name.is_empty() {
-        settings.registry_secret_name = k.registry_secret_name.clone();
-    }
-    settings.request_timeout = Duration::from_secs(k.request_timeout_secs.max(1));
-    settings.max_attempts = k.max_attempts.max(1);
-    settings.retry_base_delay = Duration::from_millis(k.retry_base_delay_ms);
-    let (builder, registry) = if mode == KoyebMode::Image {
-        let work_root =
-            (!k.builder_work_dir.as_os_str().is_empty()).then(|| k.builder_work_dir.clone());
-        let builder = ImageBuilder::new(ImageBuilderSettings {
-            program: k.builder_program.clone(),
-            steps: k.builder_steps.clone(),
-            timeout: Duration::from_secs(k.builder_timeout_secs),
-            work_root,
-            ..ImageBuilderSettings::default()
-        });
-        let e = &config.ecr;
-        let registry = EcrRegistry::new(EcrSettings {
-            region: e.region.clone(),
-            endpoint: e.endpoint.clone(),
-            access_key_id: e.access_key_id.clone(),
-            secret_access_key: e.secret_access_key.clone(),
-            repository_prefix: e.repository_prefix.clone(),
-        });
-        (Some(Arc::new(builder)), Some(Arc::new(registry)))
-    } else {
-        (None, None)
-    };
-    KoyebDeployer::new(settings, builder, registry).map_err(|e| anyhow::anyhow!("koyeb: {e}"))
+    KoyebDeployer::new(config.koyeb.settings(), builder, registry)
+        .map_err(|e| anyhow::anyhow!("koyeb: {e}"))
 }
 
 /// The configured database provisioner and the store of each app's (encrypted) database URL.
@@ -320,18 +264,11 @@ fn build_git(
             })?)
         }
     };
-    let settings = PublishSettings {
-        branch: g.branch.clone(),
-        author_name: g.author_name.clone(),
-        author_email: g.author_email.clone(),
-        name_attempts: g.name_attempts,
-        private: g.private,
-    };
     Ok(Some(GitPublisher::new(
         db.clone(),
         host,
         files.clone(),
-        settings,
+        g.publish_settings(),
     )))
 }
 
@@ -349,17 +286,7 @@ fn build_files(
             (local.clone(), Some(local))
         }
         StorageKind::S3 => {
-            let s = &config.storage;
-            let store = S3Store::new(&S3Settings {
-                bucket: s.bucket.clone(),
-                region: s.region.clone(),
-                endpoint: s.endpoint.clone(),
-                path_style: s.path_style,
-                access_key_id: s.access_key_id.clone(),
-                secret_access_key: s.secret_access_key.expose_secret().to_string(),
-                prefix: s.prefix.clone(),
-                max_attempts: s.max_attempts,
-            });
+            let store = S3Store::new(&config.storage.s3_settings());
             (Arc::new(store), None)
         }
     };

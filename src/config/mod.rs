@@ -1,5 +1,7 @@
 //! Typed, layered configuration: embedded `config/default.toml` <- optional file <-
 //! `AGENTGATE__SECTION__KEY` env vars <- command-line flags. Unknown keys are an error.
+mod settings;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -8,7 +10,7 @@ use figment::Figment;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
