@@ -107,8 +107,8 @@ impl KoyebConfig {
 
     /// Image mode: how the app's image is built.
     pub fn builder_settings(&self) -> ImageBuilderSettings {
-        let work_root = (!self.builder_work_dir.as_os_str().is_empty())
-            .then(|| self.builder_work_dir.clone());
+        let work_root =
+            (!self.builder_work_dir.as_os_str().is_empty()).then(|| self.builder_work_dir.clone());
         ImageBuilderSettings {
             program: self.builder_program.clone(),
             steps: self.builder_steps.clone(),
