@@ -16,6 +16,9 @@ pub enum GitError {
     Unavailable(String),
     #[error("git host refused access: {0}")]
     Auth(String),
+    /// The host asked us to wait this many seconds (longer than a request may wait inline).
+    #[error("rate limited by the git host; retry in {0} s")]
+    RateLimited(u64),
 }
 
 impl GitError {
@@ -29,6 +32,15 @@ impl GitError {
             GitError::Invalid(_) => "invalid",
             GitError::Unavailable(_) => "unavailable",
             GitError::Auth(_) => "auth",
+            GitError::RateLimited(_) => "rate_limited",
+        }
+    }
+
+    /// How long the host asked us to wait before trying again, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            GitError::RateLimited(secs) => Some(std::time::Duration::from_secs(*secs)),
+            _ => None,
         }
     }
 }
@@ -47,9 +59,14 @@ mod tests {
             GitError::Invalid("x".into()),
             GitError::Unavailable("x".into()),
             GitError::Auth("x".into()),
+            GitError::RateLimited(60),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(GitError::code).collect();
         assert_eq!(codes.len(), all.len());
+        assert_eq!(
+            GitError::RateLimited(60).retry_after(),
+            Some(std::time::Duration::from_secs(60))
+        );
         assert!(GitError::Conflict { head: "abc".into() }
             .to_string()
             .contains("abc"));

@@ -116,7 +116,7 @@ fn git_failure(e: GitError) -> Response {
         GitError::NotFound(_) => StatusCode::NOT_FOUND,
         GitError::Invalid(_) => StatusCode::BAD_REQUEST,
         GitError::Auth(_) => StatusCode::BAD_GATEWAY,
-        GitError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        GitError::Unavailable(_) | GitError::RateLimited(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     failure(status, e.code(), e.to_string())
 }

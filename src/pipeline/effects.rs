@@ -113,7 +113,11 @@ impl Effects {
                     .await;
             }
         }
-        retry(format!("{} ({})", e, e.code()))
+        // A host that said when to come back (a rate limit) is not asked again before then.
+        Step::Retry {
+            error: format!("{} ({})", e, e.code()),
+            retry_after: e.retry_after(),
+        }
     }
 
     /// Puts notices into the app's history, as a run's stream would have shown them.

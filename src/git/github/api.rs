@@ -136,11 +136,8 @@ impl Api {
                 }
                 Decision::GiveUp => return Err(failure),
                 Decision::RateLimited(wait) => {
-                    return Err(GitError::Unavailable(format!(
-                        "{what}: rate limited by GitHub, retry in {} s",
-                        wait.as_secs().max(1)
-                    ))
-                    .into())
+                    tracing::warn!(what, wait_s = wait.as_secs(), "rate limited by GitHub");
+                    return Err(GitError::RateLimited(wait.as_secs().max(1)).into());
                 }
             }
         }
