@@ -261,6 +261,7 @@ fn build_git(
                 owner_is_org: g.owner_is_org,
                 private: g.private,
                 max_retries: g.max_retries,
+                api_version: g.api_version.clone(),
             })?)
         }
     };

@@ -121,6 +121,7 @@ pub struct GitConfig {
     pub private_key: SecretString,
     pub installation_id: u64,
     pub max_retries: u32,
+    pub api_version: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -401,6 +402,13 @@ impl Config {
                     "git.token, or git.app_id with git.private_key, is required when git.host = \"github\"".into(),
                 ));
             }
+            // GitHub refuses installation tokens on POST /user/repos: an App creates
+            // repositories only in an organisation.
+            if !has_token && !self.git.owner_is_org {
+                return Err(ConfigError(
+                    "a GitHub App can only create repositories in an organisation: set git.owner_is_org = true (and git.owner to the organisation), or use a personal access token (git.token)".into(),
+                ));
+            }
         }
         if self.runs.instance_id.len() > 100 {
             return Err(ConfigError(
@@ -582,6 +590,16 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Config::from_toml_overrides("[server]\nbindd = \"x\"").unwrap_err();
         assert!(err.to_string().contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn a_github_app_on_a_personal_account_is_refused_at_start() {
+        let app =
+            "[git]\nhost = \"github\"\nowner = \"alice\"\napp_id = 1\nprivate_key = \"pem\"\n";
+        let err = Config::from_toml_overrides(app).unwrap_err();
+        assert!(err.to_string().contains("git.owner_is_org = true"), "{err}");
+        let org = format!("{app}owner_is_org = true\n");
+        Config::from_toml_overrides(&org).expect("an App in an organisation is fine");
     }
 
     #[test]

@@ -255,6 +255,12 @@ impl FakeGitHub {
         self.lock().requests.clone()
     }
 
+    /// Requests that lacked `Accept: application/vnd.github+json`, `X-GitHub-Api-Version` or
+    /// a `User-Agent`.
+    pub fn header_violations(&self) -> Vec<String> {
+        self.lock().header_violations.clone()
+    }
+
     pub fn homepage(&self, owner: &str, repo: &str) -> Option<String> {
         self.lock().repo(owner, repo)?.homepage.clone()
     }
@@ -297,6 +303,8 @@ struct Inner {
     token_ttl_secs: i64,
     pending_push: Option<PendingPush>,
     fail_after: Option<FailAfter>,
+    /// Requests without the headers GitHub documents for every call.
+    header_violations: Vec<String>,
 }
 
 struct FailAfter {
@@ -612,6 +620,29 @@ async fn handle(
     inner
         .requests
         .push((method.to_string(), uri.path().to_string()));
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    if !header("accept").contains("application/vnd.github+json")
+        || header("x-github-api-version").is_empty()
+        || header("user-agent").is_empty()
+    {
+        let seen = format!(
+            "{method} {}: accept {:?}, x-github-api-version {:?}, user-agent {:?}",
+            uri.path(),
+            header("accept"),
+            header("x-github-api-version"),
+            header("user-agent")
+        );
+        inner.header_violations.push(seen);
+    }
+    // GitHub refuses a request without a User-Agent.
+    if header("user-agent").is_empty() {
+        return error(403, "Request forbidden by administrative rules. Please make sure your request has a User-Agent header").into_response();
+    }
     if let Some(fault) = inner.faults.pop_front() {
         return fault_response(fault);
     }
@@ -907,7 +938,33 @@ fn mint_token(inner: &mut Inner, id: &str) -> Reply {
 
 // ---- repositories ----
 
+/// GitHub's description types these as strings: a `null` is refused like any other non-string.
+fn check_strings(json: &Value, fields: &[&str]) -> Result<(), Fail> {
+    for field in fields {
+        match json.get(*field) {
+            None | Some(Value::String(_)) => {}
+            Some(other) => {
+                let shown = if other.is_null() {
+                    "nil".to_string()
+                } else {
+                    other.to_string()
+                };
+                return Err(Fail {
+                    status: 422,
+                    body: json!({
+                        "message": format!("Invalid request.\n\nFor 'properties/{field}', {shown} is not a string."),
+                        "documentation_url": DOCS,
+                        "status": "422",
+                    }),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply {
+    check_strings(json, &["name", "description", "homepage"])?;
     let name = json["name"].as_str().unwrap_or_default().to_string();
     let valid = !name.is_empty()
         && name.len() <= 100
@@ -950,6 +1007,7 @@ fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply
 }
 
 fn update_repo(repo: &mut Repo, base: &str, json: &Value) -> Reply {
+    check_strings(json, &["name", "description", "homepage"])?;
     if repo.archived && json.get("archived") != Some(&Value::Bool(false)) {
         return Err(error(403, "Repository was archived so is read-only."));
     }

@@ -1467,3 +1467,59 @@ async fn github_host_commits_versions_made_without_git(kind: DbKind) {
     .await;
 }
 db_test!(github_host_commits_versions_made_without_git);
+
+/// GitHub's primary rate limit with its reset an hour away: the push waits for the reset (not
+/// the 1 s retry interval), and every later GitHub call of that credential is held until then
+/// instead of calling GitHub again (GitHub bans integrations that keep calling).
+async fn a_long_rate_limit_holds_every_github_call_until_its_reset(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 1)).await;
+    let token = app.token("alice");
+    gh.primary_rate_limit_next(1, 3600);
+    let frames = run(&app, &token, BUILD, None).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+    let id = app_id(&frames);
+    let calls = gh.requests().len();
+    let frames = run(&app, &token, "add a dark mode", Some(&id)).await;
+    assert_eq!(notice_types(&frames), ["version_created", "commit_pending"]);
+    assert_eq!(
+        gh.requests().len(),
+        calls,
+        "nothing called GitHub before the reset"
+    );
+    let pushes = entity::jobs::Entity::find()
+        .filter(entity::jobs::Column::AppId.eq(id.as_str()))
+        .filter(entity::jobs::Column::Kind.eq(entity::jobs::JobKind::PushVersion))
+        .filter(entity::jobs::Column::Status.eq(entity::jobs::JobStatus::Queued))
+        .all(&app.state.db)
+        .await
+        .expect("jobs");
+    assert_eq!(pushes.len(), 1, "{pushes:?}");
+    let waits = pushes[0].run_at - chrono::Utc::now();
+    assert!(
+        waits > chrono::Duration::minutes(50),
+        "retried after {waits}"
+    );
+    assert_eq!(gh.header_violations(), Vec::<String>::new());
+    app.stop().await;
+}
+db_test!(a_long_rate_limit_holds_every_github_call_until_its_reset);
+
+/// Every request agentgate sends GitHub carries the documented media type, a pinned API
+/// version and a User-Agent; repository creation sends no `null` strings (GitHub answers 422).
+async fn github_requests_carry_the_documented_headers(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    let frames = run(&app, &token, BUILD, None).await;
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_created"]
+    );
+    let id = app_id(&frames);
+    run(&app, &token, "add a dark mode", Some(&id)).await;
+    assert!(gh.requests().len() > 3);
+    assert_eq!(gh.header_violations(), Vec::<String>::new());
+    app.stop().await;
+}
+db_test!(github_requests_carry_the_documented_headers);

@@ -14,6 +14,10 @@ pub(super) struct Api {
     base: Octocrab,
     creds: Credentials,
     pub(super) policy: RetryPolicy,
+    /// Until when GitHub told us to stop calling (a rate limit longer than a request may
+    /// wait): every call of this credential fails fast until then, so nothing calls GitHub
+    /// again before its reset (GitHub bans integrations that keep calling).
+    held_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A failed request: either GitHub's final answer, for the caller to interpret, or an error
@@ -73,6 +77,20 @@ impl Api {
             base,
             creds,
             policy,
+            held_until: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The rest of a rate-limit hold, if one is on.
+    fn held_for(&self) -> Option<std::time::Duration> {
+        let held = self.held_until.lock().ok()?;
+        held.and_then(|until| until.checked_duration_since(std::time::Instant::now()))
+    }
+
+    fn hold(&self, wait: std::time::Duration) {
+        if let Ok(mut held) = self.held_until.lock() {
+            let until = std::time::Instant::now() + wait;
+            *held = Some(held.map_or(until, |h| h.max(until)));
         }
     }
 
@@ -84,6 +102,9 @@ impl Api {
         Fut: Future<Output = octocrab::Result<T>> + Send,
         T: Send,
     {
+        if let Some(left) = self.held_for() {
+            return Err(GitError::RateLimited(left.as_secs().max(1)).into());
+        }
         let mut refreshed = false;
         loop {
             let token = self.creds.token(self).await?;
@@ -136,7 +157,12 @@ impl Api {
                 }
                 Decision::GiveUp => return Err(failure),
                 Decision::RateLimited(wait) => {
-                    tracing::warn!(what, wait_s = wait.as_secs(), "rate limited by GitHub");
+                    tracing::warn!(
+                        what,
+                        wait_s = wait.as_secs(),
+                        "rate limited by GitHub; holding every call until then"
+                    );
+                    self.hold(wait);
                     return Err(GitError::RateLimited(wait.as_secs().max(1)).into());
                 }
             }

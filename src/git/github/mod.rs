@@ -49,6 +49,8 @@ pub struct GitHubSettings {
     pub private: bool,
     /// Retries after the first attempt for server errors and rate limits.
     pub max_retries: u32,
+    /// The REST API version asked for (`X-GitHub-Api-Version`), the one we test against.
+    pub api_version: String,
 }
 
 pub struct GitHubHost {
@@ -77,6 +79,12 @@ impl GitHubHost {
         let crab = Octocrab::builder()
             .base_uri(settings.api_base.trim_end_matches('/'))
             .map_err(|_| invalid_base())?
+            // GitHub's documented media type and a pinned API version on every call.
+            .add_header(http::header::ACCEPT, "application/vnd.github+json".into())
+            .add_header(
+                http::HeaderName::from_static("x-github-api-version"),
+                settings.api_version.clone(),
+            )
             .set_connect_timeout(Some(CONNECT_TIMEOUT))
             .set_read_timeout(Some(READ_TIMEOUT))
             .build()

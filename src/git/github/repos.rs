@@ -18,14 +18,7 @@ pub(super) async fn create(host: &GitHubHost, req: &CreateRepo) -> Result<RepoRe
     } else {
         "/user/repos".to_string()
     };
-    let body = json!({
-        "name": req.name,
-        "private": req.private || host.private,
-        "description": req.description,
-        "homepage": req.homepage,
-        // An initial README would give the repository history we did not ask for.
-        "auto_init": false,
-    });
+    let body = create_body(req, host.private);
     let what = format!("create repository {owner}/{}", req.name);
     let (route, body) = (route.as_str(), &body);
     let created: Repository = host
@@ -55,6 +48,26 @@ pub(super) async fn create(host: &GitHubHost, req: &CreateRepo) -> Result<RepoRe
             .default_branch
             .unwrap_or_else(|| FALLBACK_BRANCH.into()),
     })
+}
+
+/// The creation request's body. GitHub types `description` and `homepage` as strings and
+/// answers 422 to a `null` ("nil is not a string"): absent ones are left out.
+fn create_body(req: &CreateRepo, private_by_default: bool) -> Value {
+    let mut body = json!({
+        "name": req.name,
+        "private": req.private || private_by_default,
+        // An initial README would give the repository history we did not ask for.
+        "auto_init": false,
+    });
+    for (field, value) in [
+        ("description", &req.description),
+        ("homepage", &req.homepage),
+    ] {
+        if let Some(value) = value {
+            body[field] = json!(value);
+        }
+    }
+    body
 }
 
 pub(super) async fn update(
@@ -95,4 +108,33 @@ async fn get(api: &Api, repo: &RepoRef) -> Result<Repository, GitError> {
     )
     .await
     .map_err(|e| e.into_git(&what))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_strings_are_left_out_not_sent_as_null() {
+        let req = CreateRepo {
+            name: "todo".into(),
+            owner: None,
+            private: false,
+            description: None,
+            homepage: None,
+        };
+        let body = create_body(&req, true);
+        assert_eq!(
+            body,
+            json!({"name": "todo", "private": true, "auto_init": false})
+        );
+        let req = CreateRepo {
+            description: Some("a todo app".into()),
+            homepage: Some("https://todo.example".into()),
+            ..req
+        };
+        let body = create_body(&req, false);
+        assert_eq!(body["description"], "a todo app");
+        assert_eq!(body["homepage"], "https://todo.example");
+    }
 }
