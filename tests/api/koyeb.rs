@@ -130,6 +130,7 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
     assert_eq!(
         fake.calls(),
         vec![
+            "GET /v1/apps".to_string(),
             "POST /v1/apps".to_string(),
             "GET /v1/services".to_string(),
             "POST /v1/services".to_string(),
@@ -211,8 +212,8 @@ async fn second_version_reuses_app_and_service() {
     let service_id = first_state[STATE_SERVICE_ID].as_str().expect("service id");
     assert_eq!(
         calls,
+        // The app is found by name: no creation that would depend on a duplicate's wording.
         vec![
-            "POST /v1/apps".to_string(),
             "GET /v1/apps".to_string(),
             "GET /v1/services".to_string(),
             format!("PATCH /v1/services/{service_id}"),
@@ -404,7 +405,12 @@ async fn validation_errors_are_permanent_and_not_retried() {
     let calls = fake.calls()[before..].to_vec();
     assert_eq!(
         calls,
-        vec!["POST /v1/apps", "GET /v1/services", "POST /v1/services"]
+        vec![
+            "GET /v1/apps",
+            "POST /v1/apps",
+            "GET /v1/services",
+            "POST /v1/services"
+        ]
     );
 
     let mut state = ProviderState::new();
@@ -620,8 +626,9 @@ async fn koyeb_run_deploys_and_reports_healthy(kind: DbKind) {
     let (koyeb_app, deployment) = created_ids(&koyeb);
     let calls = koyeb.calls();
     assert_eq!(
-        calls[..4],
+        calls[..5],
         [
+            "GET /v1/apps".to_string(),
             "POST /v1/apps".to_string(),
             "GET /v1/services".to_string(),
             "POST /v1/services".to_string(),
@@ -629,7 +636,7 @@ async fn koyeb_run_deploys_and_reports_healthy(kind: DbKind) {
         ],
         "{calls:#?}"
     );
-    let polls = &calls[4..calls.len() - 1];
+    let polls = &calls[5..calls.len() - 1];
     assert!(polls.len() >= 2, "{calls:#?}");
     assert!(
         polls
@@ -741,19 +748,20 @@ async fn koyeb_server_errors_are_retried(kind: DbKind) {
     let app_id = app_id_of(&frames);
     assert_deploy_notices(&frames, "deployment_complete");
     let requests = koyeb.requests();
-    let first: Vec<(String, u16)> = requests[..5]
+    let first: Vec<(String, u16)> = requests[..6]
         .iter()
         .map(|r| (format!("{} {}", r.method, r.path), r.status))
         .collect();
-    let create = "POST /v1/apps".to_string();
+    let find = "GET /v1/apps".to_string();
     assert_eq!(
         first,
         vec![
-            (create.clone(), 500),
-            (create.clone(), 500),
-            (create.clone(), 500),
-            (create.clone(), 500),
-            (create, 200),
+            (find.clone(), 500),
+            (find.clone(), 500),
+            (find.clone(), 500),
+            (find.clone(), 500),
+            (find, 200),
+            ("POST /v1/apps".to_string(), 200),
         ]
     );
     assert_eq!(koyeb.app_names().len(), 1);

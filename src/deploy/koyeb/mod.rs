@@ -200,12 +200,20 @@ impl KoyebDeployer {
         if let Some(id) = state_str(state, STATE_APP_ID) {
             return Ok(id.to_string());
         }
-        let app = match self.api.create_app(&names.app).await {
-            Ok(app) => app,
-            Err(ApiError::Conflict) => self.api.find_app(&names.app).await?.ok_or_else(|| {
-                DeployError::Transient("Koyeb app exists but is not listed".into())
-            })?,
-            Err(e) => return Err(e.into()),
+        // Looked up by name first: a redeploy never depends on how Koyeb words a duplicate
+        // (its description documents no 409 for app creation).
+        let app = match self.api.find_app(&names.app).await? {
+            Some(app) => app,
+            None => match self.api.create_app(&names.app).await {
+                Ok(app) => app,
+                // Created meanwhile by another deployment of the same app: take that one.
+                Err(ApiError::Conflict) => {
+                    self.api.find_app(&names.app).await?.ok_or_else(|| {
+                        DeployError::Transient("Koyeb app exists but is not listed".into())
+                    })?
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         state.insert(STATE_APP_ID.into(), app.id.clone().into());
         Ok(app.id)
