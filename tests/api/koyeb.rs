@@ -157,6 +157,10 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
     assert_eq!(definition["git"]["sha"], format!("{:040}", 1));
     assert_eq!(definition["ports"][0]["port"], 8000);
     assert_eq!(definition["routes"][0]["path"], "/");
+    // The app has a Dockerfile: Koyeb is told to build it, and checks the port it serves.
+    assert_eq!(definition["git"]["docker"]["dockerfile"], "Dockerfile");
+    assert!(definition["git"].get("build_command").is_none());
+    assert_eq!(definition["health_checks"][0]["tcp"]["port"], 8000);
     let env = &fake.env_seen()[0];
     assert_eq!(
         env.get("APP_DATABASE_URL").map(String::as_str),
@@ -1145,3 +1149,41 @@ async fn koyeb_image_mode_builds_pushes_and_deploys(kind: DbKind) {
     app.stop().await;
 }
 db_test!(koyeb_image_mode_builds_pushes_and_deploys);
+
+/// The demo agent's apps (and many agents') serve on the port their Dockerfile exposes: the
+/// service's port, route, health check and `PORT` follow it; an app without a Dockerfile is
+/// built with buildpacks on the configured port.
+#[tokio::test]
+async fn the_service_listens_where_the_app_does() {
+    let fake = FakeKoyeb::start().await;
+    let koyeb = deployer(&fake);
+    let mut req = request(&new_app_id(), 1, &[]);
+    req.files = tree(&[(
+        "Dockerfile",
+        "FROM nginx:alpine\nCOPY . /usr/share/nginx/html\nEXPOSE 80\n",
+        FileMode::Regular,
+    )]);
+    koyeb
+        .start(&req, &mut ProviderState::new())
+        .await
+        .expect("start");
+    let definition = &fake.definitions()[0];
+    assert_eq!(definition["ports"][0]["port"], 80);
+    assert_eq!(definition["routes"][0]["port"], 80);
+    assert_eq!(definition["health_checks"][0]["tcp"]["port"], 80);
+    assert_eq!(
+        fake.env_seen()[0].get("PORT").map(String::as_str),
+        Some("80")
+    );
+
+    let mut req = request(&new_app_id(), 1, &[]);
+    req.files = tree(&[("package.json", "{}", FileMode::Regular)]);
+    koyeb
+        .start(&req, &mut ProviderState::new())
+        .await
+        .expect("start");
+    let definition = &fake.definitions()[1];
+    assert_eq!(definition["ports"][0]["port"], 8000);
+    assert!(definition["git"]["buildpack"].is_object(), "{definition}");
+    assert!(definition["git"].get("docker").is_none());
+}

@@ -1,18 +1,43 @@
 //! The Koyeb service definition (`DeploymentDefinition` in API v1) for one app version: a WEB
-//! service with one port and route, fixed region, instance type and scaling, the app's env, and
-//! either a git source (`git: {repository, branch, sha, build_command, run_command}`) or a
-//! docker source (`docker: {image, image_registry_secret}`).
+//! service with one port (the app's: its Dockerfile's `EXPOSE`, else the configured one) with
+//! its route and a TCP health check on it, fixed region, instance type and scaling, the app's
+//! env, and either a git source (`git: {repository, branch, sha}` with the builder named
+//! explicitly: `docker` when the app has a Dockerfile, else `buildpack` with the configured
+//! commands) or a docker source (`docker: {image, image_registry_secret}`).
 use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
 use super::KoyebSettings;
 use crate::deploy::provider::{DeployError, DeployRequest};
+use crate::files::FileTree;
+
+const DOCKERFILE: &str = "Dockerfile";
+
+/// The port the app listens on: the first port its root Dockerfile `EXPOSE`s, else `default`.
+pub(super) fn app_port(files: &FileTree, default: u16) -> u16 {
+    let Some(dockerfile) = files.get(DOCKERFILE) else {
+        return default;
+    };
+    let text = String::from_utf8_lossy(&dockerfile.content);
+    text.lines()
+        .map(str::trim)
+        .filter_map(|line| {
+            let (word, rest) = line.split_once(char::is_whitespace)?;
+            word.eq_ignore_ascii_case("EXPOSE").then_some(rest)
+        })
+        .flat_map(str::split_whitespace)
+        // `80/tcp` names the protocol too; a variable (`$PORT`) is not a port we can check.
+        .find_map(|port| port.split('/').next()?.parse::<u16>().ok())
+        .filter(|port| *port > 0)
+        .unwrap_or(default)
+}
 
 /// The full definition with `source` (`{"git": ...}` or `{"docker": ...}`) merged in.
 pub(super) fn service(
     name: &str,
     settings: &KoyebSettings,
+    port: u16,
     env: &BTreeMap<String, String>,
     source: Value,
 ) -> Result<Value, DeployError> {
@@ -26,7 +51,7 @@ pub(super) fn service(
         vars.push(json!({ "key": key, "value": value }));
     }
     if !env.contains_key("PORT") {
-        vars.push(json!({ "key": "PORT", "value": settings.port.to_string() }));
+        vars.push(json!({ "key": "PORT", "value": port.to_string() }));
     }
     let mut definition = json!({
         "name": name,
@@ -34,8 +59,11 @@ pub(super) fn service(
         "regions": [settings.region],
         "instance_types": [{ "type": settings.instance_type }],
         "scalings": [{ "min": 1, "max": 1 }],
-        "ports": [{ "port": settings.port, "protocol": "http" }],
-        "routes": [{ "port": settings.port, "path": "/" }],
+        "ports": [{ "port": port, "protocol": "http" }],
+        "routes": [{ "port": port, "path": "/" }],
+        // Checked on the port the app serves: a service is healthy only if the app answers.
+        "health_checks": [{ "grace_period": 10, "interval": 30, "restart_limit": 3,
+            "timeout": 5, "tcp": { "port": port } }],
         "env": vars,
     });
     if let (Some(target), Value::Object(source)) = (definition.as_object_mut(), source) {
@@ -61,11 +89,20 @@ pub(super) fn git_source(
     if let Some(sha) = &repository.commit_sha {
         git.insert("sha".into(), sha.clone().into());
     }
-    if let Some(command) = &settings.build_command {
-        git.insert("build_command".into(), command.clone().into());
-    }
-    if let Some(command) = &settings.run_command {
-        git.insert("run_command".into(), command.clone().into());
+    // The builder is named, not guessed by Koyeb: the app's own Dockerfile when it has one,
+    // else buildpacks with the configured commands (the deprecated top-level
+    // `build_command`/`run_command` are not used).
+    if request.files.contains_key(DOCKERFILE) {
+        git.insert("docker".into(), json!({ "dockerfile": DOCKERFILE }));
+    } else {
+        let mut buildpack = Map::new();
+        if let Some(command) = &settings.build_command {
+            buildpack.insert("build_command".into(), command.clone().into());
+        }
+        if let Some(command) = &settings.run_command {
+            buildpack.insert("run_command".into(), command.clone().into());
+        }
+        git.insert("buildpack".into(), buildpack.into());
     }
     Ok(json!({ "git": git }))
 }
@@ -113,6 +150,30 @@ fn valid_env_key(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::{FileEntry, FileMode};
+
+    fn with_dockerfile(text: &str) -> FileTree {
+        FileTree::from([(
+            DOCKERFILE.to_string(),
+            FileEntry {
+                content: text.as_bytes().to_vec(),
+                mode: FileMode::Regular,
+            },
+        )])
+    }
+
+    #[test]
+    fn the_port_is_the_one_the_dockerfile_exposes() {
+        assert_eq!(app_port(&FileTree::new(), 8000), 8000, "no Dockerfile");
+        let nginx = "FROM nginx:alpine\nCOPY . /usr/share/nginx/html\nEXPOSE 80\n";
+        assert_eq!(app_port(&with_dockerfile(nginx), 8000), 80);
+        assert_eq!(
+            app_port(&with_dockerfile("expose 3000/tcp 9000"), 8000),
+            3000
+        );
+        assert_eq!(app_port(&with_dockerfile("EXPOSE $PORT"), 8000), 8000);
+        assert_eq!(app_port(&with_dockerfile("FROM scratch"), 8000), 8000);
+    }
 
     #[test]
     fn repository_urls_are_normalised() {

@@ -175,7 +175,9 @@ impl KoyebDeployer {
             Some(source) => source,
             None => self.image_source(request, state, secrets).await?,
         };
-        let definition = definition::service(&names.service, &self.settings, &request.env, source)?;
+        let port = definition::app_port(&request.files, self.settings.port);
+        let definition =
+            definition::service(&names.service, &self.settings, port, &request.env, source)?;
         let deployment_id = self
             .deploy_service(&app_id, names, &definition, state)
             .await?;
