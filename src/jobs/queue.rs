@@ -196,12 +196,9 @@ pub async fn claim(
         .transpose()
 }
 
-/// Puts jobs whose lease expired (their worker died or stalled) back in the queue, due now; a
-/// late outcome of the old worker is discarded (see [`finish`]). Returns how many.
-pub async fn requeue_expired(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let now = Utc::now();
-    let result = jobs::Entity::update_many()
-        .col_expr(jobs::Column::Status, Expr::value(JobStatus::Queued))
+/// An update of jobs that gives their lease up.
+fn releasing_lease() -> sea_orm::UpdateMany<jobs::Entity> {
+    jobs::Entity::update_many()
         .col_expr(
             jobs::Column::LeaseOwner,
             Expr::value(Option::<String>::None),
@@ -210,6 +207,14 @@ pub async fn requeue_expired(db: &DatabaseConnection) -> Result<u64, DbErr> {
             jobs::Column::LeaseExpiresAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
+}
+
+/// Puts jobs whose lease expired (their worker died or stalled) back in the queue, due now; a
+/// late outcome of the old worker is discarded (see [`finish`]). Returns how many.
+pub async fn requeue_expired(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let now = Utc::now();
+    let result = releasing_lease()
+        .col_expr(jobs::Column::Status, Expr::value(JobStatus::Queued))
         .col_expr(jobs::Column::RunAt, Expr::value(now))
         .col_expr(jobs::Column::UpdatedAt, Expr::value(now))
         .filter(jobs::Column::Status.eq(JobStatus::Running))
@@ -323,16 +328,7 @@ pub async fn finish(
     step: Step,
 ) -> Result<(bool, Option<jobs::Model>), DbErr> {
     let now = Utc::now();
-    let mut update = jobs::Entity::update_many()
-        .col_expr(
-            jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(jobs::Column::UpdatedAt, Expr::value(now));
+    let mut update = releasing_lease().col_expr(jobs::Column::UpdatedAt, Expr::value(now));
     let finished = |status: JobStatus| {
         [
             (jobs::Column::Status, Expr::value(status)),
