@@ -51,6 +51,16 @@ pub trait GitHost: Send + Sync {
 
     /// Makes the repository read-only; it stays readable under the same URL.
     async fn archive_repo(&self, repo: &RepoRef) -> Result<(), GitError>;
+
+    /// An existing repository `name` (of `owner`, or the host's default owner) and its
+    /// description; None when there is none, or the host cannot tell.
+    async fn describe_repo(
+        &self,
+        _owner: Option<&str>,
+        _name: &str,
+    ) -> Result<Option<(RepoRef, Option<String>)>, GitError> {
+        Ok(None)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,12 +132,35 @@ pub async fn create_repo_unique(
     let mut attempt = 0;
     loop {
         match host.create_repo(&candidate).await {
-            Err(GitError::AlreadyExists) if attempt < attempts => {
+            Err(GitError::AlreadyExists) => {
+                // A retried creation whose first try went through (its answer was lost) finds
+                // its own repository: adopt it rather than leave it orphaned beside a suffixed
+                // one. Ours: the description names the app (see `GitPublisher`).
+                if let Some(repo) = ours(host, &candidate).await {
+                    tracing::info!(name = %candidate.name, "adopting the repository an earlier attempt created");
+                    return Ok(repo);
+                }
+                if attempt >= attempts {
+                    return Err(GitError::AlreadyExists);
+                }
                 attempt += 1;
                 candidate.name = with_suffix(&req.name, attempt);
                 tracing::info!(name = %req.name, attempt, "repository name taken, trying a suffix");
             }
             other => return other,
+        }
+    }
+}
+
+/// The existing repository `req` names, if its description is the one `req` would give it.
+async fn ours(host: &dyn GitHost, req: &CreateRepo) -> Option<RepoRef> {
+    let wanted = req.description.as_deref()?;
+    match host.describe_repo(req.owner.as_deref(), &req.name).await {
+        Ok(Some((repo, Some(description)))) if description == wanted => Some(repo),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the existing repository; trying a suffix");
+            None
         }
     }
 }

@@ -184,9 +184,11 @@ impl GitPublisher {
             name: sanitize_repo_name(app_name, &fallback),
             owner: None,
             private: self.settings.private,
+            // Names the app: a retried creation recognises its own repository by it.
             description: Some(format!(
-                "{} (built with agentgate)",
-                app.name.chars().take(200).collect::<String>()
+                "{} (built with agentgate, app {})",
+                app.name.chars().take(200).collect::<String>(),
+                app.id
             )),
             homepage: app.app_url.clone(),
         };

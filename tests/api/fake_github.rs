@@ -119,6 +119,11 @@ impl FakeGitHub {
         inner.faults.extend((0..n).map(|_| Fault::Status(status)));
     }
 
+    /// The next repository creation happens, but its caller gets a 502 (the answer was lost).
+    pub fn lose_next_creation_answer(&self) {
+        self.lock().lose_next_creation = true;
+    }
+
     /// The next `n` requests hit a secondary rate limit: 403 with `retry-after`.
     pub fn rate_limit_next(&self, n: usize, retry_after_secs: u64) {
         let mut inner = self.lock();
@@ -305,6 +310,8 @@ struct Inner {
     fail_after: Option<FailAfter>,
     /// Requests without the headers GitHub documents for every call.
     header_violations: Vec<String>,
+    /// The next repository creation goes through but its answer is a 502.
+    lose_next_creation: bool,
 }
 
 struct FailAfter {
@@ -1003,6 +1010,9 @@ fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply
     };
     let body = repo_json(&repo, &inner.base);
     inner.repos.insert(Inner::key(owner, &name), repo);
+    if std::mem::take(&mut inner.lose_next_creation) {
+        return Err(error(502, "Server Error"));
+    }
     Ok(reply(201, body))
 }
 

@@ -1523,3 +1523,31 @@ async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     app.stop().await;
 }
 db_test!(github_requests_carry_the_documented_headers);
+
+/// A creation whose answer was lost (GitHub made the repository, we saw a 502) is retried; the
+/// retry's "name already exists" finds the repository this app's first try created and adopts
+/// it instead of creating a second, suffixed one beside an orphan.
+async fn a_lost_creation_answer_adopts_the_repository_it_made(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    gh.lose_next_creation_answer();
+    let frames = run(&app, &token, BUILD, None).await;
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_created"]
+    );
+    assert_eq!(gh.repo_names(USER).len(), 1, "{:?}", gh.repo_names(USER));
+    let id = app_id(&frames);
+    let view = app_view(&app, &token, &id).await;
+    let name = gh.repo_names(USER)[0].clone();
+    assert!(
+        view["repositoryUrl"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&name),
+        "{view}"
+    );
+    app.stop().await;
+}
+db_test!(a_lost_creation_answer_adopts_the_repository_it_made);

@@ -152,6 +152,15 @@ impl GitHost for GitHubHost {
         repos::update(&self.api, repo, &body, "set the homepage").await
     }
 
+    async fn describe_repo(
+        &self,
+        owner: Option<&str>,
+        name: &str,
+    ) -> Result<Option<(RepoRef, Option<String>)>, GitError> {
+        let owner = owner.unwrap_or(&self.owner);
+        repos::describe(&self.api, owner, name).await
+    }
+
     async fn archive_repo(&self, repo: &RepoRef) -> Result<(), GitError> {
         check_repo(repo)?;
         let body = serde_json::json!({ "archived": true });

@@ -99,6 +99,39 @@ pub(super) async fn default_branch(api: &Api, repo: &RepoRef) -> Result<String, 
         .unwrap_or_else(|| FALLBACK_BRANCH.into()))
 }
 
+/// An existing repository and its description; None when GitHub has no such repository.
+pub(super) async fn describe(
+    api: &Api,
+    owner: &str,
+    name: &str,
+) -> Result<Option<(RepoRef, Option<String>)>, GitError> {
+    let probe = RepoRef {
+        owner: owner.to_string(),
+        name: name.to_string(),
+        url: String::new(),
+        default_branch: FALLBACK_BRANCH.into(),
+    };
+    let found = match get(api, &probe).await {
+        Ok(found) => found,
+        Err(GitError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let owner = found.owner.map(|o| o.login).unwrap_or(probe.owner);
+    let url = match found.html_url {
+        Some(url) => url.to_string(),
+        None => format!("https://github.com/{owner}/{}", found.name),
+    };
+    let repo = RepoRef {
+        owner,
+        name: found.name,
+        url,
+        default_branch: found
+            .default_branch
+            .unwrap_or_else(|| FALLBACK_BRANCH.into()),
+    };
+    Ok(Some((repo, found.description)))
+}
+
 async fn get(api: &Api, repo: &RepoRef) -> Result<Repository, GitError> {
     let what = format!("read repository {}/{}", repo.owner, repo.name);
     let (owner, name) = (repo.owner.as_str(), repo.name.as_str());
