@@ -360,9 +360,14 @@ impl VersionPipeline {
 
     /// Waits (bounded, unless the run was stopped: `wait` false) for the effects of the run's
     /// versions and reports them; what is still under way is reported to the app's history
-    /// by whoever finishes it.
-    pub async fn finish(&self, pending: Pending, wait: bool) -> Vec<Notice> {
-        outcomes::report(&self.db, pending, wait, self.settings.stream_wait).await
+    /// by whoever finishes it. Waiting ends early when `stop` resolves (the gateway stops).
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        wait: bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Vec<Notice> {
+        outcomes::report(&self.db, pending, wait, self.settings.stream_wait, stop).await
     }
 }
 

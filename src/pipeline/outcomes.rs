@@ -56,7 +56,9 @@ pub(super) async fn report(
     mut pending: Pending,
     wait: bool,
     bound: Duration,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Vec<Notice> {
+    tokio::pin!(stop);
     let deadline = Instant::now() + bound;
     let mut notices = Vec::new();
     let watched: Vec<String> = pending
@@ -71,8 +73,12 @@ pub(super) async fn report(
         if pending.is_empty() || !wait || Instant::now() >= deadline {
             break;
         }
-        let _ =
-            tokio::time::timeout(CHECK_EVERY.min(deadline - Instant::now()), watch.changed()).await;
+        let look_again =
+            tokio::time::timeout(CHECK_EVERY.min(deadline - Instant::now()), watch.changed());
+        tokio::select! {
+            _ = look_again => {}
+            _ = &mut stop => break,
+        }
     }
     drop(watch);
     // Hand what is left over to the workers, then look once more so that nothing finishing

@@ -241,7 +241,10 @@ async fn a_version_comes_with_its_jobs_and_the_upload_job_stores_it() {
     let tree = f.versions.load_tree(&v2).await.expect("tree");
     assert_eq!(tree["a.txt"].content, b"A\n");
     // The run reports the push: the repository, then the commit.
-    let notices = f.pipeline.finish(pending, true).await;
+    let notices = f
+        .pipeline
+        .finish(pending, true, std::future::pending())
+        .await;
     assert_eq!(types(&notices), ["repo_created", "commit_created"]);
     assert!(f.jobs().await.iter().all(|j| j.status == JobStatus::Done));
 }
@@ -306,7 +309,10 @@ async fn a_failed_push_is_reported_at_once_and_pushed_by_its_retry() {
     );
     // The run does not wait out the backoff: it says the push will follow.
     let started = std::time::Instant::now();
-    let notices = f.pipeline.finish(pending, true).await;
+    let notices = f
+        .pipeline
+        .finish(pending, true, std::future::pending())
+        .await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(types(&notices), ["commit_pending"]);
 
@@ -359,7 +365,10 @@ async fn a_newer_push_supersedes_one_waiting_for_its_retry() {
     let mut pending = Pending::default();
     assert!(created(&f.pipeline.apply(&ctx, edit, &mut pending).await));
     f.drain().await;
-    let notices = f.pipeline.finish(pending, true).await;
+    let notices = f
+        .pipeline
+        .finish(pending, true, std::future::pending())
+        .await;
     assert_eq!(
         types(&notices),
         ["repo_created", "commit_created", "commit_created"]
@@ -433,7 +442,11 @@ async fn an_upload_that_cannot_succeed_is_retried_without_blocking_others() {
     assert_eq!((broken.status, broken.attempts), (JobStatus::Queued, 1));
     assert!(broken.last_error.unwrap_or_default().contains("missing"));
     assert_eq!(
-        types(&f.pipeline.finish(pending, true).await),
+        types(
+            &f.pipeline
+                .finish(pending, true, std::future::pending())
+                .await
+        ),
         ["storage_pending"]
     );
 }
@@ -547,4 +560,31 @@ async fn retries_stop_at_max_attempts() {
         outcomes.push(finished.map(|j| (j.status, j.attempts)));
     }
     assert_eq!(outcomes, [None, Some((JobStatus::Failed, 2))]);
+}
+
+#[tokio::test]
+async fn a_run_stopped_while_it_waits_hands_its_effects_over_at_once() {
+    let f = app_with(&[("a.txt", "a\n")], true).await;
+    let mut pending = Pending::default();
+    assert!(created(
+        &f.pipeline
+            .apply(&f.ctx("run-1"), EDIT_A, &mut pending)
+            .await
+    ));
+    // No worker runs: without the stop, the run would wait its whole bound (5 s here).
+    let started = std::time::Instant::now();
+    f.pipeline
+        .finish(pending, true, std::future::ready(()))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let push = f
+        .jobs()
+        .await
+        .into_iter()
+        .find(|j| j.kind == JobKind::PushVersion)
+        .expect("push job");
+    assert!(
+        !push.watched,
+        "the push reports to the history when it is done"
+    );
 }

@@ -242,7 +242,9 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     // Side effects of the run (a deployment) report before `done`; a stopped run does not wait.
     let wait = !matches!(outcome, Outcome::Stopped(_));
     let effects = std::mem::take(&mut turn.effects);
-    let notices = deps.pipeline.finish(effects, wait).await;
+    // A run stopped while it waits (the gateway shutting down) hands its effects over and ends.
+    let live = emitter.live.clone();
+    let notices = deps.pipeline.finish(effects, wait, live.cancelled()).await;
     if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, &mut turn, notices).await {
         tracing::error!(error = %format!("{e:#}"), "could not log the run's final notices");
     }
