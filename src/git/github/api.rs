@@ -18,6 +18,9 @@ pub(super) struct Api {
     /// wait): every call of this credential fails fast until then, so nothing calls GitHub
     /// again before its reset (GitHub bans integrations that keep calling).
     held_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Secondary rate limits in a row that named no wait: each doubles the hold (GitHub asks
+    /// for exponential backoff there); a successful call resets it.
+    unnamed_limits: std::sync::atomic::AtomicU32,
 }
 
 /// A failed request: either GitHub's final answer, for the caller to interpret, or an error
@@ -78,6 +81,7 @@ impl Api {
             creds,
             policy,
             held_until: std::sync::Mutex::new(None),
+            unnamed_limits: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -85,6 +89,23 @@ impl Api {
     fn held_for(&self) -> Option<std::time::Duration> {
         let held = self.held_until.lock().ok()?;
         held.and_then(|until| until.checked_duration_since(std::time::Instant::now()))
+    }
+
+    /// The hold for a rate limit: as GitHub asked, doubled for each secondary limit in a row
+    /// that named no wait (at most an hour).
+    fn limit_wait(&self, asked: std::time::Duration, attempt: &Attempt) -> std::time::Duration {
+        let unnamed = matches!(attempt, Attempt::Status { limit, .. }
+            if limit.retry_after.is_none() && limit.remaining != Some(0));
+        if !unnamed {
+            return asked;
+        }
+        let strikes = self
+            .unnamed_limits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .min(6);
+        asked
+            .saturating_mul(1 << strikes)
+            .min(std::time::Duration::from_secs(3600))
     }
 
     fn hold(&self, wait: std::time::Duration) {
@@ -139,7 +160,11 @@ impl Api {
         let mut retries = 0;
         loop {
             let error = match request(crab.clone()).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    self.unnamed_limits
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(value);
+                }
                 Err(e) => e,
             };
             let (attempt, failure) = classify(error, what, token);
@@ -157,6 +182,7 @@ impl Api {
                 }
                 Decision::GiveUp => return Err(failure),
                 Decision::RateLimited(wait) => {
+                    let wait = self.limit_wait(wait, &attempt);
                     tracing::warn!(
                         what,
                         wait_s = wait.as_secs(),
@@ -233,6 +259,43 @@ fn scrub(text: &str, token: &SecretString) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn secondary_limits_without_a_wait_back_off_exponentially() {
+        let crab = Octocrab::builder().build().expect("client");
+        let auth = super::super::GitHubAuth::Token(SecretString::from("t".to_string()));
+        let creds = Credentials::new(&auth, "alice", false).expect("credentials");
+        let policy = RetryPolicy {
+            max_retries: 0,
+            base_delay: Duration::from_millis(1),
+            max_wait: Duration::from_secs(1),
+        };
+        let api = Api::new(crab, creds, policy);
+        let limited = |retry_after: Option<u64>| Attempt::Status {
+            status: 403,
+            limit: RateLimitHeaders {
+                retry_after,
+                secondary_message: true,
+                ..Default::default()
+            },
+        };
+        let minute = Duration::from_secs(60);
+        let waits: Vec<u64> = (0..4)
+            .map(|_| api.limit_wait(minute, &limited(None)).as_secs())
+            .collect();
+        assert_eq!(waits, [60, 120, 240, 480]);
+        // A wait GitHub named is taken as it is.
+        assert_eq!(api.limit_wait(minute, &limited(Some(60))), minute);
+        // A success resets the count.
+        api.unnamed_limits
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(api.limit_wait(minute, &limited(None)), minute);
+        // A hold makes every call of the credential fail fast until it ends.
+        api.hold(minute);
+        let held = api.held_for().expect("held");
+        assert!(held > Duration::from_secs(58) && held <= minute, "{held:?}");
+    }
 
     #[test]
     fn statuses_map_to_clear_errors() {
