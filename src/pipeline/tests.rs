@@ -152,6 +152,15 @@ impl Fixture {
         }
     }
 
+    /// The app's (first) job of `kind`.
+    async fn job(&self, kind: JobKind) -> jobs_table::Model {
+        self.jobs()
+            .await
+            .into_iter()
+            .find(|j| j.kind == kind)
+            .unwrap_or_else(|| panic!("no {} job", kind.as_str()))
+    }
+
     async fn jobs(&self) -> Vec<jobs_table::Model> {
         jobs_table::Entity::find()
             .filter(jobs_table::Column::AppId.eq(self.app_id.as_str()))
@@ -295,12 +304,7 @@ async fn a_failed_push_is_reported_at_once_and_pushed_by_its_retry() {
             .await
     ));
     f.drain().await;
-    let push = f
-        .jobs()
-        .await
-        .into_iter()
-        .find(|j| j.kind == JobKind::PushVersion)
-        .expect("push job");
+    let push = f.job(JobKind::PushVersion).await;
     assert_eq!((push.status, push.attempts), (JobStatus::Queued, 1));
     assert!(push.last_error.is_some());
     assert!(
@@ -433,12 +437,7 @@ async fn an_upload_that_cannot_succeed_is_retried_without_blocking_others() {
         stored.status, STATUS_STORED,
         "the other app's upload went through"
     );
-    let broken = f
-        .jobs()
-        .await
-        .into_iter()
-        .find(|j| j.kind == JobKind::UploadVersion)
-        .expect("job");
+    let broken = f.job(JobKind::UploadVersion).await;
     assert_eq!((broken.status, broken.attempts), (JobStatus::Queued, 1));
     assert!(broken.last_error.unwrap_or_default().contains("missing"));
     assert_eq!(
@@ -577,12 +576,7 @@ async fn a_run_stopped_while_it_waits_hands_its_effects_over_at_once() {
         .finish(pending, true, std::future::ready(()))
         .await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    let push = f
-        .jobs()
-        .await
-        .into_iter()
-        .find(|j| j.kind == JobKind::PushVersion)
-        .expect("push job");
+    let push = f.job(JobKind::PushVersion).await;
     assert!(
         !push.watched,
         "the push reports to the history when it is done"
