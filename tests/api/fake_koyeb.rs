@@ -4,8 +4,10 @@
 //!
 //! Each deployment walks PENDING → PROVISIONING → STARTING → HEALTHY, one step per `step`
 //! (configurable), unless a script says otherwise: `script_next_deployment`,
-//! `unknown_status_next`, `hang_next` (stays STARTING). `fail_next(n, status)` makes the next n
-//! authenticated requests fail. Every request and answer is recorded for assertions.
+//! `unknown_status_next`, `hang_next` (stays STARTING). A deployment whose health check probes
+//! another port than the app's `PORT` ends UNHEALTHY, and definitions whose routes or health
+//! checks name a port the service does not expose are refused. `fail_next(n, status)` makes
+//! the next n authenticated requests fail. Every request and answer is recorded for assertions.
 //!
 //! Env values and registry passwords are recorded for tests but never put into answers, so a
 //! test can check that a secret reached Koyeb without Koyeb (or us) echoing it.
@@ -513,8 +515,37 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
             ));
         }
     }
+    // Routes and health checks name a port the service exposes; a health check is tcp or
+    // http, not both.
+    let ports: Vec<&Value> = definition["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| &p["port"])
+        .collect();
+    for route in definition["routes"].as_array().into_iter().flatten() {
+        if !ports.contains(&&route["port"]) {
+            return Err(invalid("definition.routes: port is not exposed"));
+        }
+    }
+    for check in definition["health_checks"].as_array().into_iter().flatten() {
+        let port = match (check.get("tcp"), check.get("http")) {
+            (Some(probe), None) | (None, Some(probe)) => &probe["port"],
+            _ => {
+                return Err(invalid(
+                    "definition.health_checks: exactly one of tcp or http",
+                ))
+            }
+        };
+        if !ports.contains(&port) {
+            return Err(invalid("definition.health_checks: port is not exposed"));
+        }
+    }
     match (definition.get("git"), definition.get("docker")) {
         (Some(git), None) => {
+            if git.get("buildpack").is_some() && git.get("docker").is_some() {
+                return Err(invalid("definition.git: one builder, buildpack or docker"));
+            }
             if git["repository"].as_str().is_none_or(str::is_empty)
                 || git["branch"].as_str().is_none_or(str::is_empty)
             {
@@ -548,11 +579,38 @@ fn check_definition(inner: &Inner, definition: &Value) -> Result<(), (u16, &'sta
     Ok(())
 }
 
+/// The app listens on `PORT`; a health check on another port never passes.
+fn health_check_misses_the_app(definition: &Value) -> bool {
+    let listening = definition["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["key"] == "PORT")
+        .and_then(|e| e["value"].as_str()?.parse::<u64>().ok());
+    let checked = definition["health_checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("tcp").or_else(|| c.get("http"))?["port"].as_u64());
+    let mut checked = checked.peekable();
+    checked.peek().is_some() && listening.is_some_and(|port| checked.any(|c| c != port))
+}
+
 fn new_deployment(inner: &mut Inner, service_id: &str, app_id: &str, definition: &Value) -> String {
     let script = inner.scripts.pop_front().unwrap_or_else(|| Script {
         path: DEFAULT_PATH.iter().map(|s| s.to_string()).collect(),
         messages: Vec::new(),
     });
+    let script = match health_check_misses_the_app(definition) {
+        true => Script {
+            path: ["PENDING", "PROVISIONING", "STARTING", "UNHEALTHY"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            messages: vec!["TCP health check failed on the configured port".to_string()],
+        },
+        false => script,
+    };
     let deployment = Deployment {
         id: new_id(),
         app_id: app_id.to_string(),

@@ -1187,3 +1187,20 @@ async fn the_service_listens_where_the_app_does() {
     assert!(definition["git"]["buildpack"].is_object(), "{definition}");
     assert!(definition["git"].get("docker").is_none());
 }
+
+/// The fake is as strict as Koyeb about health checks: one probing a port the app does not
+/// listen on never passes, so the deployment fails instead of going live.
+#[tokio::test]
+async fn a_health_check_on_the_wrong_port_fails_the_deployment() {
+    let fake = FakeKoyeb::start().await;
+    let koyeb = deployer(&fake);
+    let mut req = request(&new_app_id(), 1, &[("PORT", "3000")]);
+    req.files = tree(&[("Dockerfile", "FROM node\nEXPOSE 80\n", FileMode::Regular)]);
+    let mut state = ProviderState::new();
+    koyeb.start(&req, &mut state).await.expect("start");
+    let seen = poll_until_settled(&koyeb, &req, &state, Duration::from_secs(10)).await;
+    assert!(
+        matches!(seen.last(), Some(ProviderStatus::Failed { .. })),
+        "{seen:?}"
+    );
+}
