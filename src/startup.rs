@@ -188,9 +188,16 @@ impl Application {
         if let Some(bind) = self.state.config.server.metrics_bind {
             serve_metrics(bind, &self.state.config, stopping.clone()).await?;
         }
-        tokio::select! {
-            result = &mut server => return result.map_err(Into::into),
-            _ = stopping.cancelled() => {}
+        let ended_early = tokio::select! {
+            result = &mut server => Some(result),
+            _ = stopping.cancelled() => None,
+        };
+        if let Some(result) = ended_early {
+            // The server ended first (or in the same instant as the stop): the background
+            // loops must still stop, or they outlive the database they use.
+            self.background.cancel();
+            stop_background(self.tasks).await;
+            return result.map_err(Into::into);
         }
         tracing::info!("shutting down: waiting for active runs");
         self.background.cancel();

@@ -135,7 +135,12 @@ impl Components {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         );
-        crate::jobs::spawn_listener(db, stop.clone());
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            tracker.spawn(crate::jobs::listen_for_jobs(
+                config.database_url(),
+                stop.clone(),
+            ));
+        }
         let (count, kinds) = match &self.workers {
             // Only a claim needs SQLite's writer lock (a single statement); a step (a file copy,
             // an image build, a status call) runs outside it, so several workers help there too.

@@ -18,4 +18,4 @@ pub use queue::{
     lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, NewJob, Step,
 };
 pub use watch::Watch;
-pub use worker::{spawn_listener, JobHandler, JobWorker, Lease, WorkerSettings};
+pub use worker::{listen_for_jobs, JobHandler, JobWorker, Lease, WorkerSettings};

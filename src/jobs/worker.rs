@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sea_orm::{DatabaseConnection, DbBackend};
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::RetryPolicy;
@@ -157,36 +157,38 @@ fn step_label(step: &Step) -> &'static str {
 }
 
 /// On PostgreSQL, wakes this process's workers when another gateway enqueues a job (`NOTIFY`
-/// at its commit). The listening connection reconnects by itself; the poll interval covers
-/// what a reconnect misses.
-pub fn spawn_listener(db: &DatabaseConnection, stop: CancellationToken) {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return;
-    }
-    let pool = db.get_postgres_connection_pool().clone();
-    tokio::spawn(async move {
-        let mut listener = match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
+/// at its commit), until `stop`. The listener has its own connection, not one of the pool's
+/// (a pool being closed waits for its connections, and this one never comes back); it
+/// reconnects by itself, and the poll interval covers what a reconnect misses.
+pub async fn listen_for_jobs(database_url: String, stop: CancellationToken) {
+    use sea_orm::sqlx::postgres::PgListener;
+    let mut listener = tokio::select! {
+        _ = stop.cancelled() => return,
+        connected = PgListener::connect(&database_url) => match connected {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "could not listen for jobs; workers poll instead");
                 return;
             }
-        };
-        if let Err(e) = listener.listen(queue::CHANNEL).await {
-            tracing::warn!(error = %e, "could not listen for jobs; workers poll instead");
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                received = listener.recv() => match received {
-                    Ok(_) => queue::wake(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "job notifications interrupted; reconnecting");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+        },
+    };
+    if let Err(e) = listener.listen(queue::CHANNEL).await {
+        tracing::warn!(error = %e, "could not listen for jobs; workers poll instead");
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            received = listener.recv() => match received {
+                Ok(_) => queue::wake(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "job notifications interrupted; reconnecting");
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
-                },
-            }
+                }
+            },
         }
-    });
+    }
 }
