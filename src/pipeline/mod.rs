@@ -262,7 +262,7 @@ impl VersionPipeline {
             json!({"type": "version_created", "version": version.version, "files": version.file_count}),
         )];
         if let Some((deployment, _)) = &created.deployment {
-            let url = self.known_url(&ctx.app_id).await;
+            let url = outcomes::app_url(&self.db, &ctx.app_id).await;
             notices.push(Notice::platform(
                 format!("Deploying version {}…", version.version),
                 json!({"type": "deployment_in_progress", "deploymentId": deployment.id,
@@ -345,17 +345,6 @@ impl VersionPipeline {
             latest,
             manifest,
         })
-    }
-
-    /// Where the app will be served, when already known (a local preview's URL is known when
-    /// its deployment is queued, a Koyeb service's once the service exists).
-    async fn known_url(&self, app_id: &str) -> Option<String> {
-        use sea_orm::EntityTrait;
-        let app = entity::apps::Entity::find_by_id(app_id.to_string())
-            .one(&self.db)
-            .await
-            .ok()??;
-        app.app_url.filter(|url| !url.is_empty())
     }
 
     /// Waits (bounded, unless the run was stopped: `wait` false) for the effects of the run's

@@ -199,7 +199,9 @@ async fn still_pending(db: &DatabaseConnection, pending: &Pending) -> Vec<Notice
     notices
 }
 
-async fn app_url(db: &DatabaseConnection, app_id: &str) -> Option<String> {
+/// Where the app will be served, when already known (a local preview's URL is known when its
+/// deployment is queued, a Koyeb service's once the service exists).
+pub(super) async fn app_url(db: &DatabaseConnection, app_id: &str) -> Option<String> {
     let app = entity::apps::Entity::find_by_id(app_id.to_string())
         .one(db)
         .await
