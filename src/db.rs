@@ -11,8 +11,30 @@ use sea_orm::{
 /// Connects and applies pending migrations.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let db = Database::connect(options(url, max_connections)).await?;
-    Migrator::up(&db, None).await?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        migrate_alone(url, &db).await?;
+    } else {
+        Migrator::up(&db, None).await?;
+    }
     Ok(db)
+}
+
+/// Gateways starting together on one PostgreSQL database take turns at the migrations: the
+/// first applies them while the others wait on an advisory lock, held by a session of its own.
+async fn migrate_alone(url: &str, db: &DatabaseConnection) -> Result<(), DbErr> {
+    const MIGRATION_LOCK: i64 = 0x6167_656e_7467_6174; // "agentgat"
+    let lock = Database::connect(options(url, 1)).await?;
+    let call = |sql: &str| {
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, [MIGRATION_LOCK.into()])
+    };
+    lock.execute_raw(call("SELECT pg_advisory_lock($1)"))
+        .await?;
+    let migrated = Migrator::up(db, None).await;
+    let unlocked = lock
+        .execute_raw(call("SELECT pg_advisory_unlock($1)"))
+        .await;
+    drop(lock.close().await);
+    migrated.and(unlocked.map(|_| ()))
 }
 
 /// One connection of its own for the event-log writer, so that its batches never wait behind

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod apps;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod deploy;

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentClient, AgentClientConfig};
 use crate::auth::Authenticator;
+use crate::cluster::members::{self, Member};
 use crate::config::Config;
 use crate::limits::Limiter;
 use crate::runs::log_writer::LogWriter;
@@ -32,6 +33,8 @@ pub struct Application {
     background: CancellationToken,
     /// The background loops, waited for (bounded) at shutdown.
     tasks: TaskTracker,
+    /// This gateway in the database's gateway registry (PostgreSQL only).
+    member: Option<String>,
 }
 
 /// How long shutdown waits for background loops to finish their current step.
@@ -50,6 +53,13 @@ impl Application {
         let hs256 = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
         let db = db::connect(&config.database_url(), config.database.max_connections).await?;
         let log_db = db::connect_log_writer(&config.database_url(), &db).await?;
+        let runner_id = instance_id(&config);
+        // Several gateways share only a PostgreSQL database; SQLite is one machine's.
+        let member = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
+            .then(|| Member::from_config(&runner_id, &config));
+        if let Some(me) = &member {
+            members::join(&db, me, alive_window(&config)).await?;
+        }
         let listener = TcpListener::bind(config.server.bind).await?;
         let address = listener.local_addr()?;
         let max_connections = server::fd_limit::max_connections(
@@ -102,7 +112,7 @@ impl Application {
             limiter.clone(),
             config.runs.live_buffer,
             Runner {
-                id: instance_id(&config),
+                id: runner_id,
                 lease: Duration::from_secs(config.runs.lease_secs.max(3)),
             },
         );
@@ -131,11 +141,23 @@ impl Application {
         };
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
-        parts.spawn_background(&config, &db_for_background, background.clone(), &tasks);
-        tasks.spawn(state.runs.clone().keep_leases(
-            Duration::from_secs(config.runs.sweep_interval_secs.max(1)),
+        parts.spawn_background(
+            &config,
+            &db_for_background,
+            Some(state.runs.signal_sink()),
             background.clone(),
-        ));
+            &tasks,
+        );
+        let sweep_every = Duration::from_secs(config.runs.sweep_interval_secs.max(1));
+        tasks.spawn((state.runs.clone()).keep_leases(sweep_every, background.clone()));
+        if let Some(me) = &member {
+            tasks.spawn(members::keep_heartbeat(
+                state.db.clone(),
+                me.id.clone(),
+                sweep_every,
+                background.clone(),
+            ));
+        }
         let mut extra = Router::new();
         if config.server.demo_agent {
             let demo_secret = demo_token.or_else(|| {
@@ -154,6 +176,7 @@ impl Application {
             limits,
             background,
             tasks,
+            member: member.map(|m| m.id),
         })
     }
 
@@ -203,6 +226,11 @@ impl Application {
         self.background.cancel();
         runs.shutdown(grace).await;
         stop_background(self.tasks).await;
+        if let Some(me) = &self.member {
+            if let Err(e) = members::leave(&self.state.db, me).await {
+                tracing::warn!(error = %e, "could not unregister this gateway");
+            }
+        }
         // Every run has logged `done` now, so their streams end; give them a moment to drain.
         match tokio::time::timeout(Duration::from_secs(5), &mut server).await {
             Ok(result) => result?,
@@ -213,6 +241,13 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// How recent a gateway's heartbeat must be for it to count as live: it renews it every
+/// sweep, so three missed sweeps (and at least one lease) mean it is gone.
+fn alive_window(config: &Config) -> chrono::Duration {
+    let secs = (config.runs.sweep_interval_secs.max(1) * 3).max(config.runs.lease_secs);
+    chrono::Duration::seconds(secs as i64)
 }
 
 /// `runs.instance_id`, or the host name plus a digest of the data dir: stable across restarts
@@ -263,7 +298,7 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
     let parts = Components::build(&config, &db, public_url, true)?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
-    parts.spawn_background(&config, &db, stop.clone(), &tasks);
+    parts.spawn_background(&config, &db, None, stop.clone(), &tasks);
     // Deploy outcomes and git/storage retries are counted here, so this process has metrics too.
     if let Some(bind) = config.server.metrics_bind {
         serve_metrics(bind, &config, stop.clone()).await?;

@@ -1,5 +1,6 @@
 //! The parts both the API process and a worker-only process need: object storage, file
 //! versions, the version pipeline, the deployer, and the job workers.
+use crate::cluster::bus::SignalSink;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
@@ -118,11 +119,14 @@ impl Components {
     }
 
     /// The job workers, on `tracker` until `stop`: every kind with workers; without (an
-    /// API-only host) only uploads, whose blobs are in this host's cache.
+    /// API-only host) only uploads, whose blobs are in this host's cache. On PostgreSQL also
+    /// the listener for the other gateways' signals, which go to `signals` (runs, when this
+    /// process serves them) and wake the job workers.
     pub fn spawn_background(
         &self,
         config: &Config,
         db: &DatabaseConnection,
+        signals: Option<Arc<dyn SignalSink>>,
         stop: CancellationToken,
         tracker: &TaskTracker,
     ) {
@@ -136,8 +140,9 @@ impl Components {
             &uuid::Uuid::new_v4().simple().to_string()[..6]
         );
         if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            tracker.spawn(crate::jobs::listen_for_jobs(
+            tracker.spawn(crate::cluster::bus::listen(
                 config.database_url(),
+                signals,
                 stop.clone(),
             ));
         }
@@ -245,10 +250,7 @@ fn build_git(
     let g = &config.git;
     let host: Arc<dyn GitHost> = match g.host {
         GitHostKind::None => return Ok(None),
-        GitHostKind::Local => Arc::new(LocalGitHost::new(
-            crate::git::local::repositories_root(&config.server.data_dir),
-            public_url,
-        )),
+        GitHostKind::Local => Arc::new(LocalGitHost::new(config.git_dir(), public_url)),
         GitHostKind::Github => {
             let auth = if g.token.expose_secret().is_empty() {
                 GitHubAuth::App {

@@ -13,6 +13,7 @@ mod m20261205_000020_run_outcomes;
 mod m20261205_000030_app_listing;
 mod m20261205_000040_health_checks;
 mod m20261206_000050_job_queue;
+mod m20261207_000060_gateways;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000030_app_listing::Migration),
             Box::new(m20261205_000040_health_checks::Migration),
             Box::new(m20261206_000050_job_queue::Migration),
+            Box::new(m20261207_000060_gateways::Migration),
         ]
     }
 }

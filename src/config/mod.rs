@@ -122,6 +122,8 @@ pub struct GitConfig {
     pub installation_id: u64,
     pub max_retries: u32,
     pub api_version: String,
+    pub local_dir: PathBuf,
+    pub local_shared: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -524,6 +526,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the local git host keeps its bare repositories.
+    pub fn git_dir(&self) -> PathBuf {
+        if self.git.local_dir.as_os_str().is_empty() {
+            self.server.data_dir.join("git")
+        } else {
+            self.git.local_dir.clone()
+        }
     }
 
     pub fn storage_dir(&self) -> PathBuf {

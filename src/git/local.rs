@@ -29,11 +29,6 @@ pub struct LocalGitHost {
     urls: urls::RepoUrls,
 }
 
-/// Where the local host keeps its repositories under the data dir.
-pub fn repositories_root(data_dir: &Path) -> PathBuf {
-    data_dir.join("git")
-}
-
 /// Where a repository lives under `root`; names are checked so they cannot leave the root.
 pub fn repository_dir(root: &Path, owner: &str, name: &str) -> Result<PathBuf, GitError> {
     check_component("owner", owner)?;

@@ -18,7 +18,7 @@ use super::openapi::{Binary, ErrorBody, Unauthorized, Unavailable};
 use crate::auth::AuthUser;
 use crate::config::GitHostKind;
 use crate::error::ApiError;
-use crate::git::local::{commit_view, repositories_root, repository_dir, upload_pack};
+use crate::git::local::{commit_view, repository_dir, upload_pack};
 use crate::state::AppState;
 use entity::apps;
 
@@ -392,7 +392,7 @@ async fn repository_of(
     let (Some(owner), Some(name)) = (app.repo_owner, app.repo_name) else {
         return Err(not_found());
     };
-    let root = repositories_root(&state.config.server.data_dir);
+    let root = state.config.git_dir();
     let dir = repository_dir(&root, &owner, &name).map_err(|_| not_found())?;
     if !dir.is_dir() {
         return Err(not_found());

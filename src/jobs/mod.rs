@@ -16,6 +16,7 @@ pub use entity::jobs::{JobKind, JobStatus, Model as Job};
 pub use queue::{
     cancel_for_app, claim, claim_report, enqueue, enqueue_now, extend_lease, find, finish,
     lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, NewJob, Step,
+    CHANNEL,
 };
 pub use watch::Watch;
-pub use worker::{listen_for_jobs, JobHandler, JobWorker, Lease, WorkerSettings};
+pub use worker::{JobHandler, JobWorker, Lease, WorkerSettings};

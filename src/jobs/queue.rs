@@ -19,7 +19,7 @@ use crate::db::statement;
 use entity::jobs::{self, JobKind, JobStatus};
 
 /// The PostgreSQL channel an enqueue notifies, so idle workers of every gateway wake at once.
-pub(super) const CHANNEL: &str = "agentgate_jobs";
+pub const CHANNEL: &str = "agentgate_jobs";
 
 /// Wakes this process's idle workers (see [`wake`]).
 static WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::event_log::{self, SharedEvent};
 use super::live::LiveRun;
+use crate::cluster::bus::{self, Signal};
 
 /// Rows per INSERT at most: 5 bind values each, far below SQLite's and PostgreSQL's limits.
 const MAX_ROWS: usize = 1000;
@@ -189,9 +190,14 @@ fn broadcast_ref(append: &Append) {
 }
 
 /// One multi-row INSERT; for a single row this is the same statement as `event_log::append`.
+/// On PostgreSQL the same statement signals the other gateways which runs' logs grew (see
+/// `cluster::bus`): the notification is delivered at the commit, never before the rows.
 async fn insert_rows(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
-    let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 32);
+    let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 32 + 64);
+    if backend == DbBackend::Postgres {
+        sql.push_str("WITH logged AS (");
+    }
     sql.push_str(event_log::INSERT_PREFIX);
     let mut values = Vec::with_capacity(rows.len() * 5);
     for (i, row) in rows.iter().enumerate() {
@@ -221,7 +227,41 @@ async fn insert_rows(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbE
         values.push(Value::from(row.event.data.as_str()));
         values.push(Value::from(row.created_at));
     }
+    if backend == DbBackend::Postgres {
+        sql.push_str(") SELECT ");
+        for (i, payload) in bus::payloads(&logged_signals(rows)).into_iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let n = values.len();
+            let _ = write!(sql, "pg_notify(${}, ${})", n + 1, n + 2);
+            values.push(Value::from(bus::CHANNEL));
+            values.push(Value::from(payload));
+        }
+    }
     db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
     Ok(())
+}
+
+/// Each run's last seq in the batch.
+fn logged_signals(rows: &[Append]) -> Vec<Signal> {
+    let mut last: Vec<(&str, i64)> = Vec::new();
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for row in rows {
+        let run_id = row.live.run_id.as_str();
+        match index.get(run_id) {
+            Some(&i) => last[i].1 = row.event.seq,
+            None => {
+                index.insert(run_id, last.len());
+                last.push((run_id, row.event.seq));
+            }
+        }
+    }
+    (last.into_iter())
+        .map(|(run_id, last_seq)| Signal::Logged {
+            run_id: run_id.to_string(),
+            last_seq,
+        })
+        .collect()
 }

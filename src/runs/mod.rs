@@ -4,6 +4,7 @@ pub mod event_log;
 pub mod live;
 pub mod log_writer;
 pub mod recovery;
+pub mod remote;
 pub mod subscription;
 pub mod task;
 
@@ -23,12 +24,14 @@ use uuid::Uuid;
 
 use crate::agent::protocol::EventContext;
 use crate::apps::{self, NewMessage};
+use crate::cluster::bus::{self, Signal, SignalSink};
 use crate::error::ApiError;
 use crate::limits::{LimitStatus, Limiter};
 use entity::runs;
 pub use entity::runs::RunStatus;
 pub use live::{LiveRuns, StopReason};
-pub use subscription::Subscription;
+pub use remote::RemoteTails;
+pub use subscription::{Subscription, Tail};
 pub use task::RunDeps;
 
 pub const ACTIVE_STATUSES: [RunStatus; 2] = [RunStatus::Queued, RunStatus::Running];
@@ -116,6 +119,7 @@ pub enum StartOutcome {
 pub struct RunManager {
     deps: RunDeps,
     live: Arc<LiveRuns>,
+    remote: Arc<RemoteTails>,
     tracker: TaskTracker,
     live_buffer: usize,
     limiter: Limiter,
@@ -128,6 +132,7 @@ impl RunManager {
             deps,
             limiter,
             live: Arc::new(LiveRuns::default()),
+            remote: Arc::new(RemoteTails::default()),
             tracker: TaskTracker::new(),
             live_buffer,
             runner,
@@ -323,14 +328,19 @@ impl RunManager {
             .await
     }
 
-    /// Events after `after_seq`: the log, then the live tail until `done`.
+    /// Events after `after_seq`: the log, then the live tail until `done`, wherever the run
+    /// runs.
     pub fn subscribe(&self, run_id: &str, after_seq: i64) -> Subscription {
-        let live = self.live.get(run_id).map(|run| run.sender.subscribe());
-        Subscription::new(self.deps.db.clone(), run_id.to_string(), after_seq, live)
+        let tail = match self.live.get(run_id) {
+            Some(run) => Tail::Local(run.sender.subscribe()),
+            None => Tail::Remote(self.remote.watch(run_id)),
+        };
+        Subscription::new(self.deps.db.clone(), run_id.to_string(), after_seq, tail)
     }
 
-    /// Asks an active run to stop: at once when this gateway runs it, else at its runner's
-    /// next sweep. False when the run is no longer active.
+    /// Asks an active run to stop: at once when this gateway runs it, else by a signal to the
+    /// gateway that does (its next sweep reads the request if the signal is lost). False when
+    /// the run is no longer active.
     pub async fn cancel(&self, run_id: &str) -> Result<bool, DbErr> {
         if let Some(run) = self.live.get(run_id) {
             run.stop(StopReason::Cancelled);
@@ -342,6 +352,10 @@ impl RunManager {
             .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
             .exec(&self.deps.db)
             .await?;
+        let signal = Signal::Cancel {
+            run_id: run_id.to_string(),
+        };
+        self.signal_others(signal).await;
         Ok(requested.rows_affected == 1)
     }
 
@@ -356,7 +370,26 @@ impl RunManager {
             .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
             .exec(&self.deps.db)
             .await?;
+        let signal = Signal::AppDeleted {
+            app_id: app_id.to_string(),
+        };
+        self.signal_others(signal).await;
         Ok(())
+    }
+
+    /// Best effort: the request is in the database, which the runner's sweep reads anyway.
+    async fn signal_others(&self, signal: Signal) {
+        if let Err(e) = bus::publish(&self.deps.db, &[signal]).await {
+            tracing::warn!(error = %e, "could not signal the other gateways; their sweep will see it");
+        }
+    }
+
+    /// What this gateway does with the other gateways' signals.
+    pub fn signal_sink(&self) -> Arc<dyn SignalSink> {
+        Arc::new(RunSignals {
+            live: self.live.clone(),
+            remote: self.remote.clone(),
+        })
     }
 
     /// Interrupts runs no live gateway runs (see [`recovery`]) and stops this gateway's live
@@ -422,6 +455,40 @@ impl RunManager {
                 "runs did not stop in time; start-up recovery will mark them interrupted"
             );
         }
+    }
+}
+
+/// Signals from other gateways, applied to this gateway's runs and subscribers.
+struct RunSignals {
+    live: Arc<LiveRuns>,
+    remote: Arc<RemoteTails>,
+}
+
+impl SignalSink for RunSignals {
+    fn signal(&self, signal: Signal) {
+        match signal {
+            Signal::Logged { run_id, last_seq } => self.remote.logged(&run_id, last_seq),
+            Signal::Cancel { run_id } => {
+                if let Some(run) = self.live.get(&run_id) {
+                    run.stop(StopReason::Cancelled);
+                }
+            }
+            Signal::AppDeleted { app_id } => {
+                for run in self.live.of_app(&app_id) {
+                    run.stop(StopReason::Cancelled);
+                }
+            }
+            Signal::LeaseLost { run_id } => {
+                if let Some(run) = self.live.get(&run_id) {
+                    tracing::warn!(run_id = %run_id, "another gateway took the run over; stopping it");
+                    run.stop(StopReason::Interrupted);
+                }
+            }
+        }
+    }
+
+    fn resync(&self) {
+        self.remote.wake_all();
     }
 }
 

@@ -17,6 +17,7 @@ use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR};
 use super::live::LiveRuns;
 use super::ACTIVE_STATUSES;
 use crate::agent::protocol::{self, EventContext};
+use crate::cluster::bus::{self, Signal};
 use entity::runs::RunStatus;
 use entity::{apps, runs};
 
@@ -193,6 +194,18 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
         .filter(runs::Column::Id.eq(run.id.as_str()))
         .exec(&txn)
         .await?;
+    // Its subscribers on every gateway read the end now, and its runner, if it still lives,
+    // stops at once.
+    let signals = [
+        Signal::Logged {
+            run_id: run.id.clone(),
+            last_seq: seq,
+        },
+        Signal::LeaseLost {
+            run_id: run.id.clone(),
+        },
+    ];
+    bus::publish(&txn, &signals).await?;
     txn.commit().await?;
     Ok(true)
 }

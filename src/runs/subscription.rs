@@ -1,25 +1,41 @@
 //! A subscriber's view of a run: the logged events after its position, then the live tail.
 //! It never misses or repeats an event: live events arrive in seq order, anything skipped (a
 //! subscriber that lagged behind the in-memory buffer, or one that joined mid-way) is re-read
-//! from the log, which always holds an event before it is broadcast.
+//! from the log, which always holds an event before it is broadcast. A run that another
+//! gateway runs is tailed from the log, woken by that gateway's signals (see `remote`); such a
+//! stream ends only with `done`, or when the run is no longer active and its log is read out.
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::Stream;
-use sea_orm::DatabaseConnection;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::event_log::{self, SharedEvent};
+use super::remote::TailWatch;
+use super::ACTIVE_STATUSES;
+use entity::runs;
 
 const PAGE: u64 = 500;
+
+/// Where new events come from once the log is read out.
+pub enum Tail {
+    /// This gateway runs the run: its in-process broadcast.
+    Local(broadcast::Receiver<SharedEvent>),
+    /// Another gateway runs it (or nobody does any more): its signals, and the run's status.
+    Remote(TailWatch),
+}
 
 pub struct Subscription {
     db: DatabaseConnection,
     run_id: String,
     last_seq: i64,
     backlog: VecDeque<SharedEvent>,
-    live: Option<broadcast::Receiver<SharedEvent>>,
+    /// None once the run has ended: what is left is in the log.
+    tail: Option<Tail>,
     need_log_read: bool,
+    /// A remote run was seen active since the last wait that timed out.
+    seen_active: bool,
     finished: bool,
 }
 
@@ -28,20 +44,16 @@ pub struct Subscription {
 pub struct SubscriptionError(#[from] sea_orm::DbErr);
 
 impl Subscription {
-    /// `live` must be subscribed before the first log read, so nothing falls between the two.
-    pub fn new(
-        db: DatabaseConnection,
-        run_id: String,
-        after_seq: i64,
-        live: Option<broadcast::Receiver<SharedEvent>>,
-    ) -> Self {
+    /// `tail` must be subscribed before the first log read, so nothing falls between the two.
+    pub fn new(db: DatabaseConnection, run_id: String, after_seq: i64, tail: Tail) -> Self {
         Self {
             db,
             run_id,
             last_seq: after_seq,
             backlog: VecDeque::new(),
-            live,
+            tail: Some(tail),
             need_log_read: true,
+            seen_active: false,
             finished: false,
         }
     }
@@ -55,7 +67,7 @@ impl Subscription {
     ) -> Self {
         Self {
             need_log_read: false,
-            ..Self::new(db, run_id, 0, Some(live))
+            ..Self::new(db, run_id, 0, Tail::Local(live))
         }
     }
 
@@ -73,6 +85,10 @@ impl Subscription {
                 return Ok(None);
             }
             if self.need_log_read {
+                if let Some(Tail::Remote(watch)) = self.tail.as_mut() {
+                    // Before the read: a signal that comes during it is not lost.
+                    watch.mark_seen();
+                }
                 let page =
                     event_log::read_after(&self.db, &self.run_id, self.last_seq, PAGE).await?;
                 self.need_log_read = page.len() as u64 == PAGE;
@@ -82,17 +98,32 @@ impl Subscription {
                     continue;
                 }
             }
-            let Some(live) = self.live.as_mut() else {
-                // Not live and the log has nothing more: the run ended (or never logged `done`).
-                return Ok(None);
-            };
-            match live.recv().await {
-                Ok(event) if event.seq <= self.last_seq => {}
-                Ok(event) if event.seq == self.last_seq + 1 => self.backlog.push_back(event),
-                // A gap: the missing events are in the log already.
-                Ok(_) | Err(RecvError::Lagged(_)) => self.need_log_read = true,
-                Err(RecvError::Closed) => {
-                    self.live = None;
+            match self.tail.as_mut() {
+                // The run ended and the log has nothing more (or it never logged `done`).
+                None => return Ok(None),
+                Some(Tail::Local(live)) => match live.recv().await {
+                    Ok(event) if event.seq <= self.last_seq => {}
+                    Ok(event) if event.seq == self.last_seq + 1 => self.backlog.push_back(event),
+                    // A gap: the missing events are in the log already.
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.need_log_read = true,
+                    Err(RecvError::Closed) => {
+                        self.tail = None;
+                        self.need_log_read = true;
+                    }
+                },
+                Some(Tail::Remote(_)) if !self.seen_active => {
+                    if run_is_active(&self.db, &self.run_id).await? {
+                        self.seen_active = true;
+                    } else {
+                        // Everything it logged committed before its status changed.
+                        self.tail = None;
+                        self.need_log_read = true;
+                    }
+                }
+                Some(Tail::Remote(watch)) => {
+                    // A signal means new rows; silence past the re-check means "look again,
+                    // and check the run is still going".
+                    self.seen_active = watch.changed().await;
                     self.need_log_read = true;
                 }
             }
@@ -109,4 +140,12 @@ impl Subscription {
             }
         })
     }
+}
+
+async fn run_is_active(db: &DatabaseConnection, run_id: &str) -> Result<bool, SubscriptionError> {
+    let active = runs::Entity::find_by_id(run_id.to_string())
+        .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
+        .count(db)
+        .await?;
+    Ok(active > 0)
 }

@@ -21,6 +21,7 @@ use crate::agent::protocol::{
 };
 use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
+use crate::cluster::bus::{self, Signal};
 use crate::notices;
 use crate::pipeline::{DiffContext, Notice, Pending, VersionPipeline};
 use entity::runs::RunStatus;
@@ -172,6 +173,11 @@ impl Emitter {
                     return txn.rollback().await;
                 }
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
+                let logged = Signal::Logged {
+                    run_id: self.live.run_id.clone(),
+                    last_seq: stored.seq,
+                };
+                bus::publish(&txn, &[logged]).await?;
                 txn.commit().await
             }
             .await;

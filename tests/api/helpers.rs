@@ -103,17 +103,21 @@ pub async fn drop_database(pg_database: Option<(String, String)>) {
     }
 }
 
+fn base_toml(data_dir: &std::path::Path, database_url: &str) -> String {
+    format!(
+        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = {:?}\n[database]\nurl = {:?}\n[log]\nlevel = \"warn\"\n",
+        data_dir.display().to_string(),
+        database_url,
+    )
+}
+
 async fn spawn_in(
     data_dir: tempfile::TempDir,
     database_url: String,
     pg_database: Option<(String, String)>,
     extra_toml: &str,
 ) -> TestApp {
-    let base = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\ndata_dir = {:?}\n[database]\nurl = {:?}\n[log]\nlevel = \"warn\"\n",
-        data_dir.path().display().to_string(),
-        database_url,
-    );
+    let base = base_toml(data_dir.path(), &database_url);
     let config = Config::from_toml_layers(&[&base, extra_toml]).expect("test config");
     agentgate::telemetry::init(&config.log);
     let app = Application::build(config).await.expect("build app");
@@ -207,6 +211,17 @@ impl TestApp {
         );
         let data_dir = tempfile::tempdir().expect("tempdir");
         spawn_in(data_dir, self.database_url.clone(), None, extra_toml).await
+    }
+
+    /// Why another gateway on this one's PostgreSQL database refuses to start (it must).
+    pub async fn peer_refusal(&self, extra_toml: &str) -> String {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let base = base_toml(data_dir.path(), &self.database_url);
+        let config = Config::from_toml_layers(&[&base, extra_toml]).expect("test config");
+        match Application::build(config).await {
+            Ok(_) => panic!("the peer started"),
+            Err(e) => e.to_string(),
+        }
     }
 
     /// Stops this instance and starts a new one on the same data dir and database.
@@ -355,4 +370,23 @@ pub fn notice_kind_of(metadata: &Value) -> Value {
 /// [`notice_kind_of`] an event.
 pub fn notice_kind(data: &Value) -> Value {
     notice_kind_of(&data["message"]["metadata"])
+}
+
+/// What gateways sharing one database must also share (see `cluster::members`): object
+/// storage, the signing secret, and git (here: none). Keep it alive as long as the gateways.
+pub struct SharedState {
+    pub _s3: crate::s3_server::S3Server,
+    pub toml: String,
+}
+
+impl SharedState {
+    pub async fn start() -> Self {
+        let s3 = crate::s3_server::S3Server::start().await;
+        let toml = format!(
+            "{}[auth]\nhs256_secret = \"a-secret-every-gateway-of-this-test-shares\"\n\
+             [git]\nhost = \"none\"\n",
+            s3.config()
+        );
+        Self { _s3: s3, toml }
+    }
 }

@@ -14,6 +14,7 @@ mod apps;
 mod auth;
 mod builder;
 mod client_shapes;
+mod cluster;
 mod deploy;
 mod ecr;
 mod files;

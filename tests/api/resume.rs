@@ -8,10 +8,10 @@ use crate::db_test;
 use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
 use crate::helpers::{
     assert_complete_run, kinds, run_status, settled_run_status, spawn_app_with, DbKind, Frame,
-    SseReader, TestApp,
+    SharedState, SseReader, TestApp,
 };
 
-fn paced_script(n: usize, pause_ms: u64) -> Script {
+pub(crate) fn paced_script(n: usize, pause_ms: u64) -> Script {
     let mut steps = Vec::new();
     for i in 0..n {
         steps.push(Step::Send(data_line(&event(
@@ -30,7 +30,7 @@ fn paced_script(n: usize, pause_ms: u64) -> Script {
 }
 
 /// Starts a run of 100 slow steps on a new app and reads its first frame.
-async fn start_slow_run(
+pub(crate) async fn start_slow_run(
     app: &TestApp,
     agent: &FakeAgent,
     token: &str,
@@ -50,7 +50,7 @@ async fn start_slow_run(
 }
 
 /// The stream ends with `error` (run_cancelled) then `done`, and the run is stored as cancelled.
-async fn assert_run_cancelled(app: &TestApp, run_id: &str, reader: SseReader) {
+pub(crate) async fn assert_run_cancelled(app: &TestApp, run_id: &str, reader: SseReader) {
     let frames = reader.collect().await;
     let tail = kinds(&frames);
     assert_eq!(
@@ -63,7 +63,7 @@ async fn assert_run_cancelled(app: &TestApp, run_id: &str, reader: SseReader) {
     assert_eq!(run_status(app, run_id).await, "cancelled");
 }
 
-async fn events(
+pub(crate) async fn events(
     app: &TestApp,
     token: &str,
     run_id: &str,
@@ -79,7 +79,7 @@ async fn events(
     request.send().await.expect("events")
 }
 
-fn run_id_of(response: &reqwest::Response) -> String {
+pub(crate) fn run_id_of(response: &reqwest::Response) -> String {
     response.headers()["x-run-id"]
         .to_str()
         .expect("run id")
@@ -494,9 +494,11 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
         return;
     }
     let agent = FakeAgent::start().await;
+    let shared = SharedState::start().await;
     let fast_sweeps = format!(
-        "{}[runs]\nlease_secs = 2\nsweep_interval_secs = 1\n",
-        agent.config("")
+        "{}[runs]\nlease_secs = 2\nsweep_interval_secs = 1\n{}",
+        agent.config(""),
+        shared.toml
     );
     let first = spawn_app_with(DbKind::Postgres, &fast_sweeps).await;
     let token = first.token("alice");

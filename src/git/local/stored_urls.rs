@@ -25,7 +25,7 @@ pub async fn rewrite_at_start(
     if config.git.host != crate::config::GitHostKind::Local {
         return;
     }
-    let root = super::repositories_root(&config.server.data_dir);
+    let root = config.git_dir();
     match rewrite_stored_paths(db, &root, &RepoUrls::new(public_url)).await {
         Ok(0) => {}
         Ok(rows) => tracing::info!(rows, "stored repository paths rewritten as URLs"),
