@@ -61,10 +61,7 @@ impl Components {
         let (files, local_store) = build_files(config, db, public_url.clone())?;
         let git = build_git(config, db, &files, &public_url)?;
         let preview = match config.deploy.provider {
-            DeployProvider::Local => Some(Arc::new(LocalPreview::new(
-                config.server.data_dir.join("previews"),
-                public_url,
-            )?)),
+            DeployProvider::Local => Some(Arc::new(LocalPreview::new(files.clone(), public_url))),
             DeployProvider::Koyeb => None,
         };
         let provider = match config.deploy.provider {

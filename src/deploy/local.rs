@@ -1,125 +1,175 @@
-//! Local preview deploys: the web root of a version (see [`web_root`]) is published under
-//! `<root>/<app_id>/` and served at `/preview/<app_id>/`. A new version is written next to the old
-//! one and a `current` symlink is swapped atomically, so visitors see either the old or the new
-//! version, never a mix. Files the published version already has (same content, by SHA-256,
-//! listed in its `.files.json`) are hard-linked from it instead of written again, so a publish
-//! writes what changed. A version without a page fails instead of going live at a 404.
+//! Local preview deploys, served by every gateway at `/preview/<app_id>/`. A deployment
+//! publishes the version's web root (see [`web_root`]) as a site: its files' blobs go to object
+//! storage (content-addressed, so an unchanged file is never stored twice), then one small
+//! object, `previews/<app_id>/site.json`, names the version and maps each path to its blob.
+//! Writing that object is the switch: one PUT, so visitors see the old site or the new one,
+//! never a mix. Any gateway serves a preview from storage, with blobs kept in its local cache
+//! and the site object cached for [`SITE_TTL`]. A version without a page fails instead of going
+//! live at a 404.
 pub mod web_root;
 
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 
 use super::provider::{DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus};
 use super::runner::STATE_URL;
-use crate::files::FileMode;
+use crate::files::versions::blob_key;
+use crate::files::{FileMode, FileVersions};
+use crate::storage::StorageError;
+
+/// How long a gateway serves a site object before it looks for a newer one.
+pub const SITE_TTL: Duration = Duration::from_secs(1);
+/// Site objects cached at most; past that the cache starts over.
+const MAX_CACHED_SITES: usize = 4096;
+const UPLOAD_CONCURRENCY: usize = 8;
+
+/// What a preview serves: a version's web root, as paths (relative to it) to blobs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Site {
+    pub version: i32,
+    pub deployment_id: String,
+    /// The web root in the app's files ("" for the app's root).
+    pub root: String,
+    /// Relative path to the SHA-256 of its content.
+    pub files: BTreeMap<String, String>,
+}
+
+fn site_key(app_id: &str) -> String {
+    format!("previews/{app_id}/site.json")
+}
 
 pub struct LocalPreview {
-    root: PathBuf,
+    files: FileVersions,
     public_url: String,
-}
-
-const CURRENT: &str = "current";
-/// Each published directory's files and their SHA-256, kept beside it (not in it: the
-/// directory is served as it is).
-type FileList = std::collections::BTreeMap<String, String>;
-
-fn file_list_path(app_dir: &Path, name: &str) -> PathBuf {
-    app_dir.join(format!("{name}.files.json"))
-}
-
-/// The directory `current` points to, and its file list.
-fn published(app_dir: &Path) -> Option<(PathBuf, FileList)> {
-    let dir = std::fs::canonicalize(app_dir.join(CURRENT)).ok()?;
-    let name = dir.file_name()?.to_string_lossy().into_owned();
-    let list = std::fs::read(file_list_path(app_dir, &name)).ok()?;
-    Some((dir, serde_json::from_slice(&list).ok()?))
+    sites: Mutex<HashMap<String, (Instant, Option<Arc<Site>>)>>,
 }
 
 impl LocalPreview {
-    pub fn new(root: PathBuf, public_url: String) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&root)?;
-        Ok(Self {
-            root,
+    pub fn new(files: FileVersions, public_url: String) -> Self {
+        Self {
+            files,
             public_url: public_url.trim_end_matches('/').to_string(),
-        })
+            sites: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn url_for(&self, app_id: &str) -> String {
         format!("{}/preview/{app_id}/", self.public_url)
     }
 
-    /// The directory currently published for an app.
-    pub fn current_dir(&self, app_id: &str) -> Option<PathBuf> {
-        uuid::Uuid::parse_str(app_id).ok()?;
-        let link = self.root.join(app_id).join(CURRENT);
-        std::fs::canonicalize(link).ok()
+    /// The file at `path` (normalized, relative to the web root; a directory serves its
+    /// `index.html`) of the app's published site, or None.
+    pub async fn read(&self, app_id: &str, path: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(site) = self.site(app_id).await? else {
+            return Ok(None);
+        };
+        let index = if path.is_empty() {
+            "index.html".to_string()
+        } else {
+            format!("{}/index.html", path.trim_end_matches('/'))
+        };
+        let Some(sha) = site.files.get(path).or_else(|| site.files.get(&index)) else {
+            return Ok(None);
+        };
+        self.files
+            .blob(sha)
+            .await
+            .map(Some)
+            .map_err(|e| StorageError::Unavailable(e.to_string()))
     }
 
-    fn serves_index(&self, app_id: &str) -> bool {
-        self.current_dir(app_id)
-            .is_some_and(|dir| dir.join("index.html").is_file())
-    }
-
-    /// Publishes the files under `site` (a [`web_root::WEB_ROOTS`] entry), relative to it.
-    fn publish(&self, request: &DeployRequest, site: &str) -> std::io::Result<()> {
-        let app_dir = self.root.join(&request.app_id);
-        let name = format!(
-            "v{}-{}",
-            request.version,
-            &request.deployment_id[..8.min(request.deployment_id.len())]
-        );
-        let target = app_dir.join(&name);
-        if target.exists() {
-            std::fs::remove_dir_all(&target)?;
+    /// The app's site, from the short-lived cache or from storage.
+    async fn site(&self, app_id: &str) -> Result<Option<Arc<Site>>, StorageError> {
+        if uuid::Uuid::parse_str(app_id).is_err() {
+            return Ok(None);
         }
-        let previous = published(&app_dir);
-        let mut list = FileList::new();
-        for (path, entry) in web_root::files_under(&request.files, site) {
-            // Links could point anywhere on this machine; previews serve plain files only.
+        let cached = self.sites.lock().ok().and_then(|sites| {
+            (sites.get(app_id))
+                .filter(|(at, _)| at.elapsed() < SITE_TTL)
+                .map(|(_, site)| site.clone())
+        });
+        if let Some(site) = cached {
+            return Ok(site);
+        }
+        let site = self.load_site(app_id).await?.map(Arc::new);
+        self.remember(app_id, site.clone());
+        Ok(site)
+    }
+
+    async fn load_site(&self, app_id: &str) -> Result<Option<Site>, StorageError> {
+        let Some(bytes) = self.files.store().get(&site_key(app_id)).await? else {
+            return Ok(None);
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(site) => Ok(Some(site)),
+            Err(e) => {
+                tracing::warn!(app_id, error = %e, "unreadable preview site object");
+                Ok(None)
+            }
+        }
+    }
+
+    fn remember(&self, app_id: &str, site: Option<Arc<Site>>) {
+        if let Ok(mut sites) = self.sites.lock() {
+            if sites.len() >= MAX_CACHED_SITES {
+                sites.clear();
+            }
+            sites.insert(app_id.to_string(), (Instant::now(), site));
+        }
+    }
+
+    /// Publishes the files under `root` (a [`web_root::WEB_ROOTS`] entry): blobs first, the
+    /// site object last.
+    async fn publish(&self, request: &DeployRequest, root: &str) -> Result<Site, StorageError> {
+        let mut site = Site {
+            version: request.version,
+            deployment_id: request.deployment_id.clone(),
+            root: root.to_string(),
+            files: BTreeMap::new(),
+        };
+        let mut contents = HashMap::new();
+        for (path, entry) in web_root::files_under(&request.files, root) {
+            // Links could point anywhere; previews serve plain files only.
             if entry.mode == FileMode::Symlink {
                 continue;
             }
-            let file = target.join(path);
-            if let Some(parent) = file.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
             let sha = crate::files::manifest::sha256_hex(&entry.content);
-            let same = previous
-                .as_ref()
-                .filter(|(_, files)| files.get(path) == Some(&sha))
-                .map(|(dir, _)| dir.join(path));
-            // Published files are never written in place, so sharing them is safe.
-            let linked = same.is_some_and(|from| std::fs::hard_link(from, &file).is_ok());
-            if !linked {
-                std::fs::write(&file, &entry.content)?;
-            }
-            list.insert(path.to_string(), sha);
+            site.files.insert(path.to_string(), sha.clone());
+            contents.insert(sha, Bytes::copy_from_slice(&entry.content));
         }
-        std::fs::create_dir_all(&target)?;
-        std::fs::write(file_list_path(&app_dir, &name), serde_json::to_vec(&list)?)?;
-        let tmp_link = app_dir.join(format!(".{CURRENT}-{}", uuid::Uuid::new_v4().simple()));
-        std::os::unix::fs::symlink(&name, &tmp_link)?;
-        std::fs::rename(&tmp_link, app_dir.join(CURRENT))?;
-        remove_old_versions(&app_dir, &name);
-        Ok(())
-    }
-}
-
-fn remove_old_versions(app_dir: &Path, keep: &str) {
-    let Ok(entries) = std::fs::read_dir(app_dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == keep || name == CURRENT {
-            continue;
-        }
-        if entry.path().is_dir() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        } else if name.ends_with(".files.json") && name != format!("{keep}.files.json") {
-            let _ = std::fs::remove_file(entry.path());
-        }
+        let store = self.files.store().clone();
+        futures::stream::iter(contents)
+            .map(move |(sha, body)| {
+                // Owned, so the future stays `Send` for the job runner.
+                let store = store.clone();
+                async move {
+                    let key = blob_key(&sha);
+                    if !store.exists(&key).await? {
+                        store.put(&key, body, "application/octet-stream").await?;
+                    }
+                    Ok::<_, StorageError>(())
+                }
+            })
+            .buffer_unordered(UPLOAD_CONCURRENCY)
+            .try_collect::<()>()
+            .await?;
+        let object =
+            serde_json::to_vec(&site).map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        (self.files.store())
+            .put(
+                &site_key(&request.app_id),
+                Bytes::from(object),
+                "application/json",
+            )
+            .await?;
+        self.remember(&request.app_id, Some(Arc::new(site.clone())));
+        Ok(site)
     }
 }
 
@@ -134,16 +184,10 @@ impl Deployer for LocalPreview {
         request: &DeployRequest,
         state: &mut ProviderState,
     ) -> Result<(), DeployError> {
-        let site = web_root::find(&request.files)
+        let root = web_root::find(&request.files)
             .ok_or_else(|| DeployError::Permanent(web_root::NO_WEB_ROOT.into()))?;
-        let this = LocalPreview {
-            root: self.root.clone(),
-            public_url: self.public_url.clone(),
-        };
-        let owned = request.clone();
-        tokio::task::spawn_blocking(move || this.publish(&owned, site))
+        self.publish(request, root)
             .await
-            .map_err(|e| DeployError::Transient(e.to_string()))?
             .map_err(|e| DeployError::Transient(format!("could not publish the preview: {e}")))?;
         state.insert(STATE_URL.into(), self.url_for(&request.app_id).into());
         Ok(())
@@ -154,9 +198,16 @@ impl Deployer for LocalPreview {
         request: &DeployRequest,
         state: &ProviderState,
     ) -> Result<ProviderStatus, DeployError> {
-        match state.get(STATE_URL).and_then(|v| v.as_str()) {
-            // Live only where the page really is served.
-            Some(url) if self.serves_index(&request.app_id) => Ok(ProviderStatus::Healthy {
+        let Some(url) = state.get(STATE_URL).and_then(|v| v.as_str()) else {
+            return Ok(ProviderStatus::Failed {
+                reason: "the preview was never published".into(),
+            });
+        };
+        // Live only where the page really is served: read storage, not the cache.
+        let site = (self.load_site(&request.app_id).await)
+            .map_err(|e| DeployError::Transient(e.to_string()))?;
+        match site {
+            Some(site) if site.files.contains_key("index.html") => Ok(ProviderStatus::Healthy {
                 url: url.to_string(),
             }),
             _ => Ok(ProviderStatus::Failed {
@@ -169,20 +220,22 @@ impl Deployer for LocalPreview {
         if uuid::Uuid::parse_str(app_id).is_err() {
             return Err(DeployError::Permanent("invalid app id".into()));
         }
-        match tokio::fs::remove_dir_all(self.root.join(app_id)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DeployError::Transient(e.to_string())),
-        }
+        (self.files.store().delete(&site_key(app_id)).await)
+            .map_err(|e| DeployError::Transient(e.to_string()))?;
+        self.remember(app_id, None);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::MetadataExt;
+    use std::sync::Arc;
 
     use super::*;
-    use crate::files::{FileEntry, FileTree};
+    use crate::files::{BlobCache, FileEntry, FileTree};
+    use crate::storage::{LocalStore, SharedStore, UrlSigner};
+
+    const APP: &str = "0b6f2c1e-8a55-4a8e-9f59-3f1c1b2d4e5f";
 
     fn request(version: i32, files: &[(&str, &str)]) -> DeployRequest {
         let files: FileTree = files
@@ -197,7 +250,7 @@ mod tests {
             .collect();
         DeployRequest {
             deployment_id: format!("deployment-{version}"),
-            app_id: "0b6f2c1e-8a55-4a8e-9f59-3f1c1b2d4e5f".into(),
+            app_id: APP.into(),
             version,
             files,
             repository: None,
@@ -205,38 +258,125 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_publish_writes_only_what_changed_and_swaps_at_once() {
-        let dir = tempfile::tempdir().expect("dir");
-        let preview = LocalPreview::new(dir.path().into(), "http://x".into()).expect("preview");
-        let one = request(1, &[("index.html", "<h1>one</h1>"), ("app.js", "let a;")]);
-        preview.publish(&one, "").expect("publish 1");
-        let first = preview.current_dir(&one.app_id).expect("published");
-        let inode = |dir: &Path, file: &str| std::fs::metadata(dir.join(file)).expect("file").ino();
-        let (js, html) = (inode(&first, "app.js"), inode(&first, "index.html"));
+    /// A gateway's preview: the shared store, its own blob cache.
+    async fn gateway(store: &SharedStore, dir: &std::path::Path, name: &str) -> LocalPreview {
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("database");
+        let cache = BlobCache::new(dir.join(name)).expect("cache");
+        LocalPreview::new(
+            FileVersions::new(db, store.clone(), cache),
+            "http://x".into(),
+        )
+    }
 
-        let two = request(2, &[("index.html", "<h1>two</h1>"), ("app.js", "let a;")]);
-        preview.publish(&two, "").expect("publish 2");
-        let second = preview.current_dir(&two.app_id).expect("published");
-        assert_ne!(first, second, "a new directory, swapped in by the link");
-        assert_eq!(
-            inode(&second, "app.js"),
-            js,
-            "the unchanged file is linked, not copied"
+    fn blobs_stored(dir: &std::path::Path) -> usize {
+        walkdir(&dir.join("store").join("blobs"))
+    }
+
+    fn walkdir(dir: &std::path::Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        (entries.flatten())
+            .map(|e| match e.path().is_dir() {
+                true => walkdir(&e.path()),
+                false => 1,
+            })
+            .sum()
+    }
+
+    async fn read(preview: &LocalPreview, path: &str) -> Option<Vec<u8>> {
+        preview.read(APP, path).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn every_gateway_serves_the_published_site_from_storage() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: SharedStore = Arc::new(
+            LocalStore::new(
+                dir.path().join("store"),
+                "http://127.0.0.1:1".into(),
+                UrlSigner::new(b"test secret"),
+            )
+            .expect("store"),
         );
-        assert_ne!(inode(&second, "index.html"), html);
-        assert_eq!(
-            std::fs::read_to_string(second.join("index.html")).expect("read"),
-            "<h1>two</h1>"
+        let publisher = gateway(&store, dir.path(), "cache-a").await;
+        let other = gateway(&store, dir.path(), "cache-b").await;
+
+        let one = request(
+            1,
+            &[
+                ("client/index.html", "<h1>one</h1>"),
+                ("client/app.js", "let a;"),
+                ("server/main.py", "secret"),
+            ],
         );
-        assert!(!first.exists(), "the old version is removed");
-        let app_dir = dir.path().join(&two.app_id);
-        let lists: Vec<String> = std::fs::read_dir(&app_dir)
-            .expect("app dir")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".files.json"))
-            .collect();
-        assert_eq!(lists.len(), 1, "{lists:?}");
+        let mut state = ProviderState::new();
+        publisher.start(&one, &mut state).await.expect("publish 1");
+        assert_eq!(
+            publisher.poll(&one, &state).await.expect("poll"),
+            ProviderStatus::Healthy {
+                url: format!("http://x/preview/{APP}/")
+            }
+        );
+        assert_eq!(
+            read(&other, "index.html").await,
+            Some(b"<h1>one</h1>".to_vec())
+        );
+        assert_eq!(read(&other, "").await, Some(b"<h1>one</h1>".to_vec()));
+        assert_eq!(read(&other, "app.js").await, Some(b"let a;".to_vec()));
+        assert_eq!(read(&other, "../server/main.py").await, None);
+        assert_eq!(
+            read(&other, "main.py").await,
+            None,
+            "only the web root is served"
+        );
+        assert_eq!(blobs_stored(dir.path()), 2);
+
+        let two = request(
+            2,
+            &[
+                ("client/index.html", "<h1>two</h1>"),
+                ("client/app.js", "let a;"),
+            ],
+        );
+        publisher.start(&two, &mut state).await.expect("publish 2");
+        assert_eq!(
+            blobs_stored(dir.path()),
+            3,
+            "the unchanged file is stored once"
+        );
+        tokio::time::sleep(SITE_TTL).await;
+        assert_eq!(
+            read(&other, "index.html").await,
+            Some(b"<h1>two</h1>".to_vec())
+        );
+
+        publisher.destroy(APP).await.expect("destroy");
+        assert_eq!(read(&publisher, "index.html").await, None);
+        assert!(matches!(
+            publisher.poll(&two, &state).await.expect("poll"),
+            ProviderStatus::Failed { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_version_without_a_page_fails_for_good() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store: SharedStore = Arc::new(
+            LocalStore::new(
+                dir.path().join("store"),
+                "http://127.0.0.1:1".into(),
+                UrlSigner::new(b"test secret"),
+            )
+            .expect("store"),
+        );
+        let preview = gateway(&store, dir.path(), "cache").await;
+        let mut state = ProviderState::new();
+        let started = preview
+            .start(&request(1, &[("server/main.py", "print()")]), &mut state)
+            .await;
+        assert!(matches!(started, Err(DeployError::Permanent(_))));
     }
 }

@@ -131,7 +131,7 @@ impl FileVersions {
     }
 
     /// One blob, from the local cache or, failing that, from storage (then cached).
-    async fn blob(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
+    pub async fn blob(&self, sha256: &str) -> anyhow::Result<Vec<u8>> {
         if let Some(bytes) = self.cache.get(sha256).await {
             return Ok(bytes);
         }

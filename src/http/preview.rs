@@ -84,34 +84,16 @@ async fn serve(state: &AppState, app_id: &str, path: &str) -> Result<Response, A
         .preview
         .as_ref()
         .ok_or_else(|| ApiError::not_found("preview"))?;
-    let root = preview
-        .current_dir(app_id)
-        .ok_or_else(|| ApiError::not_found("preview"))?;
     let relative = if path.is_empty() || path.ends_with('/') {
         format!("{path}index.html")
     } else {
         path.to_string()
     };
     let relative = normalize_path(&relative).map_err(|_| ApiError::not_found("file"))?;
-    let mut target = root.join(&relative);
-    if tokio::fs::metadata(&target)
-        .await
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        target = target.join("index.html");
-    }
-    // The published tree holds no symlinks, but check anyway that nothing resolves outside.
-    let resolved = tokio::fs::canonicalize(&target)
-        .await
-        .map_err(|_| ApiError::not_found("file"))?;
-    if !resolved.starts_with(&root) {
-        return Err(ApiError::not_found("file"));
-    }
-    let bytes = tokio::fs::read(&resolved)
-        .await
-        .map_err(|_| ApiError::not_found("file"))?;
-    let name = resolved.to_string_lossy().into_owned();
+    let bytes = (preview.read(app_id, &relative).await)
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::not_found("file"))?;
+    let name = relative;
     let mut response = (StatusCode::OK, Body::from(bytes)).into_response();
     let headers = response.headers_mut();
     headers.insert(
