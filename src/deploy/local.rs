@@ -44,10 +44,13 @@ fn site_key(app_id: &str) -> String {
     format!("previews/{app_id}/site.json")
 }
 
+/// A site object as read at an instant (None: the app has no preview).
+type CachedSite = (Instant, Option<Arc<Site>>);
+
 pub struct LocalPreview {
     files: FileVersions,
     public_url: String,
-    sites: Mutex<HashMap<String, (Instant, Option<Arc<Site>>)>>,
+    sites: Mutex<HashMap<String, CachedSite>>,
 }
 
 impl LocalPreview {
