@@ -53,12 +53,12 @@ impl Application {
         let hs256 = secrets::hs256_secret(&config.auth.hs256_secret, &config.server.data_dir)?;
         let db = db::connect(&config.database_url(), config.database.max_connections).await?;
         let log_db = db::connect_log_writer(&config.database_url(), &db).await?;
-        let runner_id = instance_id(&config);
+        let runner_id = config.instance_id();
         // Several gateways share only a PostgreSQL database; SQLite is one machine's.
         let member = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
             .then(|| Member::from_config(&runner_id, &config));
         if let Some(me) = &member {
-            members::join(&db, me, alive_window(&config)).await?;
+            members::join(&db, me, members::alive_window(&config)).await?;
         }
         let listener = TcpListener::bind(config.server.bind).await?;
         let address = listener.local_addr()?;
@@ -241,31 +241,6 @@ impl Application {
         }
         Ok(())
     }
-}
-
-/// How recent a gateway's heartbeat must be for it to count as live: it renews it every
-/// sweep, so three missed sweeps (and at least one lease) mean it is gone.
-fn alive_window(config: &Config) -> chrono::Duration {
-    let secs = (config.runs.sweep_interval_secs.max(1) * 3).max(config.runs.lease_secs);
-    chrono::Duration::seconds(secs as i64)
-}
-
-/// `runs.instance_id`, or the host name plus a digest of the data dir: stable across restarts
-/// of one gateway, distinct for gateways on other hosts or with other data dirs.
-fn instance_id(config: &Config) -> String {
-    if !config.runs.instance_id.is_empty() {
-        return config.runs.instance_id.clone();
-    }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into());
-    let dir = std::fs::canonicalize(&config.server.data_dir)
-        .unwrap_or_else(|_| config.server.data_dir.clone());
-    let digest = crate::files::manifest::sha256_hex(dir.to_string_lossy().as_bytes());
-    format!("{host}:{}", &digest[..12])
 }
 
 /// Serves /metrics on its own address, with the API's deadlines and a small connection cap.

@@ -16,7 +16,7 @@ use crate::deploy::{DeployRunner, DeploySettings, Deployer, LocalPreview};
 use crate::files::{BlobCache, FileVersions};
 use crate::git::publish::GitPublisher;
 use crate::git::{GitHost, GitHubAuth, GitHubHost, GitHubSettings, LocalGitHost};
-use crate::jobs::{JobKind, JobWorker, WorkerSettings};
+use crate::jobs::{Affinity, JobKind, JobWorker, WorkerSettings};
 use crate::pipeline::cleanup::Cleanup;
 use crate::pipeline::{DeployPlan, EffectPolicies, Effects, PipelineSettings, VersionPipeline};
 use crate::provision::{
@@ -101,6 +101,7 @@ impl Components {
                 push: git.is_some(),
                 deploy: d.on_new_version.then_some(plan),
                 stream_wait: deploy_settings.stream_wait,
+                gateway: config.instance_id(),
             },
         );
         Ok(Self {
@@ -130,6 +131,12 @@ impl Components {
         let settings = WorkerSettings {
             poll_interval: self.deploy_settings.poll_interval,
             lease: self.deploy_settings.lease,
+            affinity: Affinity {
+                gateway: config.instance_id(),
+                alive: crate::cluster::members::alive_window(config)
+                    .to_std()
+                    .unwrap_or(std::time::Duration::from_secs(90)),
+            },
         };
         let process = format!(
             "{}-{}",

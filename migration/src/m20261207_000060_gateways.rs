@@ -1,5 +1,7 @@
 //! The gateways sharing this database, with a heartbeat each, so that a gateway can tell it is
-//! not alone, and what the others keep on their own disks (see `cluster::members`).
+//! not alone, and what the others keep on their own disks (see `cluster::members`). A job may
+//! name the gateway it must run on while that gateway lives (`jobs.runner`): a new version's
+//! blobs are in its creator's local cache until they are uploaded.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -13,6 +15,12 @@ enum Gateways {
     SecretsDigest,
     StartedAt,
     HeartbeatAt,
+}
+
+#[derive(Iden)]
+enum Jobs {
+    Table,
+    Runner,
 }
 
 #[async_trait::async_trait]
@@ -43,10 +51,26 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .add_column(ColumnDef::new(Jobs::Runner).string().null())
+                    .to_owned(),
+            )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .drop_column(Jobs::Runner)
+                    .to_owned(),
+            )
+            .await?;
         manager
             .drop_table(Table::drop().table(Gateways::Table).to_owned())
             .await

@@ -88,6 +88,13 @@ fn secrets_digest(config: &Config) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
+/// How recent a gateway's heartbeat must be for it to count as live: it renews it every
+/// sweep, so three missed sweeps (and at least one lease) mean it is gone.
+pub fn alive_window(config: &Config) -> chrono::Duration {
+    let secs = (config.runs.sweep_interval_secs.max(1) * 3).max(config.runs.lease_secs);
+    chrono::Duration::seconds(secs as i64)
+}
+
 /// A live gateway other than this one.
 #[derive(Debug, Clone)]
 struct Peer {

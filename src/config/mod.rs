@@ -528,6 +528,25 @@ impl Config {
         Ok(())
     }
 
+    /// `runs.instance_id`, or the host name plus a digest of the data dir: stable across
+    /// restarts of one gateway, distinct for gateways on other hosts or with other data dirs.
+    pub fn instance_id(&self) -> String {
+        if !self.runs.instance_id.is_empty() {
+            return self.runs.instance_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        let dir = std::fs::canonicalize(&self.server.data_dir)
+            .unwrap_or_else(|_| self.server.data_dir.clone());
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(dir.to_string_lossy().as_bytes()));
+        format!("{host}:{}", &digest[..12])
+    }
+
     /// Where the local git host keeps its bare repositories.
     pub fn git_dir(&self) -> PathBuf {
         if self.git.local_dir.as_os_str().is_empty() {

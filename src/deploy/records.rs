@@ -43,6 +43,8 @@ pub struct NewDeployment<'a> {
     /// A job the deployment waits for (the push of its commit, when the provider builds from
     /// git).
     pub after: Option<&'a crate::jobs::Job>,
+    /// The gateway whose local cache holds the version's files (see `jobs::Affinity`).
+    pub runner: Option<&'a str>,
 }
 
 /// [`enqueue_new`] on its own: no known URL, no dependency; the workers are woken at once.
@@ -64,6 +66,7 @@ pub async fn enqueue(
         watched,
         app_url: None,
         after: None,
+        runner: None,
     };
     let txn = db.begin().await?;
     let (deployment, _job) = enqueue_new(&txn, new).await?;
@@ -89,6 +92,7 @@ pub async fn enqueue_new(
         watched,
         app_url,
         after,
+        runner,
     } = new;
     let now = Utc::now();
     deployments::Entity::update_many()
@@ -127,7 +131,8 @@ pub async fn enqueue_new(
     let job = crate::jobs::NewJob::new(JobKind::Deploy, app_id)
         .version(version)
         .subject(&deployment.id)
-        .after(after);
+        .after(after)
+        .on(runner.unwrap_or_default());
     let job = crate::jobs::enqueue(txn, job).await?;
     crate::apps::mark_deploy_queued(txn, app_id, app_url).await?;
     Ok((deployment, job))

@@ -159,6 +159,7 @@ async fn deploy(
         app_url: preview_url.as_deref(),
         // A version still being pushed: the deployment waits for it (see `DeployRunner`).
         after: None,
+        runner: None,
     };
     let txn = state.db.begin().await?;
     let (job, _) = jobs::enqueue_new(&txn, new).await?;

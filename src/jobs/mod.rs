@@ -15,8 +15,8 @@ pub use backoff::{backoff, RetryPolicy};
 pub use entity::jobs::{JobKind, JobStatus, Model as Job};
 pub use queue::{
     cancel_for_app, claim, claim_report, enqueue, enqueue_now, extend_lease, find, finish,
-    lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, NewJob, Step,
-    CHANNEL,
+    lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, Affinity, NewJob,
+    Step, CHANNEL,
 };
 pub use watch::Watch;
 pub use worker::{JobHandler, JobWorker, Lease, WorkerSettings};

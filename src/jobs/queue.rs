@@ -47,6 +47,28 @@ pub struct NewJob {
     pub depends_on: Option<String>,
     /// A run's stream reports the outcome (see [`claim_report`]).
     pub watched: bool,
+    /// The gateway that must run it while it lives (see [`Affinity`]).
+    pub runner: Option<String>,
+}
+
+/// Who claims: jobs naming a gateway go to that gateway while its heartbeat is recent (a
+/// version's blobs are in its local cache until uploaded), to anyone once it is gone.
+#[derive(Debug, Clone)]
+pub struct Affinity {
+    /// This process's gateway id; "" for a process that is no gateway.
+    pub gateway: String,
+    /// How recent a gateway's heartbeat must be for it to count as live.
+    pub alive: Duration,
+}
+
+impl Affinity {
+    /// A claimant of no gateway: takes unowned jobs and those of gateways that are gone.
+    pub fn none() -> Self {
+        Self {
+            gateway: String::new(),
+            alive: Duration::from_secs(90),
+        }
+    }
 }
 
 impl NewJob {
@@ -59,6 +81,15 @@ impl NewJob {
             max_attempts: 0,
             depends_on: None,
             watched: false,
+            runner: None,
+        }
+    }
+
+    /// Runs on `gateway` while it is live.
+    pub fn on(self, gateway: &str) -> Self {
+        Self {
+            runner: (!gateway.is_empty()).then(|| gateway.to_string()),
+            ..self
         }
     }
 
@@ -120,6 +151,7 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<jobs::Mod
         started_at: Set(None),
         finished_at: Set(None),
         updated_at: Set(now),
+        runner: Set(new.runner),
     }
     .insert(db)
     .await?;
@@ -153,6 +185,7 @@ pub async fn enqueue_now(db: &DatabaseConnection, new: NewJob) -> Result<jobs::M
 pub async fn claim(
     db: &DatabaseConnection,
     worker: &str,
+    affinity: &Affinity,
     lease: Duration,
     kinds: Option<&[JobKind]>,
 ) -> Result<Option<jobs::Model>, DbErr> {
@@ -180,6 +213,8 @@ pub async fn claim(
                     WHERE o.app_id = j.app_id AND o.kind = 'push_version' AND o.id <> j.id \
                       AND (o.status = 'running' \
                            OR (o.status = 'queued' AND o.version < j.version)))) \
+               AND (j.runner IS NULL OR j.runner = $4 OR NOT EXISTS (SELECT 1 FROM gateways g \
+                    WHERE g.id = j.runner AND g.heartbeat_at > $5)) \
              ORDER BY j.run_at \
              LIMIT 1{lock}) \
          RETURNING *"
@@ -189,7 +224,13 @@ pub async fn claim(
         .query_one_raw(statement(
             db,
             &sql,
-            vec![worker.into(), (now + lease).into(), now.into()],
+            vec![
+                worker.into(),
+                (now + lease).into(),
+                now.into(),
+                affinity.gateway.as_str().into(),
+                (now - chrono(affinity.alive)).into(),
+            ],
         ))
         .await?;
     row.map(|row| jobs::Model::from_query_result(&row, ""))

@@ -43,6 +43,8 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     /// How long a claim is held without a heartbeat; renewed every third of it.
     pub lease: Duration,
+    /// Which gateway's jobs this worker may take.
+    pub affinity: super::Affinity,
 }
 
 #[derive(Clone)]
@@ -81,6 +83,7 @@ impl JobWorker {
             match queue::claim(
                 &self.db,
                 &self.id,
+                &self.settings.affinity,
                 self.settings.lease,
                 self.kinds.as_deref(),
             )

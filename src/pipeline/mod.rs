@@ -105,6 +105,9 @@ pub struct PipelineSettings {
     pub deploy: Option<DeployPlan>,
     /// How long a run's end waits for its versions' effects (`deploy.stream_wait_secs`).
     pub stream_wait: Duration,
+    /// This gateway: a new version's blobs are in its local cache until uploaded, so its
+    /// effects run here while it lives (see `jobs::Affinity`).
+    pub gateway: String,
 }
 
 impl Default for PipelineSettings {
@@ -114,6 +117,7 @@ impl Default for PipelineSettings {
             push: false,
             deploy: None,
             stream_wait: Duration::from_secs(120),
+            gateway: String::new(),
         }
     }
 }
@@ -279,7 +283,10 @@ impl VersionPipeline {
     async fn create(&self, ctx: &DiffContext, new: NewVersion<'_>) -> anyhow::Result<Created> {
         let txn = self.db.begin().await?;
         let version = FileVersions::insert_version(&txn, new).await?;
-        let upload = NewJob::new(JobKind::UploadVersion, &ctx.app_id).version(version.version);
+        let gateway = self.settings.gateway.as_str();
+        let upload = NewJob::new(JobKind::UploadVersion, &ctx.app_id)
+            .version(version.version)
+            .on(gateway);
         let upload = jobs::enqueue(&txn, upload).await?;
         let push = match self.settings.push {
             true => {
@@ -288,7 +295,8 @@ impl VersionPipeline {
                 jobs::supersede(&txn, &ctx.app_id, JobKind::PushVersion, version.version).await?;
                 let push = NewJob::new(JobKind::PushVersion, &ctx.app_id)
                     .version(version.version)
-                    .watched(true);
+                    .watched(true)
+                    .on(gateway);
                 Some(jobs::enqueue(&txn, push).await?)
             }
             false => None,
@@ -306,6 +314,7 @@ impl VersionPipeline {
                     watched: true,
                     app_url: preview_url.as_deref(),
                     after: push.as_ref().filter(|_| plan.needs_repository),
+                    runner: Some(gateway),
                 };
                 Some(deployments::enqueue_new(&txn, new).await?)
             }
