@@ -25,6 +25,7 @@ pip_install() {
 }
 command -v check-jsonschema >/dev/null 2>&1 || pip_install "$CHECK_JSONSCHEMA"
 command -v kubernetes-validate >/dev/null 2>&1 || pip_install "$KUBERNETES_VALIDATE"
+python3 -c 'import ruamel.yaml' 2>/dev/null || pip_install ruamel.yaml
 python3 -c 'import tomllib' 2>/dev/null || python3 -c 'import tomli' 2>/dev/null || pip_install tomli
 
 echo "compose: deploy/compose.yaml"
