@@ -109,6 +109,7 @@ def main():
     subprocess.run(psql + [f"CREATE DATABASE {database}"], check=True)
     global failed
     try:
+        check_kubernetes_env()
         names = run(scratch, database_url)
         check_logs(scratch, names)
     except Exception as e:
@@ -252,6 +253,20 @@ def run(scratch, database_url):
     if LIVE_TAIL:
         live_tail(ports, token)
     return list(gateways)
+
+
+def check_kubernetes_env():
+    """The ConfigMap and the Secret (placeholders and all) make a configuration the binary
+    accepts: no unknown key, no invalid value."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTGATE__")}
+    for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")):
+        for doc in YAML(typ="safe").load_all(path.read_text()):
+            if doc and doc.get("kind") in ("ConfigMap", "Secret"):
+                env.update({k: str(v) for k, v in {**(doc.get("data") or {}), **(doc.get("stringData") or {})}.items()})
+    env["AGENTGATE__RUNS__INSTANCE_ID"] = "agentgate-5d9c7b8f6-x2x7q"
+    result = subprocess.run([BINARY, "token", "--user", "probe"], env=env, capture_output=True, text=True)
+    check("the Kubernetes ConfigMap and Secret load as a configuration", result.returncode == 0,
+          result.stderr.strip()[-300:])
 
 
 def check_logs(scratch, names):
