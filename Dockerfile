@@ -8,9 +8,11 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates git \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home /var/lib/agentgate --create-home agentgate
+ && groupadd --system --gid 10001 agentgate \
+ && useradd --system --uid 10001 --gid agentgate --home /var/lib/agentgate --create-home agentgate
 COPY --from=build /src/target/release/agentgate /usr/local/bin/agentgate
-USER agentgate
+# Numeric, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes/deployment.yaml).
+USER 10001:10001
 WORKDIR /var/lib/agentgate
 ENV AGENTGATE__SERVER__BIND=0.0.0.0:4444 \
     AGENTGATE__SERVER__DATA_DIR=/var/lib/agentgate \
