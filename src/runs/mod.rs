@@ -397,9 +397,8 @@ impl RunManager {
     /// another gateway, or of a deleted app (even one deleted while the run was starting).
     /// At start-up nothing is live yet, so every run this instance left behind is an orphan.
     pub async fn recover_interrupted(&self) -> Result<usize, DbErr> {
-        let lease = self.runner.lease_chrono();
         let (interrupted, actions) =
-            recovery::sweep(&self.deps.db, &self.runner.id, lease, &self.live).await?;
+            recovery::sweep(&self.deps.db, &self.runner.id, &self.live).await?;
         for id in &actions.lost {
             tracing::warn!(run_id = %id, "this gateway lost the run; stopping it");
         }

@@ -8,9 +8,10 @@
 use std::collections::HashSet;
 
 use chrono::Utc;
-use sea_orm::sea_query::{Condition, Expr, Query};
+use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect, TransactionTrait,
+    ColumnTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    TransactionTrait,
 };
 
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR};
@@ -34,13 +35,14 @@ pub struct SweepActions {
 }
 
 /// One pass over the runs: interrupts the orphans (returns how many) and says which of this
-/// gateway's live runs must stop. `live` is this gateway's live runs. A lease counts as expired
-/// only `lease` after its stamp ran out, which absorbs clock drift between gateways up to that
-/// much. Reads this gateway's active runs once, never by a list of ids that grows with load.
+/// gateway's live runs must stop. `live` is this gateway's live runs. Leases are renewed and
+/// checked by the database's clock on PostgreSQL (see [`db_now`]), so gateways whose clocks
+/// disagree never take each other's live runs, and a dead gateway's runs end one lease after
+/// its last renewal (at the next sweep). Reads this gateway's active runs once, never by a list
+/// of ids that grows with load.
 pub async fn sweep(
     db: &DatabaseConnection,
     runner_id: &str,
-    lease: chrono::Duration,
     live: &LiveRuns,
 ) -> Result<(usize, SweepActions), DbErr> {
     let mine = |q: sea_orm::Select<runs::Entity>| {
@@ -101,7 +103,7 @@ pub async fn sweep(
                 Condition::any().add(runs::Column::RunnerId.is_null()).add(
                     Condition::all()
                         .add(runs::Column::RunnerId.ne(runner_id))
-                        .add(runs::Column::LeaseExpiresAt.lt(Utc::now() - lease)),
+                        .add(Expr::col(runs::Column::LeaseExpiresAt).lt(db_now(db))),
                 ),
             )
             .all(db)
@@ -210,17 +212,30 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
     Ok(true)
 }
 
+/// Now, by the clock every gateway shares: the database's on PostgreSQL; on SQLite there is
+/// one machine, so its clock.
+fn db_now(db: &DatabaseConnection) -> sea_orm::sea_query::SimpleExpr {
+    match db.get_database_backend() {
+        DbBackend::Postgres => Expr::cust("now()"),
+        _ => Expr::value(Utc::now()),
+    }
+}
+
 /// Extends the leases of the runs `runner_id` runs; returns how many.
 pub async fn renew_leases(
     db: &DatabaseConnection,
     runner_id: &str,
     lease: chrono::Duration,
 ) -> Result<u64, DbErr> {
+    let expires = match db.get_database_backend() {
+        DbBackend::Postgres => Expr::cust_with_values(
+            "now() + make_interval(secs => $1)",
+            [lease.num_milliseconds() as f64 / 1000.0],
+        ),
+        _ => Expr::value(Utc::now() + lease),
+    };
     let renewed = runs::Entity::update_many()
-        .col_expr(
-            runs::Column::LeaseExpiresAt,
-            Expr::value(Utc::now() + lease),
-        )
+        .col_expr(runs::Column::LeaseExpiresAt, expires)
         .filter(runs::Column::RunnerId.eq(runner_id))
         .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
         .exec(db)

@@ -15,6 +15,7 @@ mod auth;
 mod builder;
 mod client_shapes;
 mod cluster;
+mod cluster_processes;
 mod deploy;
 mod ecr;
 mod files;

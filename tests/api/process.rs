@@ -10,13 +10,13 @@ use crate::db_test;
 use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
 use crate::helpers::{assert_complete_run, drop_database, fresh_database, DbKind, SseReader};
 
-struct Gateway {
-    child: Child,
-    address: String,
+pub(crate) struct Gateway {
+    pub(crate) child: Child,
+    pub(crate) address: String,
     token: String,
 }
 
-fn start_gateway(config: &std::path::Path) -> Gateway {
+pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
         .args(["serve", "--config"])
         .arg(config)
