@@ -25,6 +25,14 @@
 //!   "Rate limits": secondary limits as 403 with `retry-after`, primary as 403 with
 //!   `x-ratelimit-remaining: 0` and `x-ratelimit-reset`.
 //!
+//! Every request is checked against GitHub's official description of the operation
+//! (`@octokit/openapi`, installed by `npm ci` in tests/openapi; see `openapi_check.rs`): path
+//! parameters, query and JSON body. One that does not follow it gets 422 "Invalid request." (as
+//! GitHub answers) and is recorded; so is any answer of the fake that does not follow the
+//! description. The fake panics when dropped with a violation left (unless the test already
+//! panics), so no test can forget to check; a test that sends invalid requests on purpose takes
+//! them with [`FakeGitHub::take_request_violations`].
+//!
 //! Object ids are real git ids (sha1 of `blob|tree|commit <len>\0...`), so a tree or blob sha
 //! computed by a git client matches. Known simplifications: repository names are validated
 //! (422) instead of silently normalised, any organisation exists and the personal token's user
@@ -45,6 +53,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
+use crate::openapi_check::{Description, Operation};
+
 /// The personal access token the fake accepts, belonging to [`USER`].
 pub const PERSONAL_TOKEN: &str = "ghp_fakeFAKEfake0123456789personalTOKEN";
 pub const USER: &str = "octo-user";
@@ -52,6 +62,41 @@ pub const USER: &str = "octo-user";
 pub const APP_ID: u64 = 4242;
 const DOCS: &str = "https://docs.github.com/rest";
 const EMPTY_REPO: &str = "Git Repository is empty.";
+
+/// The operations the fake serves, as GitHub's description names them.
+const SERVED: &[(&str, &str)] = &[
+    ("GET", "/orgs/{org}/installation"),
+    ("GET", "/users/{username}/installation"),
+    ("POST", "/app/installations/{installation_id}/access_tokens"),
+    ("POST", "/user/repos"),
+    ("POST", "/orgs/{org}/repos"),
+    ("GET", "/repos/{owner}/{repo}"),
+    ("PATCH", "/repos/{owner}/{repo}"),
+    ("PUT", "/repos/{owner}/{repo}/contents/{path}"),
+    ("POST", "/repos/{owner}/{repo}/git/blobs"),
+    ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}"),
+    ("POST", "/repos/{owner}/{repo}/git/trees"),
+    ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}"),
+    ("POST", "/repos/{owner}/{repo}/git/commits"),
+    ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}"),
+    ("GET", "/repos/{owner}/{repo}/git/ref/{ref}"),
+    ("POST", "/repos/{owner}/{repo}/git/refs"),
+    ("PATCH", "/repos/{owner}/{repo}/git/refs/{ref}"),
+];
+
+/// GitHub's description, loaded once per test process.
+fn description() -> &'static Description {
+    static DESCRIPTION: std::sync::LazyLock<Description> = std::sync::LazyLock::new(|| {
+        Description::load(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/openapi/node_modules/@octokit/openapi/generated/api.github.com.json"
+            ),
+            SERVED,
+        )
+    });
+    &DESCRIPTION
+}
 
 /// Path → (content, mode) as stored in a tree.
 pub type Files = BTreeMap<String, (Vec<u8>, String)>;
@@ -73,8 +118,28 @@ pub struct FakeCommit {
 }
 
 impl Drop for FakeGitHub {
+    /// A test ends with no request that broke GitHub's description (and no answer of the
+    /// fake's that did): agentgate must only send what GitHub documents.
     fn drop(&mut self) {
         self.task.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        let inner = self.lock();
+        let broken: Vec<&String> = inner
+            .request_violations
+            .iter()
+            .chain(&inner.response_violations)
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "the fake GitHub saw requests or gave answers that break GitHub's API description:\n{}",
+            broken
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
@@ -202,6 +267,17 @@ impl FakeGitHub {
 
     // ---- inspection ----
 
+    /// Requests that broke GitHub's description (each answered 422), removed from the fake so
+    /// that dropping it does not fail the test.
+    pub fn take_request_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().request_violations)
+    }
+
+    /// Answers of the fake that break GitHub's description (a bug in the fake).
+    pub fn response_violations(&self) -> Vec<String> {
+        self.lock().response_violations.clone()
+    }
+
     /// The files on `branch` (empty when the branch does not exist).
     pub fn files_at(&self, owner: &str, repo: &str, branch: &str) -> Files {
         let inner = self.lock();
@@ -310,6 +386,10 @@ struct Inner {
     fail_after: Option<FailAfter>,
     /// Requests without the headers GitHub documents for every call.
     header_violations: Vec<String>,
+    /// Requests whose parameters or body break the operation's description.
+    request_violations: Vec<String>,
+    /// Answers of the fake that break the operation's description.
+    response_violations: Vec<String>,
     /// The next repository creation goes through but its answer is a 502.
     lose_next_creation: bool,
 }
@@ -623,6 +703,40 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let decoded: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+    let operation = description().operation(method.as_str(), &decoded.join("/"));
+    let response = answer(&state, &method, &uri, &headers, &body, operation.as_ref());
+    let Some((operation, _)) = operation else {
+        return response;
+    };
+    // The answer is checked against the description too: the fake must not teach agentgate
+    // shapes GitHub never sends.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let problems = operation.check_response(parts.status.as_u16(), &json);
+    if !problems.is_empty() {
+        let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+        inner.response_violations.push(format!(
+            "{} answered {}: {}",
+            operation.name,
+            parts.status.as_u16(),
+            problems.join(" ")
+        ));
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn answer(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    operation: Option<&(&Operation, Vec<(String, String)>)>,
+) -> Response {
     let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
     inner
         .requests
@@ -653,12 +767,26 @@ async fn handle(
     if let Some(fault) = inner.faults.pop_front() {
         return fault_response(fault);
     }
+    if let Some((operation, path_params)) = operation {
+        // Unparsable JSON is left to `route` (400 "Problems parsing JSON").
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let problems =
+            operation.check_request(path_params, uri.query().unwrap_or(""), json.as_ref());
+        if !problems.is_empty() && (body.is_empty() || json.is_some()) {
+            inner.request_violations.push(format!(
+                "{method} {uri} ({}): {}",
+                operation.name,
+                problems.join(" ")
+            ));
+            return invalid_request(&problems).into_response();
+        }
+    }
     if method == Method::PATCH && uri.path().contains("/git/refs/") {
         if let Some(push) = inner.pending_push.take() {
             inner.external_commit(&push.owner, &push.repo, &push.branch, push.changes);
         }
     }
-    let response = match route(&mut inner, &method, &uri, &headers, &body) {
+    let response = match route(&mut inner, method, uri, headers, body) {
         Ok(r) => r,
         Err(fail) => fail.into_response(),
     };
@@ -898,6 +1026,7 @@ fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
             "repositories_url": format!("{base}/installation/repositories"),
             "html_url": format!("{base}/settings/installations/{id}"),
             "app_id": APP_ID,
+            "app_slug": "agentgate-fake-app",
             "target_id": 1,
             "target_type": if org { "Organization" } else { "User" },
             "permissions": { "administration": "write", "contents": "write", "metadata": "read" },
@@ -906,6 +1035,8 @@ fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
             "repository_selection": "all",
             "created_at": iso(Utc::now()),
             "updated_at": iso(Utc::now()),
+            "suspended_by": null,
+            "suspended_at": null,
         }),
     ))
 }
@@ -945,33 +1076,7 @@ fn mint_token(inner: &mut Inner, id: &str) -> Reply {
 
 // ---- repositories ----
 
-/// GitHub's description types these as strings: a `null` is refused like any other non-string.
-fn check_strings(json: &Value, fields: &[&str]) -> Result<(), Fail> {
-    for field in fields {
-        match json.get(*field) {
-            None | Some(Value::String(_)) => {}
-            Some(other) => {
-                let shown = if other.is_null() {
-                    "nil".to_string()
-                } else {
-                    other.to_string()
-                };
-                return Err(Fail {
-                    status: 422,
-                    body: json!({
-                        "message": format!("Invalid request.\n\nFor 'properties/{field}', {shown} is not a string."),
-                        "documentation_url": DOCS,
-                        "status": "422",
-                    }),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply {
-    check_strings(json, &["name", "description", "homepage"])?;
     let name = json["name"].as_str().unwrap_or_default().to_string();
     let valid = !name.is_empty()
         && name.len() <= 100
@@ -1017,7 +1122,6 @@ fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply
 }
 
 fn update_repo(repo: &mut Repo, base: &str, json: &Value) -> Reply {
-    check_strings(json, &["name", "description", "homepage"])?;
     if repo.archived && json.get("archived") != Some(&Value::Bool(false)) {
         return Err(error(403, "Repository was archived so is read-only."));
     }
@@ -1376,10 +1480,65 @@ fn update_ref(repo: &mut Repo, api: &str, refname: &str, json: &Value) -> Reply 
 
 // ---- JSON shapes ----
 
+/// The API URLs of a repository, below its own API URL (GitHub's URI templates).
+const REPO_URLS: &[(&str, &str)] = &[
+    ("archive_url", "/{archive_format}{/ref}"),
+    ("assignees_url", "/assignees{/user}"),
+    ("blobs_url", "/git/blobs{/sha}"),
+    ("branches_url", "/branches{/branch}"),
+    ("collaborators_url", "/collaborators{/collaborator}"),
+    ("comments_url", "/comments{/number}"),
+    ("commits_url", "/commits{/sha}"),
+    ("compare_url", "/compare/{base}...{head}"),
+    ("contents_url", "/contents/{+path}"),
+    ("contributors_url", "/contributors"),
+    ("deployments_url", "/deployments"),
+    ("downloads_url", "/downloads"),
+    ("events_url", "/events"),
+    ("forks_url", "/forks"),
+    ("git_commits_url", "/git/commits{/sha}"),
+    ("git_refs_url", "/git/refs{/sha}"),
+    ("git_tags_url", "/git/tags{/sha}"),
+    ("hooks_url", "/hooks"),
+    ("issue_comment_url", "/issues/comments{/number}"),
+    ("issue_events_url", "/issues/events{/number}"),
+    ("issues_url", "/issues{/number}"),
+    ("keys_url", "/keys{/key_id}"),
+    ("labels_url", "/labels{/name}"),
+    ("languages_url", "/languages"),
+    ("merges_url", "/merges"),
+    ("milestones_url", "/milestones{/number}"),
+    (
+        "notifications_url",
+        "/notifications{?since,all,participating}",
+    ),
+    ("pulls_url", "/pulls{/number}"),
+    ("releases_url", "/releases{/id}"),
+    ("stargazers_url", "/stargazers"),
+    ("statuses_url", "/statuses/{sha}"),
+    ("subscribers_url", "/subscribers"),
+    ("subscription_url", "/subscription"),
+    ("tags_url", "/tags"),
+    ("teams_url", "/teams"),
+    ("trees_url", "/git/trees{/sha}"),
+];
+
+/// A "full-repository" object, with every property GitHub's description requires.
 fn repo_json(repo: &Repo, base: &str) -> Value {
     let api = format!("{base}/repos/{}/{}", repo.owner, repo.name);
     let html = format!("{base}/{}/{}", repo.owner, repo.name);
-    json!({
+    let host = base
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let created = iso(repo.created_at);
+    let pushed = repo
+        .refs
+        .values()
+        .filter_map(|sha| repo.commit(sha))
+        .map(|c| c.committer.date)
+        .max()
+        .unwrap_or(repo.created_at);
+    let mut body = json!({
         "id": repo.id,
         "node_id": node_id("Repository", &repo.id.to_string()),
         "name": repo.name,
@@ -1391,17 +1550,48 @@ fn repo_json(repo: &Repo, base: &str) -> Value {
         "description": repo.description,
         "fork": false,
         "url": api,
-        "git_refs_url": format!("{api}/git/refs{{/sha}}"),
         "clone_url": format!("{html}.git"),
+        "git_url": format!("git://{host}/{}/{}.git", repo.owner, repo.name),
+        "ssh_url": format!("git@{host}:{}/{}.git", repo.owner, repo.name),
+        "svn_url": html,
+        "mirror_url": null,
         "homepage": repo.homepage,
-        "size": 0,
+        "language": null,
+        "license": null,
         "default_branch": repo.default_branch,
+        "has_issues": true,
+        "has_projects": true,
+        "has_wiki": true,
+        "has_pages": false,
+        "has_discussions": false,
+        "has_downloads": true,
+        "is_template": false,
+        "topics": [],
         "archived": repo.archived,
         "disabled": false,
-        "created_at": iso(repo.created_at),
-        "updated_at": iso(repo.created_at),
-        "pushed_at": null,
-    })
+        "created_at": created,
+        "updated_at": created,
+        "pushed_at": iso(pushed),
+    });
+    for (name, suffix) in REPO_URLS {
+        body[*name] = json!(format!("{api}{suffix}"));
+    }
+    // A new repository: nothing counted yet.
+    for count in [
+        "forks",
+        "forks_count",
+        "stargazers_count",
+        "watchers",
+        "watchers_count",
+        "open_issues",
+        "open_issues_count",
+        "network_count",
+        "subscribers_count",
+        "size",
+    ] {
+        body[count] = json!(0);
+    }
+    body
 }
 
 fn account_json(base: &str, login: &str, org: bool) -> Value {
@@ -1532,6 +1722,18 @@ fn validation(message: &str, field: &str, detail: &str) -> Fail {
         body: json!({
             "message": message,
             "errors": [{ "resource": "Repository", "code": "custom", "field": field, "message": detail }],
+            "documentation_url": DOCS,
+            "status": "422",
+        }),
+    }
+}
+
+/// GitHub's answer to a request its description refuses ("validation-error").
+fn invalid_request(problems: &[String]) -> Fail {
+    Fail {
+        status: 422,
+        body: json!({
+            "message": format!("Invalid request.\n\n{}", problems.join("\n")),
             "documentation_url": DOCS,
             "status": "422",
         }),

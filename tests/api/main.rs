@@ -6,6 +6,7 @@ mod fake_agent;
 mod fake_github;
 mod fake_koyeb;
 mod fake_neon;
+mod openapi_check;
 mod s3_server;
 
 mod app_build_client;
