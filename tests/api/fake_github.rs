@@ -217,6 +217,38 @@ impl FakeGitHub {
         });
     }
 
+    /// The next `n` requests hit the primary rate limit answered as 429 (GitHub answers a
+    /// primary limit with 403 or 429), which resets in `reset_in_secs`.
+    pub fn too_many_requests_next(&self, n: usize, reset_in_secs: u64) {
+        let mut inner = self.lock();
+        inner
+            .faults
+            .extend((0..n).map(|_| Fault::TooMany(reset_in_secs)));
+    }
+
+    /// The GitHub App is not (or no longer) installed on `account`: looking its installation
+    /// up answers 404, and so does minting a token for an installation it had.
+    pub fn uninstall_app(&self, account: &str) {
+        let mut inner = self.lock();
+        inner.uninstalled.push(account.to_lowercase());
+        inner
+            .installations
+            .retain(|_, a| !a.eq_ignore_ascii_case(account));
+        // Its tokens stop working with it.
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        for token in inner.tokens.values_mut() {
+            if token.installation && token.account.eq_ignore_ascii_case(account) {
+                token.expires_at = Some(past);
+            }
+        }
+    }
+
+    /// Recursive tree listings from now on hold at most `max_entries` entries and say
+    /// `truncated: true` when the tree has more, as GitHub does past its listing limit.
+    pub fn truncate_tree_listings(&self, max_entries: usize) {
+        self.lock().listing_limit = Some(max_entries);
+    }
+
     /// Injected faults not served yet.
     pub fn faults_left(&self) -> usize {
         self.lock().faults.len()
@@ -392,6 +424,10 @@ struct Inner {
     response_violations: Vec<String>,
     /// The next repository creation goes through but its answer is a 502.
     lose_next_creation: bool,
+    /// Lower-cased accounts the GitHub App is not installed on.
+    uninstalled: Vec<String>,
+    /// Most entries a recursive tree listing holds before it is truncated.
+    listing_limit: Option<usize>,
 }
 
 struct FailAfter {
@@ -418,6 +454,7 @@ enum Fault {
     Status(u16),
     Secondary(u64),
     Primary(u64),
+    TooMany(u64),
 }
 
 struct Repo {
@@ -856,6 +893,7 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
                 return Err(not_found());
             }
             let base = inner.base.clone();
+            let listing_limit = inner.listing_limit;
             let repo = inner.repo_mut(owner, name).ok_or_else(not_found)?;
             let request = RepoRequest {
                 base: &base,
@@ -863,6 +901,7 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
                 method: m,
                 rest,
                 recursive,
+                listing_limit,
                 json: &json,
             };
             let (response, blobs) = repo_route(repo, &request)?;
@@ -880,6 +919,7 @@ struct RepoRequest<'a> {
     method: &'a str,
     rest: &'a [&'a str],
     recursive: bool,
+    listing_limit: Option<usize>,
     json: &'a Value,
 }
 
@@ -914,7 +954,10 @@ fn repo_route(repo: &mut Repo, req: &RepoRequest<'_>) -> Result<(Response, usize
         ("POST", ["git", "blobs"]) => create_blob(repo, &api, json).map(|r| (r, 1)),
         ("GET", ["git", "blobs", sha]) => get_blob(repo, &api, sha).map(|r| (r, 0)),
         ("POST", ["git", "trees"]) => create_tree(repo, &api, json).map(|r| (r, 0)),
-        ("GET", ["git", "trees", sha]) => get_tree(repo, &api, sha, recursive).map(|r| (r, 0)),
+        ("GET", ["git", "trees", sha]) => {
+            let limit = recursive.then_some(req.listing_limit).flatten();
+            get_tree(repo, &api, sha, limit, recursive).map(|r| (r, 0))
+        }
         ("POST", ["git", "commits"]) => create_commit(repo, base, caller, json).map(|r| (r, 0)),
         ("GET", ["git", "commits", sha]) => repo
             .commit(sha)
@@ -1003,6 +1046,9 @@ fn check_jwt(headers: &HeaderMap) -> Result<(), Fail> {
 // ---- apps ----
 
 fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
+    if inner.uninstalled.contains(&account.to_lowercase()) {
+        return Err(not_found());
+    }
     let existing = inner
         .installations
         .iter()
@@ -1372,11 +1418,18 @@ fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
     Ok(reply(201, body))
 }
 
-fn get_tree(repo: &Repo, api: &str, sha: &str, recursive: bool) -> Reply {
+fn get_tree(repo: &Repo, api: &str, sha: &str, limit: Option<usize>, recursive: bool) -> Reply {
     if repo.tree(sha).is_none() {
         return Err(not_found());
     }
-    Ok(reply(200, tree_json(repo, api, sha, recursive)))
+    let mut listing = tree_json(repo, api, sha, recursive);
+    if let (Some(limit), Some(items)) = (limit, listing["tree"].as_array_mut()) {
+        if items.len() > limit {
+            items.truncate(limit);
+            listing["truncated"] = json!(true);
+        }
+    }
+    Ok(reply(200, listing))
 }
 
 fn tree_json(repo: &Repo, api: &str, sha: &str, recursive: bool) -> Value {
@@ -1755,9 +1808,14 @@ fn fault_response(fault: Fault) -> Response {
                 .insert("retry-after", HeaderValue::from(secs));
             r
         }
-        Fault::Primary(secs) => {
+        Fault::Primary(secs) | Fault::TooMany(secs) => {
+            let status = if matches!(fault, Fault::TooMany(_)) {
+                429
+            } else {
+                403
+            };
             let reset = Utc::now().timestamp() + secs as i64;
-            let mut r = error(403, "API rate limit exceeded for user ID 1.").into_response();
+            let mut r = error(status, "API rate limit exceeded for user ID 1.").into_response();
             let h = r.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(5000));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0));

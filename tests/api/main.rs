@@ -21,6 +21,7 @@ mod files;
 mod git;
 mod git_dev;
 mod git_http;
+mod github_answers;
 mod hardening;
 mod hardening_connections;
 mod koyeb;
