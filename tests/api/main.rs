@@ -25,6 +25,7 @@ mod github_answers;
 mod hardening;
 mod hardening_connections;
 mod koyeb;
+mod koyeb_description;
 mod limits;
 mod openapi;
 mod preview_roots;

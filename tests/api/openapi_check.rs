@@ -316,6 +316,8 @@ impl Param {
             "integer" | "number" | "boolean" => {
                 serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
             }
+            // A repeated parameter (`collectionFormat: multi`): each occurrence is one item.
+            "array" => json!([text]),
             _ => Value::String(text.to_string()),
         };
         problems.extend(errors(&self.validator, what, &value));
