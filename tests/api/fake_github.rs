@@ -368,8 +368,13 @@ impl FakeGitHub {
         self.lock().requests.clone()
     }
 
+    /// The User-Agents requests came with.
+    pub fn user_agents(&self) -> Vec<String> {
+        self.lock().user_agents.iter().cloned().collect()
+    }
+
     /// Requests that lacked `Accept: application/vnd.github+json`, `X-GitHub-Api-Version` or
-    /// a `User-Agent`.
+    /// a `User-Agent`, or sent more than one User-Agent.
     pub fn header_violations(&self) -> Vec<String> {
         self.lock().header_violations.clone()
     }
@@ -420,6 +425,8 @@ struct Inner {
     header_violations: Vec<String>,
     /// Requests whose parameters or body break the operation's description.
     request_violations: Vec<String>,
+    /// Every User-Agent seen.
+    user_agents: std::collections::BTreeSet<String>,
     /// Answers of the fake that break the operation's description.
     response_violations: Vec<String>,
     /// The next repository creation goes through but its answer is a 502.
@@ -784,9 +791,11 @@ fn answer(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
+    let user_agents = headers.get_all("user-agent").iter().count();
     if !header("accept").contains("application/vnd.github+json")
         || header("x-github-api-version").is_empty()
         || header("user-agent").is_empty()
+        || user_agents > 1
     {
         let seen = format!(
             "{method} {}: accept {:?}, x-github-api-version {:?}, user-agent {:?}",
@@ -797,6 +806,8 @@ fn answer(
         );
         inner.header_violations.push(seen);
     }
+    let agent = header("user-agent").to_string();
+    inner.user_agents.insert(agent);
     // GitHub refuses a request without a User-Agent.
     if header("user-agent").is_empty() {
         return error(403, "Request forbidden by administrative rules. Please make sure your request has a User-Agent header").into_response();

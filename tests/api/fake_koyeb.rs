@@ -106,6 +106,7 @@ pub struct RecordedRequest {
     pub body: Value,
     pub status: u16,
     pub response: String,
+    pub user_agent: String,
 }
 
 #[derive(Clone)]
@@ -412,6 +413,11 @@ async fn handle(
         body: parsed,
         status: status.as_u16(),
         response: text.clone(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     });
     drop(guard);
     let mut response = (status, [("content-type", "application/json")], text).into_response();

@@ -1511,7 +1511,7 @@ async fn a_long_rate_limit_holds_every_github_call_until_its_reset(kind: DbKind)
 db_test!(a_long_rate_limit_holds_every_github_call_until_its_reset);
 
 /// Every request agentgate sends GitHub carries the documented media type, a pinned API
-/// version and a User-Agent; repository creation sends no `null` strings (GitHub answers 422).
+/// version and one User-Agent, agentgate's; repository creation sends no `null` strings (GitHub answers 422).
 async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     let gh = FakeGitHub::start().await;
     let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
@@ -1525,6 +1525,7 @@ async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     run(&app, &token, "add a dark mode", Some(&id)).await;
     assert!(gh.requests().len() > 3);
     assert_eq!(gh.header_violations(), Vec::<String>::new());
+    assert_eq!(gh.user_agents(), [agentgate::git::github::USER_AGENT]);
     app.stop().await;
 }
 db_test!(github_requests_carry_the_documented_headers);

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::fake_github::{FakeGitHub, PERSONAL_TOKEN, USER};
+use crate::fake_github::{FakeGitHub, APP_ID, PERSONAL_TOKEN, USER};
 use crate::git::{
     app_id, github_app_config, github_config, notice, notice_types, run, BUILD, ORG, REPO,
 };
@@ -104,6 +104,14 @@ async fn a_github_app_not_installed_on_the_owner_is_named_as_the_cause(kind: DbK
     assert!(reason.contains("not installed on octo-org"), "{reason}");
     assert_eq!(gh.tokens_minted(), 0);
     assert!(gh.repo_names(ORG).is_empty());
+    // GitHub asks for a User-Agent naming the application: agentgate, as this App.
+    assert_eq!(
+        gh.user_agents(),
+        [format!(
+            "{} (GitHub App {APP_ID})",
+            agentgate::git::github::USER_AGENT
+        )]
+    );
     app.stop().await;
 }
 db_test!(a_github_app_not_installed_on_the_owner_is_named_as_the_cause);
