@@ -249,6 +249,21 @@ impl FakeGitHub {
         self.lock().listing_limit = Some(max_entries);
     }
 
+    /// From now on every answer carries GitHub's rate-limit headers, counting down from
+    /// `remaining` calls until a reset `reset_in_secs` away (then a full 5,000 again); a call
+    /// made with nothing left is refused like GitHub's primary limit (403).
+    pub fn set_rate_budget(&self, remaining: u64, reset_in_secs: i64) {
+        self.lock().rate_budget = Some(RateBudget {
+            remaining,
+            reset: Utc::now().timestamp() + reset_in_secs,
+        });
+    }
+
+    /// Calls refused because the rate budget was used up.
+    pub fn over_budget_calls(&self) -> usize {
+        self.lock().over_budget_calls
+    }
+
     /// Injected faults not served yet.
     pub fn faults_left(&self) -> usize {
         self.lock().faults.len()
@@ -435,6 +450,15 @@ struct Inner {
     uninstalled: Vec<String>,
     /// Most entries a recursive tree listing holds before it is truncated.
     listing_limit: Option<usize>,
+    /// The primary rate limit's budget, when the fake counts it.
+    rate_budget: Option<RateBudget>,
+    over_budget_calls: usize,
+}
+
+struct RateBudget {
+    remaining: u64,
+    /// Unix time.
+    reset: i64,
 }
 
 struct FailAfter {
@@ -815,6 +839,43 @@ fn answer(
     if let Some(fault) = inner.faults.pop_front() {
         return fault_response(fault);
     }
+    let budget = inner.rate_budget.as_mut().map(|budget| {
+        let now = Utc::now().timestamp();
+        if now >= budget.reset {
+            *budget = RateBudget {
+                remaining: 5000,
+                reset: now + 3600,
+            };
+        }
+        let allowed = budget.remaining > 0;
+        budget.remaining = budget.remaining.saturating_sub(1);
+        (allowed, budget.remaining, budget.reset)
+    });
+    if let Some((false, _, reset)) = budget {
+        inner.over_budget_calls += 1;
+        let secs = (reset - Utc::now().timestamp()).max(0) as u64;
+        return fault_response(Fault::Primary(secs));
+    }
+    let mut response = answer_checked(&mut inner, method, uri, headers, body, operation);
+    if let Some((_, remaining, reset)) = budget {
+        let h = response.headers_mut();
+        h.insert("x-ratelimit-limit", HeaderValue::from(5000));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    }
+    response
+}
+
+/// The answer to a request that got past headers, injected faults and the rate limit.
+fn answer_checked(
+    inner: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    operation: Option<&(&Operation, Vec<(String, String)>)>,
+) -> Response {
     if let Some((operation, path_params)) = operation {
         // Unparsable JSON is left to `route` (400 "Problems parsing JSON").
         let json: Option<Value> = serde_json::from_slice(body).ok();
@@ -834,7 +895,7 @@ fn answer(
             inner.external_commit(&push.owner, &push.repo, &push.branch, push.changes);
         }
     }
-    let response = match route(&mut inner, method, uri, headers, body) {
+    let response = match route(inner, method, uri, headers, body) {
         Ok(r) => r,
         Err(fail) => fail.into_response(),
     };

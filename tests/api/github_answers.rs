@@ -1,6 +1,7 @@
 //! GitHub's documented answers that agentgate must handle, served by the fake GitHub: a request
 //! its API description refuses (422), an App that is not installed on the owner (404), the
-//! primary rate limit as 429, and a recursive tree listing cut short (`truncated: true`).
+//! primary rate limit as 429, a rate-limit budget running out, and a recursive tree listing cut
+//! short (`truncated: true`).
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -182,3 +183,51 @@ async fn a_truncated_tree_listing_never_rebases_blindly(kind: DbKind) {
     app.stop().await;
 }
 db_test!(a_truncated_tree_listing_never_rebases_blindly);
+
+/// GitHub's replies say the rate-limit budget is nearly used up, with the reset two seconds
+/// away: agentgate spaces its calls out over those seconds and waits for the reset instead of
+/// running into the limit, and the version still gets pushed.
+async fn a_low_rate_budget_spaces_github_calls_out(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    gh.set_rate_budget(3, 2);
+    let started = std::time::Instant::now();
+    let frames = run(&app, &token, BUILD, None).await;
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_created"]
+    );
+    assert_eq!(gh.over_budget_calls(), 0, "never ran into the limit");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "waited for the reset: {:?}",
+        started.elapsed()
+    );
+    app.stop().await;
+}
+db_test!(a_low_rate_budget_spaces_github_calls_out);
+
+/// A reply says nothing is left until a reset an hour away: agentgate makes no further call
+/// (GitHub bans integrations that keep calling); the version waits, pending.
+async fn a_used_up_rate_budget_holds_every_call_until_its_reset(kind: DbKind) {
+    let gh = FakeGitHub::start().await;
+    let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
+    let token = app.token("alice");
+    gh.set_rate_budget(1, 3600);
+    let frames = run(&app, &token, BUILD, None).await;
+    assert_eq!(
+        notice_types(&frames),
+        ["version_created", "repo_created", "commit_pending"],
+        "the one call the budget allowed created the repository"
+    );
+    assert_eq!(gh.requests().len(), 1);
+    assert_eq!(gh.over_budget_calls(), 0, "never ran into the limit");
+    let reason = notice(&frames, "commit_pending")["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(reason.contains("rate limit"), "{reason}");
+    app.stop().await;
+}
+db_test!(a_used_up_rate_budget_holds_every_call_until_its_reset);

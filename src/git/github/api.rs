@@ -94,7 +94,8 @@ impl Api {
         }
     }
 
-    /// Spaces calls out while GitHub's budget runs low, and holds them once it is used up.
+    /// Spaces calls out while GitHub's budget runs low; once it is used up, waits for a reset
+    /// that is close or holds every call until a later one.
     async fn keep_within_budget(&self, what: &str) -> Result<(), ApiError> {
         match self.budget.pace() {
             Pace::Go => Ok(()),
@@ -106,6 +107,16 @@ impl Api {
                     "GitHub's rate-limit budget is running low; spacing calls out"
                 );
                 tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            // A reset close enough is waited for, like a short rate limit.
+            Pace::Exhausted(left) if left <= self.policy.max_wait => {
+                tracing::info!(
+                    request = what,
+                    wait_ms = left.as_millis() as u64,
+                    "GitHub's rate-limit budget is used up; waiting for its reset"
+                );
+                tokio::time::sleep(left).await;
                 Ok(())
             }
             Pace::Exhausted(left) => {

@@ -4,8 +4,8 @@
 //!
 //! While plenty is left, calls go out at once. Below [`LOW_REMAINING`] the rest is spread evenly
 //! over the time until the reset (`time left / (remaining + 1)` between calls), so a burst can
-//! never use the last calls of the window. With nothing left, the caller holds every call until
-//! the reset, as for a rate-limit answer. The budget holds the latest reply's numbers: one
+//! never use the last calls of the window. With nothing left, the caller waits for a reset that
+//! is close, and otherwise holds every call until it, as for a rate-limit answer. The budget holds the latest reply's numbers: one
 //! client serves one credential, and an App's JWT calls and its installation token's calls are
 //! few enough that mixing their windows only errs on the slow side.
 
