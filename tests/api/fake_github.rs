@@ -775,6 +775,13 @@ async fn handle(
     let operation = description().operation(method.as_str(), &decoded.join("/"));
     let response = answer(&state, &method, &uri, &headers, &body, operation.as_ref());
     let Some((operation, _)) = operation else {
+        // Whatever the fake serves must be checked: a route outside `SERVED` is a gap.
+        if response.status().is_success() {
+            let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+            inner.response_violations.push(format!(
+                "{method} {uri} was served but matches no operation in SERVED"
+            ));
+        }
         return response;
     };
     // The answer is checked against the description too: the fake must not teach agentgate

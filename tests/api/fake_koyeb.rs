@@ -393,6 +393,12 @@ async fn handle(
         body: sent,
     };
     let (status, answer, retry_after) = answer(&mut guard, &request, operation.as_ref());
+    // Whatever the fake serves must be checked: a route outside `SERVED` is a gap.
+    if operation.is_none() && status.is_success() {
+        guard.response_violations.push(format!(
+            "{method} {path} was served but matches no operation in SERVED"
+        ));
+    }
     let scripted_beyond = std::mem::take(&mut guard.beyond_description);
     if let Some((operation, _)) = operation.as_ref().filter(|_| !scripted_beyond) {
         let problems = operation.check_response(status.as_u16(), &answer);
