@@ -1525,7 +1525,7 @@ async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     run(&app, &token, "add a dark mode", Some(&id)).await;
     assert!(gh.requests().len() > 3);
     assert_eq!(gh.header_violations(), Vec::<String>::new());
-    assert_eq!(gh.user_agents(), [agentgate::git::github::USER_AGENT]);
+    assert_eq!(gh.user_agents(), [agentgate::USER_AGENT]);
     app.stop().await;
 }
 db_test!(github_requests_carry_the_documented_headers);

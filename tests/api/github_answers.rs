@@ -108,10 +108,7 @@ async fn a_github_app_not_installed_on_the_owner_is_named_as_the_cause(kind: DbK
     // GitHub asks for a User-Agent naming the application: agentgate, as this App.
     assert_eq!(
         gh.user_agents(),
-        [format!(
-            "{} (GitHub App {APP_ID})",
-            agentgate::git::github::USER_AGENT
-        )]
+        [format!("{} (GitHub App {APP_ID})", agentgate::USER_AGENT)]
     );
     app.stop().await;
 }

@@ -140,7 +140,7 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
     let agents: BTreeSet<String> = fake.requests().into_iter().map(|r| r.user_agent).collect();
     assert_eq!(
         agents,
-        BTreeSet::from([agentgate::git::github::USER_AGENT.to_string()]),
+        BTreeSet::from([agentgate::USER_AGENT.to_string()]),
         "agentgate names itself"
     );
     let name = format!("ag-{}", hex12(&app_id));

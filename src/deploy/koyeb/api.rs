@@ -156,7 +156,7 @@ impl KoyebApi {
         retry: RetryPolicy,
     ) -> Result<Self, DeployError> {
         let http = reqwest::Client::builder()
-            .user_agent(crate::git::github::USER_AGENT)
+            .user_agent(crate::USER_AGENT)
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()

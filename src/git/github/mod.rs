@@ -32,8 +32,6 @@ use retry::RetryPolicy;
 pub use auth::GitHubAuth;
 
 pub const DEFAULT_API_BASE: &str = "https://api.github.com";
-/// The User-Agent of every call to GitHub (and Koyeb).
-pub const USER_AGENT: &str = concat!("agentgate/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_BASE_DELAY: Duration = Duration::from_secs(1);
@@ -81,8 +79,10 @@ impl GitHubHost {
         }
         // GitHub asks for a User-Agent naming the application (and the App, when it is one).
         let user_agent = match &settings.auth {
-            GitHubAuth::App { app_id, .. } => format!("{USER_AGENT} (GitHub App {app_id})"),
-            GitHubAuth::Token(_) => USER_AGENT.to_string(),
+            GitHubAuth::App { app_id, .. } => {
+                format!("{} (GitHub App {app_id})", crate::USER_AGENT)
+            }
+            GitHubAuth::Token(_) => crate::USER_AGENT.to_string(),
         };
         let budget = std::sync::Arc::new(pacing::RateBudget::default());
         let crab = client::build(
