@@ -75,17 +75,22 @@ impl Description {
             panic!("read the API description {path}: {e} (run `npm ci` in tests/openapi?)")
         });
         let root: Value = serde_json::from_slice(&text).expect("the API description is JSON");
+        Description::from_value(&root, served)
+    }
+
+    /// Like [`Description::load`], from a parsed description.
+    pub fn from_value(root: &Value, served: &[(&str, &str)]) -> Description {
         let swagger2 = root.get("swagger").is_some();
         let operations = served
             .iter()
             .map(|(method, template)| {
                 let path_item = root["paths"]
                     .get(*template)
-                    .unwrap_or_else(|| panic!("{template} is not in {path}"));
+                    .unwrap_or_else(|| panic!("{template} is not in the description"));
                 let op = path_item
                     .get(method.to_lowercase())
-                    .unwrap_or_else(|| panic!("{method} {template} is not in {path}"));
-                Operation::new(&root, swagger2, method, template, path_item, op)
+                    .unwrap_or_else(|| panic!("{method} {template} is not in the description"));
+                Operation::new(root, swagger2, method, template, path_item, op)
             })
             .collect();
         Description { operations }
@@ -428,4 +433,115 @@ fn list(root: &Value, value: &Value, closed: bool, inlining: &mut Vec<String>) -
             .map(|s| convert(root, s, closed, inlining))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small OpenAPI 3.0 description with what the conversion has to get right.
+    fn description() -> Description {
+        let root = json!({
+            "openapi": "3.0.3",
+            "paths": {
+                "/repos/{owner}/{repo}": {
+                    "patch": {
+                        "parameters": [
+                            { "name": "owner", "in": "path", "required": true, "schema": { "type": "string" } },
+                            { "name": "repo", "in": "path", "required": true, "schema": { "type": "string" } }
+                        ],
+                        "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                            "type": "object",
+                            "properties": {
+                                "homepage": { "type": "string", "nullable": true },
+                                "name": { "type": "string" },
+                                "owner": { "allOf": [{ "$ref": "#/components/schemas/who" }] }
+                            }
+                        } } } },
+                        "responses": { "200": { "content": { "application/json": { "schema": {
+                            "$ref": "#/components/schemas/who"
+                        } } } } }
+                    }
+                },
+                "/repos/{owner}/{repo}/git/refs/{ref}": {
+                    "patch": {
+                        "parameters": [
+                            { "name": "ref", "in": "path", "required": true, "schema": { "type": "string" }, "x-multi-segment": true },
+                            { "name": "force", "in": "query", "schema": { "type": "boolean" } }
+                        ],
+                        "responses": { "200": { "description": "ok" } }
+                    }
+                }
+            },
+            "components": { "schemas": { "who": {
+                "type": "object",
+                "required": ["login"],
+                "properties": { "login": { "type": "string" } }
+            } } }
+        });
+        Description::from_value(
+            &root,
+            &[
+                ("PATCH", "/repos/{owner}/{repo}"),
+                ("PATCH", "/repos/{owner}/{repo}/git/refs/{ref}"),
+            ],
+        )
+    }
+
+    #[test]
+    fn nullable_accepts_null_and_request_objects_are_closed() {
+        let description = description();
+        let (repo, params) = description
+            .operation("PATCH", "/repos/o/r")
+            .expect("matched");
+        let check = |body: Value| repo.check_request(&params, "", Some(&body));
+        assert_eq!(check(json!({ "homepage": null })), Vec::<String>::new());
+        assert_eq!(check(json!({ "name": null })).len(), 1, "not nullable");
+        assert_eq!(check(json!({ "nmae": "x" })).len(), 1, "an unknown field");
+        // `allOf` members stay open (closing them would refuse each other's fields).
+        let member = json!({ "owner": { "login": "x", "id": 1 } });
+        assert_eq!(check(member), Vec::<String>::new());
+        assert_eq!(
+            repo.check_request(&params, "", None).len(),
+            1,
+            "body required"
+        );
+        // Answers are not closed, but must hold what is required.
+        assert_eq!(
+            repo.check_response(200, &json!({ "login": "x", "id": 1 })),
+            Vec::<String>::new()
+        );
+        assert_eq!(repo.check_response(200, &json!({ "id": 1 })).len(), 1);
+        assert_eq!(
+            repo.check_response(201, &json!({})).len(),
+            1,
+            "undescribed success"
+        );
+        assert_eq!(repo.check_response(502, &json!({})), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_longest_template_wins_and_refs_span_segments() {
+        let description = description();
+        let (op, params) = description
+            .operation("PATCH", "/repos/o/r/git/refs/heads/feature/x")
+            .expect("matched");
+        assert_eq!(op.name, "PATCH /repos/{owner}/{repo}/git/refs/{ref}");
+        let value = |name: &str| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(value("ref"), Some("heads/feature/x"));
+        assert_eq!(value("repo"), Some("r"));
+        assert_eq!(
+            op.check_request(&params, "force=true", None),
+            Vec::<String>::new()
+        );
+        assert_eq!(op.check_request(&params, "force=yes", None).len(), 1);
+        assert_eq!(op.check_request(&params, "forse=true", None).len(), 1);
+        assert!(description.operation("PATCH", "/repos/o").is_none());
+        assert!(description.operation("GET", "/repos/o/r").is_none());
+    }
 }
