@@ -34,3 +34,7 @@ pub mod workspace;
 mod layering;
 
 pub use startup::Application;
+
+/// The User-Agent of agentgate's calls to other services' APIs (GitHub and Koyeb ask for one
+/// that names the application).
+pub const USER_AGENT: &str = concat!("agentgate/", env!("CARGO_PKG_VERSION"));

@@ -25,6 +25,14 @@
 //!   "Rate limits": secondary limits as 403 with `retry-after`, primary as 403 with
 //!   `x-ratelimit-remaining: 0` and `x-ratelimit-reset`.
 //!
+//! Every request is checked against GitHub's official description of the operation
+//! (`@octokit/openapi`, installed by `npm ci` in tests/openapi; see `openapi_check.rs`): path
+//! parameters, query and JSON body. One that does not follow it gets 422 "Invalid request." (as
+//! GitHub answers) and is recorded; so is any answer of the fake that does not follow the
+//! description. The fake panics when dropped with a violation left (unless the test already
+//! panics), so no test can forget to check; a test that sends invalid requests on purpose takes
+//! them with [`FakeGitHub::take_request_violations`].
+//!
 //! Object ids are real git ids (sha1 of `blob|tree|commit <len>\0...`), so a tree or blob sha
 //! computed by a git client matches. Known simplifications: repository names are validated
 //! (422) instead of silently normalised, any organisation exists and the personal token's user
@@ -45,6 +53,16 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
+use crate::openapi_check::{Description, Operation};
+
+mod git_data;
+mod shapes;
+
+use git_data::{
+    create_blob, create_commit, create_ref, create_tree, get_blob, get_tree, update_ref,
+};
+use shapes::{account_json, commit_json, ref_json, repo_json};
+
 /// The personal access token the fake accepts, belonging to [`USER`].
 pub const PERSONAL_TOKEN: &str = "ghp_fakeFAKEfake0123456789personalTOKEN";
 pub const USER: &str = "octo-user";
@@ -52,6 +70,41 @@ pub const USER: &str = "octo-user";
 pub const APP_ID: u64 = 4242;
 const DOCS: &str = "https://docs.github.com/rest";
 const EMPTY_REPO: &str = "Git Repository is empty.";
+
+/// The operations the fake serves, as GitHub's description names them.
+const SERVED: &[(&str, &str)] = &[
+    ("GET", "/orgs/{org}/installation"),
+    ("GET", "/users/{username}/installation"),
+    ("POST", "/app/installations/{installation_id}/access_tokens"),
+    ("POST", "/user/repos"),
+    ("POST", "/orgs/{org}/repos"),
+    ("GET", "/repos/{owner}/{repo}"),
+    ("PATCH", "/repos/{owner}/{repo}"),
+    ("PUT", "/repos/{owner}/{repo}/contents/{path}"),
+    ("POST", "/repos/{owner}/{repo}/git/blobs"),
+    ("GET", "/repos/{owner}/{repo}/git/blobs/{file_sha}"),
+    ("POST", "/repos/{owner}/{repo}/git/trees"),
+    ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}"),
+    ("POST", "/repos/{owner}/{repo}/git/commits"),
+    ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}"),
+    ("GET", "/repos/{owner}/{repo}/git/ref/{ref}"),
+    ("POST", "/repos/{owner}/{repo}/git/refs"),
+    ("PATCH", "/repos/{owner}/{repo}/git/refs/{ref}"),
+];
+
+/// GitHub's description, loaded once per test process.
+fn description() -> &'static Description {
+    static DESCRIPTION: std::sync::LazyLock<Description> = std::sync::LazyLock::new(|| {
+        Description::load(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/openapi/node_modules/@octokit/openapi/generated/api.github.com.json"
+            ),
+            SERVED,
+        )
+    });
+    &DESCRIPTION
+}
 
 /// Path → (content, mode) as stored in a tree.
 pub type Files = BTreeMap<String, (Vec<u8>, String)>;
@@ -73,8 +126,28 @@ pub struct FakeCommit {
 }
 
 impl Drop for FakeGitHub {
+    /// A test ends with no request that broke GitHub's description (and no answer of the
+    /// fake's that did): agentgate must only send what GitHub documents.
     fn drop(&mut self) {
         self.task.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        let inner = self.lock();
+        let broken: Vec<&String> = inner
+            .request_violations
+            .iter()
+            .chain(&inner.response_violations)
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "the fake GitHub saw requests or gave answers that break GitHub's API description:\n{}",
+            broken
+                .iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }
 
@@ -152,6 +225,53 @@ impl FakeGitHub {
         });
     }
 
+    /// The next `n` requests hit the primary rate limit answered as 429 (GitHub answers a
+    /// primary limit with 403 or 429), which resets in `reset_in_secs`.
+    pub fn too_many_requests_next(&self, n: usize, reset_in_secs: u64) {
+        let mut inner = self.lock();
+        inner
+            .faults
+            .extend((0..n).map(|_| Fault::TooMany(reset_in_secs)));
+    }
+
+    /// The GitHub App is not (or no longer) installed on `account`: looking its installation
+    /// up answers 404, and so does minting a token for an installation it had.
+    pub fn uninstall_app(&self, account: &str) {
+        let mut inner = self.lock();
+        inner.uninstalled.push(account.to_lowercase());
+        inner
+            .installations
+            .retain(|_, a| !a.eq_ignore_ascii_case(account));
+        // Its tokens stop working with it.
+        let past = Utc::now() - chrono::Duration::seconds(1);
+        for token in inner.tokens.values_mut() {
+            if token.installation && token.account.eq_ignore_ascii_case(account) {
+                token.expires_at = Some(past);
+            }
+        }
+    }
+
+    /// Recursive tree listings from now on hold at most `max_entries` entries and say
+    /// `truncated: true` when the tree has more, as GitHub does past its listing limit.
+    pub fn truncate_tree_listings(&self, max_entries: usize) {
+        self.lock().listing_limit = Some(max_entries);
+    }
+
+    /// From now on every answer carries GitHub's rate-limit headers, counting down from
+    /// `remaining` calls until a reset `reset_in_secs` away (then a full 5,000 again); a call
+    /// made with nothing left is refused like GitHub's primary limit (403).
+    pub fn set_rate_budget(&self, remaining: u64, reset_in_secs: i64) {
+        self.lock().rate_budget = Some(RateBudget {
+            remaining,
+            reset: Utc::now().timestamp() + reset_in_secs,
+        });
+    }
+
+    /// Calls refused because the rate budget was used up.
+    pub fn over_budget_calls(&self) -> usize {
+        self.lock().over_budget_calls
+    }
+
     /// Injected faults not served yet.
     pub fn faults_left(&self) -> usize {
         self.lock().faults.len()
@@ -201,6 +321,17 @@ impl FakeGitHub {
     }
 
     // ---- inspection ----
+
+    /// Requests that broke GitHub's description (each answered 422), removed from the fake so
+    /// that dropping it does not fail the test.
+    pub fn take_request_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().request_violations)
+    }
+
+    /// Answers of the fake that break GitHub's description (a bug in the fake).
+    pub fn response_violations(&self) -> Vec<String> {
+        self.lock().response_violations.clone()
+    }
 
     /// The files on `branch` (empty when the branch does not exist).
     pub fn files_at(&self, owner: &str, repo: &str, branch: &str) -> Files {
@@ -260,8 +391,13 @@ impl FakeGitHub {
         self.lock().requests.clone()
     }
 
+    /// The User-Agents requests came with.
+    pub fn user_agents(&self) -> Vec<String> {
+        self.lock().user_agents.iter().cloned().collect()
+    }
+
     /// Requests that lacked `Accept: application/vnd.github+json`, `X-GitHub-Api-Version` or
-    /// a `User-Agent`.
+    /// a `User-Agent`, or sent more than one User-Agent.
     pub fn header_violations(&self) -> Vec<String> {
         self.lock().header_violations.clone()
     }
@@ -310,8 +446,27 @@ struct Inner {
     fail_after: Option<FailAfter>,
     /// Requests without the headers GitHub documents for every call.
     header_violations: Vec<String>,
+    /// Requests whose parameters or body break the operation's description.
+    request_violations: Vec<String>,
+    /// Every User-Agent seen.
+    user_agents: std::collections::BTreeSet<String>,
+    /// Answers of the fake that break the operation's description.
+    response_violations: Vec<String>,
     /// The next repository creation goes through but its answer is a 502.
     lose_next_creation: bool,
+    /// Lower-cased accounts the GitHub App is not installed on.
+    uninstalled: Vec<String>,
+    /// Most entries a recursive tree listing holds before it is truncated.
+    listing_limit: Option<usize>,
+    /// The primary rate limit's budget, when the fake counts it.
+    rate_budget: Option<RateBudget>,
+    over_budget_calls: usize,
+}
+
+struct RateBudget {
+    remaining: u64,
+    /// Unix time.
+    reset: i64,
 }
 
 struct FailAfter {
@@ -338,6 +493,7 @@ enum Fault {
     Status(u16),
     Secondary(u64),
     Primary(u64),
+    TooMany(u64),
 }
 
 struct Repo {
@@ -623,6 +779,47 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let decoded: Vec<String> = uri.path().split('/').map(percent_decode).collect();
+    let operation = description().operation(method.as_str(), &decoded.join("/"));
+    let response = answer(&state, &method, &uri, &headers, &body, operation.as_ref());
+    let Some((operation, _)) = operation else {
+        // Whatever the fake serves must be checked: a route outside `SERVED` is a gap.
+        if response.status().is_success() {
+            let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+            inner.response_violations.push(format!(
+                "{method} {uri} was served but matches no operation in SERVED"
+            ));
+        }
+        return response;
+    };
+    // The answer is checked against the description too: the fake must not teach agentgate
+    // shapes GitHub never sends.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let problems = operation.check_response(parts.status.as_u16(), &json);
+    if !problems.is_empty() {
+        let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
+        inner.response_violations.push(format!(
+            "{} answered {}: {}",
+            operation.name,
+            parts.status.as_u16(),
+            problems.join(" ")
+        ));
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+fn answer(
+    state: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    operation: Option<&(&Operation, Vec<(String, String)>)>,
+) -> Response {
     let mut inner = state.lock().unwrap_or_else(|e| e.into_inner());
     inner
         .requests
@@ -633,9 +830,11 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     };
+    let user_agents = headers.get_all("user-agent").iter().count();
     if !header("accept").contains("application/vnd.github+json")
         || header("x-github-api-version").is_empty()
         || header("user-agent").is_empty()
+        || user_agents > 1
     {
         let seen = format!(
             "{method} {}: accept {:?}, x-github-api-version {:?}, user-agent {:?}",
@@ -646,6 +845,8 @@ async fn handle(
         );
         inner.header_violations.push(seen);
     }
+    let agent = header("user-agent").to_string();
+    inner.user_agents.insert(agent);
     // GitHub refuses a request without a User-Agent.
     if header("user-agent").is_empty() {
         return error(403, "Request forbidden by administrative rules. Please make sure your request has a User-Agent header").into_response();
@@ -653,12 +854,63 @@ async fn handle(
     if let Some(fault) = inner.faults.pop_front() {
         return fault_response(fault);
     }
+    let budget = inner.rate_budget.as_mut().map(|budget| {
+        let now = Utc::now().timestamp();
+        if now >= budget.reset {
+            *budget = RateBudget {
+                remaining: 5000,
+                reset: now + 3600,
+            };
+        }
+        let allowed = budget.remaining > 0;
+        budget.remaining = budget.remaining.saturating_sub(1);
+        (allowed, budget.remaining, budget.reset)
+    });
+    if let Some((false, _, reset)) = budget {
+        inner.over_budget_calls += 1;
+        let secs = (reset - Utc::now().timestamp()).max(0) as u64;
+        return fault_response(Fault::Primary(secs));
+    }
+    let mut response = answer_checked(&mut inner, method, uri, headers, body, operation);
+    if let Some((_, remaining, reset)) = budget {
+        let h = response.headers_mut();
+        h.insert("x-ratelimit-limit", HeaderValue::from(5000));
+        h.insert("x-ratelimit-remaining", HeaderValue::from(remaining));
+        h.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    }
+    response
+}
+
+/// The answer to a request that got past headers, injected faults and the rate limit.
+fn answer_checked(
+    inner: &mut Inner,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    operation: Option<&(&Operation, Vec<(String, String)>)>,
+) -> Response {
+    if let Some((operation, path_params)) = operation {
+        // Unparsable JSON is left to `route` (400 "Problems parsing JSON").
+        let json: Option<Value> = serde_json::from_slice(body).ok();
+        let problems =
+            operation.check_request(path_params, uri.query().unwrap_or(""), json.as_ref());
+        if !problems.is_empty() && (body.is_empty() || json.is_some()) {
+            inner.request_violations.push(format!(
+                "{method} {uri} ({}): {}",
+                operation.name,
+                problems.join(" ")
+            ));
+            return invalid_request(&problems).into_response();
+        }
+    }
     if method == Method::PATCH && uri.path().contains("/git/refs/") {
         if let Some(push) = inner.pending_push.take() {
             inner.external_commit(&push.owner, &push.repo, &push.branch, push.changes);
         }
     }
-    let response = match route(&mut inner, &method, &uri, &headers, &body) {
+    let response = match route(inner, method, uri, headers, body) {
         Ok(r) => r,
         Err(fail) => fail.into_response(),
     };
@@ -728,6 +980,7 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
                 return Err(not_found());
             }
             let base = inner.base.clone();
+            let listing_limit = inner.listing_limit;
             let repo = inner.repo_mut(owner, name).ok_or_else(not_found)?;
             let request = RepoRequest {
                 base: &base,
@@ -735,6 +988,7 @@ fn route(inner: &mut Inner, method: &Method, uri: &Uri, headers: &HeaderMap, bod
                 method: m,
                 rest,
                 recursive,
+                listing_limit,
                 json: &json,
             };
             let (response, blobs) = repo_route(repo, &request)?;
@@ -752,6 +1006,7 @@ struct RepoRequest<'a> {
     method: &'a str,
     rest: &'a [&'a str],
     recursive: bool,
+    listing_limit: Option<usize>,
     json: &'a Value,
 }
 
@@ -786,7 +1041,10 @@ fn repo_route(repo: &mut Repo, req: &RepoRequest<'_>) -> Result<(Response, usize
         ("POST", ["git", "blobs"]) => create_blob(repo, &api, json).map(|r| (r, 1)),
         ("GET", ["git", "blobs", sha]) => get_blob(repo, &api, sha).map(|r| (r, 0)),
         ("POST", ["git", "trees"]) => create_tree(repo, &api, json).map(|r| (r, 0)),
-        ("GET", ["git", "trees", sha]) => get_tree(repo, &api, sha, recursive).map(|r| (r, 0)),
+        ("GET", ["git", "trees", sha]) => {
+            let limit = recursive.then_some(req.listing_limit).flatten();
+            get_tree(repo, &api, sha, limit, recursive).map(|r| (r, 0))
+        }
         ("POST", ["git", "commits"]) => create_commit(repo, base, caller, json).map(|r| (r, 0)),
         ("GET", ["git", "commits", sha]) => repo
             .commit(sha)
@@ -875,6 +1133,9 @@ fn check_jwt(headers: &HeaderMap) -> Result<(), Fail> {
 // ---- apps ----
 
 fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
+    if inner.uninstalled.contains(&account.to_lowercase()) {
+        return Err(not_found());
+    }
     let existing = inner
         .installations
         .iter()
@@ -898,6 +1159,7 @@ fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
             "repositories_url": format!("{base}/installation/repositories"),
             "html_url": format!("{base}/settings/installations/{id}"),
             "app_id": APP_ID,
+            "app_slug": "agentgate-fake-app",
             "target_id": 1,
             "target_type": if org { "Organization" } else { "User" },
             "permissions": { "administration": "write", "contents": "write", "metadata": "read" },
@@ -906,6 +1168,8 @@ fn installation_for(inner: &mut Inner, account: &str, org: bool) -> Reply {
             "repository_selection": "all",
             "created_at": iso(Utc::now()),
             "updated_at": iso(Utc::now()),
+            "suspended_by": null,
+            "suspended_at": null,
         }),
     ))
 }
@@ -945,33 +1209,7 @@ fn mint_token(inner: &mut Inner, id: &str) -> Reply {
 
 // ---- repositories ----
 
-/// GitHub's description types these as strings: a `null` is refused like any other non-string.
-fn check_strings(json: &Value, fields: &[&str]) -> Result<(), Fail> {
-    for field in fields {
-        match json.get(*field) {
-            None | Some(Value::String(_)) => {}
-            Some(other) => {
-                let shown = if other.is_null() {
-                    "nil".to_string()
-                } else {
-                    other.to_string()
-                };
-                return Err(Fail {
-                    status: 422,
-                    body: json!({
-                        "message": format!("Invalid request.\n\nFor 'properties/{field}', {shown} is not a string."),
-                        "documentation_url": DOCS,
-                        "status": "422",
-                    }),
-                });
-            }
-        }
-    }
-    Ok(())
-}
-
 fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply {
-    check_strings(json, &["name", "description", "homepage"])?;
     let name = json["name"].as_str().unwrap_or_default().to_string();
     let valid = !name.is_empty()
         && name.len() <= 100
@@ -1017,7 +1255,6 @@ fn create_repo(inner: &mut Inner, owner: &str, org: bool, json: &Value) -> Reply
 }
 
 fn update_repo(repo: &mut Repo, base: &str, json: &Value) -> Reply {
-    check_strings(json, &["name", "description", "homepage"])?;
     if repo.archived && json.get("archived") != Some(&Value::Bool(false)) {
         return Err(error(403, "Repository was archived so is read-only."));
     }
@@ -1129,336 +1366,6 @@ fn put_contents(repo: &mut Repo, base: &str, caller: &Caller, path: &str, json: 
     ))
 }
 
-// ---- git database ----
-
-fn create_blob(repo: &mut Repo, api: &str, json: &Value) -> Reply {
-    let content = json["content"]
-        .as_str()
-        .ok_or_else(|| validation("Invalid request.", "content", "content is required"))?;
-    let bytes = match json["encoding"].as_str().unwrap_or("utf-8") {
-        "base64" => {
-            let cleaned: String = content.chars().filter(|c| !c.is_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD
-                .decode(cleaned)
-                .map_err(|_| error(422, "content is not valid Base64"))?
-        }
-        "utf-8" | "utf8" => content.as_bytes().to_vec(),
-        other => return Err(error(422, &format!("encoding {other} is not supported"))),
-    };
-    let sha = repo.put(Object::Blob(bytes));
-    Ok(reply(
-        201,
-        json!({ "url": format!("{api}/git/blobs/{sha}"), "sha": sha }),
-    ))
-}
-
-fn get_blob(repo: &Repo, api: &str, sha: &str) -> Reply {
-    let Some(Object::Blob(content)) = repo.objects.get(sha) else {
-        return Err(not_found());
-    };
-    // GitHub wraps base64 content at 60 characters.
-    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
-    let wrapped: Vec<String> = encoded
-        .as_bytes()
-        .chunks(60)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect();
-    Ok(reply(
-        200,
-        json!({
-            "content": format!("{}\n", wrapped.join("\n")),
-            "encoding": "base64",
-            "url": format!("{api}/git/blobs/{sha}"),
-            "sha": sha,
-            "size": content.len(),
-            "node_id": node_id("Blob", sha),
-        }),
-    ))
-}
-
-fn create_tree(repo: &mut Repo, api: &str, json: &Value) -> Reply {
-    let invalid = |why: &str| validation("Invalid tree info", "tree", why);
-    let items = json["tree"]
-        .as_array()
-        .ok_or_else(|| invalid("tree is required"))?;
-    let mut files = match json["base_tree"].as_str() {
-        Some(base) => {
-            if repo.tree(base).is_none() {
-                return Err(invalid("base_tree is not a valid tree"));
-            }
-            repo.flat_tree(base)
-        }
-        None => BTreeMap::new(),
-    };
-    let mut upserts = Vec::new();
-    for item in items {
-        let path = item["path"].as_str().unwrap_or_default();
-        let mode = item["mode"].as_str().unwrap_or_default();
-        let kind = item["type"].as_str().unwrap_or_default();
-        if !valid_path(path) {
-            return Err(invalid(&format!(
-                "tree.path {path:?} contains a malformed path component"
-            )));
-        }
-        let expected = match mode {
-            "100644" | "100755" | "120000" => "blob",
-            "040000" => "tree",
-            "160000" => "commit",
-            _ => return Err(invalid(&format!("tree.mode {mode:?} is not a valid mode"))),
-        };
-        if kind != expected {
-            return Err(invalid(&format!(
-                "tree.type {kind:?} does not match mode {mode}"
-            )));
-        }
-        let sha = match (item.get("sha"), item["content"].as_str()) {
-            (Some(Value::String(_)), Some(_)) => {
-                return Err(invalid(
-                    "only one of tree.sha and tree.content may be given",
-                ))
-            }
-            (Some(Value::String(sha)), None) => Some(sha.clone()),
-            (_, Some(content)) => Some(repo.put(Object::Blob(content.as_bytes().to_vec()))),
-            (Some(Value::Null), None) => None,
-            (_, None) => return Err(invalid("tree.sha or tree.content is required")),
-        };
-        match sha {
-            // A null sha deletes the path (and everything below it).
-            None => {
-                let dir = format!("{path}/");
-                files.retain(|p, _| p != path && !p.starts_with(&dir));
-            }
-            Some(sha) => upserts.push((path.to_string(), mode.to_string(), sha)),
-        }
-    }
-    for (path, mode, sha) in upserts {
-        match (mode.as_str(), repo.objects.get(&sha)) {
-            ("040000", Some(Object::Tree(_))) => {
-                let dir = format!("{path}/");
-                files.retain(|p, _| !p.starts_with(&dir));
-                for (inner, entry) in repo.flat_tree(&sha) {
-                    files.insert(format!("{dir}{inner}"), entry);
-                }
-            }
-            ("160000", _) => {
-                files.insert(path, (mode, sha));
-            }
-            (_, Some(Object::Blob(_))) => {
-                files.insert(path, (mode, sha));
-            }
-            _ => {
-                return Err(invalid(&format!(
-                    "tree.sha {sha} is not a valid {mode} object"
-                )))
-            }
-        }
-    }
-    for path in files.keys() {
-        let dir = format!("{path}/");
-        if files
-            .range(dir.clone()..)
-            .next()
-            .is_some_and(|(p, _)| p.starts_with(&dir))
-        {
-            return Err(invalid(&format!("{path} is both a file and a directory")));
-        }
-    }
-    let sha = repo.write_tree(&files);
-    let body = tree_json(repo, api, &sha, false);
-    Ok(reply(201, body))
-}
-
-fn get_tree(repo: &Repo, api: &str, sha: &str, recursive: bool) -> Reply {
-    if repo.tree(sha).is_none() {
-        return Err(not_found());
-    }
-    Ok(reply(200, tree_json(repo, api, sha, recursive)))
-}
-
-fn tree_json(repo: &Repo, api: &str, sha: &str, recursive: bool) -> Value {
-    let mut items = Vec::new();
-    let mut add = |path: String, e: &Entry| {
-        let (kind, mode) = match e.mode.as_str() {
-            "40000" => ("tree", "040000"),
-            "160000" => ("commit", "160000"),
-            other => ("blob", other),
-        };
-        let mut item = json!({ "path": path, "mode": mode, "type": kind, "sha": e.sha });
-        if let Some(Object::Blob(content)) = repo.objects.get(&e.sha) {
-            item["size"] = json!(content.len());
-            item["url"] = json!(format!("{api}/git/blobs/{}", e.sha));
-        } else if kind == "tree" {
-            item["url"] = json!(format!("{api}/git/trees/{}", e.sha));
-        }
-        items.push(item);
-    };
-    if recursive {
-        repo.walk(sha, "", &mut add);
-    } else {
-        for e in repo.tree(sha).cloned().unwrap_or_default() {
-            add(e.name.clone(), &e);
-        }
-    }
-    json!({
-        "sha": sha,
-        "url": format!("{api}/git/trees/{sha}"),
-        "tree": items,
-        "truncated": false,
-    })
-}
-
-fn create_commit(repo: &mut Repo, base: &str, caller: &Caller, json: &Value) -> Reply {
-    let message = json["message"]
-        .as_str()
-        .ok_or_else(|| validation("Invalid request.", "message", "message is required"))?;
-    let tree = json["tree"].as_str().unwrap_or_default();
-    if repo.tree(tree).is_none() {
-        return Err(error(422, "Tree SHA does not exist"));
-    }
-    let mut parents = Vec::new();
-    for p in json["parents"].as_array().cloned().unwrap_or_default() {
-        let p = p.as_str().unwrap_or_default().to_string();
-        if repo.commit(&p).is_none() {
-            return Err(error(
-                422,
-                "Parent SHA does not exist or is not a commit object",
-            ));
-        }
-        parents.push(p);
-    }
-    let author = person(&json["author"]).unwrap_or_else(|| default_person(caller));
-    let committer = person(&json["committer"]).unwrap_or_else(|| author.clone());
-    let commit = Commit {
-        tree: tree.to_string(),
-        parents,
-        message: message.to_string(),
-        author,
-        committer,
-    };
-    let sha = repo.put(Object::Commit(commit.clone()));
-    Ok(reply(201, commit_json(repo, base, &sha, &commit)))
-}
-
-fn create_ref(repo: &mut Repo, api: &str, json: &Value) -> Reply {
-    let refname = json["ref"].as_str().unwrap_or_default().to_string();
-    let sha = json["sha"].as_str().unwrap_or_default().to_string();
-    if !refname.starts_with("refs/") || refname.matches('/').count() < 2 {
-        return Err(error(
-            422,
-            "Reference name is invalid: must start with 'refs' and have at least two slashes",
-        ));
-    }
-    if !repo.objects.contains_key(&sha) {
-        return Err(error(422, "Object does not exist"));
-    }
-    if repo.refs.contains_key(&refname) {
-        return Err(error(422, "Reference already exists"));
-    }
-    repo.refs.insert(refname.clone(), sha.clone());
-    Ok(reply(201, ref_json(api, &refname, &sha)))
-}
-
-fn update_ref(repo: &mut Repo, api: &str, refname: &str, json: &Value) -> Reply {
-    let sha = json["sha"].as_str().unwrap_or_default().to_string();
-    let force = json["force"].as_bool().unwrap_or(false);
-    let Some(current) = repo.refs.get(refname).cloned() else {
-        return Err(error(422, "Reference does not exist"));
-    };
-    if repo.commit(&sha).is_none() {
-        return Err(error(422, "Object does not exist"));
-    }
-    if !force && !repo.is_ancestor(&current, &sha) {
-        return Err(error(422, "Update is not a fast forward"));
-    }
-    repo.refs.insert(refname.to_string(), sha.clone());
-    Ok(reply(200, ref_json(api, refname, &sha)))
-}
-
-// ---- JSON shapes ----
-
-fn repo_json(repo: &Repo, base: &str) -> Value {
-    let api = format!("{base}/repos/{}/{}", repo.owner, repo.name);
-    let html = format!("{base}/{}/{}", repo.owner, repo.name);
-    json!({
-        "id": repo.id,
-        "node_id": node_id("Repository", &repo.id.to_string()),
-        "name": repo.name,
-        "full_name": format!("{}/{}", repo.owner, repo.name),
-        "owner": account_json(base, &repo.owner, repo.owner_is_org),
-        "private": repo.private,
-        "visibility": if repo.private { "private" } else { "public" },
-        "html_url": html,
-        "description": repo.description,
-        "fork": false,
-        "url": api,
-        "git_refs_url": format!("{api}/git/refs{{/sha}}"),
-        "clone_url": format!("{html}.git"),
-        "homepage": repo.homepage,
-        "size": 0,
-        "default_branch": repo.default_branch,
-        "archived": repo.archived,
-        "disabled": false,
-        "created_at": iso(repo.created_at),
-        "updated_at": iso(repo.created_at),
-        "pushed_at": null,
-    })
-}
-
-fn account_json(base: &str, login: &str, org: bool) -> Value {
-    let api = format!("{base}/users/{login}");
-    json!({
-        "login": login,
-        "id": 1,
-        "node_id": node_id(if org { "Organization" } else { "User" }, login),
-        "avatar_url": format!("{base}/avatars/{login}"),
-        "gravatar_id": "",
-        "url": api,
-        "html_url": format!("{base}/{login}"),
-        "followers_url": format!("{api}/followers"),
-        "following_url": format!("{api}/following"),
-        "gists_url": format!("{api}/gists"),
-        "starred_url": format!("{api}/starred"),
-        "subscriptions_url": format!("{api}/subscriptions"),
-        "organizations_url": format!("{api}/orgs"),
-        "repos_url": format!("{api}/repos"),
-        "events_url": format!("{api}/events"),
-        "received_events_url": format!("{api}/received_events"),
-        "type": if org { "Organization" } else { "User" },
-        "site_admin": false,
-    })
-}
-
-fn commit_json(repo: &Repo, base: &str, sha: &str, c: &Commit) -> Value {
-    let api = format!("{base}/repos/{}/{}", repo.owner, repo.name);
-    let html = format!("{base}/{}/{}", repo.owner, repo.name);
-    let who = |p: &Person| json!({ "name": p.name, "email": p.email, "date": iso(p.date) });
-    json!({
-        "sha": sha,
-        "node_id": node_id("Commit", sha),
-        "url": format!("{api}/git/commits/{sha}"),
-        "html_url": format!("{html}/commit/{sha}"),
-        "author": who(&c.author),
-        "committer": who(&c.committer),
-        "message": c.message,
-        "tree": { "sha": c.tree, "url": format!("{api}/git/trees/{}", c.tree) },
-        "parents": c.parents.iter().map(|p| json!({
-            "sha": p,
-            "url": format!("{api}/git/commits/{p}"),
-            "html_url": format!("{html}/commit/{p}"),
-        })).collect::<Vec<_>>(),
-        "verification": { "verified": false, "reason": "unsigned", "signature": null, "payload": null, "verified_at": null },
-    })
-}
-
-fn ref_json(api: &str, refname: &str, sha: &str) -> Value {
-    json!({
-        "ref": refname,
-        "node_id": node_id("Ref", refname),
-        "url": format!("{api}/git/{refname}"),
-        "object": { "sha": sha, "type": "commit", "url": format!("{api}/git/commits/{sha}") },
-    })
-}
-
 // ---- helpers ----
 
 fn person(value: &Value) -> Option<Person> {
@@ -1538,6 +1445,18 @@ fn validation(message: &str, field: &str, detail: &str) -> Fail {
     }
 }
 
+/// GitHub's answer to a request its description refuses ("validation-error").
+fn invalid_request(problems: &[String]) -> Fail {
+    Fail {
+        status: 422,
+        body: json!({
+            "message": format!("Invalid request.\n\n{}", problems.join("\n")),
+            "documentation_url": DOCS,
+            "status": "422",
+        }),
+    }
+}
+
 fn not_found() -> Fail {
     error(404, "Not Found")
 }
@@ -1553,9 +1472,14 @@ fn fault_response(fault: Fault) -> Response {
                 .insert("retry-after", HeaderValue::from(secs));
             r
         }
-        Fault::Primary(secs) => {
+        Fault::Primary(secs) | Fault::TooMany(secs) => {
+            let status = if matches!(fault, Fault::TooMany(_)) {
+                429
+            } else {
+                403
+            };
             let reset = Utc::now().timestamp() + secs as i64;
-            let mut r = error(403, "API rate limit exceeded for user ID 1.").into_response();
+            let mut r = error(status, "API rate limit exceeded for user ID 1.").into_response();
             let h = r.headers_mut();
             h.insert("x-ratelimit-limit", HeaderValue::from(5000));
             h.insert("x-ratelimit-remaining", HeaderValue::from(0));

@@ -9,6 +9,14 @@
 //! checks name a port the service does not expose are refused. `fail_next(n, status)` makes
 //! the next n authenticated requests fail. Every request and answer is recorded for assertions.
 //!
+//! Every request is checked against Koyeb's official API description (the operations we use,
+//! kept in tests/fixtures/koyeb-openapi; see `openapi_check.rs`); one that breaks it gets the
+//! described 400 "Validation error" and is recorded, and so is an answer of the fake that
+//! breaks it. Dropping the fake with a violation left fails the test (unless it already
+//! panics); a test that breaks it on purpose takes them with `take_request_violations`.
+//! Duplicate names are answered as the description documents validation errors: 400 with
+//! `fields` naming the field.
+//!
 //! Env values and registry passwords are recorded for tests but never put into answers, so a
 //! test can check that a secret reached Koyeb without Koyeb (or us) echoing it.
 #![allow(dead_code)]
@@ -24,8 +32,70 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Map, Value};
 
+use crate::openapi_check::{Description, Operation};
+
 pub const TOKEN: &str = "fake-koyeb-token";
 const DEFAULT_PATH: [&str; 4] = ["PENDING", "PROVISIONING", "STARTING", "HEALTHY"];
+
+/// `Deployment.Status` in Koyeb's description. A script may name another status (one Koyeb
+/// may add later): it is answered as scripted, and that answer is not checked.
+const DOCUMENTED_STATUSES: [&str; 16] = [
+    "PENDING",
+    "PROVISIONING",
+    "SCHEDULED",
+    "CANCELING",
+    "CANCELED",
+    "ALLOCATING",
+    "STARTING",
+    "HEALTHY",
+    "DEGRADED",
+    "UNHEALTHY",
+    "STOPPING",
+    "STOPPED",
+    "ERRORING",
+    "ERROR",
+    "STASHED",
+    "SLEEPING",
+];
+
+/// The statuses Koyeb's description lists for every operation, answered with its `Error`
+/// shape; any other is its `default`, a `google.rpc.Status`.
+const DESCRIBED_ERRORS: [u16; 6] = [400, 401, 403, 404, 500, 503];
+
+/// The operations the fake serves, as Koyeb's description names them.
+const SERVED: &[(&str, &str)] = &[
+    ("POST", "/v1/apps"),
+    ("GET", "/v1/apps"),
+    ("GET", "/v1/apps/{id}"),
+    ("DELETE", "/v1/apps/{id}"),
+    ("POST", "/v1/services"),
+    ("GET", "/v1/services"),
+    ("GET", "/v1/services/{id}"),
+    ("PUT", "/v1/services/{id}"),
+    ("PATCH", "/v1/services/{id}"),
+    ("POST", "/v1/services/{id}/redeploy"),
+    ("DELETE", "/v1/services/{id}"),
+    ("GET", "/v1/deployments/{id}"),
+    ("POST", "/v1/secrets"),
+    ("GET", "/v1/secrets"),
+    ("PUT", "/v1/secrets/{id}"),
+    ("PATCH", "/v1/secrets/{id}"),
+    ("DELETE", "/v1/secrets/{id}"),
+];
+
+/// Koyeb's description, loaded once per test process.
+fn description() -> &'static Description {
+    static DESCRIPTION: std::sync::LazyLock<Description> = std::sync::LazyLock::new(|| {
+        Description::load(
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/koyeb-openapi/openapi.json"
+            ),
+            SERVED,
+        )
+    });
+    &DESCRIPTION
+}
 
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -36,6 +106,7 @@ pub struct RecordedRequest {
     pub body: Value,
     pub status: u16,
     pub response: String,
+    pub user_agent: String,
 }
 
 #[derive(Clone)]
@@ -91,6 +162,12 @@ struct Inner {
     requests: Vec<RecordedRequest>,
     /// Every definition sent (create or update), in order.
     definitions: Vec<Value>,
+    /// Requests whose parameters or body break the operation's description.
+    request_violations: Vec<String>,
+    /// Answers of the fake that break the operation's description.
+    response_violations: Vec<String>,
+    /// The answer being made reports a status beyond the description on purpose.
+    beyond_description: bool,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -102,8 +179,25 @@ pub struct FakeKoyeb {
 }
 
 impl Drop for FakeKoyeb {
+    /// A test ends with no request that broke Koyeb's description (and no answer of the fake's
+    /// that did).
     fn drop(&mut self) {
         self.server.abort();
+        if std::thread::panicking() {
+            return;
+        }
+        let inner = self.lock();
+        let broken: Vec<&str> = inner
+            .request_violations
+            .iter()
+            .chain(&inner.response_violations)
+            .map(String::as_str)
+            .collect();
+        assert!(
+            broken.is_empty(),
+            "the fake Koyeb saw requests or gave answers that break Koyeb's API description:\n{}",
+            broken.join("\n")
+        );
     }
 }
 
@@ -124,6 +218,9 @@ impl FakeKoyeb {
             failures: VecDeque::new(),
             requests: Vec::new(),
             definitions: Vec::new(),
+            request_violations: Vec::new(),
+            response_violations: Vec::new(),
+            beyond_description: false,
         }));
         let router = Router::new().fallback(handle).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -172,6 +269,17 @@ impl FakeKoyeb {
         for _ in 0..n {
             inner.failures.push_back(status);
         }
+    }
+
+    /// Requests that broke Koyeb's description (each answered 400), removed from the fake so
+    /// that dropping it does not fail the test.
+    pub fn take_request_violations(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().request_violations)
+    }
+
+    /// Answers of the fake that break Koyeb's description (a bug in the fake).
+    pub fn response_violations(&self) -> Vec<String> {
+        self.lock().response_violations.clone()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
@@ -274,9 +382,35 @@ async fn handle(
     } else {
         serde_json::from_slice(&body).unwrap_or(Value::String("<invalid json>".into()))
     };
+    let sent = (!body.is_empty()).then_some(&parsed);
+    let operation = description().operation(method.as_str(), &path);
     let mut guard = inner.lock().unwrap_or_else(|p| p.into_inner());
-    let (status, answer, retry_after) =
-        answer(&mut guard, &method, &path, &query, &headers, &parsed);
+    let request = Request {
+        method: &method,
+        path: &path,
+        query: &query,
+        headers: &headers,
+        body: sent,
+    };
+    let (status, answer, retry_after) = answer(&mut guard, &request, operation.as_ref());
+    // Whatever the fake serves must be checked: a route outside `SERVED` is a gap.
+    if operation.is_none() && status.is_success() {
+        guard.response_violations.push(format!(
+            "{method} {path} was served but matches no operation in SERVED"
+        ));
+    }
+    let scripted_beyond = std::mem::take(&mut guard.beyond_description);
+    if let Some((operation, _)) = operation.as_ref().filter(|_| !scripted_beyond) {
+        let problems = operation.check_response(status.as_u16(), &answer);
+        if !problems.is_empty() {
+            guard.response_violations.push(format!(
+                "{} answered {}: {}",
+                operation.name,
+                status.as_u16(),
+                problems.join(" ")
+            ));
+        }
+    }
     let text = answer.to_string();
     guard.requests.push(RecordedRequest {
         method: method.to_string(),
@@ -285,6 +419,11 @@ async fn handle(
         body: parsed,
         status: status.as_u16(),
         response: text.clone(),
+        user_agent: headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
     });
     drop(guard);
     let mut response = (status, [("content-type", "application/json")], text).into_response();
@@ -296,14 +435,27 @@ async fn handle(
     response
 }
 
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a HeaderMap,
+    /// The JSON body, when there was one.
+    body: Option<&'a Value>,
+}
+
 fn answer(
     inner: &mut Inner,
-    method: &Method,
-    path: &str,
-    query: &str,
-    headers: &HeaderMap,
-    body: &Value,
+    request: &Request<'_>,
+    operation: Option<&(&Operation, Vec<(String, String)>)>,
 ) -> (StatusCode, Value, bool) {
+    let Request {
+        method,
+        path,
+        query,
+        headers,
+        body,
+    } = *request;
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -317,12 +469,35 @@ fn answer(
     }
     if let Some(status) = inner.failures.pop_front() {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return (
-            code,
-            error(status, "injected", "Injected failure"),
-            status == 429,
-        );
+        let body = if DESCRIBED_ERRORS.contains(&status) {
+            error(status, "injected", "Injected failure")
+        } else {
+            json!({ "code": rpc_code(status), "message": "Injected failure", "details": [] })
+        };
+        return (code, body, status == 429);
     }
+    if let Some((operation, path_params)) = operation {
+        let problems = operation.check_request(path_params, query, body);
+        if !problems.is_empty() {
+            inner.request_violations.push(format!(
+                "{method} {path}?{query} ({}): {}",
+                operation.name,
+                problems.join(" ")
+            ));
+            let fields: Vec<Value> = problems
+                .iter()
+                .map(|p| json!({ "field": operation.name, "description": p }))
+                .collect();
+            let answer = json!({
+                "status": 400,
+                "code": "invalid_argument",
+                "message": "Validation error",
+                "fields": fields,
+            });
+            return (StatusCode::BAD_REQUEST, answer, false);
+        }
+    }
+    let body = body.unwrap_or(&Value::Null);
     let params = query_params(query);
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (method.as_str(), segments.as_slice()) {
@@ -353,10 +528,36 @@ fn answer(
     }
 }
 
+/// The gRPC code behind an HTTP status, as grpc-gateway maps them.
+fn rpc_code(status: u16) -> i32 {
+    match status {
+        400 => 3,
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        408 | 504 => 4,
+        409 => 6,
+        429 => 8,
+        501 => 12,
+        502 | 503 => 14,
+        _ => 2,
+    }
+}
+
 type Answer = Result<Value, (u16, &'static str, String)>;
 
+/// Koyeb's error shapes: `Error`, and for a 400 `ErrorWithFields` ("Validation error", with
+/// the field and what is wrong with it; our messages read "field: description").
 fn error(status: u16, code: &str, message: &str) -> Value {
-    json!({ "status": status, "code": code, "message": message })
+    match message.split_once(": ") {
+        Some((field, description)) if status == 400 => json!({
+            "status": status,
+            "code": code,
+            "message": "Validation error",
+            "fields": [{ "field": field, "description": description }],
+        }),
+        _ => json!({ "status": status, "code": code, "message": message }),
+    }
 }
 
 fn invalid(message: &str) -> (u16, &'static str, String) {
@@ -415,11 +616,7 @@ fn create_app(inner: &mut Inner, body: &Value) -> Answer {
         ));
     }
     if inner.apps.values().any(|a| a.name == name) {
-        return Err((
-            409,
-            "already_exists",
-            "An app with this name already exists".into(),
-        ));
+        return Err(invalid("name: already exists"));
     }
     let app = App {
         id: new_id(),
@@ -640,11 +837,7 @@ fn create_service(inner: &mut Inner, body: &Value) -> Answer {
         .values()
         .any(|s| s.app_id == app_id && s.name == name)
     {
-        return Err((
-            409,
-            "already_exists",
-            "A service with this name already exists".into(),
-        ));
+        return Err(invalid("definition.name: already exists"));
     }
     let id = new_id();
     let deployment_id = new_deployment(inner, &id, &app_id, definition);
@@ -764,12 +957,16 @@ fn deployment_json(step: Duration, deployment: &Deployment) -> Value {
     })
 }
 
-fn get_deployment(inner: &Inner, id: &str) -> Answer {
-    inner
+fn get_deployment(inner: &mut Inner, id: &str) -> Answer {
+    let deployment = inner
         .deployments
         .get(id)
-        .map(|d| json!({ "deployment": deployment_json(inner.step, d) }))
-        .ok_or_else(|| not_found("deployment"))
+        .ok_or_else(|| not_found("deployment"))?;
+    let answer = deployment_json(inner.step, deployment);
+    inner.beyond_description = answer["status"]
+        .as_str()
+        .is_some_and(|s| !DOCUMENTED_STATUSES.contains(&s));
+    Ok(json!({ "deployment": answer }))
 }
 
 fn secret_json(secret: &Secret) -> Value {
@@ -812,11 +1009,7 @@ fn check_secret(body: &Value) -> Result<(String, String), (u16, &'static str, St
 fn create_secret(inner: &mut Inner, body: &Value) -> Answer {
     let (name, kind) = check_secret(body)?;
     if inner.secrets.values().any(|s| s.name == name) {
-        return Err((
-            409,
-            "already_exists",
-            "A secret with this name already exists".into(),
-        ));
+        return Err(invalid("name: already exists"));
     }
     let secret = Secret {
         id: new_id(),

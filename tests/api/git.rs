@@ -17,15 +17,15 @@ use crate::helpers::{assert_complete_run, spawn_app_with, DbKind, Frame, SseRead
 const NO_DEPLOY: &str = "[deploy]\non_new_version = false\n";
 /// Any RSA key will do: the fake checks the GitHub App's JWT structurally, not its signature.
 const APP_PRIVATE_KEY: &str = include_str!("../fixtures/jwks/rsa_private.pem");
-const ORG: &str = "octo-org";
-const BUILD: &str = "build a todo list app";
-const REPO: &str = "todo-list-app";
+pub(crate) const ORG: &str = "octo-org";
+pub(crate) const BUILD: &str = "build a todo list app";
+pub(crate) const REPO: &str = "todo-list-app";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn github_config(gh: &FakeGitHub, retry_interval_secs: u64) -> String {
+pub(crate) fn github_config(gh: &FakeGitHub, retry_interval_secs: u64) -> String {
     format!(
         "{NO_DEPLOY}[git]\nhost = \"github\"\napi_base = {:?}\nowner = {:?}\ntoken = {:?}\nmax_retries = 2\nretry_interval_secs = {retry_interval_secs}\n",
         gh.url, USER, PERSONAL_TOKEN
@@ -33,7 +33,7 @@ fn github_config(gh: &FakeGitHub, retry_interval_secs: u64) -> String {
 }
 
 /// The GitHub host authenticating as a GitHub App installed on [`ORG`].
-fn github_app_config(gh: &FakeGitHub) -> String {
+pub(crate) fn github_app_config(gh: &FakeGitHub) -> String {
     format!(
         "{NO_DEPLOY}[git]\nhost = \"github\"\napi_base = {:?}\nowner = {ORG:?}\nowner_is_org = true\napp_id = {APP_ID}\nprivate_key = {APP_PRIVATE_KEY:?}\nmax_retries = 2\nretry_interval_secs = 3600\n",
         gh.url
@@ -45,7 +45,12 @@ fn local_config(retry_interval_secs: u64) -> String {
 }
 
 /// Sends a message (a fast demo agent) and reads the whole run.
-async fn run(app: &TestApp, token: &str, message: &str, app_id: Option<&str>) -> Vec<Frame> {
+pub(crate) async fn run(
+    app: &TestApp,
+    token: &str,
+    message: &str,
+    app_id: Option<&str>,
+) -> Vec<Frame> {
     let mut body = json!({"message": message, "settings": {"demo": {"eventDelayMs": 0}}});
     if let Some(id) = app_id {
         body["applicationId"] = json!(id);
@@ -61,7 +66,7 @@ async fn run(app: &TestApp, token: &str, message: &str, app_id: Option<&str>) ->
     frames
 }
 
-fn app_id(frames: &[Frame]) -> String {
+pub(crate) fn app_id(frames: &[Frame]) -> String {
     frames[0].data["appId"]
         .as_str()
         .expect("app id")
@@ -69,7 +74,7 @@ fn app_id(frames: &[Frame]) -> String {
 }
 
 /// `metadata.type` of every PlatformMessage, in stream order.
-fn notice_types(frames: &[Frame]) -> Vec<String> {
+pub(crate) fn notice_types(frames: &[Frame]) -> Vec<String> {
     frames
         .iter()
         .filter(|f| f.event == "message" && f.data["message"]["kind"] == "PlatformMessage")
@@ -83,7 +88,7 @@ fn notice_types(frames: &[Frame]) -> Vec<String> {
 }
 
 /// The metadata of every PlatformMessage of one type.
-fn notices(frames: &[Frame], kind: &str) -> Vec<Value> {
+pub(crate) fn notices(frames: &[Frame], kind: &str) -> Vec<Value> {
     frames
         .iter()
         .filter(|f| crate::helpers::notice_kind(&f.data) == kind)
@@ -91,7 +96,7 @@ fn notices(frames: &[Frame], kind: &str) -> Vec<Value> {
         .collect()
 }
 
-fn notice(frames: &[Frame], kind: &str) -> Value {
+pub(crate) fn notice(frames: &[Frame], kind: &str) -> Value {
     let found = notices(frames, kind);
     assert_eq!(
         found.len(),
@@ -102,14 +107,14 @@ fn notice(frames: &[Frame], kind: &str) -> Value {
     found[0].clone()
 }
 
-async fn app_view(app: &TestApp, token: &str, id: &str) -> Value {
+pub(crate) async fn app_view(app: &TestApp, token: &str, id: &str) -> Value {
     let response = app.get(&format!("/apps/{id}"), token).await;
     assert_eq!(response.status(), 200);
     response.json().await.expect("json")
 }
 
 /// A version's files (content and git mode) as the gateway serves them through `read-url`.
-async fn version_files(app: &TestApp, token: &str, id: &str, version: i64) -> Files {
+pub(crate) async fn version_files(app: &TestApp, token: &str, id: &str, version: i64) -> Files {
     let response = app
         .get(&format!("/apps/{id}/read-url?version={version}"), token)
         .await;
@@ -328,7 +333,7 @@ fn log(dir: &Path, rev: &str) -> Vec<(String, Vec<String>, String, String, Strin
 }
 
 /// Paths whose content or mode differs between two versions, plus removed ones.
-fn changed_paths(before: &Files, after: &Files) -> BTreeSet<String> {
+pub(crate) fn changed_paths(before: &Files, after: &Files) -> BTreeSet<String> {
     let mut changed: BTreeSet<String> = after
         .iter()
         .filter(|(p, e)| before.get(*p) != Some(*e))
@@ -1506,7 +1511,7 @@ async fn a_long_rate_limit_holds_every_github_call_until_its_reset(kind: DbKind)
 db_test!(a_long_rate_limit_holds_every_github_call_until_its_reset);
 
 /// Every request agentgate sends GitHub carries the documented media type, a pinned API
-/// version and a User-Agent; repository creation sends no `null` strings (GitHub answers 422).
+/// version and one User-Agent, agentgate's; repository creation sends no `null` strings (GitHub answers 422).
 async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     let gh = FakeGitHub::start().await;
     let app = spawn_app_with(kind, &github_config(&gh, 3600)).await;
@@ -1520,6 +1525,7 @@ async fn github_requests_carry_the_documented_headers(kind: DbKind) {
     run(&app, &token, "add a dark mode", Some(&id)).await;
     assert!(gh.requests().len() > 3);
     assert_eq!(gh.header_violations(), Vec::<String>::new());
+    assert_eq!(gh.user_agents(), [agentgate::USER_AGENT]);
     app.stop().await;
 }
 db_test!(github_requests_carry_the_documented_headers);

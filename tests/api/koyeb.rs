@@ -137,6 +137,12 @@ async fn git_mode_creates_app_and_service_and_reaches_healthy() {
             format!("GET /v1/apps/{koyeb_app}")
         ]
     );
+    let agents: BTreeSet<String> = fake.requests().into_iter().map(|r| r.user_agent).collect();
+    assert_eq!(
+        agents,
+        BTreeSet::from([agentgate::USER_AGENT.to_string()]),
+        "agentgate names itself"
+    );
     let name = format!("ag-{}", hex12(&app_id));
     assert_eq!(
         state[agentgate::deploy::runner::STATE_URL],

@@ -9,7 +9,7 @@
 //! `{status, code, message, fields: [{field, description}]}`.
 //!
 //! Every call we make is safe to repeat (creates are keyed by name and a duplicate answers
-//! 409), so transient failures (network, 408, 429, 5xx) are retried a few times here with
+//! 409, or 400 "already exists" as the description documents validation errors), so transient failures (network, 408, 429, 5xx) are retried a few times here with
 //! backoff, honouring a short `Retry-After`; what still fails becomes `DeployError::Transient`
 //! for the job runner. The token only ever travels in the `Authorization` header.
 use std::time::Duration;
@@ -156,6 +156,7 @@ impl KoyebApi {
         retry: RetryPolicy,
     ) -> Result<Self, DeployError> {
         let http = reqwest::Client::builder()
+            .user_agent(crate::USER_AGENT)
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -370,7 +371,9 @@ fn classify(status: StatusCode, text: &str, after: Option<Duration>) -> ApiError
     match status.as_u16() {
         404 => ApiError::NotFound,
         409 => ApiError::Conflict,
-        400 if body.message.to_ascii_lowercase().contains("already exist") => ApiError::Conflict,
+        // Koyeb's description documents validation errors (a taken name among them) as 400
+        // with `fields`; the text may be in the message or in a field's description.
+        400 if message.to_ascii_lowercase().contains("already exist") => ApiError::Conflict,
         408 | 429 | 500..=599 => match after {
             Some(after) => {
                 ApiError::Transient(format!("{described} (retry after {} s)", after.as_secs()))
@@ -425,6 +428,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let exists = r#"{"message":"App name already exists"}"#;
+        assert!(matches!(
+            classify(StatusCode::BAD_REQUEST, exists, None),
+            ApiError::Conflict
+        ));
+        let exists = r#"{"status":400,"code":"invalid_argument","message":"Validation error","fields":[{"field":"name","description":"already exists"}]}"#;
         assert!(matches!(
             classify(StatusCode::BAD_REQUEST, exists, None),
             ApiError::Conflict

@@ -7,6 +7,7 @@ use octocrab::Octocrab;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::auth::Credentials;
+use super::pacing::{Pace, RateBudget};
 use super::retry::{Attempt, Decision, RateLimitHeaders, RetryPolicy};
 use crate::git::GitError;
 
@@ -21,6 +22,8 @@ pub(super) struct Api {
     /// Secondary rate limits in a row that named no wait: each doubles the hold (GitHub asks
     /// for exponential backoff there); a successful call resets it.
     unnamed_limits: std::sync::atomic::AtomicU32,
+    /// The rate-limit budget the latest reply reported (filled in by the HTTP client).
+    budget: std::sync::Arc<RateBudget>,
 }
 
 /// A failed request: either GitHub's final answer, for the caller to interpret, or an error
@@ -75,13 +78,56 @@ impl ApiError {
 }
 
 impl Api {
-    pub(super) fn new(base: Octocrab, creds: Credentials, policy: RetryPolicy) -> Self {
+    pub(super) fn new(
+        base: Octocrab,
+        creds: Credentials,
+        policy: RetryPolicy,
+        budget: std::sync::Arc<RateBudget>,
+    ) -> Self {
         Self {
             base,
             creds,
             policy,
             held_until: std::sync::Mutex::new(None),
             unnamed_limits: std::sync::atomic::AtomicU32::new(0),
+            budget,
+        }
+    }
+
+    /// Spaces calls out while GitHub's budget runs low; once it is used up, waits for a reset
+    /// that is close or holds every call until a later one.
+    async fn keep_within_budget(&self, what: &str) -> Result<(), ApiError> {
+        match self.budget.pace() {
+            Pace::Go => Ok(()),
+            Pace::Wait(wait) => {
+                let wait = wait.min(self.policy.max_wait);
+                tracing::info!(
+                    request = what,
+                    wait_ms = wait.as_millis() as u64,
+                    "GitHub's rate-limit budget is running low; spacing calls out"
+                );
+                tokio::time::sleep(wait).await;
+                Ok(())
+            }
+            // A reset close enough is waited for, like a short rate limit.
+            Pace::Exhausted(left) if left <= self.policy.max_wait => {
+                tracing::info!(
+                    request = what,
+                    wait_ms = left.as_millis() as u64,
+                    "GitHub's rate-limit budget is used up; waiting for its reset"
+                );
+                tokio::time::sleep(left).await;
+                Ok(())
+            }
+            Pace::Exhausted(left) => {
+                tracing::warn!(
+                    request = what,
+                    wait_s = left.as_secs(),
+                    "GitHub's rate-limit budget is used up; holding every call until its reset"
+                );
+                self.hold(left);
+                Err(GitError::RateLimited(left.as_secs().max(1)).into())
+            }
         }
     }
 
@@ -159,6 +205,7 @@ impl Api {
             .map_err(|_| GitError::Invalid("the GitHub token cannot be sent".into()))?;
         let mut retries = 0;
         loop {
+            self.keep_within_budget(what).await?;
             let error = match request(crab.clone()).await {
                 Ok(value) => {
                     self.unnamed_limits
@@ -271,7 +318,7 @@ mod tests {
             base_delay: Duration::from_millis(1),
             max_wait: Duration::from_secs(1),
         };
-        let api = Api::new(crab, creds, policy);
+        let api = Api::new(crab, creds, policy, Default::default());
         let limited = |retry_after: Option<u64>| Attempt::Status {
             status: 403,
             limit: RateLimitHeaders {

@@ -10,8 +10,10 @@
 mod api;
 mod auth;
 mod bootstrap;
+mod client;
 mod commit;
 mod objects;
+mod pacing;
 mod plan;
 mod refs;
 mod repos;
@@ -20,7 +22,6 @@ mod retry;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use octocrab::Octocrab;
 
 use super::names::check_component;
 use super::{CommitRef, CommitRequest, CreateRepo, GitError, GitHost, RepoRef};
@@ -76,19 +77,24 @@ impl GitHubHost {
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid_base());
         }
-        let crab = Octocrab::builder()
-            .base_uri(settings.api_base.trim_end_matches('/'))
-            .map_err(|_| invalid_base())?
-            // GitHub's documented media type and a pinned API version on every call.
-            .add_header(http::header::ACCEPT, "application/vnd.github+json".into())
-            .add_header(
-                http::HeaderName::from_static("x-github-api-version"),
-                settings.api_version.clone(),
-            )
-            .set_connect_timeout(Some(CONNECT_TIMEOUT))
-            .set_read_timeout(Some(READ_TIMEOUT))
-            .build()
-            .map_err(|e| GitError::Invalid(format!("cannot set up the GitHub client: {e}")))?;
+        // GitHub asks for a User-Agent naming the application (and the App, when it is one).
+        let user_agent = match &settings.auth {
+            GitHubAuth::App { app_id, .. } => {
+                format!("{} (GitHub App {app_id})", crate::USER_AGENT)
+            }
+            GitHubAuth::Token(_) => crate::USER_AGENT.to_string(),
+        };
+        let budget = std::sync::Arc::new(pacing::RateBudget::default());
+        let crab = client::build(
+            &client::ClientSettings {
+                api_base: &settings.api_base,
+                api_version: &settings.api_version,
+                user_agent: &user_agent,
+                connect_timeout: CONNECT_TIMEOUT,
+                read_timeout: READ_TIMEOUT,
+            },
+            budget.clone(),
+        )?;
         let creds = Credentials::new(&settings.auth, &settings.owner, settings.owner_is_org)?;
         let policy = RetryPolicy {
             max_retries: settings.max_retries,
@@ -96,7 +102,7 @@ impl GitHubHost {
             max_wait: DEFAULT_MAX_WAIT,
         };
         Ok(Self {
-            api: Api::new(crab, creds, policy),
+            api: Api::new(crab, creds, policy, budget),
             owner: settings.owner,
             owner_is_org: settings.owner_is_org,
             private: settings.private,
