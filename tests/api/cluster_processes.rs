@@ -81,10 +81,7 @@ struct Nginx {
 impl Nginx {
     fn start(upstreams: &[String]) -> Nginx {
         let dir = tempfile::tempdir().expect("nginx dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = free_port_outside_the_ephemeral_range();
         let servers: String = upstreams
             .iter()
             .map(|u| format!("    server {};\n", u.trim_start_matches("http://")))
@@ -134,6 +131,20 @@ impl Drop for Nginx {
         self.child.kill().ok();
         self.child.wait().ok();
     }
+}
+
+/// A free port below Linux's ephemeral range (32768–60999), so that nginx never takes a port
+/// another test's server gave up for a moment and binds again (`S3Server::resume`).
+fn free_port_outside_the_ephemeral_range() -> u16 {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(20000..32000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port for nginx");
 }
 
 fn nginx_binary() -> &'static str {

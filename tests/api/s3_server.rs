@@ -64,10 +64,21 @@ impl S3Server {
         }
     }
 
+    /// Serves again on the same port. Another socket may hold the port for a moment (an
+    /// outgoing connection can get it as its local port once it is free), so binding is
+    /// retried for a while.
     pub async fn resume(&mut self) {
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .expect("rebind");
+        let mut attempts = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 100 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("rebind {}: {e}", self.addr),
+            }
+        };
         self.serve(listener);
     }
 
