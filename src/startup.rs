@@ -57,9 +57,10 @@ impl Application {
         // Several gateways share only a PostgreSQL database; SQLite is one machine's.
         let member = (db.get_database_backend() == sea_orm::DbBackend::Postgres)
             .then(|| Member::from_config(&runner_id, &config));
-        if let Some(me) = &member {
-            members::join(&db, me, members::alive_window(&config)).await?;
-        }
+        let has_peers = match &member {
+            Some(me) => members::join(&db, me, members::alive_window(&config)).await?,
+            None => false,
+        };
         let listener = TcpListener::bind(config.server.bind).await?;
         let address = listener.local_addr()?;
         let max_connections = server::fd_limit::max_connections(
@@ -116,6 +117,7 @@ impl Application {
                 lease: Duration::from_secs(config.runs.lease_secs.max(3)),
             },
         );
+        runs.peers().set(has_peers);
         let recovered = runs.recover_interrupted().await?;
         if recovered > 0 {
             tracing::warn!(
@@ -155,6 +157,8 @@ impl Application {
                 state.db.clone(),
                 me.id.clone(),
                 sweep_every,
+                members::alive_window(&config),
+                state.runs.peers().clone(),
                 background.clone(),
             ));
         }

@@ -5,6 +5,7 @@
 //! latency (the readers' slow re-check finds the rows), never an event.
 //!
 //! On SQLite there is one gateway, so publishing does nothing.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub enum Signal {
     AppDeleted { app_id: String },
     /// Another gateway took the run over (its lease lapsed); its runner must stop.
     LeaseLost { run_id: String },
+    /// A gateway joined: the others start announcing their runs' events (see [`Peers`]).
+    Joined { gateway: String },
 }
 
 impl Signal {
@@ -36,6 +39,7 @@ impl Signal {
             Self::Cancel { run_id } => format!("c {run_id}"),
             Self::AppDeleted { app_id } => format!("a {app_id}"),
             Self::LeaseLost { run_id } => format!("l {run_id}"),
+            Self::Joined { gateway } => format!("j {gateway}"),
         }
     }
 
@@ -50,9 +54,28 @@ impl Signal {
             "c" => Self::Cancel { run_id: id },
             "a" => Self::AppDeleted { app_id: id },
             "l" => Self::LeaseLost { run_id: id },
+            "j" => Self::Joined { gateway: id },
             _ => return None,
         };
         Some(signal)
+    }
+}
+
+/// Whether another gateway is live on this database. A lone gateway's subscribers all hear
+/// its in-process broadcast, so its log writer announces events only while this is set: the
+/// relay of a single gateway costs what it did before several were possible. Set from the
+/// gateway registry at start and every heartbeat, and at once when a gateway announces itself
+/// ([`Signal::Joined`]) or when signals may have been missed.
+#[derive(Debug, Clone, Default)]
+pub struct Peers(Arc<AtomicBool>);
+
+impl Peers {
+    pub fn present(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, present: bool) {
+        self.0.store(present, Ordering::Relaxed);
     }
 }
 
@@ -139,8 +162,9 @@ pub async fn listen(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    // Anything sent before the first LISTEN was missed.
-    resync();
+    // Job notifications sent before the first LISTEN were missed (the workers' poll would
+    // find their jobs anyway). Run subscribers of the first moments re-check by themselves.
+    crate::jobs::wake();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
@@ -188,6 +212,9 @@ mod tests {
             },
             Signal::LeaseLost {
                 run_id: "r3".into(),
+            },
+            Signal::Joined {
+                gateway: "host:abc".into(),
             },
         ];
         let payloads = payloads(&signals);

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Value};
 use secrecy::ExposeSecret;
 
+use super::bus::{self, Peers, Signal};
 use crate::config::{AuthMode, Config, GitHostKind, ProvisionKind, StorageKind};
 use crate::db::statement;
 
@@ -105,14 +106,16 @@ struct Peer {
 
 /// Refuses (with one line saying what to change) when another gateway is live on this
 /// database and this one or that one keeps state on its own disk, or their secrets differ.
-/// Then registers this gateway. `alive` is how recent a heartbeat must be.
+/// Then registers this gateway and announces it to the others. `alive` is how recent a
+/// heartbeat must be. Returns whether other gateways are live.
 pub async fn join(
     db: &DatabaseConnection,
     me: &Member,
     alive: chrono::Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let now = Utc::now();
-    if let Some(peer) = live_peers(db, &me.id, now - alive).await?.first() {
+    let peers = live_peers(db, &me.id, now - alive).await?;
+    if let Some(peer) = peers.first() {
         if !me.local_state.is_empty() {
             anyhow::bail!(
                 "another gateway ({}) uses this database, but this one keeps state on its own \
@@ -152,7 +155,11 @@ pub async fn join(
         ],
     ))
     .await?;
-    Ok(())
+    let joined = Signal::Joined {
+        gateway: me.id.clone(),
+    };
+    bus::publish(db, &[joined]).await?;
+    Ok(!peers.is_empty())
 }
 
 async fn live_peers(
@@ -197,11 +204,13 @@ pub async fn heartbeat(db: &DatabaseConnection, me: &str) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Renews the heartbeat every `every` until `stop`.
+/// Renews the heartbeat every `every` until `stop`, and keeps `peers` up to date.
 pub async fn keep_heartbeat(
     db: DatabaseConnection,
     me: String,
     every: std::time::Duration,
+    alive: chrono::Duration,
+    peers: Peers,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
@@ -211,6 +220,11 @@ pub async fn keep_heartbeat(
         }
         if let Err(e) = heartbeat(&db, &me).await {
             tracing::warn!(error = %e, "could not renew this gateway's heartbeat");
+        }
+        match live_peers(&db, &me, Utc::now() - alive).await {
+            Ok(live) => peers.set(!live.is_empty()),
+            // Unsure: announcing costs a little, missing a peer costs its streams latency.
+            Err(_) => peers.set(true),
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::event_log::{self, SharedEvent};
 use super::live::LiveRun;
-use crate::cluster::bus::{self, Signal};
+use crate::cluster::bus::{self, Peers, Signal};
 
 /// Rows per INSERT at most: 5 bind values each, far below SQLite's and PostgreSQL's limits.
 const MAX_ROWS: usize = 1000;
@@ -54,6 +54,7 @@ enum Request {
 #[derive(Clone)]
 pub struct LogWriter {
     queue: mpsc::Sender<Request>,
+    peers: Peers,
     /// Used when the writer task is gone (the runtime is shutting down).
     fallback: DatabaseConnection,
 }
@@ -63,8 +64,18 @@ impl LogWriter {
     /// batches never queue behind request handlers for a pooled connection.
     pub fn start(writer_db: DatabaseConnection, fallback: DatabaseConnection) -> Self {
         let (queue, requests) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(writer_db, requests));
-        Self { queue, fallback }
+        let peers = Peers::default();
+        tokio::spawn(write_batches(writer_db, requests, peers.clone()));
+        Self {
+            queue,
+            peers,
+            fallback,
+        }
+    }
+
+    /// Whether other gateways are live, so that batches are announced to them.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
     }
 
     /// Queues `event` for the run's log. It is broadcast to the run's subscribers once it has
@@ -80,7 +91,7 @@ impl LogWriter {
             self.queue.send(Request::Append(append)).await
         {
             let mut one = [append];
-            write_rows_one_by_one(&self.fallback, &mut one).await;
+            write_rows_one_by_one(&self.fallback, &mut one, &self.peers).await;
         }
     }
 
@@ -93,7 +104,11 @@ impl LogWriter {
     }
 }
 
-async fn write_batches(db: DatabaseConnection, mut requests: mpsc::Receiver<Request>) {
+async fn write_batches(
+    db: DatabaseConnection,
+    mut requests: mpsc::Receiver<Request>,
+    peers: Peers,
+) {
     let mut received = Vec::with_capacity(MAX_ROWS);
     let mut batch = Vec::with_capacity(MAX_ROWS);
     let mut batch_bytes = 0;
@@ -106,7 +121,7 @@ async fn write_batches(db: DatabaseConnection, mut requests: mpsc::Receiver<Requ
                 Request::Append(append) => {
                     let size = append.event.data.len();
                     if batch_bytes + size > MAX_BATCH_BYTES {
-                        write(&db, &mut batch).await;
+                        write(&db, &mut batch, &peers).await;
                         batch_bytes = 0;
                     }
                     batch_bytes += size;
@@ -115,7 +130,7 @@ async fn write_batches(db: DatabaseConnection, mut requests: mpsc::Receiver<Requ
                 Request::Flush(done) => flushes.push(done),
             }
         }
-        write(&db, &mut batch).await;
+        write(&db, &mut batch, &peers).await;
         batch_bytes = 0;
         // Everything queued before these flushes was in this or an earlier batch.
         for done in flushes.drain(..) {
@@ -125,7 +140,7 @@ async fn write_batches(db: DatabaseConnection, mut requests: mpsc::Receiver<Requ
 }
 
 /// Writes `batch` (emptying it) and broadcasts what committed.
-async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>) {
+async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>, peers: &Peers) {
     if batch.is_empty() {
         return;
     }
@@ -135,7 +150,7 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>) {
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         }
         let started = Instant::now();
-        result = insert_rows(db, batch).await;
+        result = insert_rows(db, batch, peers).await;
         tracing::debug!(
             rows = batch.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -154,17 +169,17 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>) {
     match result {
         Ok(()) => batch.drain(..).for_each(broadcast),
         // Row by row, so that only the runs whose rows fail hear about it.
-        Err(_) => write_rows_one_by_one(db, batch).await,
+        Err(_) => write_rows_one_by_one(db, batch, peers).await,
     }
     batch.clear();
 }
 
-async fn write_rows_one_by_one(db: &DatabaseConnection, rows: &mut [Append]) {
+async fn write_rows_one_by_one(db: &DatabaseConnection, rows: &mut [Append], peers: &Peers) {
     for row in rows.iter() {
         if row.live.log_failed() {
             continue;
         }
-        match insert_rows(db, std::slice::from_ref(row)).await {
+        match insert_rows(db, std::slice::from_ref(row), peers).await {
             Ok(()) => broadcast_ref(row),
             Err(e) if crate::db::is_unique_violation(&e) => broadcast_ref(row),
             Err(e) => {
@@ -190,12 +205,14 @@ fn broadcast_ref(append: &Append) {
 }
 
 /// One multi-row INSERT; for a single row this is the same statement as `event_log::append`.
-/// On PostgreSQL the same statement signals the other gateways which runs' logs grew (see
-/// `cluster::bus`): the notification is delivered at the commit, never before the rows.
-async fn insert_rows(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbErr> {
+/// On PostgreSQL, while other gateways are live, the same statement signals them which runs'
+/// logs grew (see `cluster::bus`): the notification is delivered at the commit, never before
+/// the rows.
+async fn insert_rows(db: &DatabaseConnection, rows: &[Append], peers: &Peers) -> Result<(), DbErr> {
     let backend = db.get_database_backend();
+    let announce = backend == DbBackend::Postgres && peers.present();
     let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 32 + 64);
-    if backend == DbBackend::Postgres {
+    if announce {
         sql.push_str("WITH logged AS (");
     }
     sql.push_str(event_log::INSERT_PREFIX);
@@ -227,7 +244,7 @@ async fn insert_rows(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbE
         values.push(Value::from(row.event.data.as_str()));
         values.push(Value::from(row.created_at));
     }
-    if backend == DbBackend::Postgres {
+    if announce {
         sql.push_str(") SELECT ");
         for (i, payload) in bus::payloads(&logged_signals(rows)).into_iter().enumerate() {
             if i > 0 {

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::agent::protocol::EventContext;
 use crate::apps::{self, NewMessage};
-use crate::cluster::bus::{self, Signal, SignalSink};
+use crate::cluster::bus::{self, Peers, Signal, SignalSink};
 use crate::error::ApiError;
 use crate::limits::{LimitStatus, Limiter};
 use entity::runs;
@@ -389,7 +389,13 @@ impl RunManager {
         Arc::new(RunSignals {
             live: self.live.clone(),
             remote: self.remote.clone(),
+            peers: self.peers().clone(),
         })
+    }
+
+    /// Whether other gateways are live (see [`Peers`]).
+    pub fn peers(&self) -> &Peers {
+        self.deps.log.peers()
     }
 
     /// Interrupts runs no live gateway runs (see [`recovery`]) and stops this gateway's live
@@ -461,6 +467,7 @@ impl RunManager {
 struct RunSignals {
     live: Arc<LiveRuns>,
     remote: Arc<RemoteTails>,
+    peers: Peers,
 }
 
 impl SignalSink for RunSignals {
@@ -483,10 +490,13 @@ impl SignalSink for RunSignals {
                     run.stop(StopReason::Interrupted);
                 }
             }
+            Signal::Joined { .. } => self.peers.set(true),
         }
     }
 
     fn resync(&self) {
+        // A gateway may have joined meanwhile; the next heartbeat looks it up.
+        self.peers.set(true);
         self.remote.wake_all();
     }
 }

@@ -164,6 +164,35 @@ async fn deleting_an_app_through_another_gateway_stops_its_run_at_once() {
     first.stop().await;
 }
 
+/// A lone gateway's log writer announces nothing (its relay costs what it did before); a
+/// second gateway's arrival turns announcements on in both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_announced_only_while_another_gateway_is_live() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let agent = FakeAgent::start().await;
+    let shared = SharedState::start().await;
+    let config = format!("{}{}", agent.config(""), shared.toml);
+    let first = spawn_app_with(DbKind::Postgres, &config).await;
+    assert!(!first.state.runs.peers().present(), "alone");
+    let second = first.spawn_peer(&config).await;
+    assert!(
+        second.state.runs.peers().present(),
+        "found the first at start"
+    );
+    let heard = async {
+        while !first.state.runs.peers().present() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), heard)
+        .await
+        .expect("the first heard the second join");
+    second.stop().await;
+    first.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_keeping_state_on_its_disk_cannot_join() {
     let agent = FakeAgent::start().await;
