@@ -234,6 +234,34 @@ async fn follow(
     frames
 }
 
+/// The app's files as one gateway lists them (version, paths, hashes) and as its presigned
+/// links download them; links differ per gateway and moment, what they give must not.
+async fn files_through(http: &reqwest::Client, origin: &str, app_id: &str, token: &str) -> String {
+    let response = http
+        .get(format!("{origin}/apps/{app_id}/read-url"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("read-url");
+    let status = response.status().as_u16();
+    if status != 200 {
+        return format!("{status}");
+    }
+    let body: Value = response.json().await.expect("read-url json");
+    let mut out = format!("version {}", body["version"]);
+    for file in body["files"].as_array().expect("files") {
+        let url = file["url"].as_str().expect("url");
+        let content = http.get(url).send().await.expect("download");
+        assert_eq!(content.status(), 200, "{url}");
+        let content = content.text().await.unwrap_or_default();
+        out.push_str(&format!(
+            "\n{} {} {content:?}",
+            file["path"], file["sha256"]
+        ));
+    }
+    out
+}
+
 async fn query(db: &sea_orm::DatabaseConnection, sql: &str) -> Vec<sea_orm::QueryResult> {
     db.query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
         .await
@@ -413,7 +441,7 @@ async fn three_gateways_behind_nginx_survive_one_being_killed() {
     let mut previews_checked = 0;
     for (user, token, run_id, frames) in &results {
         let app_id = frames[0].data["appId"].as_str().expect("app id");
-        let mut answers: Vec<(u16, String, String)> = Vec::new();
+        let mut answers: Vec<(u16, String, String, String)> = Vec::new();
         for origin in survivors.iter().chain([&base]) {
             let preview = http
                 .get(format!("{origin}/preview/{app_id}/"))
@@ -433,7 +461,8 @@ async fn three_gateways_behind_nginx_survive_one_being_killed() {
                 .json()
                 .await
                 .expect("history json");
-            answers.push((preview.0, preview.1, history.to_string()));
+            let files = files_through(&http, origin, app_id, token).await;
+            answers.push((preview.0, preview.1, history.to_string(), files));
         }
         assert!(
             answers.windows(2).all(|w| w[0] == w[1]),
@@ -441,6 +470,7 @@ async fn three_gateways_behind_nginx_survive_one_being_killed() {
         );
         if answers[0].0 == 200 {
             assert_eq!(answers[0].1.trim(), PAGE);
+            assert!(answers[0].3.contains(PAGE), "{}", answers[0].3);
             previews_checked += 1;
         }
     }
