@@ -8,7 +8,8 @@
 # --systems "direct nginx sqlite postgres", --out DIR, --no-build,
 # --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
 # --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped).
-# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres).
+# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
+# BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
 #
@@ -66,7 +67,9 @@ else
     HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
     INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
 fi
-MOCK_PORT=19100; NGINX_PORT=19200; GW_PORT=19300; GW2_PORT=19301; S3_PORT=19400
+PORT_BASE=${BENCH_PORT_BASE:-19100}
+MOCK_PORT=$PORT_BASE; NGINX_PORT=$((PORT_BASE + 100)); GW_PORT=$((PORT_BASE + 200))
+GW2_PORT=$((PORT_BASE + 201)); S3_PORT=$((PORT_BASE + 300))
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 # missing WHAT: skips it, or fails the run under --strict.
@@ -92,9 +95,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { # url, seconds
+wait_http() { # url, seconds[, pid that must be the one answering]
     local i
     for i in $(seq 1 $(( $2 * 10 ))); do
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            echo "the server for $1 exited (port in use? set BENCH_PORT_BASE)" >&2
+            return 1
+        fi
         curl -s -o /dev/null -m 1 "$1" && return 0
         sleep 0.1
     done
@@ -102,13 +109,24 @@ wait_http() { # url, seconds
     return 1
 }
 
+# Another bench on this machine would otherwise serve this run's clients on its servers.
+port_free() {
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        log "port $1 is in use (another bench? set BENCH_PORT_BASE)"
+        exit 1
+    fi
+}
+alive() { kill -0 "$1" 2>/dev/null || { log "$2 exited (port in use? set BENCH_PORT_BASE)"; exit 1; }; }
+
 # --- the systems -----------------------------------------------------------------------------
 start_mock() {
+    port_free $MOCK_PORT
     taskset -c 0 env TOKIO_WORKER_THREADS=1 "$BIN/mock-upstream" --bind 127.0.0.1:$MOCK_PORT \
         2> "$OUT/mock.log" &
     MOCK_PID=$!
     PIDS+=("$MOCK_PID")
     sleep 0.3
+    alive "$MOCK_PID" mock-upstream
 }
 
 NGINX_OK=0
@@ -124,6 +142,7 @@ start_nginx() {
         missing "nginx (the nginx baseline)"
         return 0
     fi
+    port_free $NGINX_PORT
     mkdir -p "$OUT/nginx/logs"
     cat > "$OUT/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -158,6 +177,7 @@ EOF
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     sleep 0.5
+    alive "$NGINX_PID" nginx
     NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
     NGINX_OK=1
 }
@@ -191,8 +211,9 @@ ${6:-}
 EOF
 }
 
-# launch_gateway DIR: agentgate on core 1 with DIR/config.toml; sets LAUNCHED_PID.
+# launch_gateway DIR PORT: agentgate on core 1 with DIR/config.toml; sets LAUNCHED_PID.
 launch_gateway() {
+    port_free "$2"
     taskset -c 1 env TOKIO_WORKER_THREADS=1 "$BIN/agentgate" serve --config "$1/config.toml" \
         > "$1/server.log" 2>&1 &
     LAUNCHED_PID=$!
@@ -216,11 +237,11 @@ start_gateway() {
     fi
     gateway_config "$dir" $GW_PORT "$db_url" "$keep_alive"
     "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
-    launch_gateway "$dir"
+    launch_gateway "$dir" $GW_PORT
     GW_PID=$LAUNCHED_PID
     GW_URL=http://127.0.0.1:$GW_PORT
     GW_TOKEN_FILE=$dir/token
-    wait_http "$GW_URL/health" 30
+    wait_http "$GW_URL/health" 30 "$GW_PID"
 }
 
 # S3 for the cross scenario: a second gateway refuses to start beside one that keeps files on
@@ -231,10 +252,11 @@ start_s3() {
         missing "moto_server (S3 for the cross-gateway scenario)"
         return 0
     fi
+    port_free $S3_PORT
     moto_server -H 127.0.0.1 -p $S3_PORT > "$OUT/moto.log" 2>&1 &
     S3_PID=$!
     PIDS+=("$S3_PID")
-    wait_http "http://127.0.0.1:$S3_PORT/moto-api/" 30
+    wait_http "http://127.0.0.1:$S3_PORT/moto-api/" 30 "$S3_PID"
     S3_OK=1
 }
 
@@ -262,8 +284,9 @@ secret_access_key = \"bench-secret\""
         mkdir -p "$dir"
         gateway_config "$dir" "$port" "${PG_ADMIN%/*}/$GW_PG_DB" 15 "bench-$name" "$shared"
         # B starts once A has registered, so B's start checks that they can share the database.
-        launch_gateway "$dir"
-        wait_http "http://127.0.0.1:$port/health" 30 || { tail -n 5 "$dir/server.log" >&2; return 1; }
+        launch_gateway "$dir" "$port"
+        wait_http "http://127.0.0.1:$port/health" 30 "$LAUNCHED_PID" \
+            || { tail -n 5 "$dir/server.log" >&2; return 1; }
         if [ $name = a ]; then
             "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
             GW_PID=$LAUNCHED_PID; GW_URL=http://127.0.0.1:$port; GW_TOKEN_FILE=$dir/token
