@@ -4,11 +4,14 @@
 #   bench/run.sh            full run (rounds, scenarios and sizes below; ~25 min on 2 cores)
 #   bench/run.sh --smoke    tiny configuration, one round, seconds; exits non-zero on any error
 #
-# Options: --rounds N, --only "ttfe latency firehose hold inproc files" (scenarios),
+# Options: --rounds N, --only "ttfe latency firehose cross hold inproc files" (scenarios),
 # --systems "direct nginx sqlite postgres", --out DIR, --no-build,
 # --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
 # --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped).
-# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres).
+# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
+# BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300).
+# "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
+# S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
 #
 # The load client and the mock agent are pinned to core 0, the system under test (nginx or
 # agentgate) to core 1, every tokio runtime with TOKIO_WORKER_THREADS=1. Systems are interleaved
@@ -22,7 +25,7 @@ PROFILE=release
 SMOKE=0
 STRICT=0
 ROUNDS=5
-ONLY="ttfe latency firehose hold inproc files"
+ONLY="ttfe latency firehose cross hold inproc files"
 SYSTEMS="direct nginx sqlite postgres"
 BUILD=1
 OUT=""
@@ -64,7 +67,9 @@ else
     HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
     INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
 fi
-MOCK_PORT=19100; NGINX_PORT=19200; GW_PORT=19300
+PORT_BASE=${BENCH_PORT_BASE:-19100}
+MOCK_PORT=$PORT_BASE; NGINX_PORT=$((PORT_BASE + 100)); GW_PORT=$((PORT_BASE + 200))
+GW2_PORT=$((PORT_BASE + 201)); S3_PORT=$((PORT_BASE + 300))
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 # missing WHAT: skips it, or fails the run under --strict.
@@ -90,9 +95,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { # url, seconds
+wait_http() { # url, seconds[, pid that must be the one answering]
     local i
     for i in $(seq 1 $(( $2 * 10 ))); do
+        if [ -n "${3:-}" ] && ! kill -0 "$3" 2>/dev/null; then
+            echo "the server for $1 exited (port in use? set BENCH_PORT_BASE)" >&2
+            return 1
+        fi
         curl -s -o /dev/null -m 1 "$1" && return 0
         sleep 0.1
     done
@@ -100,13 +109,24 @@ wait_http() { # url, seconds
     return 1
 }
 
+# Another bench on this machine would otherwise serve this run's clients on its servers.
+port_free() {
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        log "port $1 is in use (another bench? set BENCH_PORT_BASE)"
+        exit 1
+    fi
+}
+alive() { kill -0 "$1" 2>/dev/null || { log "$2 exited (port in use? set BENCH_PORT_BASE)"; exit 1; }; }
+
 # --- the systems -----------------------------------------------------------------------------
 start_mock() {
+    port_free $MOCK_PORT
     taskset -c 0 env TOKIO_WORKER_THREADS=1 "$BIN/mock-upstream" --bind 127.0.0.1:$MOCK_PORT \
         2> "$OUT/mock.log" &
     MOCK_PID=$!
     PIDS+=("$MOCK_PID")
     sleep 0.3
+    alive "$MOCK_PID" mock-upstream
 }
 
 NGINX_OK=0
@@ -122,6 +142,7 @@ start_nginx() {
         missing "nginx (the nginx baseline)"
         return 0
     fi
+    port_free $NGINX_PORT
     mkdir -p "$OUT/nginx/logs"
     cat > "$OUT/nginx/nginx.conf" <<EOF
 worker_processes 1;
@@ -156,6 +177,7 @@ EOF
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     sleep 0.5
+    alive "$NGINX_PID" nginx
     NGINX_PIDS=$(pgrep -P "$NGINX_PID" | tr '\n' ' ')
     NGINX_OK=1
 }
@@ -165,24 +187,15 @@ if has_system postgres && command -v psql >/dev/null 2>&1 && psql "$PG_ADMIN" -q
     PG_OK=1
 fi
 
-# start_gateway KIND ROUND [keep_alive_secs]: sets GW_PID, GW_URL, GW_TOKEN_FILE
-start_gateway() {
-    local kind=$1 round=$2 keep_alive=${3:-15}
-    local dir=$OUT/gw-$kind-$round-$RANDOM
-    local db_url=""
-    mkdir -p "$dir"
-    if [ "$kind" = postgres ]; then
-        GW_PG_DB=agentgate_bench_$(date +%s)_$RANDOM
-        psql "$PG_ADMIN" -qc "CREATE DATABASE $GW_PG_DB" >/dev/null
-        db_url=${PG_ADMIN%/*}/$GW_PG_DB
-    fi
-    cat > "$dir/config.toml" <<EOF
+# gateway_config DIR PORT DATABASE_URL KEEP_ALIVE_SECS [INSTANCE_ID [EXTRA_SECTIONS]]
+gateway_config() {
+    cat > "$1/config.toml" <<EOF
 [server]
-bind = "127.0.0.1:$GW_PORT"
-data_dir = "$dir"
+bind = "127.0.0.1:$2"
+data_dir = "$1"
 demo_agent = false
 [database]
-url = "$db_url"
+url = "$3"
 [agent]
 url = "http://127.0.0.1:$MOCK_PORT"
 [limits]
@@ -190,23 +203,105 @@ daily_messages = 100000000
 [deploy]
 on_new_version = false
 [runs]
-keep_alive_secs = $keep_alive
+keep_alive_secs = $4
+instance_id = "${5:-}"
 [log]
 level = "warn"
+${6:-}
 EOF
+}
+
+# launch_gateway DIR PORT: agentgate on core 1 with DIR/config.toml; sets LAUNCHED_PID.
+launch_gateway() {
+    port_free "$2"
+    taskset -c 1 env TOKIO_WORKER_THREADS=1 "$BIN/agentgate" serve --config "$1/config.toml" \
+        > "$1/server.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+new_pg_database() { # sets GW_PG_DB
+    GW_PG_DB=agentgate_bench_$(date +%s)_$RANDOM
+    psql "$PG_ADMIN" -qc "CREATE DATABASE $GW_PG_DB" >/dev/null
+}
+
+# start_gateway KIND ROUND [keep_alive_secs]: sets GW_PID, GW_URL, GW_TOKEN_FILE
+start_gateway() {
+    local kind=$1 round=$2 keep_alive=${3:-15}
+    local dir=$OUT/gw-$kind-$round-$RANDOM
+    local db_url=""
+    mkdir -p "$dir"
+    if [ "$kind" = postgres ]; then
+        new_pg_database
+        db_url=${PG_ADMIN%/*}/$GW_PG_DB
+    fi
+    gateway_config "$dir" $GW_PORT "$db_url" "$keep_alive"
     "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
-    taskset -c 1 env TOKIO_WORKER_THREADS=1 "$BIN/agentgate" serve --config "$dir/config.toml" \
-        > "$dir/server.log" 2>&1 &
-    GW_PID=$!
-    PIDS+=("$GW_PID")
+    launch_gateway "$dir" $GW_PORT
+    GW_PID=$LAUNCHED_PID
     GW_URL=http://127.0.0.1:$GW_PORT
     GW_TOKEN_FILE=$dir/token
-    wait_http "$GW_URL/health" 30
+    wait_http "$GW_URL/health" 30 "$GW_PID"
+}
+
+# S3 for the cross scenario: a second gateway refuses to start beside one that keeps files on
+# its own disk (cluster::members), so both gateways use one bucket on moto_server.
+S3_OK=0
+start_s3() {
+    if ! command -v moto_server >/dev/null 2>&1; then
+        missing "moto_server (S3 for the cross-gateway scenario)"
+        return 0
+    fi
+    port_free $S3_PORT
+    moto_server -H 127.0.0.1 -p $S3_PORT > "$OUT/moto.log" 2>&1 &
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    wait_http "http://127.0.0.1:$S3_PORT/moto-api/" 30 "$S3_PID"
+    S3_OK=1
+}
+
+# start_pair ROUND: gateways A and B on one fresh PostgreSQL database and a fresh bucket, with
+# one signing secret, both on core 1. Sets GW_PID, GW_URL, GW_TOKEN_FILE (A), GW2_PID, GW2_URL (B).
+start_pair() {
+    local round=$1 bucket=agentgate-bench-$1-$RANDOM name dir port
+    curl -sf -X PUT "http://127.0.0.1:$S3_PORT/$bucket" > /dev/null
+    new_pg_database
+    local shared="[auth]
+hs256_secret = \"agentgate-bench-cross-gateway-secret\"
+[git]
+host = \"none\"
+[storage]
+kind = \"s3\"
+bucket = \"$bucket\"
+region = \"us-east-1\"
+endpoint = \"http://127.0.0.1:$S3_PORT\"
+path_style = true
+access_key_id = \"bench\"
+secret_access_key = \"bench-secret\""
+    for name in a b; do
+        dir=$OUT/gw-cross-$round-$name
+        port=$([ $name = a ] && echo $GW_PORT || echo $GW2_PORT)
+        mkdir -p "$dir"
+        gateway_config "$dir" "$port" "${PG_ADMIN%/*}/$GW_PG_DB" 15 "bench-$name" "$shared"
+        # B starts once A has registered, so B's start checks that they can share the database.
+        launch_gateway "$dir" "$port"
+        wait_http "http://127.0.0.1:$port/health" 30 "$LAUNCHED_PID" \
+            || { tail -n 5 "$dir/server.log" >&2; return 1; }
+        if [ $name = a ]; then
+            "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
+            GW_PID=$LAUNCHED_PID; GW_URL=http://127.0.0.1:$port; GW_TOKEN_FILE=$dir/token
+        else
+            GW2_PID=$LAUNCHED_PID; GW2_URL=http://127.0.0.1:$port
+        fi
+    done
 }
 
 stop_gateway() {
-    kill -KILL "$GW_PID" 2>/dev/null || true
-    wait "$GW_PID" 2>/dev/null || true
+    for pid in ${GW2_PID:-} "$GW_PID"; do
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    GW2_PID=""
     if [ -n "${GW_PG_DB:-}" ]; then
         psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $GW_PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
         GW_PG_DB=""
@@ -223,6 +318,7 @@ client() {
         nginx) target=(--direct "http://127.0.0.1:$NGINX_PORT"); sut=()
                for p in $NGINX_PID $NGINX_PIDS; do sut+=(--sut-pid "$p"); done ;;
         *) target=(--gateway "$GW_URL" --token-file "$GW_TOKEN_FILE"); sut=(--sut-pid "$GW_PID")
+           if [ -n "${GW2_PID:-}" ]; then sut+=(--sut-pid "$GW2_PID"); fi
            if [ "$system" = postgres ]; then
                for p in $(pgrep -x postgres || true); do aux+=(--aux-pid "$p"); done
            fi ;;
@@ -232,7 +328,7 @@ client() {
         "${aux[@]}" --label "$system/$scenario/r$round" "$@" 2>> "$OUT/client.log" | tail -n 1)
     echo "$line" | jq -c --arg s "$system" --arg c "$scenario" --argjson r "$round" \
         '. + {system: $s, scenario: $c, round: $r}' >> "$RESULTS"
-    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held), rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
+    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held), rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
 }
 
 scenarios() { # system round
@@ -264,6 +360,7 @@ scenarios() { # system round
 cat "$OUT/machine.txt" >&2
 
 start_mock
+if want cross && has_system postgres && [ $PG_OK = 1 ]; then start_s3; fi
 if has_system nginx && { want ttfe || want latency || want firehose || want hold; }; then start_nginx; fi
 
 # --- rounds: every system in every round, interleaved --------------------------------------
@@ -281,6 +378,23 @@ if want ttfe || want latency || want firehose; then
             esac
         done
     done
+fi
+
+# --- cross-gateway delivery: the latency load posted on A, every run followed on B ----------
+if want cross; then
+    if ! has_system postgres; then
+        log "cross: runs on PostgreSQL only, and postgres is not among the systems: skipped"
+    elif [ $PG_OK = 0 ]; then
+        missing "PostgreSQL at $PG_ADMIN"
+    elif [ $S3_OK = 1 ]; then
+        for round in $(seq 1 "$ROUNDS"); do
+            log "cross round $round/$ROUNDS"
+            start_pair "$round"
+            client postgres cross "$round" --follow-via "$GW2_URL" --streams $LAT_STREAMS \
+                --concurrency $LAT_CONC --events $LAT_EVENTS --interval-us 20000 --pad 512
+            stop_gateway
+        done
+    fi
 fi
 
 # --- idle streams: one ramp per system (each holds thousands of connections for a minute) ----

@@ -76,8 +76,27 @@ def main(path):
         ("sut µs/event", "sut_cpu_us_per_event", False),
         ("postgres server µs/event", "aux_cpu_us_per_event", False),
         ("events/s", "events_per_s", False), ("latency p50 µs", "latency.p50_us", False)])
-    for s in [s for s in ORDER if ("firehose", s) in by]:
-        pass
+    cross = by.get(("cross", "postgres"), {})
+    if cross:
+        rows = list(cross.values())
+        out.append(f"### Cross-gateway delivery: POST on gateway A, the run followed on gateway B, "
+                   f"one PostgreSQL ({len(rows)} round(s); median of round values, (min..max))\n")
+        out.append("| stream | p50 µs | p90 µs | p99 µs | max µs | events | errors | stalled |")
+        out.append("|---|---|---|---|---|---|---|---|")
+        quantiles = ("p50_us", "p90_us", "p99_us", "max_us")
+        out.append("| same gateway (POST on A) | " + " | ".join(
+            fmt([get(r, f"latency.{q}") for r in rows]) for q in quantiles)
+            + f" | {sum(r['events'] for r in rows)} | {sum(r.get('post_errors', 0) for r in rows)}"
+            f" | {sum(r['stalled'] - r['follow']['stalled'] for r in rows)} |")
+        out.append("| cross gateway (followed on B) | " + " | ".join(
+            fmt([get(r, f"follow.latency.{q}") for r in rows]) for q in quantiles)
+            + f" | {sum(r['follow']['events'] for r in rows)} | {sum(r['follow']['errors'] for r in rows)}"
+            f" | {sum(r['follow']['stalled'] for r in rows)} |")
+        out.append("| added (cross − same, per round) | " + " | ".join(
+            fmt([get(r, f"follow.latency.{q}") - get(r, f"latency.{q}") for r in rows])
+            for q in quantiles) + " | | | |")
+        untimed = sum(r.get("untimed_events", 0) for r in rows)
+        out.append(f"\nEvents sent before the follow stream's head arrived (replayed, not timed): {untimed}\n")
     holds = [by[("hold", s)][1] for s in ORDER if ("hold", s) in by]
     if holds:
         out.append("### Idle streams ramp (heartbeats counted per step)\n")

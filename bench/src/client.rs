@@ -18,6 +18,8 @@ use crate::mono_ns;
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
+    /// The URL's path prefix, without a trailing slash.
+    pub prefix: String,
     pub path: String,
     pub token: Option<String>,
     pub gateway: bool,
@@ -39,6 +41,7 @@ impl Target {
         Ok(Self {
             addr,
             host: host.to_string(),
+            prefix: prefix.to_string(),
             path: format!("{prefix}/message"),
             token,
             gateway,
@@ -112,6 +115,11 @@ pub struct Outcome {
     pub complete: bool,
     pub stalled: bool,
     pub error: Option<String>,
+    /// The `id:` of the first and the last event (gateway streams only), and how many ids did
+    /// not follow the one before by exactly one.
+    pub first_id: Option<u64>,
+    pub last_id: Option<u64>,
+    pub id_gaps: u64,
 }
 
 pub struct StreamOptions<'a> {
@@ -146,7 +154,92 @@ pub async fn run_stream(
 ) -> Outcome {
     let start = mono_ns();
     let mut outcome = Outcome::default();
-    if let Err(e) = drive(target, body, &opts, latency, start, &mut outcome).await {
+    let mut record = |sent: u64, now: u64| {
+        let _ = latency.record(now.saturating_sub(sent).max(1));
+    };
+    let result = async {
+        let response = open(target, post(target, body)?, opts.source).await?;
+        read(target, response, &opts, start, &mut outcome, &mut record).await
+    }
+    .await;
+    finish(outcome, result, &opts)
+}
+
+/// Both streams of one run in cross mode (see [`run_cross`]).
+#[derive(Default)]
+pub struct Cross {
+    pub post: Outcome,
+    pub follow: Outcome,
+    /// (`sentNs`, receive time) of every event of each stream.
+    pub post_samples: Vec<(u64, u64)>,
+    pub follow_samples: Vec<(u64, u64)>,
+    /// When the follow stream's response head arrived (0 if it never did).
+    pub follow_head_ns: u64,
+}
+
+/// Cross mode: one POST on `target`, and as soon as its head names the run (`x-run-id`), `GET
+/// /runs/{id}/events` on `follow` with the same token; both read to the end.
+pub async fn run_cross(
+    target: &Target,
+    follow: &Target,
+    body: Bytes,
+    opts: StreamOptions<'_>,
+) -> Cross {
+    let start = mono_ns();
+    let mut cross = Cross::default();
+    let opened = async { open(target, post(target, body)?, opts.source).await }.await;
+    let response = match opened {
+        Ok(response) => response,
+        Err(e) => {
+            cross.post = finish(Outcome::default(), Err(e), &opts);
+            cross.follow = finish(Outcome::default(), Err("no run to follow".into()), &opts);
+            return cross;
+        }
+    };
+    let run_id = response
+        .headers()
+        .get("x-run-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let (post_samples, follow_samples) = (&mut cross.post_samples, &mut cross.follow_samples);
+    let mut post_outcome = Outcome::default();
+    let mut follow_outcome = Outcome::default();
+    let follow_head = &mut cross.follow_head_ns;
+    let mut on_post = |sent, now| post_samples.push((sent, now));
+    let (post_result, follow_result) = tokio::join!(
+        read(
+            target,
+            response,
+            &opts,
+            start,
+            &mut post_outcome,
+            &mut on_post,
+        ),
+        async {
+            let follow_start = mono_ns();
+            let path = format!("{}/runs/{run_id}/events", follow.prefix);
+            let get = request(Request::get(path), follow, Bytes::new())?;
+            let response = open(follow, get, opts.source).await?;
+            *follow_head = mono_ns();
+            read(
+                follow,
+                response,
+                &opts,
+                follow_start,
+                &mut follow_outcome,
+                &mut |sent, now| follow_samples.push((sent, now)),
+            )
+            .await
+        }
+    );
+    cross.post = finish(post_outcome, post_result, &opts);
+    cross.follow = finish(follow_outcome, follow_result, &opts);
+    cross
+}
+
+fn finish(mut outcome: Outcome, result: Result<(), String>, opts: &StreamOptions<'_>) -> Outcome {
+    if let Err(e) = result {
         outcome.error = Some(e);
     }
     if let Some((hb, _)) = opts.heartbeats {
@@ -158,31 +251,42 @@ pub async fn run_stream(
     outcome
 }
 
-async fn drive(
+fn post(target: &Target, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+    let builder =
+        Request::post(target.path.as_str()).header(hyper::header::CONTENT_TYPE, "application/json");
+    request(builder, target, body)
+}
+
+/// `builder` with the host, `Accept: text/event-stream` and the target's token.
+fn request(
+    builder: hyper::http::request::Builder,
     target: &Target,
     body: Bytes,
-    opts: &StreamOptions<'_>,
-    latency: &mut hdrhistogram::Histogram<u64>,
-    start: u64,
-    outcome: &mut Outcome,
-) -> Result<(), String> {
-    let tcp = connect(target.addr, opts.source)
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut builder = builder
+        .header(hyper::header::HOST, target.host.as_str())
+        .header(hyper::header::ACCEPT, "text/event-stream");
+    if let Some(token) = &target.token {
+        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    builder
+        .body(Full::new(body))
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// Sends `request` over a new connection; the response once its head arrived with a 2xx.
+async fn open(
+    target: &Target,
+    request: Request<Full<Bytes>>,
+    source: Option<IpAddr>,
+) -> Result<hyper::Response<hyper::body::Incoming>, String> {
+    let tcp = connect(target.addr, source)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
     tokio::spawn(conn);
-    let mut request = Request::post(target.path.as_str())
-        .header(hyper::header::HOST, target.host.as_str())
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .header(hyper::header::ACCEPT, "text/event-stream");
-    if let Some(token) = &target.token {
-        request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-    }
-    let request = request
-        .body(Full::new(body))
-        .map_err(|e| format!("request: {e}"))?;
     let response = sender
         .send_request(request)
         .await
@@ -190,6 +294,18 @@ async fn drive(
     if !response.status().is_success() {
         return Err(format!("HTTP {}", response.status()));
     }
+    Ok(response)
+}
+
+/// Reads a stream to its final event; `on_event(sentNs, now)` for every timed event.
+async fn read(
+    target: &Target,
+    response: hyper::Response<hyper::body::Incoming>,
+    opts: &StreamOptions<'_>,
+    start: u64,
+    outcome: &mut Outcome,
+    on_event: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<(), String> {
     if let Some((hb, _)) = opts.heartbeats {
         hb.t0_ns.store(mono_ns(), Ordering::Relaxed);
         hb.alive.store(true, Ordering::Relaxed);
@@ -217,13 +333,21 @@ async fn drive(
                     hb.beat(shared, now);
                 }
             }
-            Block::Event { sent_ns, last } => {
+            Block::Event { sent_ns, id, last } => {
                 outcome.events += 1;
                 if outcome.ttfe_ns.is_none() {
                     outcome.ttfe_ns = Some(now.saturating_sub(start));
                 }
+                if let Some(id) = id {
+                    match outcome.last_id {
+                        None => outcome.first_id = Some(id),
+                        Some(prev) if id != prev + 1 => outcome.id_gaps += 1,
+                        Some(_) => {}
+                    }
+                    outcome.last_id = Some(id);
+                }
                 if let Some(sent) = sent_ns {
-                    let _ = latency.record(now.saturating_sub(sent).max(1));
+                    on_event(sent, now);
                 }
                 if last {
                     outcome.complete = true;
@@ -253,7 +377,11 @@ async fn drive(
 #[derive(Debug, PartialEq, Eq)]
 pub enum Block {
     Heartbeat,
-    Event { sent_ns: Option<u64>, last: bool },
+    Event {
+        sent_ns: Option<u64>,
+        id: Option<u64>,
+        last: bool,
+    },
     Error,
     Done,
     Other,
@@ -273,20 +401,25 @@ pub fn classify(block: &[u8], gateway: bool) -> Block {
     let Some(data_at) = memchr::memmem::find(block, b"data: ") else {
         return Block::Other;
     };
-    let data = &block[data_at..];
+    let (head, data) = block.split_at(data_at);
     if memchr::memmem::find(data, b"\"kind\":\"KeepAlive\"").is_some() {
         return Block::Heartbeat;
     }
-    let sent_ns = memchr::memmem::find(data, b"\"sentNs\":").and_then(|i| {
-        let digits = &data[i + 9..];
-        let end = digits
-            .iter()
-            .position(|b| !b.is_ascii_digit())
-            .unwrap_or(digits.len());
-        std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
-    });
+    let sent_ns = number_after(data, b"\"sentNs\":");
+    let id = number_after(head, b"id: ");
     let last = !gateway && data.starts_with(b"data: {\"status\":\"idle\"");
-    Block::Event { sent_ns, last }
+    Block::Event { sent_ns, id, last }
+}
+
+/// The decimal number right after the first `key` in `bytes`.
+fn number_after(bytes: &[u8], key: &[u8]) -> Option<u64> {
+    let i = memchr::memmem::find(bytes, key)?;
+    let digits = &bytes[i + key.len()..];
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end]).ok()?.parse().ok()
 }
 
 /// Splits a byte stream into SSE blocks at blank lines.
@@ -362,6 +495,7 @@ mod tests {
             ),
             Block::Event {
                 sent_ns: Some(42),
+                id: None,
                 last: true
             }
         );
@@ -372,6 +506,7 @@ mod tests {
             ),
             Block::Event {
                 sent_ns: Some(7),
+                id: Some(1),
                 last: false
             }
         );

@@ -2,7 +2,9 @@
 //! agentgate, and reports time to first event, per-event latency (receive CLOCK_MONOTONIC minus
 //! the mock's `sentNs` stamp), events/s, errors, stalled streams and the CPU time the system
 //! under test used. `--ramp` holds idle heartbeat streams in steps and reports how many are held
-//! and the RSS per stream. The last line on stdout is a JSON summary.
+//! and the RSS per stream. `--follow-via` follows every run on a second gateway as well
+//! (`GET /runs/{id}/events`) and reports both streams' latency side by side. The last line on
+//! stdout is a JSON summary.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,10 @@ struct Args {
     /// agentgate: POST <url>/message with a bearer token, client protocol.
     #[arg(long)]
     gateway: Option<String>,
+    /// Cross mode (with `--gateway`): follow each run on this gateway too, from the moment
+    /// `POST /message` returned its head, and read both streams to the end.
+    #[arg(long, requires = "gateway")]
+    follow_via: Option<String>,
     #[arg(long)]
     token: Option<String>,
     #[arg(long)]
@@ -87,6 +93,19 @@ struct Totals {
 }
 
 impl Totals {
+    fn merge(&mut self, t: Totals) {
+        self.streams += t.streams;
+        self.complete += t.complete;
+        self.errors += t.errors;
+        self.stalled += t.stalled;
+        self.events += t.events;
+        for e in t.first_errors {
+            if self.first_errors.len() < 5 {
+                self.first_errors.push(e);
+            }
+        }
+    }
+
     fn add(&mut self, o: &Outcome) {
         self.streams += 1;
         self.events += o.events;
@@ -131,8 +150,12 @@ async fn main() -> anyhow::Result<()> {
         (None, Some(url)) => Target::parse(url, token, true)?,
         _ => anyhow::bail!("give exactly one of --direct URL or --gateway URL"),
     };
+    let follow = match &args.follow_via {
+        Some(url) => Some(Arc::new(Target::parse(url, target.token.clone(), true)?)),
+        None => None,
+    };
     let result = if args.ramp.is_empty() {
-        streams(&args, Arc::new(target)).await?
+        streams(&args, Arc::new(target), follow).await?
     } else {
         hold(&args, Arc::new(target)).await?
     };
@@ -140,7 +163,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn streams(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
+async fn streams(
+    args: &Args,
+    target: Arc<Target>,
+    follow: Option<Arc<Target>>,
+) -> anyhow::Result<Value> {
     let settings = MockParams {
         events: args.events,
         pad: args.pad,
@@ -150,36 +177,65 @@ async fn streams(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
     }
     .to_settings();
     if args.warmup > 0 {
-        run_batch(args, &target, &settings, args.warmup, 0).await?;
+        run_batch(args, &target, &follow, &settings, args.warmup, 0).await?;
     }
     let cpu_before = procfs::cpu_us_sum(&args.sut_pids);
     let aux_before = procfs::cpu_us_sum(&args.aux_pids);
     let started = mono_ns();
-    let (totals, ttfe, latency) =
-        run_batch(args, &target, &settings, args.streams, args.warmup).await?;
+    let batch = run_batch(args, &target, &follow, &settings, args.streams, args.warmup).await?;
+    let totals = &batch.totals;
     let wall = (mono_ns() - started) as f64 / 1e9;
     let cpu = procfs::cpu_us_sum(&args.sut_pids).saturating_sub(cpu_before);
     let aux = procfs::cpu_us_sum(&args.aux_pids).saturating_sub(aux_before);
     let per_event = (totals.events > 0).then(|| cpu as f64 / totals.events as f64);
     let aux_per_event = (totals.events > 0).then(|| aux as f64 / totals.events as f64);
-    let result = json!({
+    let mut result = json!({
         "label": args.label,
         "mode": if args.rate.is_some() { "open" } else { "closed" },
         "streams": totals.streams,
         "complete": totals.complete,
-        "errors": totals.errors,
-        "stalled": totals.stalled,
+        "errors": totals.errors + batch.follow.errors,
+        "stalled": totals.stalled + batch.follow.stalled,
         "first_errors": totals.first_errors,
         "events": totals.events,
         "wall_s": (wall * 1000.0).round() / 1000.0,
         "events_per_s": (totals.events as f64 / wall).round(),
-        "ttfe": summary(&ttfe),
-        "latency": summary(&latency),
+        "ttfe": summary(&batch.ttfe),
+        "latency": summary(&batch.latency),
         "sut_cpu_us": cpu,
         "sut_cpu_us_per_event": per_event.map(|v| (v * 1000.0).round() / 1000.0),
         "aux_cpu_us": aux,
         "aux_cpu_us_per_event": aux_per_event.map(|v| (v * 1000.0).round() / 1000.0),
     });
+    if let Some(via) = &args.follow_via {
+        // "latency" above is the POST stream's (same gateway); these are the follow streams'.
+        let f = &batch.follow;
+        result["post_errors"] = json!(totals.errors);
+        result["untimed_events"] = json!(batch.untimed);
+        result["follow"] = json!({
+            "via": via,
+            "streams": f.streams,
+            "complete": f.complete,
+            "errors": f.errors,
+            "stalled": f.stalled,
+            "first_errors": f.first_errors,
+            "events": f.events,
+            "ttfe": summary(&batch.follow_ttfe),
+            "latency": summary(&batch.follow_latency),
+        });
+        eprintln!(
+            "{}: follow via {via}: {} streams ({} complete, {} errors, {} stalled), {} events ({} untimed), latency p50 {} µs p99 {} µs",
+            args.label,
+            f.streams,
+            f.complete,
+            f.errors,
+            f.stalled,
+            f.events,
+            batch.untimed,
+            result["follow"]["latency"]["p50_us"],
+            result["follow"]["latency"]["p99_us"],
+        );
+    }
     eprintln!(
         "{}: {} streams ({} complete, {} errors, {} stalled), {} events, {:.0} ev/s, ttfe p50 {} µs p99 {} µs, latency p50 {} µs p99 {} µs, sut cpu {:?} µs/event",
         args.label,
@@ -198,11 +254,48 @@ async fn streams(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
     Ok(result)
 }
 
-type Batch = (Totals, Histogram<u64>, Histogram<u64>);
+/// What a set of streams measured; `follow*` are the same runs followed on `--follow-via`.
+struct Batch {
+    totals: Totals,
+    ttfe: Histogram<u64>,
+    latency: Histogram<u64>,
+    follow: Totals,
+    follow_ttfe: Histogram<u64>,
+    follow_latency: Histogram<u64>,
+    /// Events sent before the follow stream's head arrived (it could only replay them from the
+    /// log): counted and checked on both streams, in neither latency histogram.
+    untimed: u64,
+}
+
+impl Batch {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            totals: Totals::default(),
+            ttfe: histogram()?,
+            latency: histogram()?,
+            follow: Totals::default(),
+            follow_ttfe: histogram()?,
+            follow_latency: histogram()?,
+            untimed: 0,
+        })
+    }
+
+    fn merge(&mut self, b: Batch) -> anyhow::Result<()> {
+        self.totals.merge(b.totals);
+        self.follow.merge(b.follow);
+        self.ttfe.add(&b.ttfe)?;
+        self.latency.add(&b.latency)?;
+        self.follow_ttfe.add(&b.follow_ttfe)?;
+        self.follow_latency.add(&b.follow_latency)?;
+        self.untimed += b.untimed;
+        Ok(())
+    }
+}
 
 async fn run_batch(
     args: &Args,
     target: &Arc<Target>,
+    follow: &Option<Arc<Target>>,
     settings: &Value,
     count: u64,
     first_id: u64,
@@ -218,6 +311,7 @@ async fn run_batch(
             set.spawn(one_stream(
                 first_id + i,
                 target.clone(),
+                follow.clone(),
                 sources.clone(),
                 settings.clone(),
                 stall,
@@ -227,32 +321,37 @@ async fn run_batch(
         let next = Arc::new(AtomicU64::new(0));
         for _ in 0..args.concurrency.max(1).min(count.max(1)) {
             let next = next.clone();
-            let (target, sources, settings) = (target.clone(), sources.clone(), settings.clone());
+            let (target, follow, sources, settings) = (
+                target.clone(),
+                follow.clone(),
+                sources.clone(),
+                settings.clone(),
+            );
             set.spawn(async move {
-                let mut acc: Batch = (Totals::default(), histogram()?, histogram()?);
+                let mut acc = Batch::new()?;
                 loop {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     if n >= count {
                         break;
                     }
-                    let (t, h1, h2) = one_stream(
+                    let one = one_stream(
                         first_id + n,
                         target.clone(),
+                        follow.clone(),
                         sources.clone(),
                         settings.clone(),
                         stall,
                     )
                     .await?;
-                    merge(&mut acc, t, &h1, &h2)?;
+                    acc.merge(one)?;
                 }
                 Ok(acc)
             });
         }
     }
-    let mut acc: Batch = (Totals::default(), histogram()?, histogram()?);
+    let mut acc = Batch::new()?;
     while let Some(joined) = set.join_next().await {
-        let (t, h1, h2) = joined??;
-        merge(&mut acc, t, &h1, &h2)?;
+        acc.merge(joined??)?;
     }
     Ok(acc)
 }
@@ -260,13 +359,12 @@ async fn run_batch(
 async fn one_stream(
     n: u64,
     target: Arc<Target>,
+    follow: Option<Arc<Target>>,
     sources: Arc<Vec<std::net::IpAddr>>,
     settings: Value,
     stall: Duration,
 ) -> anyhow::Result<Batch> {
-    let mut totals = Totals::default();
-    let mut ttfe = histogram()?;
-    let mut latency = histogram()?;
+    let mut batch = Batch::new()?;
     let source = sources.get(n as usize % sources.len()).copied();
     let body = target.body(&settings, n);
     let opts = StreamOptions {
@@ -274,33 +372,58 @@ async fn one_stream(
         stall,
         heartbeats: None,
     };
-    let outcome = client::run_stream(&target, body, opts, &mut latency).await;
-    if let Some(t) = outcome.ttfe_ns {
-        ttfe.record(t.max(1))?;
-    }
-    totals.add(&outcome);
-    Ok((totals, ttfe, latency))
-}
-
-fn merge(
-    acc: &mut Batch,
-    t: Totals,
-    ttfe: &Histogram<u64>,
-    lat: &Histogram<u64>,
-) -> anyhow::Result<()> {
-    acc.0.streams += t.streams;
-    acc.0.complete += t.complete;
-    acc.0.errors += t.errors;
-    acc.0.stalled += t.stalled;
-    acc.0.events += t.events;
-    for e in t.first_errors {
-        if acc.0.first_errors.len() < 5 {
-            acc.0.first_errors.push(e);
+    let Some(follow) = follow else {
+        let outcome = client::run_stream(&target, body, opts, &mut batch.latency).await;
+        if let Some(t) = outcome.ttfe_ns {
+            batch.ttfe.record(t.max(1))?;
+        }
+        batch.totals.add(&outcome);
+        return Ok(batch);
+    };
+    let mut cross = client::run_cross(&target, &follow, body, opts).await;
+    check_ids(&mut cross.post, &mut cross.follow);
+    let cutoff = cross.follow_head_ns;
+    for &(sent, now) in &cross.post_samples {
+        if sent >= cutoff {
+            batch.latency.record(now.saturating_sub(sent).max(1))?;
         }
     }
-    acc.1.add(ttfe)?;
-    acc.2.add(lat)?;
-    Ok(())
+    for &(sent, now) in &cross.follow_samples {
+        if sent >= cutoff {
+            batch
+                .follow_latency
+                .record(now.saturating_sub(sent).max(1))?;
+        } else {
+            batch.untimed += 1;
+        }
+    }
+    if let Some(t) = cross.post.ttfe_ns {
+        batch.ttfe.record(t.max(1))?;
+    }
+    if let Some(t) = cross.follow.ttfe_ns {
+        batch.follow_ttfe.record(t.max(1))?;
+    }
+    batch.totals.add(&cross.post);
+    batch.follow.add(&cross.follow);
+    Ok(batch)
+}
+
+/// Every event on both streams exactly once and in order: each stream's ids consecutive, and
+/// both from the same first to the same last id. Otherwise the stream at fault gets an error.
+fn check_ids(post: &mut client::Outcome, follow: &mut client::Outcome) {
+    for o in [&mut *post, &mut *follow] {
+        if o.id_gaps > 0 && o.error.is_none() {
+            o.error = Some(format!("{} event ids out of sequence", o.id_gaps));
+        }
+    }
+    let ids = |o: &client::Outcome| (o.first_id, o.last_id);
+    if post.error.is_none() && follow.error.is_none() && ids(post) != ids(follow) {
+        follow.error = Some(format!(
+            "follow stream carried ids {:?}, the POST stream {:?}",
+            ids(follow),
+            ids(post)
+        ));
+    }
 }
 
 /// Hold mode: ramp idle heartbeat streams through `--ramp`, counting heartbeats at each step.
@@ -442,4 +565,36 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
         "rss_per_stream_bytes": slope.map(|s| s.round()),
         "steps": steps,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_ids;
+    use agentgate_bench::client::Outcome;
+
+    fn stream(first: u64, last: u64, gaps: u64) -> Outcome {
+        Outcome {
+            complete: true,
+            first_id: Some(first),
+            last_id: Some(last),
+            id_gaps: gaps,
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn both_streams_must_carry_the_same_events_in_order() {
+        let (mut post, mut follow) = (stream(1, 201, 0), stream(1, 201, 0));
+        check_ids(&mut post, &mut follow);
+        assert!(post.error.is_none() && follow.error.is_none());
+
+        let (mut post, mut follow) = (stream(1, 201, 0), stream(1, 200, 0));
+        check_ids(&mut post, &mut follow);
+        assert!(post.error.is_none());
+        assert!(follow.error.unwrap().contains("follow stream carried ids"));
+
+        let (mut post, mut follow) = (stream(1, 201, 0), stream(1, 201, 1));
+        check_ids(&mut post, &mut follow);
+        assert_eq!(follow.error.as_deref(), Some("1 event ids out of sequence"));
+    }
 }
