@@ -1,6 +1,7 @@
 //! An app's files over time: manifests, the local blob cache, archives and versions.
 pub mod archive;
 pub mod blob_cache;
+pub mod diff;
 pub mod manifest;
 pub mod mime;
 pub mod tree;

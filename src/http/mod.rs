@@ -16,6 +16,7 @@ pub mod openapi;
 mod preview;
 mod runs;
 pub mod sse;
+mod versions;
 mod web;
 
 use std::time::Duration;
@@ -87,6 +88,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(analytics::router())
         .merge(limits::router())
         .merge(files::router())
+        .merge(versions::router())
         .merge(deployments::router())
         .merge(github::router())
         .merge(preview::router())
