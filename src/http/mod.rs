@@ -136,6 +136,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-dailylimit-reset"),
             HeaderName::from_static("x-run-id"),
             HeaderName::from_static("x-app-id"),
+            HeaderName::from_static("x-diff-files"),
+            HeaderName::from_static("x-diff-truncated"),
             REQUEST_ID,
         ])
 }
