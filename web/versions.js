@@ -121,6 +121,11 @@ export class VersionsView {
       diff = await getDiff(this.appId, version, from);
     } catch (e) {
       if (token !== this.diffToken) return;
+      if (e.status === 409) {
+        mount(this.viewer, header, h('div.state', { dataset: { testid: 'diff-pending' } }, h('span.spinner'), 'This version is still being saved…'));
+        setTimeout(() => token === this.diffToken && this.select(version), 2000);
+        return;
+      }
       mount(
         this.viewer,
         header,

@@ -112,12 +112,13 @@ impl FileVersions {
             query = query.filter(app_versions::Column::Version.lt(before));
         }
         let mut rows = query.all(&self.db).await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
+        // The row past the page is usually the parent of its last version: parsed, then dropped.
         let mut manifests = std::collections::HashMap::new();
         for row in &rows {
             manifests.insert(row.version, Manifest::from_json(&row.manifest)?);
         }
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
         let missing: Vec<i32> = rows
             .iter()
             .filter_map(|r| r.parent_version)

@@ -183,6 +183,8 @@ async fn list_versions(
             ("app" = (value = json!({"code": "not_found", "message": "app not found"}))),
             ("version" = (value = json!({"code": "not_found", "message": "version 7 not found"}))),
         )),
+        (status = 409, description = "`version_pending`: a version's files are not in storage yet and this gateway does not have them (its number is in `version`); try again shortly", body = ErrorBody,
+            example = json!({"code": "version_pending", "message": "version 3 is still being uploaded to storage; try again shortly", "version": 3})),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
@@ -211,15 +213,39 @@ async fn version_diff(
         }
     };
     let (to_row, to_manifest) = manifest_of(to).await?;
-    let from_manifest = match from.or(to_row.parent_version) {
-        None | Some(0) => Manifest::default(),
-        Some(n) => manifest_of(n).await?.1,
+    let (from_row, from_manifest) = match from.or(to_row.parent_version) {
+        None | Some(0) => (None, Manifest::default()),
+        Some(n) => {
+            let (row, manifest) = manifest_of(n).await?;
+            (Some(row), manifest)
+        }
     };
     let rendered = state
         .files
         .diff(&from_manifest, &to_manifest, DiffLimits::default())
         .await
         .map_err(|e| {
+            // A version still being uploaded has its files only in the cache of the gateway
+            // that made it; elsewhere that is a wait, as for `read-url`.
+            let pending = [Some(&to_row), from_row.as_ref()]
+                .into_iter()
+                .flatten()
+                .find(|row| row.status != STATUS_STORED);
+            if let Some(row) = pending {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    version = row.version,
+                    "diff of a pending version failed"
+                );
+                return ApiError::Conflict {
+                    code: "version_pending",
+                    message: format!(
+                        "version {} is still being uploaded to storage; try again shortly",
+                        row.version
+                    ),
+                    details: serde_json::json!({ "version": row.version }),
+                };
+            }
             tracing::error!(error = format!("{e:#}"), "diff failed");
             ApiError::Unavailable("storage is unavailable".into())
         })?;

@@ -384,3 +384,60 @@ async fn diffs_between_any_two_versions_apply_with_git(kind: DbKind) {
     app.stop().await;
 }
 db_test!(diffs_between_any_two_versions_apply_with_git);
+
+async fn a_diff_past_its_limits_stops_at_a_file_and_names_the_rest(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    let owned = agentgate::apps::create(&app.state.db, "alice", "big", None)
+        .await
+        .expect("app");
+    // Twelve text files of ~1.4 MiB: two fit in the 4 MiB of diff text, and not all of them
+    // in the 16 MiB read to make it.
+    let tree: FileTree = (0..12)
+        .map(|n| {
+            let text: String = (0..65_000)
+                .map(|i| format!("line {i:06} of file {n:02}\n"))
+                .collect();
+            (
+                format!("big{n:02}.txt"),
+                file(text.as_bytes(), FileMode::Regular),
+            )
+        })
+        .collect();
+    app.state
+        .files
+        .create(&owned.id, None, None, None, &tree)
+        .await
+        .expect("version");
+    let response = app
+        .get(&format!("/apps/{}/diff?from=0&to=1", owned.id), &token)
+        .await;
+    assert_eq!(response.status(), 200);
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(header("x-diff-truncated"), "true");
+    assert_eq!(header("x-diff-files"), "2");
+    let text = response.text().await.expect("text");
+    assert!(text.len() <= 4 * 1024 * 1024 + 4096, "{} bytes", text.len());
+    assert!(
+        text.contains("\n# diff truncated: 10 more changed files not shown"),
+        "{}",
+        &text[text.len().saturating_sub(2000)..]
+    );
+    assert!(text.contains("\n# not shown: big02.txt\n"));
+    assert!(text.ends_with("# not shown: big11.txt\n"));
+    // What is shown is whole: git applies it and makes the first two files.
+    let shown: FileTree = tree.into_iter().take(2).collect();
+    assert_eq!(git_apply(&FileTree::new(), &text), shown);
+
+    let (status, _, small) = diff(&app, &token, &owned.id, "?to=1&from=1").await;
+    assert_eq!((status, small.as_str()), (200, ""));
+    app.stop().await;
+}
+db_test!(a_diff_past_its_limits_stops_at_a_file_and_names_the_rest);
