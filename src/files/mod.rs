@@ -1,4 +1,5 @@
-//! An app's files over time: manifests, the local blob cache, archives and versions.
+//! An app's files over time: manifests, the local blob cache, archives, versions and the diffs
+//! between them.
 pub mod archive;
 pub mod blob_cache;
 pub mod diff;
