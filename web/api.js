@@ -157,6 +157,19 @@ export function getReadUrl(appId, version) {
   return api(`/apps/${encodeURIComponent(appId)}/read-url${query}`);
 }
 
+/** `GET /apps/:id/versions`: a page of versions, newest first (`cursor` = the last page's `nextCursor`). */
+export function getVersions(appId, cursor) {
+  const query = cursor ? `?cursor=${encodeURIComponent(cursor)}` : '';
+  return api(`/apps/${encodeURIComponent(appId)}/versions${query}`);
+}
+
+/** `GET /apps/:id/diff` → {text, truncated}: the unified diff from version `from` (0: none) to `to`. */
+export async function getDiff(appId, to, from = 0) {
+  const res = await rawFetch(`/apps/${encodeURIComponent(appId)}/diff?from=${from}&to=${to}`);
+  if (!res.ok) throw await errorFrom(res);
+  return { text: await res.text(), truncated: res.headers.get('x-diff-truncated') === 'true' };
+}
+
 /**
  * Whether the one-click dev sign-in exists: `GET /auth/dev-login` answers 200 `{enabled:true}`
  * (or 405) when enabled.

@@ -1,7 +1,9 @@
-// The Files tab: the file tree of one version, a read-only code view, downloads, older versions.
+// The Files tab: the file tree of one version, a read-only code view, downloads, older versions,
+// and the Changes view (versions.js): what each version changed, as a diff.
 
 import { getReadUrl } from './api.js';
 import { formatBytes, h, mount, safeUrl } from './dom.js';
+import { VersionsView } from './versions.js';
 
 const IMAGE_EXT = /\.(png|jpe?g|gif|webp|svg|ico|avif|bmp)$/i;
 const BINARY_EXT = /\.(woff2?|ttf|otf|eot|zip|gz|tgz|tar|pdf|wasm|mp[34]|webm|ogg|wav|exe|dll|so|bin|jar)$/i;
@@ -51,20 +53,58 @@ export class FilesView {
     this.tree = h('nav.file-tree', { dataset: { testid: 'file-tree' }, 'aria-label': 'Files' });
     this.viewer = h('div.viewer', { dataset: { testid: 'viewer' } });
     this.body = h('div.files-body', null, this.tree, this.viewer);
+    this.changes = new VersionsView(appId);
+    this.changes.el.hidden = true;
+    this.changesStale = true;
+    this.mode = 'tree';
+    const modeButton = (mode, label) =>
+      h(
+        'button.btn.small.mode-button',
+        {
+          type: 'button',
+          class: mode === this.mode ? 'active' : '',
+          'aria-pressed': String(mode === this.mode),
+          dataset: { testid: `files-mode-${mode}`, mode },
+          onclick: () => this.setMode(mode),
+        },
+        label,
+      );
+    this.modeButtons = h('div.mode-buttons', { role: 'group', 'aria-label': 'Show' }, modeButton('tree', 'Files'), modeButton('changes', 'Changes'));
     this.el = h(
       'div.files',
       { dataset: { testid: 'files' } },
       h(
         'div.files-toolbar',
         null,
+        this.modeButtons,
         h('label.version-label', null, 'Version ', this.versionSelect),
         h('span.files-summary', { dataset: { testid: 'files-summary' } }),
         h('span.spacer'),
         this.archiveLink,
       ),
       this.body,
+      this.changes.el,
     );
     this.fillVersions();
+  }
+
+  /** 'tree': one version's files; 'changes': the versions and what each changed. */
+  setMode(mode) {
+    this.mode = mode;
+    for (const button of this.modeButtons.querySelectorAll('.mode-button')) {
+      button.classList.toggle('active', button.dataset.mode === mode);
+      button.setAttribute('aria-pressed', String(button.dataset.mode === mode));
+    }
+    const changes = mode === 'changes';
+    this.body.hidden = changes;
+    this.changes.el.hidden = !changes;
+    for (const el of this.el.querySelectorAll('.version-label, .files-summary, [data-testid="download-archive"]')) {
+      el.classList.toggle('mode-hidden', changes);
+    }
+    if (changes && this.changesStale) {
+      this.changesStale = false;
+      this.changes.load();
+    }
   }
 
   /** The app got a new version (or we learned how many there are). */
@@ -73,6 +113,9 @@ export class FilesView {
     const following = this.version === null;
     this.latestVersion = n;
     this.fillVersions();
+    // A new version is shown at once when the list is open; otherwise the next opening reloads.
+    if (this.mode === 'changes') this.changes.load(null);
+    else this.changesStale = true;
     if (following && this.listing) this.show(null, true);
   }
 

@@ -37,6 +37,7 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/events.js",
     "/chat.js",
     "/files.js",
+    "/versions.js",
     "/auth/dev-login",
 ];
 

@@ -1,6 +1,8 @@
-//! An app's files over time: manifests, the local blob cache, archives and versions.
+//! An app's files over time: manifests, the local blob cache, archives, versions and the diffs
+//! between them.
 pub mod archive;
 pub mod blob_cache;
+pub mod diff;
 pub mod manifest;
 pub mod mime;
 pub mod tree;

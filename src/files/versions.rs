@@ -15,6 +15,7 @@ use sea_orm::{
 
 use super::archive::{tar_gz, ARCHIVE_CONTENT_TYPE};
 use super::blob_cache::BlobCache;
+use super::diff::{self, ChangeCounts, DiffLimits, LoadedChange, RenderedDiff};
 use super::manifest::Manifest;
 use crate::files::{FileEntry, FileMode, FileTree};
 use crate::storage::SharedStore;
@@ -92,6 +93,98 @@ impl FileVersions {
         app_versions::Entity::find_by_id((app_id.to_string(), version))
             .one(&self.db)
             .await
+    }
+
+    /// Up to `limit` of an app's versions below `before` (all when `None`), newest first, each
+    /// with what changed against its parent (counted from the manifests, no content read),
+    /// and whether older versions follow.
+    pub async fn page(
+        &self,
+        app_id: &str,
+        before: Option<i32>,
+        limit: u64,
+    ) -> anyhow::Result<(Vec<(app_versions::Model, ChangeCounts)>, bool)> {
+        let mut query = app_versions::Entity::find()
+            .filter(app_versions::Column::AppId.eq(app_id))
+            .order_by_desc(app_versions::Column::Version)
+            .limit(limit + 1);
+        if let Some(before) = before {
+            query = query.filter(app_versions::Column::Version.lt(before));
+        }
+        let mut rows = query.all(&self.db).await?;
+        // The row past the page is usually the parent of its last version: parsed, then dropped.
+        let mut manifests = std::collections::HashMap::new();
+        for row in &rows {
+            manifests.insert(row.version, Manifest::from_json(&row.manifest)?);
+        }
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let missing: Vec<i32> = rows
+            .iter()
+            .filter_map(|r| r.parent_version)
+            .filter(|p| !manifests.contains_key(p))
+            .collect();
+        if !missing.is_empty() {
+            let parents = app_versions::Entity::find()
+                .filter(app_versions::Column::AppId.eq(app_id))
+                .filter(app_versions::Column::Version.is_in(missing))
+                .all(&self.db)
+                .await?;
+            for parent in parents {
+                manifests.insert(parent.version, Manifest::from_json(&parent.manifest)?);
+            }
+        }
+        let empty = Manifest::default();
+        let page = rows
+            .into_iter()
+            .map(|row| {
+                let parent = row
+                    .parent_version
+                    .and_then(|p| manifests.get(&p))
+                    .unwrap_or(&empty);
+                let counts = manifests
+                    .get(&row.version)
+                    .map(|m| ChangeCounts::between(parent, m))
+                    .unwrap_or_default();
+                (row, counts)
+            })
+            .collect();
+        Ok((page, more))
+    }
+
+    /// The unified diff from `from` to `to` (see [`crate::files::diff`]): reads only the
+    /// changed files that fit in the limits.
+    pub async fn diff(
+        &self,
+        from: &Manifest,
+        to: &Manifest,
+        limits: DiffLimits,
+    ) -> anyhow::Result<RenderedDiff> {
+        let planned = diff::plan(diff::changed_paths(from, to), &limits);
+        let mut loaded = Vec::with_capacity(planned.shown.len());
+        for change in &planned.shown {
+            let old = match change.old {
+                Some(e) => Some((e.clone(), self.blob(&e.sha256).await?)),
+                None => None,
+            };
+            let new = match change.new {
+                Some(e) => Some((e.clone(), self.blob(&e.sha256).await?)),
+                None => None,
+            };
+            loaded.push(LoadedChange {
+                path: change.path.to_string(),
+                old,
+                new,
+            });
+        }
+        let omitted: Vec<String> = planned.omitted.iter().map(|p| p.to_string()).collect();
+        // Line matching costs CPU in proportion to the files: off the async workers.
+        let rendered = tokio::task::spawn_blocking(move || {
+            let omitted: Vec<&str> = omitted.iter().map(String::as_str).collect();
+            diff::render(&loaded, &omitted, &limits)
+        })
+        .await?;
+        Ok(rendered)
     }
 
     /// The files of a version, from the local cache or, failing that, from storage.

@@ -16,6 +16,7 @@ pub mod openapi;
 mod preview;
 mod runs;
 pub mod sse;
+mod versions;
 mod web;
 
 use std::time::Duration;
@@ -87,6 +88,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(analytics::router())
         .merge(limits::router())
         .merge(files::router())
+        .merge(versions::router())
         .merge(deployments::router())
         .merge(github::router())
         .merge(preview::router())
@@ -134,6 +136,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("x-dailylimit-reset"),
             HeaderName::from_static("x-run-id"),
             HeaderName::from_static("x-app-id"),
+            HeaderName::from_static("x-diff-files"),
+            HeaderName::from_static("x-diff-truncated"),
             REQUEST_ID,
         ])
 }

@@ -38,7 +38,7 @@ Streams (`POST /message`, `GET /runs/{id}/events`) are Server-Sent Events: `even
         (name = "analytics", description = "Client analytics events, counted in the metrics"),
         (name = "limits", description = "Daily message limits"),
         (name = "runs", description = "Sending a message starts a run; its events are a resumable stream"),
-        (name = "files", description = "Presigned links to an app version's files, and local downloads"),
+        (name = "files", description = "Presigned links to an app version's files, local downloads, the list of versions and diffs between them"),
         (name = "deployments", description = "Deploying an app version and following the deployment"),
         (name = "preview", description = "Local preview deploys: public, sandboxed sites"),
         (name = "git", description = "The local host's repositories, read-only over git's smart HTTP protocol (the bearer token is the Basic password)"),

@@ -46,6 +46,7 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("/events.js", JS, include_str!("../../web/events.js")),
     ("/chat.js", JS, include_str!("../../web/chat.js")),
     ("/files.js", JS, include_str!("../../web/files.js")),
+    ("/versions.js", JS, include_str!("../../web/versions.js")),
 ];
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -65,6 +65,8 @@ mod tree;
 pub use error::PatchError;
 pub use limits::ApplyLimits;
 pub use paths::normalize_path;
+/// Git's blob id (hex SHA-1 of `blob <len>\0<content>`), as in `index` lines.
+pub use sha1::blob_id_hex as git_blob_id;
 
 use crate::files::{FileEntry, FileMode, FileTree};
 

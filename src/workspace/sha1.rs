@@ -3,7 +3,7 @@
 use sha1::{Digest, Sha1};
 
 /// Lower-case hex id of `content` stored as a git blob.
-pub(crate) fn blob_id_hex(content: &[u8]) -> String {
+pub fn blob_id_hex(content: &[u8]) -> String {
     let mut hasher = Sha1::new();
     hasher.update(format!("blob {}\0", content.len()).as_bytes());
     hasher.update(content);

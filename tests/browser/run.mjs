@@ -320,6 +320,38 @@ async function main() {
       expect(direct === listed, `sha256 via direct GET ${direct} ≠ listed ${listed}`);
     });
 
+    await step('Files tab, Changes: the versions list and the follow-up\'s dark mode in its diff', async () => {
+      await page.getByTestId('files-mode-changes').click();
+      const items = page.getByTestId('version-item');
+      await waitForCount(items, 2, 15_000);
+      const listed = await items.evaluateAll((els) => els.map((e) => Number(e.dataset.version)));
+      expect(sameList(listed, [2, 1]), `versions listed as [${listed.join(',')}], not newest first [2,1]`);
+      expect(/Add dark mode/.test(await items.first().innerText()), `v2 is not labelled with its commit message: ${await items.first().innerText()}`);
+      // The newest version is selected: its diff against v1 holds the dark mode change.
+      const diff = page.locator('[data-testid="diff-view"][data-from="1"][data-to="2"]');
+      await diff.waitFor({ timeout: 10_000 });
+      const files = await diff.getByTestId('diff-file').allInnerTexts();
+      expect(files.includes('diff --git a/styles.css b/styles.css'), `the diff of v2 does not show styles.css: ${files.join(' | ')}`);
+      const added = await diff.locator('.line.add').allInnerTexts();
+      expect(added.some((l) => l.includes('[data-theme="dark"]')), 'the diff of v2 does not show the dark theme rule as added');
+      expect(added.some((l) => l.includes('Dark mode')), 'the diff of v2 does not show the dark mode script as added');
+      expect((await diff.locator('.line.del').count()) < added.length, 'dark mode should add more than it removes');
+      const counts = await items.first().getByTestId('change-counts').innerText();
+      expect(/~\s*[1-9]/.test(counts), `v2's change counts show no modified file: ${counts}`);
+      await screenshot('files-changes-v2');
+
+      // v1 against the empty tree: every file added, index.html among them.
+      await items.nth(1).click();
+      const first = page.locator('[data-testid="diff-view"][data-from="0"][data-to="1"]');
+      await first.waitFor({ timeout: 10_000 });
+      const firstFiles = await first.getByTestId('diff-file').allInnerTexts();
+      expect(firstFiles.includes('diff --git a/index.html b/index.html'), `the diff of v1 does not add index.html: ${firstFiles.join(' | ')}`);
+      expect((await first.locator('.line.del').count()) === 0, 'the first version deletes lines');
+      await screenshot('files-changes-v1');
+      await page.getByTestId('files-mode-tree').click();
+      await page.locator('[data-testid="file-item"][data-path="index.html"]').waitFor({ timeout: 5000 });
+    });
+
     await step('Cancel stops a running run (run_cancelled, then done)', async () => {
       await page.getByTestId('tab-chat').click();
       await page.evaluate(() => window.__agentgateTest.setSettings({ demo: { eventDelayMs: 1500 } }));
