@@ -28,6 +28,33 @@ pub struct Config {
     pub ecr: EcrConfig,
     pub database_provision: DatabaseProvisionConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outbound webhooks (see `crate::webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The operator's endpoints: every user's events go to each.
+    pub endpoints: Vec<OperatorEndpointConfig>,
+    /// Deliveries to loopback addresses (and http to them) are allowed: development only.
+    pub allow_loopback: bool,
+    /// Internal networks (CIDR) deliveries may reach.
+    pub allowed_networks: Vec<String>,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+    pub retry_window_secs: u64,
+    /// Endpoints one user may register.
+    pub max_per_user: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorEndpointConfig {
+    pub url: String,
+    pub secret: SecretString,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -422,10 +449,25 @@ impl Config {
                 "runs.lease_secs must be at least twice runs.sweep_interval_secs (leases are renewed every sweep)".into(),
             ));
         }
+        self.validate_webhooks()?;
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(
                 "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The operator's endpoints must be URLs deliveries may reach, with Standard Webhooks
+    /// secrets, and the allowed networks CIDRs.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        let policy = self.webhooks.network_policy()?;
+        for (i, endpoint) in self.webhooks.endpoints.iter().enumerate() {
+            policy
+                .check_url(&endpoint.url)
+                .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].url: {e}")))?;
+            crate::webhooks::signing::decode_secret(endpoint.secret.expose_secret())
+                .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
         }
         Ok(())
     }

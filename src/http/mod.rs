@@ -17,6 +17,7 @@ mod preview;
 mod runs;
 pub mod sse;
 mod web;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -88,6 +89,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(limits::router())
         .merge(files::router())
         .merge(deployments::router())
+        .merge(webhooks::router())
         .merge(github::router())
         .merge(preview::router())
         .merge(web::router())

@@ -37,3 +37,4 @@ mod real_peers;
 mod relay;
 mod resume;
 mod upstream_logs;
+mod webhooks;
