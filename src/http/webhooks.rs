@@ -143,8 +143,15 @@ impl From<entity::webhook_deliveries::Model> for Delivery {
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "Registered; keep the secret, it is not shown again", body = CreatedWebhook),
-        (status = 400, description = "`invalid_webhook_url`, `webhook_url_not_https`, `webhook_address_refused` (an internal address), `webhook_host_unresolved`, `invalid_event_type`, `too_many_webhooks`, `invalid_body`", body = ErrorBody,
-            example = json!({"code": "webhook_address_refused", "message": "10.0.0.5 is 10.0.0.5, an internal address deliveries may not reach"})),
+        (status = 400, description = "`invalid_body`; `invalid_webhook_url`; `webhook_url_not_https`; `webhook_address_refused` (the host is or resolves to an internal address); `webhook_host_unresolved`; `invalid_event_type`; `too_many_webhooks`", body = ErrorBody, examples(
+            ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `url`", "error": "Failed to deserialize the JSON body into the target type: missing field `url`"}))),
+            ("invalid_webhook_url" = (value = json!({"code": "invalid_webhook_url", "message": "hooks is not a webhook URL: relative URL without a base", "error": "hooks is not a webhook URL: relative URL without a base"}))),
+            ("webhook_url_not_https" = (value = json!({"code": "webhook_url_not_https", "message": "webhook URLs must use https (http only to a loopback address, when the gateway allows it)", "error": "webhook URLs must use https (http only to a loopback address, when the gateway allows it)"}))),
+            ("webhook_address_refused" = (value = json!({"code": "webhook_address_refused", "message": "10.0.0.5 is an internal address deliveries may not reach", "error": "10.0.0.5 is an internal address deliveries may not reach"}))),
+            ("webhook_host_unresolved" = (value = json!({"code": "webhook_host_unresolved", "message": "hooks.example.invalid could not be resolved: no addresses", "error": "hooks.example.invalid could not be resolved: no addresses"}))),
+            ("invalid_event_type" = (value = json!({"code": "invalid_event_type", "message": "run.exploded is not an event type (run.finished, version.created, deployment.updated, app.deleted)", "error": "run.exploded is not an event type (run.finished, version.created, deployment.updated, app.deleted)"}))),
+            ("too_many_webhooks" = (value = json!({"code": "too_many_webhooks", "message": "a user may register 20 webhooks", "error": "a user may register 20 webhooks"}))),
+        )),
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
         (status = 500, response = Internal),

@@ -27,10 +27,21 @@ pub enum Refusal {
         "webhook URLs must use https (http only to a loopback address, when the gateway allows it)"
     )]
     NotHttps,
-    #[error("{host} is {address}, an internal address deliveries may not reach")]
+    #[error(
+        "{} an internal address deliveries may not reach",
+        named(host, address)
+    )]
     Address { host: String, address: IpAddr },
     #[error("{host} could not be resolved: {reason}")]
     Unresolved { host: String, reason: String },
+}
+
+/// "10.0.0.5 is", or "db.internal resolves to 10.0.0.5,".
+fn named(host: &str, address: &IpAddr) -> String {
+    match host.trim_matches(['[', ']']) == address.to_string() {
+        true => format!("{address} is"),
+        false => format!("{host} resolves to {address},"),
+    }
 }
 
 impl Refusal {
