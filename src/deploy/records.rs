@@ -1,6 +1,7 @@
 //! Deployment records: queue one (superseding older work, with the `deploy` job that advances
 //! it), record each step's result under the job's lease, fail overdue ones. Every change of a
-//! deployment's status queues its `deployment.updated` webhooks in the same transaction. The
+//! deployment's status queues its `deployment.updated` webhooks with it (in its transaction,
+//! or right after an overdue one is failed). The
 //! queue itself (claims, leases, retries) is `crate::jobs`.
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;

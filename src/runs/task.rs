@@ -303,16 +303,31 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
 
 /// The `run.finished` webhook event: how the run ended (`outcome`: its final status).
 fn run_finished_event(spec: &RunSpec, ending: &RunEnding) -> webhooks::Event {
+    run_finished(
+        &spec.ctx,
+        ending.status,
+        ending.code.as_deref(),
+        ending.error.as_deref(),
+    )
+}
+
+/// The `run.finished` webhook event of a run that ended `status`.
+pub(super) fn run_finished(
+    ctx: &EventContext,
+    status: RunStatus,
+    code: Option<&str>,
+    error: Option<&str>,
+) -> webhooks::Event {
     webhooks::Event::new(
         EventType::RunFinished,
-        &spec.ctx.app_id,
+        &ctx.app_id,
         serde_json::json!({
-            "runId": spec.ctx.run_id,
-            "appId": spec.ctx.app_id,
-            "traceId": spec.ctx.trace_id,
-            "outcome": ending.status.as_str(),
-            "errorCode": ending.code,
-            "error": ending.error,
+            "runId": ctx.run_id,
+            "appId": ctx.app_id,
+            "traceId": ctx.trace_id,
+            "outcome": status.as_str(),
+            "errorCode": code,
+            "error": error,
         }),
     )
 }

@@ -440,8 +440,16 @@ async fn a_run_delivers_signed_events_of_every_type(kind: DbKind) {
     assert_eq!(gone.invalid, None);
     assert_eq!(gone.body["data"]["appId"], json!(app_id));
 
-    // Every delivery is recorded as delivered on its first attempt.
-    let recorded = deliveries(&app, &webhook).await;
+    // Every delivery is recorded as delivered on its first attempt (recorded just after the
+    // receiver answered).
+    let mut recorded = Vec::new();
+    for _ in 0..100 {
+        recorded = deliveries(&app, &webhook).await;
+        if recorded.iter().all(|d| d["status"] != "pending") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(recorded.len(), received.len(), "{recorded:#?}");
     for delivery in &recorded {
         assert_eq!(delivery["status"], "delivered", "{delivery}");
@@ -631,3 +639,26 @@ async fn an_address_refused_at_delivery_is_never_contacted(kind: DbKind) {
     app.stop().await;
 }
 db_test!(an_address_refused_at_delivery_is_never_contacted);
+
+async fn a_cancelled_run_is_reported_with_its_outcome(kind: DbKind) {
+    let receiver = Receiver::start(0).await;
+    let (app, agent) = setup(kind, "").await;
+    register_receiver(&app, &receiver, Some(&["run.finished"])).await;
+    let token = app.token("alice");
+    let (run_id, app_id, reader) = crate::resume::start_slow_run(&app, &agent, &token).await;
+    let cancel = app
+        .post_json(&format!("/runs/{run_id}/cancel"), &token, &json!({}))
+        .await;
+    assert!(cancel.status().is_success(), "{}", cancel.status());
+    reader.collect().await;
+    let received = receiver.wait_for("run.finished", |r| !r.is_empty()).await;
+    assert_eq!(received.len(), 1, "{received:#?}");
+    let data = &received[0].body["data"];
+    assert_eq!(received[0].invalid, None);
+    assert_eq!(data["runId"], json!(run_id));
+    assert_eq!(data["appId"], json!(app_id));
+    assert_eq!(data["outcome"], "cancelled");
+    assert_eq!(data["errorCode"], "run_cancelled");
+    app.stop().await;
+}
+db_test!(a_cancelled_run_is_reported_with_its_outcome);
