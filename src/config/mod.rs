@@ -461,6 +461,12 @@ impl Config {
     /// The operator's endpoints must be URLs deliveries may reach, with Standard Webhooks
     /// secrets, and the allowed networks CIDRs.
     fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        // On a public gateway, loopback is the gateway's own host: its metrics, its database.
+        if self.webhooks.allow_loopback && !self.server.bind.ip().is_loopback() {
+            return Err(ConfigError(
+                "webhooks.allow_loopback lets deliveries reach this host's own services; it must be false when server.bind is not a loopback address".into(),
+            ));
+        }
         let policy = self.webhooks.network_policy()?;
         for (i, endpoint) in self.webhooks.endpoints.iter().enumerate() {
             policy
@@ -672,6 +678,36 @@ mod tests {
         assert!(err.to_string().contains("git.owner_is_org = true"), "{err}");
         let org = format!("{app}owner_is_org = true\n");
         Config::from_toml_overrides(&org).expect("an App in an organisation is fine");
+    }
+
+    #[test]
+    fn webhook_settings_are_validated_at_start() {
+        let public = "[server]\nbind = \"0.0.0.0:4444\"\ndev_login = false\n";
+        let err = Config::from_toml_overrides(public).unwrap_err();
+        assert!(err.to_string().contains("webhooks.allow_loopback"), "{err}");
+        Config::from_toml_overrides(&format!("{public}[webhooks]\nallow_loopback = false\n"))
+            .expect("a public gateway without loopback deliveries");
+        for (endpoints, key) in [
+            (
+                r#"[{ url = "https://10.0.0.1/h", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }]"#,
+                "endpoints[0].url",
+            ),
+            (
+                r#"[{ url = "https://93.184.216.34/h", secret = "nope" }]"#,
+                "endpoints[0].secret",
+            ),
+        ] {
+            let err =
+                Config::from_toml_overrides(&format!("[webhooks]\nendpoints = {endpoints}\n"))
+                    .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = Config::from_toml_overrides("[webhooks]\nallowed_networks = [\"10.0.0.1\"]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("webhooks.allowed_networks"),
+            "{err}"
+        );
     }
 
     #[test]
