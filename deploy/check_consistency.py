@@ -78,6 +78,8 @@ def check_settings(where, env):
         problem(where, "database_provision.encryption_key must be set: a generated one lives in one data dir")
     if get("server.dev_login") != "false":
         problem(where, "server.dev_login must be false on a public bind")
+    if get("webhooks.allow_loopback") != "false":
+        problem(where, "webhooks.allow_loopback must be false on a public bind")
     git_host = get("git.host") or "local"
     if git_host == "local" and get("git.local_shared") != "true":
         problem(where, "git.host local keeps repositories on one gateway's disk: use github, none, or a shared git.local_dir with git.local_shared")

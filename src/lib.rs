@@ -27,6 +27,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod webhooks;
 pub mod wiring;
 pub mod workspace;
 

@@ -100,6 +100,7 @@ impl Application {
         };
         crate::git::local::stored_urls::rewrite_at_start(&config, &db, &public_url).await;
         let parts = Components::build(&config, &db, public_url, with_workers)?;
+        sync_operator_webhooks(&config, &db).await?;
         let files = parts.files.clone();
         let local_store = parts.local_store.clone();
         let runs = RunManager::new(
@@ -275,6 +276,7 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
         config.server.public_url.clone()
     };
     let parts = Components::build(&config, &db, public_url, true)?;
+    sync_operator_webhooks(&config, &db).await?;
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     parts.spawn_background(&config, &db, None, stop.clone(), &tasks);
@@ -286,6 +288,17 @@ pub async fn run_workers(config: Config, shutdown: impl Future<Output = ()>) -> 
     stop.cancel();
     stop_background(tasks).await;
     Ok(())
+}
+
+/// The operator's webhook endpoints, as the config lists them now, get every event from here on.
+async fn sync_operator_webhooks(
+    config: &Config,
+    db: &sea_orm::DatabaseConnection,
+) -> anyhow::Result<()> {
+    let endpoints = config.webhooks.delivery_settings().operator_endpoints;
+    crate::webhooks::sync_operator_endpoints(db, &endpoints)
+        .await
+        .map_err(|e| anyhow::anyhow!("webhooks: could not record the operator's endpoints: {e}"))
 }
 
 /// Waits for the background loops to finish their current step (they were told to stop), up

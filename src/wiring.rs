@@ -25,6 +25,7 @@ use crate::provision::{
 };
 use crate::secrets;
 use crate::storage::{Instrumented, LocalStore, S3Store, SharedStore, UrlSigner};
+use crate::webhooks::Deliverer;
 
 pub struct Components {
     pub files: FileVersions,
@@ -41,6 +42,8 @@ pub struct Components {
     /// What only deploy workers and clean-up use: None on an API-only host (`serve
     /// --no-worker`), which therefore needs no provider or cloud credentials.
     pub workers: Option<WorkerParts>,
+    /// Sends the webhook deliveries the job workers claim.
+    pub webhooks: Option<Arc<Deliverer>>,
 }
 
 pub struct WorkerParts {
@@ -104,7 +107,10 @@ impl Components {
                 gateway: config.instance_id(),
             },
         );
+        let webhooks = Deliverer::new(db.clone(), config.webhooks.delivery_settings())
+            .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?;
         Ok(Self {
+            webhooks: Some(Arc::new(webhooks)),
             files,
             git,
             local_store,
@@ -154,7 +160,10 @@ impl Components {
             // Only a claim needs SQLite's writer lock (a single statement); a step (a file copy,
             // an image build, a status call) runs outside it, so several workers help there too.
             Some(_) => (config.deploy.workers.max(1), None),
-            None => (1, Some(vec![JobKind::UploadVersion])),
+            None => (
+                1,
+                Some(vec![JobKind::UploadVersion, JobKind::DeliverWebhook]),
+            ),
         };
         let handler = Arc::new(self.effects(config, db));
         for i in 0..count {
@@ -200,6 +209,7 @@ impl Components {
             git: self.git.clone(),
             deploy,
             cleanup,
+            webhooks: self.webhooks.clone(),
             policies,
         }
     }

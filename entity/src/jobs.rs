@@ -23,6 +23,9 @@ pub enum JobKind {
     CleanupDatabase,
     #[sea_orm(string_value = "cleanup_storage")]
     CleanupStorage,
+    /// Send one webhook delivery (`subject`) to its endpoint.
+    #[sea_orm(string_value = "deliver_webhook")]
+    DeliverWebhook,
 }
 
 impl JobKind {
@@ -35,6 +38,7 @@ impl JobKind {
             JobKind::CleanupRepository => "cleanup_repository",
             JobKind::CleanupDatabase => "cleanup_database",
             JobKind::CleanupStorage => "cleanup_storage",
+            JobKind::DeliverWebhook => "deliver_webhook",
         }
     }
 }

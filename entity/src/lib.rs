@@ -11,3 +11,5 @@ pub mod run_events;
 pub mod runs;
 pub mod usage_counters;
 pub mod user_limits;
+pub mod webhook_deliveries;
+pub mod webhooks;

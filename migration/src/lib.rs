@@ -14,6 +14,7 @@ mod m20261205_000030_app_listing;
 mod m20261205_000040_health_checks;
 mod m20261206_000050_job_queue;
 mod m20261207_000060_gateways;
+mod m20261208_000070_webhooks;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000040_health_checks::Migration),
             Box::new(m20261206_000050_job_queue::Migration),
             Box::new(m20261207_000060_gateways::Migration),
+            Box::new(m20261208_000070_webhooks::Migration),
         ]
     }
 }

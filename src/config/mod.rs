@@ -28,6 +28,33 @@ pub struct Config {
     pub ecr: EcrConfig,
     pub database_provision: DatabaseProvisionConfig,
     pub log: LogConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outbound webhooks (see `crate::webhooks`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The operator's endpoints: every user's events go to each.
+    pub endpoints: Vec<OperatorEndpointConfig>,
+    /// Deliveries to loopback addresses (and http to them) are allowed: development only.
+    pub allow_loopback: bool,
+    /// Internal networks (CIDR) deliveries may reach.
+    pub allowed_networks: Vec<String>,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub retry_cap_secs: u64,
+    pub retry_window_secs: u64,
+    /// Endpoints one user may register.
+    pub max_per_user: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorEndpointConfig {
+    pub url: String,
+    pub secret: SecretString,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -422,10 +449,31 @@ impl Config {
                 "runs.lease_secs must be at least twice runs.sweep_interval_secs (leases are renewed every sweep)".into(),
             ));
         }
+        self.validate_webhooks()?;
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(
                 "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The operator's endpoints must be URLs deliveries may reach, with Standard Webhooks
+    /// secrets, and the allowed networks CIDRs.
+    fn validate_webhooks(&self) -> Result<(), ConfigError> {
+        // On a public gateway, loopback is the gateway's own host: its metrics, its database.
+        if self.webhooks.allow_loopback && !self.server.bind.ip().is_loopback() {
+            return Err(ConfigError(
+                "webhooks.allow_loopback lets deliveries reach this host's own services; it must be false when server.bind is not a loopback address".into(),
+            ));
+        }
+        let policy = self.webhooks.network_policy()?;
+        for (i, endpoint) in self.webhooks.endpoints.iter().enumerate() {
+            policy
+                .check_url(&endpoint.url)
+                .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].url: {e}")))?;
+            crate::webhooks::signing::decode_secret(endpoint.secret.expose_secret())
+                .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
         }
         Ok(())
     }
@@ -630,6 +678,36 @@ mod tests {
         assert!(err.to_string().contains("git.owner_is_org = true"), "{err}");
         let org = format!("{app}owner_is_org = true\n");
         Config::from_toml_overrides(&org).expect("an App in an organisation is fine");
+    }
+
+    #[test]
+    fn webhook_settings_are_validated_at_start() {
+        let public = "[server]\nbind = \"0.0.0.0:4444\"\ndev_login = false\n";
+        let err = Config::from_toml_overrides(public).unwrap_err();
+        assert!(err.to_string().contains("webhooks.allow_loopback"), "{err}");
+        Config::from_toml_overrides(&format!("{public}[webhooks]\nallow_loopback = false\n"))
+            .expect("a public gateway without loopback deliveries");
+        for (endpoints, key) in [
+            (
+                r#"[{ url = "https://10.0.0.1/h", secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }]"#,
+                "endpoints[0].url",
+            ),
+            (
+                r#"[{ url = "https://93.184.216.34/h", secret = "nope" }]"#,
+                "endpoints[0].secret",
+            ),
+        ] {
+            let err =
+                Config::from_toml_overrides(&format!("[webhooks]\nendpoints = {endpoints}\n"))
+                    .unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = Config::from_toml_overrides("[webhooks]\nallowed_networks = [\"10.0.0.1\"]\n")
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("webhooks.allowed_networks"),
+            "{err}"
+        );
     }
 
     #[test]

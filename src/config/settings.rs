@@ -2,7 +2,9 @@
 //! milliseconds become `Duration`s here, once, and the wiring only composes.
 use std::time::Duration;
 
-use super::{DeployConfig, EcrConfig, GitConfig, KoyebConfig, StorageConfig};
+use super::{
+    ConfigError, DeployConfig, EcrConfig, GitConfig, KoyebConfig, StorageConfig, WebhooksConfig,
+};
 use crate::deploy::builder::ImageBuilderSettings;
 use crate::deploy::ecr::EcrSettings;
 use crate::deploy::koyeb::{KoyebMode, KoyebSettings};
@@ -10,6 +12,7 @@ use crate::deploy::DeploySettings;
 use crate::git::publish::PublishSettings;
 use crate::jobs::RetryPolicy;
 use crate::storage::S3Settings;
+use crate::webhooks::{DeliverySettings, NetworkPolicy, OperatorEndpoint};
 
 /// A first retry after `secs`, then twice as long each time, at most every five minutes (or
 /// `secs`, when longer); never given up.
@@ -127,6 +130,50 @@ impl EcrConfig {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
             repository_prefix: self.repository_prefix.clone(),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Where deliveries may go.
+    pub fn network_policy(&self) -> Result<NetworkPolicy, ConfigError> {
+        let allowed_networks = self
+            .allowed_networks
+            .iter()
+            .map(|net| {
+                net.parse::<ipnet::IpNet>().map_err(|_| {
+                    ConfigError(format!(
+                        "webhooks.allowed_networks: {net:?} is not a network like 10.0.0.0/8"
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NetworkPolicy {
+            allow_loopback: self.allow_loopback,
+            allowed_networks,
+        })
+    }
+
+    /// How deliveries are sent and retried (the config was validated at load).
+    pub fn delivery_settings(&self) -> DeliverySettings {
+        DeliverySettings {
+            network: self.network_policy().unwrap_or_default(),
+            timeout: Duration::from_secs(self.timeout_secs.max(1)),
+            max_attempts: self.max_attempts,
+            window: Duration::from_secs(self.retry_window_secs),
+            retry: RetryPolicy {
+                base: Duration::from_millis(self.retry_base_ms.max(1)),
+                cap: Duration::from_secs(self.retry_cap_secs.max(1)),
+                max_attempts: 0,
+            },
+            operator_endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| OperatorEndpoint {
+                    url: e.url.trim().to_string(),
+                    secret: e.secret.clone(),
+                })
+                .collect(),
         }
     }
 }

@@ -1,15 +1,19 @@
 //! Deployment records: queue one (superseding older work, with the `deploy` job that advances
-//! it), record each step's result under the job's lease, fail overdue ones. The queue itself
-//! (claims, leases, retries) is `crate::jobs`.
+//! it), record each step's result under the job's lease, fail overdue ones. Every change of a
+//! deployment's status queues its `deployment.updated` webhooks with it (in its transaction,
+//! or right after an overdue one is failed). The
+//! queue itself (claims, leases, retries) is `crate::jobs`.
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
     EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
+use serde_json::json;
 use uuid::Uuid;
 
 use crate::jobs::{lease_held, JobKind, Lease};
+use crate::webhooks::{self, EventType};
 use entity::deployments;
 
 pub use entity::deployments::DeploymentStatus;
@@ -80,7 +84,7 @@ pub async fn enqueue(
 /// The app's deploy status says `queued` (and its URL is set when known). Run it in a
 /// transaction, then wake the workers (`crate::jobs::wake`) once it commits.
 pub async fn enqueue_new(
-    txn: &impl ConnectionTrait,
+    txn: &(impl ConnectionTrait + TransactionTrait),
     new: NewDeployment<'_>,
 ) -> Result<(deployments::Model, crate::jobs::Job), DbErr> {
     let NewDeployment {
@@ -95,7 +99,7 @@ pub async fn enqueue_new(
         runner,
     } = new;
     let now = Utc::now();
-    deployments::Entity::update_many()
+    let superseded = deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(SUPERSEDED))
         .col_expr(
             deployments::Column::Error,
@@ -106,7 +110,7 @@ pub async fn enqueue_new(
         .filter(deployments::Column::AppId.eq(app_id))
         .filter(deployments::Column::Status.is_in(ACTIVE))
         .filter(deployments::Column::Version.lt(version))
-        .exec(txn)
+        .exec_with_returning(txn)
         .await?;
     let deployment = deployments::ActiveModel {
         id: Set(Uuid::new_v4().to_string()),
@@ -135,7 +139,44 @@ pub async fn enqueue_new(
         .on(runner.unwrap_or_default());
     let job = crate::jobs::enqueue(txn, job).await?;
     crate::apps::mark_deploy_queued(txn, app_id, app_url).await?;
+    for old in &superseded {
+        announce(txn, old).await;
+    }
+    announce(txn, &deployment).await;
     Ok((deployment, job))
+}
+
+/// Queues the `deployment.updated` webhooks for the deployment as it now is (never fails: see
+/// `webhooks::enqueue_event`).
+pub async fn announce(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    deployment: &deployments::Model,
+) -> usize {
+    let event = webhooks::Event::new(
+        EventType::DeploymentUpdated,
+        &deployment.app_id,
+        json!({
+            "deploymentId": deployment.id,
+            "appId": deployment.app_id,
+            "version": deployment.version,
+            "provider": deployment.provider,
+            "status": deployment.status.as_str(),
+            "url": deployment.url,
+            "error": deployment.error,
+        }),
+    );
+    webhooks::enqueue_event(db, &deployment.owner_id, event).await
+}
+
+/// Announces the deployment `id` as it now is, inside `txn`.
+async fn announce_id(
+    txn: &(impl ConnectionTrait + TransactionTrait),
+    id: &str,
+) -> Result<(), DbErr> {
+    if let Some(deployment) = find(txn, id).await? {
+        announce(txn, &deployment).await;
+    }
+    Ok(())
 }
 
 /// A failed deployment takes back an early URL (see [`record_app_url`]) from an app that was
@@ -179,6 +220,7 @@ pub async fn mark_building(
     state: &serde_json::Map<String, serde_json::Value>,
     deadline: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
+    let txn = db.begin().await?;
     let result = deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(BUILDING))
         .col_expr(deployments::Column::StatusDeadlineAt, Expr::value(deadline))
@@ -190,9 +232,14 @@ pub async fn mark_building(
         .filter(deployments::Column::Id.eq(id))
         .filter(lease_held(&lease.job_id, &lease.worker))
         .filter(deployments::Column::Status.eq(QUEUED))
-        .exec(db)
+        .exec(&txn)
         .await?;
-    Ok(result.rows_affected == 1)
+    let moved = result.rows_affected == 1;
+    if moved {
+        announce_id(&txn, id).await?;
+    }
+    txn.commit().await?;
+    Ok(moved)
 }
 
 /// What a step did to the deployment; written only if the worker still holds its job's lease
@@ -209,6 +256,36 @@ pub struct Update {
 
 pub async fn apply(
     db: &DatabaseConnection,
+    id: &str,
+    lease: &Lease,
+    update: Update,
+) -> Result<bool, DbErr> {
+    let Some(status) = update.status else {
+        return apply_on(db, id, lease, update).await;
+    };
+    // A step repeats the status while the provider works; only a change is announced. Asked by
+    // a write (SQLite: a transaction that reads first may not be able to write after).
+    let txn = db.begin().await?;
+    let changes = deployments::Entity::update_many()
+        .col_expr(deployments::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(deployments::Column::Id.eq(id))
+        .filter(lease_held(&lease.job_id, &lease.worker))
+        .filter(deployments::Column::Status.is_in(ACTIVE))
+        .filter(deployments::Column::Status.ne(status))
+        .exec(&txn)
+        .await?
+        .rows_affected
+        == 1;
+    let applied = apply_on(&txn, id, lease, update).await?;
+    if applied && changes {
+        announce_id(&txn, id).await?;
+    }
+    txn.commit().await?;
+    Ok(applied)
+}
+
+async fn apply_on(
+    db: &impl ConnectionTrait,
     id: &str,
     lease: &Lease,
     update: Update,
@@ -262,7 +339,7 @@ pub async fn apply(
 /// what guarantees that no status is ever stuck, even with no worker running: the app's deploy
 /// status follows when it is the app's latest deployment, and a worker reports the outcome to
 /// the history if no run's stream does (see [`unreported_failures`]).
-pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
+pub async fn fail_overdue(db: &(impl ConnectionTrait + TransactionTrait)) -> Result<u64, DbErr> {
     let now = Utc::now();
     let overdue = deployments::Entity::find()
         .filter(deployments::Column::Status.is_in(ACTIVE))
@@ -288,6 +365,7 @@ pub async fn fail_overdue(db: &impl ConnectionTrait) -> Result<u64, DbErr> {
         if result.rows_affected == 0 {
             continue;
         }
+        announce_id(db, &job.id).await?;
         failed += result.rows_affected;
         crate::metrics::metrics()
             .deployments

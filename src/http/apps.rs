@@ -19,6 +19,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::limits::limit_headers;
 use crate::pipeline::cleanup;
 use crate::state::AppState;
+use crate::webhooks;
+use serde_json::json;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -206,6 +208,13 @@ async fn remove(
     if deleted == Deleted::Now {
         let archive = state.git.is_some() && state.config.git.archive_on_delete;
         cleanup::enqueue_for_app(&txn, &id.to_string(), archive).await?;
+        let app_id = id.to_string();
+        let event = webhooks::Event::new(
+            webhooks::EventType::AppDeleted,
+            &app_id,
+            json!({"appId": app_id, "deletedAt": chrono::Utc::now()}),
+        );
+        webhooks::enqueue_event(&txn, &user.id, event).await;
     }
     txn.commit().await?;
     crate::jobs::wake();

@@ -18,6 +18,7 @@ mod runs;
 pub mod sse;
 mod versions;
 mod web;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -90,6 +91,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(files::router())
         .merge(versions::router())
         .merge(deployments::router())
+        .merge(webhooks::router())
         .merge(github::router())
         .merge(preview::router())
         .merge(web::router())

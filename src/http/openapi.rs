@@ -40,6 +40,7 @@ Streams (`POST /message`, `GET /runs/{id}/events`) are Server-Sent Events: `even
         (name = "runs", description = "Sending a message starts a run; its events are a resumable stream"),
         (name = "files", description = "Presigned links to an app version's files, local downloads, the list of versions and diffs between them"),
         (name = "deployments", description = "Deploying an app version and following the deployment"),
+        (name = "webhooks", description = "The caller's webhook endpoints (Standard Webhooks) and their deliveries"),
         (name = "preview", description = "Local preview deploys: public, sandboxed sites"),
         (name = "git", description = "The local host's repositories, read-only over git's smart HTTP protocol (the bearer token is the Basic password)"),
         (name = "github", description = "Dev-only git endpoints (`git.dev_endpoints`), with the app.build bodies"),

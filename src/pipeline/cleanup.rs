@@ -7,10 +7,10 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter,
+    QueryFilter, TransactionTrait,
 };
 
-use crate::deploy::records::{ACTIVE, CANCELLED};
+use crate::deploy::records::{self, ACTIVE, CANCELLED};
 use crate::deploy::Deployer;
 use crate::files::versions::FileVersions;
 use crate::git::publish::GitPublisher;
@@ -23,12 +23,12 @@ use entity::{app_databases, deployments, jobs as jobs_table, runs};
 /// queued work of its versions. Run it in the deleting transaction; wake the workers
 /// (`crate::jobs::wake`) once it commits.
 pub async fn enqueue_for_app(
-    db: &impl ConnectionTrait,
+    db: &(impl ConnectionTrait + TransactionTrait),
     app_id: &str,
     archive_repository: bool,
 ) -> Result<(), DbErr> {
     let now = Utc::now();
-    deployments::Entity::update_many()
+    let cancelled = deployments::Entity::update_many()
         .col_expr(deployments::Column::Status, Expr::value(CANCELLED))
         .col_expr(
             deployments::Column::Error,
@@ -38,8 +38,11 @@ pub async fn enqueue_for_app(
         .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
         .filter(deployments::Column::AppId.eq(app_id))
         .filter(deployments::Column::Status.is_in(ACTIVE))
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
+    for deployment in &cancelled {
+        records::announce(db, deployment).await;
+    }
     let effects = [
         JobKind::UploadVersion,
         JobKind::PushVersion,

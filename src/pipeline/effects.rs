@@ -2,6 +2,7 @@
 //! host, deploy jobs through the deployment runner, clean-up through [`Cleanup`]. A push that
 //! finishes after its run stopped waiting is reported to the app's history, as the run's
 //! stream would have shown it.
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use crate::deploy::DeployRunner;
 use crate::files::FileVersions;
 use crate::git::publish::{GitPublisher, Published};
 use crate::jobs::{self, Job, JobHandler, JobKind, JobStatus, Lease, RetryPolicy, Step};
+use crate::webhooks::Deliverer;
 use entity::jobs as jobs_table;
 
 /// The retry schedule of each kind.
@@ -53,6 +55,8 @@ pub struct Effects {
     /// None on an API-only host, whose workers take only uploads.
     pub deploy: Option<DeployRunner>,
     pub cleanup: Option<Cleanup>,
+    /// Sends webhook deliveries; None where no deliveries are configured to run (tests).
+    pub webhooks: Option<Arc<Deliverer>>,
     pub policies: EffectPolicies,
 }
 
@@ -234,6 +238,10 @@ impl JobHandler for Effects {
                     Err(e) => retry(e),
                 },
             },
+            JobKind::DeliverWebhook => match &self.webhooks {
+                Some(webhooks) => webhooks.deliver(job).await,
+                None => retry("this host delivers no webhooks".into()),
+            },
         }
     }
 
@@ -242,6 +250,10 @@ impl JobHandler for Effects {
             JobKind::UploadVersion => self.policies.upload,
             JobKind::PushVersion => self.policies.push,
             JobKind::Deploy => self.policies.deploy,
+            JobKind::DeliverWebhook => match &self.webhooks {
+                Some(webhooks) => webhooks.policy(),
+                None => self.policies.cleanup,
+            },
             _ => self.policies.cleanup,
         }
     }

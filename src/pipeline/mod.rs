@@ -2,8 +2,9 @@
 //!
 //! 1. Apply the diff to the files the run sent the agent (all or nothing).
 //! 2. Create the version and, in the same transaction, enqueue its effects: `upload_version`
-//!    (object storage), `push_version` (the git host) and a deployment with its `deploy` job
-//!    (waiting for the push when the provider builds from git).
+//!    (object storage), `push_version` (the git host), a deployment with its `deploy` job
+//!    (waiting for the push when the provider builds from git) and the `version.created`
+//!    webhooks.
 //! 3. Before the run's `done`, wait (bounded) for those effects and report what they did.
 //!
 //! The run turns the notices into events and history; the job workers ([`Effects`]) do the
@@ -31,6 +32,7 @@ use crate::files::versions::NewVersion;
 use crate::files::FileTree;
 use crate::files::FileVersions;
 use crate::jobs::{self, JobKind, NewJob};
+use crate::webhooks;
 use crate::workspace::{PatchError, PatchSet, DEFAULT_MAX_FILES};
 use entity::app_versions;
 
@@ -283,6 +285,14 @@ impl VersionPipeline {
     async fn create(&self, ctx: &DiffContext, new: NewVersion<'_>) -> anyhow::Result<Created> {
         let txn = self.db.begin().await?;
         let version = FileVersions::insert_version(&txn, new).await?;
+        let event = webhooks::Event::new(
+            webhooks::EventType::VersionCreated,
+            &ctx.app_id,
+            json!({"appId": ctx.app_id, "version": version.version, "runId": ctx.run_id,
+                "parentVersion": version.parent_version, "files": version.file_count,
+                "bytes": version.total_bytes, "commitMessage": version.commit_message}),
+        );
+        webhooks::enqueue_event(&txn, &ctx.owner_id, event).await;
         let gateway = self.settings.gateway.as_str();
         let upload = NewJob::new(JobKind::UploadVersion, &ctx.app_id)
             .version(version.version)

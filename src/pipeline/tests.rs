@@ -117,6 +117,7 @@ impl Fixture {
             git: self.git.clone(),
             deploy: None,
             cleanup: None,
+            webhooks: None,
             policies: EffectPolicies::default(),
         })
     }

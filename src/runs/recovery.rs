@@ -208,7 +208,15 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
         },
     ];
     bus::publish(&txn, &signals).await?;
+    let finished = super::task::run_finished(
+        &ctx,
+        RunStatus::Interrupted,
+        Some(INTERRUPTED_CODE),
+        Some(MESSAGE),
+    );
+    crate::webhooks::enqueue_event(&txn, &run.owner_id, finished).await;
     txn.commit().await?;
+    crate::jobs::wake();
     Ok(true)
 }
 

@@ -24,6 +24,7 @@ use crate::apps::{self, NewMessage};
 use crate::cluster::bus::{self, Signal};
 use crate::notices;
 use crate::pipeline::{DiffContext, Notice, Pending, VersionPipeline};
+use crate::webhooks::{self, EventType};
 use entity::runs::RunStatus;
 use entity::{apps as apps_table, runs};
 
@@ -141,11 +142,17 @@ impl Emitter {
         Some(failure.error)
     }
 
-    /// Logs `done` and the run's final status in one transaction, so a client that sees `done`
-    /// also sees the final status. If the database fails, live subscribers get `done` at once
+    /// Logs `done` and the run's final status in one transaction, with the `run.finished`
+    /// webhooks of `owner_id`, so a client that sees `done` also sees the final status. If the database fails, live subscribers get `done` at once
     /// (they must not wait) while the write is retried for up to [`FINISH_RETRY_FOR`]: until it
     /// lands the run stays active and blocks its app. Past that, start-up recovery completes it.
-    async fn finish(&mut self, done: &Value, ending: &RunEnding) -> Result<(), DbErr> {
+    async fn finish(
+        &mut self,
+        done: &Value,
+        ending: &RunEnding,
+        owner_id: &str,
+        finished: &webhooks::Event,
+    ) -> Result<(), DbErr> {
         // Everything before `done` is stored before `done` is; `done` takes the place of an
         // event that failed.
         if let Some(error) = self.take_log_failure().await {
@@ -178,9 +185,13 @@ impl Emitter {
                     last_seq: stored.seq,
                 };
                 bus::publish(&txn, &[logged]).await?;
+                webhooks::enqueue_event(&txn, owner_id, finished.clone()).await;
                 txn.commit().await
             }
             .await;
+            if result.is_ok() {
+                crate::jobs::wake();
+            }
             if result.is_ok() || Instant::now() + delay > give_up_at {
                 if !announced {
                     let _ = self.live.sender.send(Arc::new(stored));
@@ -264,7 +275,11 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
         give_message_back(&deps, &spec).await;
     }
     let done = protocol::done_payload(&spec.ctx);
-    if let Err(e) = emitter.finish(&done, &ending).await {
+    let finished = run_finished_event(&spec, &ending);
+    if let Err(e) = emitter
+        .finish(&done, &ending, &spec.owner_id, &finished)
+        .await
+    {
         tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
     let status = ending.status;
@@ -284,6 +299,37 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             .inc();
     }
     tracing::info!(run_id = %spec.ctx.run_id, status = status.as_str(), code = ending.code.as_deref(), events = emitter.seq, "run finished");
+}
+
+/// The `run.finished` webhook event: how the run ended (`outcome`: its final status).
+fn run_finished_event(spec: &RunSpec, ending: &RunEnding) -> webhooks::Event {
+    run_finished(
+        &spec.ctx,
+        ending.status,
+        ending.code.as_deref(),
+        ending.error.as_deref(),
+    )
+}
+
+/// The `run.finished` webhook event of a run that ended `status`.
+pub(super) fn run_finished(
+    ctx: &EventContext,
+    status: RunStatus,
+    code: Option<&str>,
+    error: Option<&str>,
+) -> webhooks::Event {
+    webhooks::Event::new(
+        EventType::RunFinished,
+        &ctx.app_id,
+        serde_json::json!({
+            "runId": ctx.run_id,
+            "appId": ctx.app_id,
+            "traceId": ctx.trace_id,
+            "outcome": status.as_str(),
+            "errorCode": code,
+            "error": error,
+        }),
+    )
 }
 
 /// How a run ends, as its row records it.

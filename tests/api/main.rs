@@ -38,3 +38,4 @@ mod relay;
 mod resume;
 mod upstream_logs;
 mod versions;
+mod webhooks;
