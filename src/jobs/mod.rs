@@ -14,9 +14,9 @@ mod migration_tests;
 pub use backoff::{backoff, RetryPolicy};
 pub use entity::jobs::{JobKind, JobStatus, Model as Job};
 pub use queue::{
-    cancel_for_app, claim, claim_report, enqueue, enqueue_now, extend_lease, find, finish,
-    lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, Affinity, NewJob,
-    Step, CHANNEL,
+    cancel_for_app, claim, claim_for, claim_report, enqueue, enqueue_now, extend_lease, find,
+    finish, lease_held, requeue_expired, save_result, supersede, unwatch, wake, woken, Affinity,
+    NewJob, Step, CHANNEL,
 };
 pub use watch::Watch;
 pub use worker::{JobHandler, JobWorker, Lease, WorkerSettings};

@@ -185,6 +185,17 @@ pub async fn enqueue_now(db: &DatabaseConnection, new: NewJob) -> Result<jobs::M
 pub async fn claim(
     db: &DatabaseConnection,
     worker: &str,
+    lease: Duration,
+    kinds: Option<&[JobKind]>,
+) -> Result<Option<jobs::Model>, DbErr> {
+    claim_for(db, worker, &Affinity::none(), lease, kinds).await
+}
+
+/// [`claim`] by a worker of a gateway: it also takes the jobs that must run on that gateway
+/// (see [`Affinity`]).
+pub async fn claim_for(
+    db: &DatabaseConnection,
+    worker: &str,
     affinity: &Affinity,
     lease: Duration,
     kinds: Option<&[JobKind]>,

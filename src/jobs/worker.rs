@@ -80,7 +80,7 @@ impl JobWorker {
             let woken = queue::woken();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match queue::claim(
+            match queue::claim_for(
                 &self.db,
                 &self.id,
                 &self.settings.affinity,

@@ -144,7 +144,6 @@ impl Fixture {
         while let Some(job) = jobs::claim(
             &self.db,
             "test-worker",
-            &jobs::Affinity::none(),
             Duration::from_secs(30),
             kinds.as_deref(),
         )
@@ -462,42 +461,24 @@ async fn a_job_whose_worker_died_is_taken_over_once_its_lease_expires() {
             .await
     ));
     let only = Some(&[JobKind::UploadVersion][..]);
-    let taken = jobs::claim(
-        &f.db,
-        "dead",
-        &jobs::Affinity::none(),
-        Duration::from_millis(200),
-        only,
-    )
-    .await
-    .expect("claim")
-    .expect("due");
-    assert!(
-        jobs::claim(
-            &f.db,
-            "live",
-            &jobs::Affinity::none(),
-            Duration::from_secs(30),
-            only
-        )
+    let taken = jobs::claim(&f.db, "dead", Duration::from_millis(200), only)
         .await
         .expect("claim")
-        .is_none(),
+        .expect("due");
+    assert!(
+        jobs::claim(&f.db, "live", Duration::from_secs(30), only)
+            .await
+            .expect("claim")
+            .is_none(),
         "leased"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The sweep puts it back in the queue; then any worker takes it.
     assert_eq!(jobs::requeue_expired(&f.db).await.expect("requeue"), 1);
-    let again = jobs::claim(
-        &f.db,
-        "live",
-        &jobs::Affinity::none(),
-        Duration::from_secs(30),
-        only,
-    )
-    .await
-    .expect("claim")
-    .expect("the expired lease is taken over");
+    let again = jobs::claim(&f.db, "live", Duration::from_secs(30), only)
+        .await
+        .expect("claim")
+        .expect("the expired lease is taken over");
     assert_eq!(again.id, taken.id);
     // The dead worker's late outcome is discarded; the live one's counts.
     let policy = f.effects().policy(JobKind::UploadVersion);
@@ -541,12 +522,12 @@ async fn a_job_of_a_live_gateway_waits_for_it() {
         alive: Duration::from_secs(30),
     };
     let lease = Duration::from_secs(30);
-    let by_b = jobs::claim(&f.db, "w-b", &as_gateway("gw-b"), lease, None).await;
+    let by_b = jobs::claim_for(&f.db, "w-b", &as_gateway("gw-b"), lease, None).await;
     assert!(by_b.expect("claim").is_none(), "gateway a is live");
 
     let stale = chrono::Utc::now() - chrono::Duration::seconds(60);
     f.db.execute_raw(heartbeat(stale)).await.expect("stale");
-    let by_b = jobs::claim(&f.db, "w-b", &as_gateway("gw-b"), lease, None).await;
+    let by_b = jobs::claim_for(&f.db, "w-b", &as_gateway("gw-b"), lease, None).await;
     assert_eq!(by_b.expect("claim").map(|j| j.id), Some(job.id));
 }
 
@@ -563,44 +544,26 @@ async fn a_job_waits_for_the_job_it_depends_on() {
         .version(1)
         .after(Some(&first));
     let second = jobs::enqueue_now(&f.db, second).await.expect("enqueue");
-    let claimed = jobs::claim(
-        &f.db,
-        "w",
-        &jobs::Affinity::none(),
-        Duration::from_secs(30),
-        None,
-    )
-    .await
-    .expect("claim")
-    .expect("due");
-    assert_eq!(claimed.id, first.id);
-    assert!(
-        jobs::claim(
-            &f.db,
-            "w",
-            &jobs::Affinity::none(),
-            Duration::from_secs(30),
-            None
-        )
+    let claimed = jobs::claim(&f.db, "w", Duration::from_secs(30), None)
         .await
         .expect("claim")
-        .is_none(),
+        .expect("due");
+    assert_eq!(claimed.id, first.id);
+    assert!(
+        jobs::claim(&f.db, "w", Duration::from_secs(30), None)
+            .await
+            .expect("claim")
+            .is_none(),
         "the second waits"
     );
     let policy = f.effects().policy(JobKind::UploadVersion);
     jobs::finish(&f.db, &claimed, "w", &policy, Step::Done(None))
         .await
         .expect("finish");
-    let next = jobs::claim(
-        &f.db,
-        "w",
-        &jobs::Affinity::none(),
-        Duration::from_secs(30),
-        None,
-    )
-    .await
-    .expect("claim")
-    .expect("due now");
+    let next = jobs::claim(&f.db, "w", Duration::from_secs(30), None)
+        .await
+        .expect("claim")
+        .expect("due now");
     assert_eq!(next.id, second.id);
 }
 
@@ -619,16 +582,10 @@ async fn retries_stop_at_max_attempts() {
     let mut outcomes = Vec::new();
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let claimed = jobs::claim(
-            &f.db,
-            "w",
-            &jobs::Affinity::none(),
-            Duration::from_secs(30),
-            None,
-        )
-        .await
-        .expect("claim")
-        .expect("due");
+        let claimed = jobs::claim(&f.db, "w", Duration::from_secs(30), None)
+            .await
+            .expect("claim")
+            .expect("due");
         let step = Step::Retry {
             error: "storage down".into(),
             retry_after: None,

@@ -352,11 +352,14 @@ impl RunManager {
             .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
             .exec(&self.deps.db)
             .await?;
-        let signal = Signal::Cancel {
-            run_id: run_id.to_string(),
-        };
-        self.signal_others(signal).await;
-        Ok(requested.rows_affected == 1)
+        let requested = requested.rows_affected == 1;
+        if requested {
+            let signal = Signal::Cancel {
+                run_id: run_id.to_string(),
+            };
+            self.signal_others(signal).await;
+        }
+        Ok(requested)
     }
 
     /// Cancels the app's active runs (the app was deleted), wherever they run.

@@ -285,16 +285,10 @@ async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
     .await
     .expect("enqueue");
     // A worker claims the job, moves it to building, and dies inside its provider's start.
-    let stolen = agentgate::jobs::claim(
-        db,
-        "dead-worker",
-        &agentgate::jobs::Affinity::none(),
-        Duration::from_secs(1),
-        None,
-    )
-    .await
-    .expect("claim")
-    .expect("the job is due");
+    let stolen = agentgate::jobs::claim(db, "dead-worker", Duration::from_secs(1), None)
+        .await
+        .expect("claim")
+        .expect("the job is due");
     assert_eq!(stolen.subject.as_deref(), Some(job.id.as_str()));
     let lease = agentgate::jobs::Lease {
         job_id: stolen.id.clone(),
@@ -307,16 +301,10 @@ async fn dead_worker_lease_expires_and_the_job_is_retried(kind: DbKind) {
         .await
         .expect("mark"));
     assert!(
-        agentgate::jobs::claim(
-            db,
-            "other",
-            &agentgate::jobs::Affinity::none(),
-            Duration::from_secs(30),
-            None
-        )
-        .await
-        .expect("claim")
-        .is_none(),
+        agentgate::jobs::claim(db, "other", Duration::from_secs(30), None)
+            .await
+            .expect("claim")
+            .is_none(),
         "a leased job is not claimed twice"
     );
     // Once the lease has expired, a live worker takes the job over and finishes the start.
