@@ -37,17 +37,32 @@ async fn migrate_alone(url: &str, db: &DatabaseConnection) -> Result<(), DbErr> 
     migrated.and(unlocked.map(|_| ()))
 }
 
-/// One connection of its own for the event-log writer, so that its batches never wait behind
-/// request handlers for a pooled connection. An in-memory SQLite database exists only inside
-/// its pool, so there the shared pool is used.
+/// The event-log writer's own connection, so that its batches never wait behind request
+/// handlers for a pooled connection: for a SQLite file, the file (the writer opens it on a
+/// thread of its own); an in-memory SQLite database exists only inside its pool, so there the
+/// shared pool is used.
 pub async fn connect_log_writer(
     url: &str,
     shared: &DatabaseConnection,
-) -> Result<DatabaseConnection, DbErr> {
-    if url.contains(":memory:") || url.contains("mode=memory") {
-        return Ok(shared.clone());
+) -> Result<crate::runs::log_writer::WriterDb, DbErr> {
+    use crate::runs::log_writer::WriterDb;
+    if shared.get_database_backend() == DbBackend::Sqlite {
+        let row = shared
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT file FROM pragma_database_list WHERE name = 'main'",
+            ))
+            .await?;
+        let file: String = match row {
+            Some(row) => row.try_get("", "file")?,
+            None => String::new(),
+        };
+        return Ok(match file.is_empty() {
+            true => WriterDb::Pool(shared.clone()),
+            false => WriterDb::SqliteFile(file.into()),
+        });
     }
-    Database::connect(options(url, 1)).await
+    Ok(WriterDb::Pool(Database::connect(options(url, 1)).await?))
 }
 
 fn options(url: &str, max_connections: u32) -> ConnectOptions {

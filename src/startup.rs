@@ -109,7 +109,7 @@ impl Application {
                 agent,
                 pipeline: parts.pipeline.clone(),
                 turn_deadline: Duration::from_secs(config.agent.turn_deadline_secs),
-                log: LogWriter::start(log_db, db.clone()),
+                log: LogWriter::start(log_db, db.clone())?,
             },
             limiter.clone(),
             config.runs.live_buffer,

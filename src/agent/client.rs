@@ -164,7 +164,7 @@ impl AgentStream {
     pub async fn next_event(&mut self) -> Result<Option<AgentEvent>, UpstreamError> {
         loop {
             if let Some(data) = self.pending.pop_front() {
-                return AgentEvent::parse(&data)
+                return AgentEvent::parse(data)
                     .map(Some)
                     .map_err(UpstreamError::InvalidEvent);
             }

@@ -1,7 +1,13 @@
 //! Upstream agent wire types (see AGENT_PROTOCOL.md) and how an agent event becomes the event a
 //! client sees: `agentState` and `unifiedDiff` removed, `appId`/`traceId`/`runId`/`techStack` added.
-use serde::Serialize;
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::ops::Range;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
 use crate::notices::ShapedNotice;
 
@@ -56,20 +62,33 @@ pub fn is_agent_kind(kind: &str) -> bool {
     AGENT_KINDS.contains(&kind)
 }
 
-/// One parsed upstream event. Only what the gateway acts on is lifted out; the rest of
-/// `message` passes through untouched, so unknown kinds and fields reach clients.
+/// One parsed upstream event. Only what the gateway acts on is lifted out; every other field
+/// passes through as the agent's own bytes (unknown kinds and fields reach clients untouched,
+/// and nothing is parsed into a tree only to be serialised again).
 #[derive(Debug, Clone)]
 pub struct AgentEvent {
     pub idle: bool,
     pub kind: String,
-    pub message: Map<String, Value>,
     pub agent_state: Option<Value>,
     pub unified_diff: Option<String>,
     pub app_name: Option<String>,
     pub commit_message: Option<String>,
-    /// Top-level fields the gateway does not set itself (e.g. the agent's `timestamp`), passed
-    /// through to clients.
-    pub extra: Map<String, Value>,
+    /// The agent's payload; the fields below point into it.
+    data: String,
+    /// The `message` fields clients get, in the agent's order.
+    message: Vec<Field>,
+    /// Top-level fields the gateway does not set itself (e.g. the agent's `timestamp`).
+    extra: Vec<Field>,
+    /// `messages` rebuilt from an old agent's `content` (see [`normalize_messages`]).
+    legacy_messages: Option<Vec<Value>>,
+}
+
+/// A field passed through: its key (unescaped) and the byte range of its JSON value in the
+/// agent's payload.
+#[derive(Debug, Clone)]
+struct Field {
+    key: Box<str>,
+    value: Range<usize>,
 }
 
 /// Top-level fields of a client event that the gateway sets; an agent's own are dropped.
@@ -85,49 +104,79 @@ const GATEWAY_FIELDS: [&str; 7] = [
 
 impl AgentEvent {
     /// Parses one `data:` payload. Anything but a JSON object with an object `message` is an error.
-    pub fn parse(data: &str) -> Result<Self, String> {
-        let value: Value =
-            serde_json::from_str(data).map_err(|e| format!("event is not valid JSON: {e}"))?;
-        let Value::Object(mut event) = value else {
-            return Err("event is not a JSON object".into());
+    pub fn parse(data: String) -> Result<Self, String> {
+        let (top, message_raw) = {
+            let top = RawObject::parse(&data).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => "event is not a JSON object".to_string(),
+                _ => format!("event is not valid JSON: {e}"),
+            })?;
+            let message = top
+                .get("message")
+                .and_then(|raw| RawObject::parse(raw.get()).ok());
+            let Some(message) = message else {
+                return Err("event has no message object".into());
+            };
+            (top.into_fields(&data), message.into_fields(&data))
         };
-        let status = event
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or("running");
-        let idle = status.eq_ignore_ascii_case("idle");
-        let mut message = match event.remove("message") {
-            Some(Value::Object(m)) => m,
-            _ => return Err("event has no message object".into()),
+        let mut event = Self {
+            idle: false,
+            kind: String::new(),
+            agent_state: None,
+            unified_diff: None,
+            app_name: None,
+            commit_message: None,
+            message: Vec::with_capacity(message_raw.len()),
+            extra: Vec::new(),
+            legacy_messages: None,
+            data: String::new(),
         };
-        let kind = message
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or("Unknown")
-            .to_string();
-        let agent_state = message.remove("agentState").filter(|v| !v.is_null());
-        let unified_diff = match message.remove("unifiedDiff") {
-            Some(Value::String(s)) => Some(s),
-            _ => None,
-        };
-        normalize_messages(&mut message);
-        let text_field = |m: &Map<String, Value>, key: &str| {
-            m.get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-        };
-        event.retain(|key, _| !GATEWAY_FIELDS.contains(&key.as_str()));
-        Ok(Self {
-            idle,
-            extra: event,
-            app_name: text_field(&message, "app_name"),
-            commit_message: text_field(&message, "commit_message"),
-            kind,
-            message,
-            agent_state,
-            unified_diff,
-        })
+        let value = |f: &Field| &data[f.value.clone()];
+        for field in top {
+            match &*field.key {
+                "status" => {
+                    event.idle =
+                        json_str(value(&field)).is_some_and(|s| s.eq_ignore_ascii_case("idle"))
+                }
+                key if GATEWAY_FIELDS.contains(&key) => {}
+                _ => event.extra.push(field),
+            }
+        }
+        let mut kind = None;
+        let mut messages_is_array = false;
+        let mut legacy_content = None;
+        for field in message_raw {
+            let raw = value(&field);
+            match &*field.key {
+                "agentState" => {
+                    event.agent_state = (raw != "null")
+                        .then(|| serde_json::from_str(raw).ok())
+                        .flatten();
+                    continue;
+                }
+                "unifiedDiff" => {
+                    event.unified_diff = json_str(raw).map(Cow::into_owned);
+                    continue;
+                }
+                "content" => {
+                    legacy_content = Some(field);
+                    continue;
+                }
+                "messages" => messages_is_array = raw.starts_with('['),
+                "kind" => kind = json_str(raw),
+                "app_name" => event.app_name = non_empty(raw),
+                "commit_message" => event.commit_message = non_empty(raw),
+                _ => {}
+            }
+            event.message.push(field);
+        }
+        event.kind = kind.map_or_else(|| "Unknown".to_string(), Cow::into_owned);
+        if !messages_is_array {
+            let content = legacy_content.and_then(|f| json_str(value(&f)).map(Cow::into_owned));
+            event.message.retain(|f| &*f.key != "messages");
+            event.legacy_messages = Some(normalize_messages(content.as_deref()));
+        }
+        event.data = data;
+        Ok(event)
     }
 
     pub fn is_keep_alive(&self) -> bool {
@@ -136,24 +185,142 @@ impl AgentEvent {
 
     /// The human-readable text of the event, joined.
     pub fn text(&self) -> String {
-        message_text(&self.message)
+        let parsed;
+        let items = match &self.legacy_messages {
+            Some(items) => items,
+            None => {
+                let raw = self.message_field("messages").unwrap_or("[]");
+                parsed = serde_json::from_str::<Vec<Value>>(raw).unwrap_or_default();
+                &parsed
+            }
+        };
+        items
+            .iter()
+            .filter_map(|m| m.get("content").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
+
+    /// A field of `message` as the agent sent it (raw JSON).
+    fn message_field(&self, key: &str) -> Option<&str> {
+        (self.message.iter())
+            .find(|f| &*f.key == key)
+            .map(|f| &self.data[f.value.clone()])
+    }
+}
+
+/// A JSON object read as its fields' raw values, without building a tree.
+struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> RawObject<'a> {
+    fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// The fields as ranges of `source` (which every raw value borrows from). A repeated key
+    /// keeps its last value, as a JSON object parsed into a map would.
+    fn into_fields(self, source: &str) -> Vec<Field> {
+        let base = source.as_ptr() as usize;
+        let mut fields: Vec<Field> = Vec::with_capacity(self.0.len());
+        // Agents send a handful of fields; a hostile one with thousands gets an index.
+        let mut index: Option<HashMap<Box<str>, usize>> = (self.0.len() > 16).then(HashMap::new);
+        for (key, raw) in self.0 {
+            let start = raw.get().as_ptr() as usize - base;
+            let value = start..start + raw.get().len();
+            let earlier = match &index {
+                Some(index) => index.get(&*key).copied(),
+                None => fields.iter().position(|f| *f.key == *key),
+            };
+            match earlier {
+                Some(i) => fields[i].value = value,
+                None => {
+                    let key: Box<str> = key.into();
+                    if let Some(index) = &mut index {
+                        index.insert(key.clone(), fields.len());
+                    }
+                    fields.push(Field { key, value });
+                }
+            }
+        }
+        fields
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = RawObject<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    fields.push((key.0, value));
+                }
+                Ok(RawObject(fields))
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Key(JsonStr::deserialize(deserializer)?.0))
+    }
+}
+
+/// A JSON string, borrowed when it has no escapes.
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for JsonStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> Visitor<'de> for Text {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// The string a raw JSON value holds, if it is one.
+fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    raw.starts_with('"')
+        .then(|| serde_json::from_str::<JsonStr>(raw).ok())
+        .flatten()
+        .map(|s| s.0)
+}
+
+/// A non-empty string field (`app_name`, `commit_message`).
+fn non_empty(raw: &str) -> Option<String> {
+    json_str(raw).filter(|s| !s.is_empty()).map(Cow::into_owned)
 }
 
 /// Old agents (before mid-2025) sent `content` (a JSON-encoded list of LLM messages) instead of
 /// `messages`; clients only understand `messages`, so convert.
-fn normalize_messages(message: &mut Map<String, Value>) {
-    let has_messages = matches!(message.get("messages"), Some(Value::Array(_)));
-    if has_messages {
-        message.remove("content");
-        return;
-    }
-    let legacy = message.remove("content");
-    let messages = match legacy {
-        Some(Value::String(s)) if !s.is_empty() => legacy_content_to_messages(&s),
+fn normalize_messages(legacy_content: Option<&str>) -> Vec<Value> {
+    match legacy_content {
+        Some(s) if !s.is_empty() => legacy_content_to_messages(s),
         _ => Vec::new(),
-    };
-    message.insert("messages".into(), Value::Array(messages));
+    }
 }
 
 fn legacy_content_to_messages(content: &str) -> Vec<Value> {
@@ -182,17 +349,6 @@ fn legacy_content_to_messages(content: &str) -> Vec<Value> {
     }
 }
 
-pub fn message_text(message: &Map<String, Value>) -> String {
-    match message.get("messages") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(|m| m.get("content").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// Identifies the run an event belongs to; added to every client payload.
 #[derive(Debug, Clone, Serialize)]
 pub struct EventContext {
@@ -202,34 +358,68 @@ pub struct EventContext {
     pub tech_stack: Option<String>,
 }
 
-/// The client payload of a relayed agent event, serialised straight from the parsed event
-/// (no copy of the message). Fields in the order `json!` would give them.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ClientMessage<'a> {
-    app_id: &'a str,
-    message: &'a Map<String, Value>,
-    run_id: &'a str,
-    status: &'static str,
-    tech_stack: Option<&'a str>,
-    trace_id: &'a str,
-    #[serde(flatten)]
-    extra: &'a Map<String, Value>,
+/// The client payload of a relayed agent event, as JSON text: the gateway's fields around the
+/// agent's own bytes (its `message` fields and extra top-level fields are copied, not
+/// re-serialised).
+pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
+    let passed: usize = (event.message.iter().chain(&event.extra))
+        .map(|f| f.key.len() + f.value.len() + 4)
+        .sum();
+    let mut out = Vec::with_capacity(passed + 160);
+    out.extend_from_slice(b"{\"appId\":");
+    push_json_str(&mut out, &ctx.app_id);
+    out.extend_from_slice(b",\"message\":{");
+    let mut first = true;
+    for field in &event.message {
+        push_field(
+            &mut out,
+            &mut first,
+            &field.key,
+            &event.data[field.value.clone()],
+        );
+    }
+    if let Some(items) = &event.legacy_messages {
+        let items = serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
+        push_field(&mut out, &mut first, "messages", &items);
+    }
+    out.extend_from_slice(b"},\"runId\":");
+    push_json_str(&mut out, &ctx.run_id);
+    out.extend_from_slice(match event.idle {
+        true => b",\"status\":\"idle\",\"techStack\":",
+        false => b",\"status\":\"running\",\"techStack\":",
+    });
+    match &ctx.tech_stack {
+        Some(stack) => push_json_str(&mut out, stack),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"traceId\":");
+    push_json_str(&mut out, &ctx.trace_id);
+    let mut first = false;
+    for field in &event.extra {
+        push_field(
+            &mut out,
+            &mut first,
+            &field.key,
+            &event.data[field.value.clone()],
+        );
+    }
+    out.push(b'}');
+    // Only valid UTF-8 went in: the agent's payload (a `String`) and serde_json's output.
+    String::from_utf8(out).unwrap_or_default()
 }
 
-/// The client payload of a relayed agent event, as JSON text.
-pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
-    let payload = ClientMessage {
-        app_id: &ctx.app_id,
-        message: &event.message,
-        run_id: &ctx.run_id,
-        status: if event.idle { "idle" } else { "running" },
-        tech_stack: ctx.tech_stack.as_deref(),
-        trace_id: &ctx.trace_id,
-        extra: &event.extra,
-    };
-    // Serialising strings and maps of `Value`s cannot fail.
-    serde_json::to_string(&payload).unwrap_or_default()
+fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &str, raw_value: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    push_json_str(out, key);
+    out.push(b':');
+    out.extend_from_slice(raw_value.as_bytes());
+}
+
+fn push_json_str(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// A gateway notice (see [`crate::notices`]) as an event: `status: "idle"`, because app.build
@@ -279,35 +469,88 @@ pub fn done_payload(ctx: &EventContext) -> Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn strips_state_and_diff_and_keeps_unknown_fields() {
-        let e = AgentEvent::parse(
-            r#"{"status":"idle","traceId":"t","message":{"role":"assistant","kind":"ReviewResult","messages":[{"role":"assistant","content":"hi"}],"agentState":{"a":1},"unifiedDiff":"diff","app_name":"x","commit_message":"c","extra":5}}"#,
-        )
-        .expect("parse");
-        assert!(e.idle);
-        assert_eq!(e.agent_state, Some(json!({"a": 1})));
-        assert_eq!(e.unified_diff.as_deref(), Some("diff"));
-        assert!(!e.message.contains_key("agentState"));
-        assert!(!e.message.contains_key("unifiedDiff"));
-        assert_eq!(e.message.get("extra"), Some(&json!(5)));
-        assert!(e.extra.is_empty());
-        assert_eq!(e.text(), "hi");
-    }
-
-    #[test]
-    fn unknown_top_level_fields_pass_through_to_clients() {
-        let e = AgentEvent::parse(
-            r#"{"status":"running","traceId":"agent's","runId":"forged","timestamp":"2026-11-21T22:23:33.823579","message":{"kind":"StageResult","messages":[]}}"#,
-        )
-        .expect("parse");
-        let ctx = EventContext {
+    fn ctx() -> EventContext {
+        EventContext {
             app_id: "a".into(),
             trace_id: "app-a.req-r".into(),
             run_id: "r".into(),
             tech_stack: None,
-        };
-        let client: Value = serde_json::from_str(&client_message(&ctx, &e)).expect("json");
+        }
+    }
+
+    fn parse(data: &str) -> AgentEvent {
+        AgentEvent::parse(data.to_string()).expect("parse")
+    }
+
+    /// The client payload, parsed.
+    fn client_json(e: &AgentEvent) -> Value {
+        serde_json::from_str(&client_message(&ctx(), e)).expect("client payload is JSON")
+    }
+
+    #[test]
+    fn strips_state_and_diff_and_keeps_unknown_fields() {
+        let e = parse(
+            r#"{"status":"idle","traceId":"t","message":{"role":"assistant","kind":"ReviewResult","messages":[{"role":"assistant","content":"hi"}],"agentState":{"a":1},"unifiedDiff":"diff","app_name":"x","commit_message":"c","extra":5}}"#,
+        );
+        assert!(e.idle);
+        assert_eq!(e.agent_state, Some(json!({"a": 1})));
+        assert_eq!(e.unified_diff.as_deref(), Some("diff"));
+        assert_eq!(e.app_name.as_deref(), Some("x"));
+        assert_eq!(e.commit_message.as_deref(), Some("c"));
+        let client = client_json(&e);
+        let message = client["message"].as_object().expect("message");
+        assert!(!message.contains_key("agentState"));
+        assert!(!message.contains_key("unifiedDiff"));
+        assert_eq!(message.get("extra"), Some(&json!(5)));
+        assert_eq!(message.get("app_name"), Some(&json!("x")));
+        assert_eq!(client["status"], "idle");
+        assert_eq!(e.text(), "hi");
+    }
+
+    #[test]
+    fn the_client_payload_is_the_agents_bytes_with_the_gateways_fields() {
+        let e = parse(
+            r#"{"status":"running","message":{"kind":"WipUpdate","messages":[{"role":"assistant","content":"a \"quoted\" \u00e9 line\n"}],"z":[1, 2.50, {"k":null}]},"timestamp":"t"}"#,
+        );
+        assert_eq!(
+            client_message(&ctx(), &e),
+            r#"{"appId":"a","message":{"kind":"WipUpdate","messages":[{"role":"assistant","content":"a \"quoted\" \u00e9 line\n"}],"z":[1, 2.50, {"k":null}]},"runId":"r","status":"running","techStack":null,"traceId":"app-a.req-r","timestamp":"t"}"#
+        );
+        assert_eq!(e.text(), "a \"quoted\" é line\n");
+    }
+
+    #[test]
+    fn a_repeated_key_keeps_its_last_value() {
+        let e = parse(
+            r#"{"status":"idle","status":"running","message":{"kind":"A","kind":"WipUpdate","x":1,"x":2,"messages":[]}}"#,
+        );
+        assert!(!e.idle);
+        assert_eq!(e.kind, "WipUpdate");
+        let client = client_json(&e);
+        assert_eq!(client["message"]["x"], 2);
+        let many: String = (0..100).map(|i| format!(r#""k{}":{i},"#, i % 40)).collect();
+        let e = parse(&format!(r#"{{"message":{{{many}"messages":[]}}}}"#));
+        let client = client_json(&e);
+        let message = client["message"].as_object().expect("message");
+        assert_eq!(message.len(), 41);
+        assert_eq!(message["k0"], 80);
+    }
+
+    #[test]
+    fn escaped_keys_and_gateway_fields() {
+        let e = parse(r#"{"app\u0049d":"forged","message":{"k\"ey":1,"messages":[]}}"#);
+        let client = client_json(&e);
+        assert_eq!(client["appId"], "a");
+        assert_eq!(client["message"]["k\"ey"], 1);
+        assert_eq!(e.kind, "Unknown");
+    }
+
+    #[test]
+    fn unknown_top_level_fields_pass_through_to_clients() {
+        let e = parse(
+            r#"{"status":"running","traceId":"agent's","runId":"forged","timestamp":"2026-11-21T22:23:33.823579","message":{"kind":"StageResult","messages":[]}}"#,
+        );
+        let client = client_json(&e);
         assert_eq!(client["timestamp"], "2026-11-21T22:23:33.823579");
         assert_eq!(client["traceId"], "app-a.req-r");
         assert_eq!(client["runId"], "r");
@@ -315,36 +558,41 @@ mod tests {
 
     #[test]
     fn null_messages_with_legacy_content() {
-        let e = AgentEvent::parse(
+        let e = parse(
             r#"{"status":"running","message":{"kind":"StageResult","messages":null,"content":"[{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"old\"}]}]"}}"#,
-        )
-        .expect("parse");
+        );
         assert_eq!(e.text(), "old");
-        let e = AgentEvent::parse(
-            r#"{"status":"running","message":{"kind":"StageResult","messages":null}}"#,
-        )
-        .expect("parse");
-        assert_eq!(e.message.get("messages"), Some(&json!([])));
+        let client = client_json(&e);
+        assert_eq!(
+            client["message"]["messages"],
+            json!([{"role": "assistant", "content": "old"}])
+        );
+        assert!(client["message"].get("content").is_none());
+        let e = parse(r#"{"status":"running","message":{"kind":"StageResult","messages":null}}"#);
+        assert_eq!(client_json(&e)["message"]["messages"], json!([]));
+        let e = parse(r#"{"message":{"kind":"StageResult","messages":[],"content":"x"}}"#);
+        assert!(client_json(&e)["message"].get("content").is_none());
     }
 
     #[test]
     fn null_and_empty_diffs() {
-        let e = AgentEvent::parse(
-            r#"{"status":"idle","message":{"kind":"RuntimeError","unifiedDiff":""}}"#,
-        )
-        .expect("parse");
+        let e = parse(r#"{"status":"idle","message":{"kind":"RuntimeError","unifiedDiff":""}}"#);
         assert_eq!(e.unified_diff.as_deref(), Some(""));
-        let e = AgentEvent::parse(
-            r#"{"status":"idle","message":{"kind":"RuntimeError","unifiedDiff":null}}"#,
-        )
-        .expect("parse");
+        let e = parse(r#"{"status":"idle","message":{"kind":"RuntimeError","unifiedDiff":null}}"#);
         assert_eq!(e.unified_diff, None);
+        let e = parse(r#"{"message":{"kind":"X","agentState":null,"unifiedDiff":"a\nb"}}"#);
+        assert_eq!(e.agent_state, None);
+        assert_eq!(e.unified_diff.as_deref(), Some("a\nb"));
     }
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(AgentEvent::parse("{not json").is_err());
-        assert!(AgentEvent::parse("[1,2]").is_err());
-        assert!(AgentEvent::parse(r#"{"status":"idle"}"#).is_err());
+        let error = |data: &str| AgentEvent::parse(data.to_string()).expect_err(data);
+        assert!(error("{not json").starts_with("event is not valid JSON"));
+        assert_eq!(error("[1,2]"), "event is not a JSON object");
+        assert_eq!(error(r#"{"status":"idle"}"#), "event has no message object");
+        assert_eq!(error(r#"{"message":[1]}"#), "event has no message object");
+        assert!(error(r#"{"message":{"a":1}} trailing"#).starts_with("event is not valid JSON"));
+        assert!(error(r#"{"message":{"a":tru}}"#).starts_with("event is not valid JSON"));
     }
 }

@@ -52,8 +52,7 @@ impl SseParser {
                 chunk = &chunk[1..];
             }
         }
-        while let Some(pos) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-            self.extend_line(&chunk[..pos])?;
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', chunk) {
             let is_cr = chunk[pos] == b'\r';
             let mut next = pos + 1;
             if is_cr {
@@ -63,23 +62,38 @@ impl SseParser {
                     Some(_) => {}
                 }
             }
+            // A line that is whole in this chunk is read where it is, not copied first.
+            let event = if self.line.is_empty() {
+                self.count(pos)?;
+                self.process_line(&chunk[..pos])?
+            } else {
+                self.extend_line(&chunk[..pos])?;
+                let line = std::mem::take(&mut self.line);
+                let event = self.process_line(&line)?;
+                self.line = line;
+                self.line.clear();
+                event
+            };
+            out.extend(event);
             chunk = &chunk[next..];
-            let line = std::mem::take(&mut self.line);
-            if let Some(event) = self.process_line(&line)? {
-                out.push(event);
-            }
         }
         self.extend_line(chunk)?;
         Ok(out)
     }
 
-    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
-        self.event_bytes += bytes.len();
+    /// Counts `len` more bytes towards the current event's limit.
+    fn count(&mut self, len: usize) -> Result<(), SseError> {
+        self.event_bytes += len;
         if self.event_bytes > self.max_event_bytes {
             return Err(SseError::TooLarge {
                 max: self.max_event_bytes,
             });
         }
+        Ok(())
+    }
+
+    fn extend_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.count(bytes.len())?;
         self.line.extend_from_slice(bytes);
         Ok(())
     }

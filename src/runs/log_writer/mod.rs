@@ -14,17 +14,26 @@
 //! runs whose events could not be stored: their `LiveRun` records the failure, the writer drops
 //! their later events until the run has taken it, and the run ends with an error (see
 //! `task::Emitter`), so neither the log nor a stream ever has a gap.
-use std::fmt::Write;
+//!
+//! Where the rows go is a [`Store`]: on a SQLite file, a connection of its own on a thread of
+//! its own (`sqlite_thread`); on PostgreSQL (and an in-memory SQLite database), a sqlx
+//! connection (`sql_store`).
+mod sql_store;
+mod sqlite_thread;
+
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
 
-use super::event_log::{self, SharedEvent};
+use super::event_log::SharedEvent;
 use super::live::LiveRun;
-use crate::cluster::bus::{self, Peers, Signal};
+use crate::cluster::bus::Peers;
+use sql_store::SqlStore;
 
 /// Rows per INSERT at most: 5 bind values each, far below SQLite's and PostgreSQL's limits.
 const MAX_ROWS: usize = 1000;
@@ -50,6 +59,50 @@ enum Request {
     Flush(oneshot::Sender<()>),
 }
 
+/// Why a batch could not be stored.
+#[derive(Debug)]
+enum StoreError {
+    /// A row is there already (a retry after a commit whose answer was lost).
+    Duplicate,
+    Failed(String),
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Duplicate => f.write_str("the event is logged already"),
+            Self::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
+/// Where batches are written.
+trait Store: Send {
+    /// Writes `rows` in one transaction, all or none.
+    fn insert(
+        &mut self,
+        rows: &[Append],
+        peers: &Peers,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Waits before a retry.
+    fn pause(&mut self, duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// The queue ran empty after a batch: a moment for housekeeping that must not delay one.
+    fn idle(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+}
+
+/// The database the writer writes to.
+pub enum WriterDb {
+    /// A sqlx connection of its own (PostgreSQL, or the shared pool of an in-memory SQLite
+    /// database, which exists only inside that pool).
+    Pool(DatabaseConnection),
+    /// A SQLite database file, written by a thread of the writer's own.
+    SqliteFile(PathBuf),
+}
+
 /// A handle to the writer task; cheap to clone.
 #[derive(Clone)]
 pub struct LogWriter {
@@ -60,17 +113,22 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Starts the writer task on `writer_db`, which should be a connection of its own so that
-    /// batches never queue behind request handlers for a pooled connection.
-    pub fn start(writer_db: DatabaseConnection, fallback: DatabaseConnection) -> Self {
+    /// Starts the writer on `writer_db`; `fallback` writes when the writer is gone (the
+    /// runtime shutting down).
+    pub fn start(writer_db: WriterDb, fallback: DatabaseConnection) -> Result<Self, DbErr> {
         let (queue, requests) = mpsc::channel(QUEUE);
         let peers = Peers::default();
-        tokio::spawn(write_batches(writer_db, requests, peers.clone()));
-        Self {
+        match writer_db {
+            WriterDb::Pool(db) => {
+                tokio::spawn(write_batches(SqlStore::new(db), requests, peers.clone()));
+            }
+            WriterDb::SqliteFile(path) => sqlite_thread::start(&path, requests, peers.clone())?,
+        }
+        Ok(Self {
             queue,
             peers,
             fallback,
-        }
+        })
     }
 
     /// Whether other gateways are live, so that batches are announced to them.
@@ -90,8 +148,8 @@ impl LogWriter {
         if let Err(mpsc::error::SendError(Request::Append(append))) =
             self.queue.send(Request::Append(append)).await
         {
-            let mut one = [append];
-            write_rows_one_by_one(&self.fallback, &mut one, &self.peers).await;
+            let mut store = SqlStore::new(self.fallback.clone());
+            write_rows_one_by_one(&mut store, &[append], &self.peers).await;
         }
     }
 
@@ -104,11 +162,7 @@ impl LogWriter {
     }
 }
 
-async fn write_batches(
-    db: DatabaseConnection,
-    mut requests: mpsc::Receiver<Request>,
-    peers: Peers,
-) {
+async fn write_batches(mut store: impl Store, mut requests: mpsc::Receiver<Request>, peers: Peers) {
     let mut received = Vec::with_capacity(MAX_ROWS);
     let mut batch = Vec::with_capacity(MAX_ROWS);
     let mut batch_bytes = 0;
@@ -121,7 +175,7 @@ async fn write_batches(
                 Request::Append(append) => {
                     let size = append.event.data.len();
                     if batch_bytes + size > MAX_BATCH_BYTES {
-                        write(&db, &mut batch, &peers).await;
+                        write(&mut store, &mut batch, &peers).await;
                         batch_bytes = 0;
                     }
                     batch_bytes += size;
@@ -130,27 +184,30 @@ async fn write_batches(
                 Request::Flush(done) => flushes.push(done),
             }
         }
-        write(&db, &mut batch, &peers).await;
+        write(&mut store, &mut batch, &peers).await;
         batch_bytes = 0;
         // Everything queued before these flushes was in this or an earlier batch.
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+        if requests.is_empty() {
+            store.idle().await;
+        }
     }
 }
 
 /// Writes `batch` (emptying it) and broadcasts what committed.
-async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>, peers: &Peers) {
+async fn write(store: &mut impl Store, batch: &mut Vec<Append>, peers: &Peers) {
     if batch.is_empty() {
         return;
     }
     let mut result = Ok(());
     for attempt in 0..BATCH_ATTEMPTS {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            store.pause(Duration::from_millis(100 * attempt)).await;
         }
         let started = Instant::now();
-        result = insert_rows(db, batch, peers).await;
+        result = store.insert(batch, peers).await;
         tracing::debug!(
             rows = batch.len(),
             micros = started.elapsed().as_micros() as u64,
@@ -160,7 +217,7 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>, peers: &Peers) 
             Ok(()) => break,
             // A retry after a commit whose answer was lost: the rows are there already; row by
             // row below tells which.
-            Err(e) if attempt > 0 && crate::db::is_unique_violation(e) => break,
+            Err(StoreError::Duplicate) if attempt > 0 => break,
             Err(e) => {
                 tracing::warn!(error = %e, rows = batch.len(), attempt, "event log write failed")
             }
@@ -169,19 +226,18 @@ async fn write(db: &DatabaseConnection, batch: &mut Vec<Append>, peers: &Peers) 
     match result {
         Ok(()) => batch.drain(..).for_each(broadcast),
         // Row by row, so that only the runs whose rows fail hear about it.
-        Err(_) => write_rows_one_by_one(db, batch, peers).await,
+        Err(_) => write_rows_one_by_one(store, batch, peers).await,
     }
     batch.clear();
 }
 
-async fn write_rows_one_by_one(db: &DatabaseConnection, rows: &mut [Append], peers: &Peers) {
+async fn write_rows_one_by_one(store: &mut impl Store, rows: &[Append], peers: &Peers) {
     for row in rows.iter() {
         if row.live.log_failed() {
             continue;
         }
-        match insert_rows(db, std::slice::from_ref(row), peers).await {
-            Ok(()) => broadcast_ref(row),
-            Err(e) if crate::db::is_unique_violation(&e) => broadcast_ref(row),
+        match store.insert(std::slice::from_ref(row), peers).await {
+            Ok(()) | Err(StoreError::Duplicate) => broadcast_ref(row),
             Err(e) => {
                 tracing::error!(error = %e, run_id = %row.live.run_id, seq = row.event.seq, "could not log an event");
                 row.live.record_log_failure(row.event.seq, e.to_string());
@@ -202,83 +258,4 @@ fn broadcast_ref(append: &Append) {
     metrics
         .relay_latency
         .observe(append.arrived.elapsed().as_secs_f64());
-}
-
-/// One multi-row INSERT; for a single row this is the same statement as `event_log::append`.
-/// On PostgreSQL, while other gateways are live, the same statement signals them which runs'
-/// logs grew (see `cluster::bus`): the notification is delivered at the commit, never before
-/// the rows.
-async fn insert_rows(db: &DatabaseConnection, rows: &[Append], peers: &Peers) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    let announce = backend == DbBackend::Postgres && peers.present();
-    let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 32 + 64);
-    if announce {
-        sql.push_str("WITH logged AS (");
-    }
-    sql.push_str(event_log::INSERT_PREFIX);
-    let mut values = Vec::with_capacity(rows.len() * 5);
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
-        }
-        match backend {
-            // Anonymous parameters: sqlx looks up the name of every numbered SQLite parameter,
-            // a linear search each, which made a 1,000-row batch cost more than its commit.
-            DbBackend::Sqlite => sql.push_str("(?,?,?,?,?)"),
-            _ => {
-                let n = i * 5;
-                let _ = write!(
-                    sql,
-                    "(${},${},${},${},${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
-                );
-            }
-        }
-        values.push(Value::from(row.live.run_id.as_str()));
-        values.push(Value::from(row.event.seq));
-        values.push(Value::from(row.event.event.as_str()));
-        values.push(Value::from(row.event.data.as_str()));
-        values.push(Value::from(row.created_at));
-    }
-    if announce {
-        sql.push_str(") SELECT ");
-        for (i, payload) in bus::payloads(&logged_signals(rows)).into_iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let n = values.len();
-            let _ = write!(sql, "pg_notify(${}, ${})", n + 1, n + 2);
-            values.push(Value::from(bus::CHANNEL));
-            values.push(Value::from(payload));
-        }
-    }
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
-    Ok(())
-}
-
-/// Each run's last seq in the batch.
-fn logged_signals(rows: &[Append]) -> Vec<Signal> {
-    let mut last: Vec<(&str, i64)> = Vec::new();
-    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for row in rows {
-        let run_id = row.live.run_id.as_str();
-        match index.get(run_id) {
-            Some(&i) => last[i].1 = row.event.seq,
-            None => {
-                index.insert(run_id, last.len());
-                last.push((run_id, row.event.seq));
-            }
-        }
-    }
-    (last.into_iter())
-        .map(|(run_id, last_seq)| Signal::Logged {
-            run_id: run_id.to_string(),
-            last_seq,
-        })
-        .collect()
 }
