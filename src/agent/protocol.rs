@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::Range;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
@@ -87,8 +87,25 @@ pub struct AgentEvent {
 /// agent's payload.
 #[derive(Debug, Clone)]
 struct Field {
-    key: Box<str>,
+    key: FieldKey,
     value: Range<usize>,
+}
+
+/// A key without escapes (nearly all) is where it is in the payload; one with escapes is kept
+/// unescaped.
+#[derive(Debug, Clone)]
+enum FieldKey {
+    Span(Range<usize>),
+    Unescaped(Box<str>),
+}
+
+impl Field {
+    fn key<'a>(&'a self, data: &'a str) -> &'a str {
+        match &self.key {
+            FieldKey::Span(range) => &data[range.clone()],
+            FieldKey::Unescaped(key) => key,
+        }
+    }
 }
 
 /// Top-level fields of a client event that the gateway sets; an agent's own are dropped.
@@ -105,19 +122,15 @@ const GATEWAY_FIELDS: [&str; 7] = [
 impl AgentEvent {
     /// Parses one `data:` payload. Anything but a JSON object with an object `message` is an error.
     pub fn parse(data: String) -> Result<Self, String> {
-        let (top, message_raw) = {
-            let top = RawObject::parse(&data).map_err(|e| match e.classify() {
-                serde_json::error::Category::Data => "event is not a JSON object".to_string(),
-                _ => format!("event is not valid JSON: {e}"),
-            })?;
-            let message = top
-                .get("message")
-                .and_then(|raw| RawObject::parse(raw.get()).ok());
-            let Some(message) = message else {
-                return Err("event has no message object".into());
-            };
-            (top.into_fields(&data), message.into_fields(&data))
+        let envelope: Envelope = serde_json::from_str(&data).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => "event is not a JSON object".to_string(),
+            _ => format!("event is not valid JSON: {e}"),
+        })?;
+        let Some(message) = envelope.message else {
+            return Err("event has no message object".into());
         };
+        let top = envelope.fields.into_fields(&data);
+        let message_fields = message.into_fields(&data);
         let mut event = Self {
             idle: false,
             kind: String::new(),
@@ -125,14 +138,14 @@ impl AgentEvent {
             unified_diff: None,
             app_name: None,
             commit_message: None,
-            message: Vec::with_capacity(message_raw.len()),
+            message: Vec::with_capacity(message_fields.len()),
             extra: Vec::new(),
             legacy_messages: None,
             data: String::new(),
         };
         let value = |f: &Field| &data[f.value.clone()];
         for field in top {
-            match &*field.key {
+            match field.key(&data) {
                 "status" => {
                     event.idle =
                         json_str(value(&field)).is_some_and(|s| s.eq_ignore_ascii_case("idle"))
@@ -144,9 +157,9 @@ impl AgentEvent {
         let mut kind = None;
         let mut messages_is_array = false;
         let mut legacy_content = None;
-        for field in message_raw {
+        for field in message_fields {
             let raw = value(&field);
-            match &*field.key {
+            match field.key(&data) {
                 "agentState" => {
                     event.agent_state = (raw != "null")
                         .then(|| serde_json::from_str(raw).ok())
@@ -172,7 +185,7 @@ impl AgentEvent {
         event.kind = kind.map_or_else(|| "Unknown".to_string(), Cow::into_owned);
         if !messages_is_array {
             let content = legacy_content.and_then(|f| json_str(value(&f)).map(Cow::into_owned));
-            event.message.retain(|f| &*f.key != "messages");
+            event.message.retain(|f| f.key(&data) != "messages");
             event.legacy_messages = Some(normalize_messages(content.as_deref()));
         }
         event.data = data;
@@ -204,69 +217,124 @@ impl AgentEvent {
     /// A field of `message` as the agent sent it (raw JSON).
     fn message_field(&self, key: &str) -> Option<&str> {
         (self.message.iter())
-            .find(|f| &*f.key == key)
+            .find(|f| f.key(&self.data) == key)
             .map(|f| &self.data[f.value.clone()])
+    }
+}
+
+/// The payload read in one pass: its top-level fields as raw values, and `message` (when it
+/// is an object) as its fields.
+struct Envelope<'a> {
+    fields: RawObject<'a>,
+    message: Option<RawObject<'a>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Envelope<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::with_capacity(8);
+                let mut message = None;
+                while let Some(key) = map.next_key::<Key<'de>>()? {
+                    if key.0 == "message" {
+                        message = map.next_value::<MaybeObject<'de>>()?.0;
+                    } else {
+                        fields.push((key.0, map.next_value::<&'de RawValue>()?));
+                    }
+                }
+                Ok(Envelope {
+                    fields: RawObject(fields),
+                    message,
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 
 /// A JSON object read as its fields' raw values, without building a tree.
 struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
-impl<'a> RawObject<'a> {
-    fn parse(json: &'a str) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
-
-    /// The fields as ranges of `source` (which every raw value borrows from). A repeated key
-    /// keeps its last value, as a JSON object parsed into a map would.
+impl RawObject<'_> {
+    /// The fields as ranges of `source` (which every key and raw value borrows from). A
+    /// repeated key keeps its last value, as a JSON object parsed into a map would.
     fn into_fields(self, source: &str) -> Vec<Field> {
         let base = source.as_ptr() as usize;
+        let offset = |text: &str| text.as_ptr() as usize - base;
         let mut fields: Vec<Field> = Vec::with_capacity(self.0.len());
         // Agents send a handful of fields; a hostile one with thousands gets an index.
-        let mut index: Option<HashMap<Box<str>, usize>> = (self.0.len() > 16).then(HashMap::new);
-        for (key, raw) in self.0 {
-            let start = raw.get().as_ptr() as usize - base;
+        let mut index: Option<HashMap<&str, usize>> = (self.0.len() > 16).then(HashMap::new);
+        for (key, raw) in &self.0 {
+            let start = offset(raw.get());
             let value = start..start + raw.get().len();
             let earlier = match &index {
-                Some(index) => index.get(&*key).copied(),
-                None => fields.iter().position(|f| *f.key == *key),
+                Some(index) => index.get(&**key).copied(),
+                None => fields.iter().position(|f| f.key(source) == key),
             };
-            match earlier {
-                Some(i) => fields[i].value = value,
-                None => {
-                    let key: Box<str> = key.into();
-                    if let Some(index) = &mut index {
-                        index.insert(key.clone(), fields.len());
-                    }
-                    fields.push(Field { key, value });
-                }
+            if let Some(i) = earlier {
+                fields[i].value = value;
+                continue;
             }
+            if let Some(index) = &mut index {
+                index.insert(key, fields.len());
+            }
+            let key = match key {
+                Cow::Borrowed(key) => FieldKey::Span(offset(key)..offset(key) + key.len()),
+                Cow::Owned(key) => FieldKey::Unescaped(key.as_str().into()),
+            };
+            fields.push(Field { key, value });
         }
         fields
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for RawObject<'a> {
+/// A JSON value that is an object (read as its fields) or anything else (skipped), in one pass.
+struct MaybeObject<'a>(Option<RawObject<'a>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for MaybeObject<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = RawObject<'de>;
+        struct Any;
+        impl<'de> Visitor<'de> for Any {
+            type Value = MaybeObject<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
+                f.write_str("any JSON value")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
                     fields.push((key.0, value));
                 }
-                Ok(RawObject(fields))
+                Ok(MaybeObject(Some(RawObject(fields))))
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeObject(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(MaybeObject(None))
             }
         }
-        deserializer.deserialize_map(Fields)
+        deserializer.deserialize_any(Any)
     }
 }
 
@@ -363,7 +431,7 @@ pub struct EventContext {
 /// re-serialised).
 pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
     let passed: usize = (event.message.iter().chain(&event.extra))
-        .map(|f| f.key.len() + f.value.len() + 4)
+        .map(|f| f.key(&event.data).len() + f.value.len() + 4)
         .sum();
     let mut out = Vec::with_capacity(passed + 160);
     out.extend_from_slice(b"{\"appId\":");
@@ -374,7 +442,7 @@ pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
         push_field(
             &mut out,
             &mut first,
-            &field.key,
+            field.key(&event.data),
             &event.data[field.value.clone()],
         );
     }
@@ -399,7 +467,7 @@ pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
         push_field(
             &mut out,
             &mut first,
-            &field.key,
+            field.key(&event.data),
             &event.data[field.value.clone()],
         );
     }
