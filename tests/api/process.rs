@@ -13,7 +13,7 @@ use crate::helpers::{assert_complete_run, drop_database, fresh_database, DbKind,
 pub(crate) struct Gateway {
     pub(crate) child: Child,
     pub(crate) address: String,
-    token: String,
+    pub(crate) token: String,
 }
 
 pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
@@ -49,7 +49,7 @@ pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
     }
 }
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &std::path::Path,
     database_url: &str,
     agent: &FakeAgent,
