@@ -17,10 +17,16 @@ pub(crate) struct Gateway {
 }
 
 pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
+    start_gateway_with_env(config, &[])
+}
+
+/// [`start_gateway`] with extra environment variables.
+pub(crate) fn start_gateway_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Gateway {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
         .args(["serve", "--config"])
         .arg(config)
         .env("AGENTGATE__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

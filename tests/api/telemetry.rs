@@ -20,8 +20,10 @@ use serde_json::json;
 
 use crate::db_test;
 use crate::fake_agent::{event, with, FakeAgent, Script};
-use crate::helpers::{assert_complete_run, drop_database, fresh_database, DbKind, SseReader};
-use crate::process::{start_gateway, write_config};
+use crate::helpers::{
+    assert_complete_run, drop_database, fresh_database, spawn_app_with, DbKind, SseReader,
+};
+use crate::process::{start_gateway, start_gateway_with_env, write_config, Gateway};
 
 /// What the receiver was sent: each export's raw body and its decoded spans.
 #[derive(Default)]
@@ -134,6 +136,18 @@ fn parse_traceparent(value: &str) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// SIGTERM, and wait for a clean exit: the spans still buffered are sent before it.
+async fn stop(mut gateway: Gateway) {
+    let pid = gateway.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status();
+    assert!(killed.expect("kill").success());
+    let exit = tokio::task::spawn_blocking(move || gateway.child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(exit.success(), "graceful exit: {exit:?}");
+}
+
 const SECRET_MESSAGE: &str = "build a todo app for project Bluebird-7731";
 const NEW_FILE_DIFF: &str = "diff --git a/index.html b/index.html\nnew file mode 100644\n--- /dev/null\n+++ b/index.html\n@@ -0,0 +1 @@\n+<h1>Todo</h1>\n";
 
@@ -148,7 +162,7 @@ async fn a_run_is_one_trace_from_the_callers_traceparent_to_the_agent(kind: DbKi
     );
     let config = write_config(dir.path(), &database_url, &agent, &telemetry);
     // Logs at warn (start_gateway): traces do not depend on the log level.
-    let mut gateway = start_gateway(&config);
+    let gateway = start_gateway(&config);
     let token = gateway.token.clone();
     let reply = with(
         with(
@@ -185,15 +199,7 @@ async fn a_run_is_one_trace_from_the_callers_traceparent_to_the_agent(kind: DbKi
     let frames = SseReader::new(response).collect().await;
     assert_complete_run(&frames);
 
-    // SIGTERM: the spans still buffered are sent before the process exits.
-    let pid = gateway.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status();
-    assert!(killed.expect("kill").success());
-    let exit = tokio::task::spawn_blocking(move || gateway.child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(exit.success(), "graceful exit: {exit:?}");
+    stop(gateway).await;
 
     let received = receiver.take();
     let spans = &received.spans;
@@ -279,3 +285,101 @@ async fn a_run_is_one_trace_from_the_callers_traceparent_to_the_agent(kind: DbKi
     drop_database(pg).await;
 }
 db_test!(a_run_is_one_trace_from_the_callers_traceparent_to_the_agent);
+
+#[tokio::test]
+async fn the_standard_otel_variables_configure_the_exporter_and_a_malformed_traceparent_starts_a_trace(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = OtlpReceiver::start().await;
+    let agent = FakeAgent::start().await;
+    let config = write_config(dir.path(), "", &agent, "[telemetry]\nenabled = true\n");
+    let gateway = start_gateway_with_env(
+        &config,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str()),
+            ("OTEL_SERVICE_NAME", "gateway-from-env"),
+        ],
+    );
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", gateway.address))
+        .header("traceparent", "00-not-a-trace-01")
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    stop(gateway).await;
+
+    let received = receiver.take();
+    assert!(!received.service_names.is_empty(), "nothing was exported");
+    assert!(received
+        .service_names
+        .iter()
+        .all(|n| n == "gateway-from-env"));
+    let request = received
+        .spans
+        .iter()
+        .find(|s| s.name == "request" && attribute(s, "path").as_deref() == Some("/health"))
+        .expect("the request's span");
+    // W3C: a traceparent that does not parse is ignored, and the request starts its own trace.
+    assert!(request.parent_span_id.is_empty(), "{request:?}");
+    assert_eq!(request.trace_id.len(), 16);
+    assert!(request.trace_id.iter().any(|b| *b != 0));
+}
+
+#[test]
+fn bad_exporter_settings_stop_start_up_with_one_line() {
+    for (env, expect) in [
+        (
+            [("AGENTGATE__TELEMETRY__ENDPOINT", "collector:4318")],
+            "telemetry.endpoint",
+        ),
+        (
+            [("OTEL_EXPORTER_OTLP_ENDPOINT", "http://bad host:4318")],
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_agentgate"))
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(std::env::temp_dir().join("agentgate-telemetry-config-test"))
+            .env("AGENTGATE__TELEMETRY__ENABLED", "true")
+            .envs(env)
+            .output()
+            .expect("run");
+        assert!(!output.status.success(), "{env:?} must stop start-up");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(expect), "{env:?}: {stderr}");
+    }
+}
+
+async fn with_traces_off_the_agent_request_carries_no_traceparent(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let toml = format!(
+        "{}[deploy]\non_new_version = false\n[git]\nhost = \"none\"\n",
+        agent.config("")
+    );
+    let app = spawn_app_with(kind, &toml).await;
+    agent.push(Script::events(&[event(
+        "idle",
+        "ReviewResult",
+        Some("Done"),
+    )]));
+    let response = app
+        .http
+        .post(app.url("/message"))
+        .bearer_auth(app.token("alice"))
+        .header(
+            "traceparent",
+            format!("00-{}-{}-01", "ab".repeat(16), "cd".repeat(8)),
+        )
+        .json(&json!({"message": "build a todo app"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(response.status(), 200);
+    assert_complete_run(&SseReader::new(response).collect().await);
+    let requests = agent.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(requests[0].headers.get("traceparent").is_none());
+}
+db_test!(with_traces_off_the_agent_request_carries_no_traceparent);
