@@ -114,9 +114,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Worker => {
             let config = load(&cli.common, None, true)?;
-            telemetry::init(&config.log);
+            let telemetry = telemetry::init(&config.log, &config.telemetry)?;
             println!("agentgate worker running");
-            agentgate::startup::run_workers(config, shutdown_signal()).await
+            let result = agentgate::startup::run_workers(config, shutdown_signal()).await;
+            telemetry.shutdown().await;
+            result
         }
         Command::Token { user, privileged } => {
             let config = load(&cli.common, None, false)?;
@@ -130,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let config = load(&cli.common, None, false)?;
-            telemetry::init(&config.log);
+            telemetry::init_logs(&config.log);
             std::fs::create_dir_all(&config.server.data_dir)?;
             agentgate::db::connect(&config.database_url(), 1).await?;
             println!("migrations applied");
@@ -138,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::DemoAgent { port, token } => {
             let config = load(&cli.common, None, false)?;
-            telemetry::init(&config.log);
+            telemetry::init_logs(&config.log);
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
             println!("demo agent listening on http://{}", listener.local_addr()?);
             demo_agent::serve(listener, token, shutdown_signal()).await?;
@@ -148,7 +150,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, with_workers: bool) -> anyhow::Result<()> {
-    telemetry::init(&config.log);
+    let telemetry = telemetry::init(&config.log, &config.telemetry)?;
+    let result = serve_app(config, with_workers).await;
+    // The last run's spans are still buffered: send them before the process exits.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn serve_app(config: Config, with_workers: bool) -> anyhow::Result<()> {
     let app = Application::build_with(config, with_workers).await?;
     let address = app.address();
     println!("agentgate listening on http://{address}");

@@ -111,6 +111,8 @@ pub struct Model {
     /// The gateway the job runs on while that gateway is live (its local cache holds what
     /// the job needs); None: any.
     pub runner: Option<String>,
+    /// The W3C `traceparent` of the span that enqueued the job, which its spans link to.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

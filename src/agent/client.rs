@@ -100,6 +100,10 @@ impl AgentClient {
             if !secret.is_empty() {
                 builder = builder.bearer_auth(secret);
             }
+            // The agent server's spans join the run's trace.
+            if let Some(traceparent) = crate::telemetry::context::current_traceparent() {
+                builder = builder.header(crate::telemetry::context::TRACEPARENT, traceparent);
+            }
             // An agent that accepts the request but never answers is as idle as a silent stream.
             let sent = tokio::time::timeout(self.config.idle_timeout, builder.send()).await;
             let Ok(sent) = sent else {

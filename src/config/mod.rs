@@ -29,6 +29,22 @@ pub struct Config {
     pub database_provision: DatabaseProvisionConfig,
     pub log: LogConfig,
     pub webhooks: WebhooksConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// OpenTelemetry traces over OTLP/HTTP (see `crate::telemetry`). Empty strings defer to the
+/// standard `OTEL_*` environment variables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub enabled: bool,
+    /// The collector's base URL (`/v1/traces` is appended); "": `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// else `http://localhost:4318`.
+    pub endpoint: String,
+    /// "": `OTEL_SERVICE_NAME`, else "agentgate".
+    pub service_name: String,
+    /// Share of new traces kept (0 to 1); a caller's `traceparent` decides for its own trace.
+    pub sample_ratio: f64,
 }
 
 /// Outbound webhooks (see `crate::webhooks`).
@@ -450,6 +466,7 @@ impl Config {
             ));
         }
         self.validate_webhooks()?;
+        self.validate_telemetry()?;
         if self.limits.max_message_bytes == 0 || self.agent.max_event_bytes == 0 {
             return Err(ConfigError(
                 "limits.max_message_bytes and agent.max_event_bytes must be positive".into(),
@@ -474,6 +491,20 @@ impl Config {
                 .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].url: {e}")))?;
             crate::webhooks::signing::decode_secret(endpoint.secret.expose_secret())
                 .map_err(|e| ConfigError(format!("webhooks.endpoints[{i}].secret: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn validate_telemetry(&self) -> Result<(), ConfigError> {
+        let telemetry = &self.telemetry;
+        if !telemetry.endpoint.is_empty() {
+            check_url("telemetry.endpoint", &telemetry.endpoint)?;
+        }
+        if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+            return Err(ConfigError(format!(
+                "telemetry.sample_ratio must be between 0 and 1, not {}",
+                telemetry.sample_ratio
+            )));
         }
         Ok(())
     }
@@ -714,6 +745,29 @@ mod tests {
     fn bad_url_is_named() {
         let err = Config::from_toml_overrides("[agent]\nurl = \"not a url\"").unwrap_err();
         assert!(err.to_string().contains("agent.url"), "{err}");
+    }
+
+    #[test]
+    fn telemetry_settings_are_validated_at_start() {
+        let config = Config::from_toml_overrides("").expect("defaults");
+        assert!(!config.telemetry.enabled, "traces are off by default");
+        for (toml, expected) in [
+            ("endpoint = \"collector:4318\"", "telemetry.endpoint"),
+            ("endpoint = \"grpc://collector:4317\"", "not an http(s) URL"),
+            (
+                "sample_ratio = 1.5",
+                "telemetry.sample_ratio must be between 0 and 1",
+            ),
+            ("sample_ratio = -0.1", "telemetry.sample_ratio"),
+            ("endpointt = \"http://c\"", "endpointt"),
+        ] {
+            let err = Config::from_toml_overrides(&format!("[telemetry]\nenabled = true\n{toml}"))
+                .unwrap_err();
+            assert!(err.to_string().contains(expected), "{toml}: {err}");
+        }
+        let good = "[telemetry]\nenabled = true\nendpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.25";
+        let config = Config::from_toml_overrides(good).expect("a valid telemetry table");
+        assert_eq!(config.telemetry.endpoint, "http://127.0.0.1:4318");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use secrecy::ExposeSecret;
+use tracing::Instrument;
 
 use super::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
@@ -84,6 +85,7 @@ pub struct DeployRunner {
 impl DeployRunner {
     /// One step of the deployment a `deploy` job names. Returns the job's next step: done once
     /// the deployment is terminal, again after the poll delay while the provider works.
+    #[tracing::instrument(name = "deploy.step", skip_all, fields(deployment_id = job.subject.as_deref()))]
     pub async fn advance(&self, job: &Job, lease: &Lease) -> Step {
         let Some(id) = job.subject.as_deref() else {
             return Step::Fail("a deploy job without a deployment".into());
@@ -167,7 +169,8 @@ impl DeployRunner {
         // soon as it is published, and a claim saved per deployment counts under load.
         let mut started = None;
         if state.contains_key(STARTING) {
-            if let Err(e) = self.deployer.start(&request, &mut state).await {
+            let start = self.deployer.start(&request, &mut state);
+            if let Err(e) = start.instrument(tracing::info_span!("deploy.start")).await {
                 return self.retry(job, Some(&state), e);
             }
             state.remove(STARTING);
@@ -197,7 +200,8 @@ impl DeployRunner {
         state: &ProviderState,
     ) -> Outcome {
         let now = Utc::now();
-        match self.deployer.poll(request, state).await {
+        let polled = self.deployer.poll(request, state);
+        match polled.instrument(tracing::info_span!("deploy.poll")).await {
             Ok(ProviderStatus::Building) => self.keep(deployment, BUILDING),
             Ok(ProviderStatus::Deploying) => self.keep(deployment, DEPLOYING),
             Ok(ProviderStatus::Healthy { url }) => Outcome {

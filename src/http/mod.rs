@@ -58,7 +58,9 @@ pub fn router(state: AppState, extra: Router<AppState>) -> serde_json::Result<Ro
                     .get(&REQUEST_ID)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("");
-                tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+                let span = tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id);
+                crate::telemetry::context::adopt_parent(&span, request.headers());
+                span
             }),
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

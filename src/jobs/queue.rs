@@ -152,6 +152,7 @@ pub async fn enqueue(db: &impl ConnectionTrait, new: NewJob) -> Result<jobs::Mod
         finished_at: Set(None),
         updated_at: Set(now),
         runner: Set(new.runner),
+        traceparent: Set(crate::telemetry::context::current_traceparent()),
     }
     .insert(db)
     .await?;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::backoff::RetryPolicy;
 use super::queue::{self, Step};
@@ -130,7 +131,9 @@ impl JobWorker {
             })
         };
         let started = Instant::now();
-        let step = self.handler.run(&job, &lease).await;
+        let span = tracing::info_span!(parent: None, "job", kind = job.kind.as_str(), job_id = %job.id, app_id = %job.app_id, attempt = job.attempts + 1);
+        crate::telemetry::context::link_to(&span, job.traceparent.as_deref());
+        let step = self.handler.run(&job, &lease).instrument(span).await;
         heartbeat.abort();
         metrics.job_stepped(job.kind, step_label(&step), started.elapsed());
         if let Step::Retry { error, .. } | Step::Fail(error) = &step {

@@ -61,6 +61,7 @@ pub struct Effects {
 }
 
 impl Effects {
+    #[tracing::instrument(name = "version.upload", skip_all, fields(version = job.version))]
     async fn upload(&self, job: &Job) -> Step {
         let Some(number) = job.version else {
             return Step::Fail("an upload job without a version".into());
@@ -88,6 +89,7 @@ impl Effects {
     /// at a time, oldest version first). The result lists what it did, as notices. What a
     /// failing attempt did before it failed (a created repository) is kept too: for the run
     /// that watches the job, else in the app's history.
+    #[tracing::instrument(name = "git.push", skip_all)]
     async fn push(&self, job: &Job, lease: &Lease) -> Step {
         let Some(git) = &self.git else {
             return Step::Done(None);

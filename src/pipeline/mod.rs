@@ -171,6 +171,7 @@ impl VersionPipeline {
     /// Applies one diff of a run: a new version with its effects queued, or nothing (the
     /// diff changes nothing), or a rejection (nothing written). What the run must wait for
     /// before its `done` is added to `pending`.
+    #[tracing::instrument(name = "pipeline.apply_diff", skip_all)]
     pub async fn apply(&self, ctx: &DiffContext, diff: &str, pending: &mut Pending) -> Vec<Notice> {
         // Each diff of a run is cumulative against the files the run sent (an LLM agent's
         // final diff repeats its template diff), so it applies to that snapshot; the result

@@ -154,7 +154,11 @@ impl RunManager {
         let db = &self.deps.db;
         let run_id = Uuid::new_v4().to_string();
         let txn = db.begin().await.map_err(unavailable)?;
-        let reservation = self.limiter.reserve_in(&txn, &request.owner_id).await?;
+        let reservation = self
+            .limiter
+            .reserve_in(&txn, &request.owner_id)
+            .instrument(tracing::info_span!("limits.reserve"))
+            .await?;
         let new_app = matches!(request.target, RunTarget::New { .. });
         let app = match request.target {
             RunTarget::Existing(id) => apps::find_owned(&txn, &request.owner_id, id)
@@ -249,7 +253,7 @@ impl RunManager {
         );
         let deps = self.deps.clone();
         let registry = self.live.clone();
-        let span = tracing::info_span!("run", run_id = %run_id, app_id = %app.id);
+        let span = tracing::info_span!("run", run_id = %run_id, app_id = %app.id, user_id = %spec.owner_id);
         let id = run_id.clone();
         self.tracker.spawn(
             async move {

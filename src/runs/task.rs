@@ -11,6 +11,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE};
 use super::live::{LiveRun, StopReason};
@@ -413,12 +414,14 @@ async fn relay(
     let mut stream = tokio::select! {
         _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
         _ = tokio::time::sleep_until(deadline) => return Outcome::Upstream(deadline_error),
-        opened = deps.agent.open(&request) => match opened {
+        opened = deps.agent.open(&request).instrument(tracing::info_span!("agent.connect")) => match opened {
             Ok(stream) => stream,
             Err(e) => return Outcome::Upstream(e),
         },
     };
     let mut awaiting_close = false;
+    // Time to first event: open from the agent's answer until its first real event.
+    let mut first_event = Some(tracing::info_span!("agent.first_event"));
     loop {
         let next = tokio::select! {
             _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
@@ -438,6 +441,7 @@ async fn relay(
         if event.is_keep_alive() {
             continue;
         }
+        drop(first_event.take());
         turn.agent_replied = true;
         turn.ended_with_question = event.kind == KIND_REFINEMENT_REQUEST;
         if let Err(e) = handle_event(deps, spec, emitter, turn, &event, base_version).await {

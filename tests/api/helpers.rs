@@ -119,7 +119,7 @@ async fn spawn_in(
 ) -> TestApp {
     let base = base_toml(data_dir.path(), &database_url);
     let config = Config::from_toml_layers(&[&base, extra_toml]).expect("test config");
-    agentgate::telemetry::init(&config.log);
+    agentgate::telemetry::init_logs(&config.log);
     let app = Application::build(config).await.expect("build app");
     let address = format!("http://{}", app.address());
     let state = app.state().clone();

@@ -36,6 +36,7 @@ mod provision;
 mod real_peers;
 mod relay;
 mod resume;
+mod telemetry;
 mod upstream_logs;
 mod versions;
 mod webhooks;

@@ -13,14 +13,20 @@ use crate::helpers::{assert_complete_run, drop_database, fresh_database, DbKind,
 pub(crate) struct Gateway {
     pub(crate) child: Child,
     pub(crate) address: String,
-    token: String,
+    pub(crate) token: String,
 }
 
 pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
+    start_gateway_with_env(config, &[])
+}
+
+/// [`start_gateway`] with extra environment variables.
+pub(crate) fn start_gateway_with_env(config: &std::path::Path, env: &[(&str, &str)]) -> Gateway {
     let mut child = Command::new(env!("CARGO_BIN_EXE_agentgate"))
         .args(["serve", "--config"])
         .arg(config)
         .env("AGENTGATE__LOG__LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -49,7 +55,7 @@ pub(crate) fn start_gateway(config: &std::path::Path) -> Gateway {
     }
 }
 
-fn write_config(
+pub(crate) fn write_config(
     dir: &std::path::Path,
     database_url: &str,
     agent: &FakeAgent,
