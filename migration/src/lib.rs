@@ -15,6 +15,7 @@ mod m20261205_000040_health_checks;
 mod m20261206_000050_job_queue;
 mod m20261207_000060_gateways;
 mod m20261208_000070_webhooks;
+mod m20261209_000080_deployment_logs;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000050_job_queue::Migration),
             Box::new(m20261207_000060_gateways::Migration),
             Box::new(m20261208_000070_webhooks::Migration),
+            Box::new(m20261209_000080_deployment_logs::Migration),
         ]
     }
 }
