@@ -88,7 +88,8 @@ impl Components {
             None
         };
         let d = &config.deploy;
-        let deploy_settings = d.settings(&config.git.branch);
+        let mut deploy_settings = d.settings(&config.git.branch);
+        deploy_settings.log_mask = crate::deploy::logs::Mask::new(config.secret_values());
         let plan = DeployPlan {
             provider,
             queued_deadline: deploy_settings.queued_deadline,

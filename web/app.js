@@ -3,6 +3,7 @@
 import * as api from './api.js';
 import { ChatView } from './chat.js';
 import { h, mount, relativeTime, resetPhrase, safeUrl, toast } from './dom.js';
+import { DeploymentLogView } from './deploylogs.js';
 import { FilesView } from './files.js';
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +18,7 @@ const state = {
   appsLoaded: false,
   appInfo: new Map(), // id → app (from the list or GET /apps/:id), merged with live updates
   deployments: new Map(), // id → deployment or null
+  deployLogs: new Map(), // app id → DeploymentLogView of its latest deployment
   chats: new Map(), // id → ChatView (kept while the page lives, so runs go on in the background)
   files: new Map(), // id → FilesView
   newChat: null,
@@ -42,6 +44,8 @@ function showSignIn(message = '') {
   state.files.clear();
   state.appInfo.clear();
   state.deployments.clear();
+  for (const view of state.deployLogs.values()) view.close();
+  state.deployLogs.clear();
   state.running.clear();
   $('boot').hidden = true;
   $('shell').hidden = true;
@@ -417,6 +421,7 @@ function renderHeader() {
     deployment?.type === 'ERROR' && (deployment.message || deployment.error)
       ? h('div.notice.error', { role: 'alert' }, deployment.message || `Last deployment failed: ${deployment.error}`)
       : null,
+    deploymentLog(appId, deployment)?.el,
     h(
       'nav.tabs',
       { role: 'tablist' },
@@ -424,6 +429,17 @@ function renderHeader() {
       h('a.tab', { href: `#/apps/${appId}/files`, role: 'tab', 'aria-selected': String(tab === 'files'), class: tab === 'files' ? 'active' : '', dataset: { testid: 'tab-files' } }, 'Files'),
     ),
   );
+}
+
+/** The log view of the app's latest deployment, kept while that deployment is the latest. */
+function deploymentLog(appId, deployment) {
+  const current = state.deployLogs.get(appId);
+  if (!deployment?.id) return null;
+  if (current?.deploymentId === deployment.id && current.el.dataset.status !== 'unavailable') return current;
+  current?.close();
+  const view = new DeploymentLogView(deployment.id);
+  state.deployLogs.set(appId, view);
+  return view;
 }
 
 async function removeApp(appId) {
@@ -469,6 +485,10 @@ function chatContext() {
     onAppChanged(appId, info) {
       mergeApp(appId, info);
       if (info.version) state.files.get(appId)?.setLatestVersion(info.version);
+      const known = state.deployments.get(appId);
+      if (info.deploymentId && known?.id !== info.deploymentId) {
+        state.deployments.set(appId, { id: info.deploymentId, status: 'queued', type: 'DEPLOYMENT_IN_PROGRESS' });
+      }
       if (info.deployStatus === 'deployed' && info.appUrl) {
         state.deployments.set(appId, { ...(state.deployments.get(appId) || {}), status: 'healthy', type: 'HEALTHY', url: info.appUrl });
       }

@@ -372,6 +372,8 @@ export class ChatView {
         if (type === 'deployment_in_progress') info.deployStatus = 'deploying';
         if (type === 'deployment_complete') Object.assign(info, { deployStatus: 'deployed', appUrl: m.deploymentUrl });
         if (type === 'deployment_failed') info.deployStatus = 'failed';
+        // The header follows this deployment's log from here on.
+        if (type?.startsWith('deployment_') && m.deploymentId) info.deploymentId = m.deploymentId;
       }
       if (Object.keys(info).length) this.ctx.onAppChanged?.(this.appId, info);
     }

@@ -4,6 +4,7 @@ pub mod app_databases;
 pub mod app_messages;
 pub mod app_versions;
 pub mod apps;
+pub mod deployment_logs;
 pub mod deployments;
 pub mod health_checks;
 pub mod jobs;

@@ -16,6 +16,7 @@ mod m20261206_000050_job_queue;
 mod m20261207_000060_gateways;
 mod m20261208_000070_webhooks;
 mod m20261209_000080_job_traces;
+mod m20261210_000090_deployment_logs;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000060_gateways::Migration),
             Box::new(m20261208_000070_webhooks::Migration),
             Box::new(m20261209_000080_job_traces::Migration),
+            Box::new(m20261210_000090_deployment_logs::Migration),
         ]
     }
 }

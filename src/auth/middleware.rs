@@ -38,6 +38,7 @@ pub const PUBLIC_PATH_PREFIXES: &[&str] = &[
     "/chat.js",
     "/files.js",
     "/versions.js",
+    "/deploylogs.js",
     "/auth/dev-login",
 ];
 

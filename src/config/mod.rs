@@ -190,6 +190,8 @@ pub struct DeployConfig {
     pub building_deadline_secs: u64,
     pub deploying_deadline_secs: u64,
     pub unknown_status_wait_secs: u64,
+    /// Log lines kept per deployment; past it the oldest go, with a note saying how many.
+    pub log_lines: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -331,6 +333,29 @@ fn env_layer() -> Env {
 }
 
 impl Config {
+    /// Every configured secret's value: deployment logs mask them before storing a line.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut secrets = vec![
+            &self.database.url,
+            &self.auth.hs256_secret,
+            &self.agent.secret,
+            &self.storage.secret_access_key,
+            &self.git.token,
+            &self.git.private_key,
+            &self.koyeb.token,
+            &self.ecr.secret_access_key,
+            &self.database_provision.admin_url,
+            &self.database_provision.api_key,
+            &self.database_provision.encryption_key,
+        ];
+        secrets.extend(self.webhooks.endpoints.iter().map(|e| &e.secret));
+        secrets
+            .into_iter()
+            .map(|s| s.expose_secret().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
     /// Loads the layers from the process environment; `with_workers` also checks what deploy
     /// workers need.
     pub fn load(

@@ -39,6 +39,8 @@ impl DeployConfig {
             deploying_deadline: Duration::from_secs(self.deploying_deadline_secs),
             unknown_status_wait: Duration::from_secs(self.unknown_status_wait_secs),
             git_branch: git_branch.to_string(),
+            log_lines: self.log_lines.max(10),
+            log_mask: Default::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::deploy::logs::{DeployLog, LogStream};
 use crate::deploy::provider::DeployError;
 use crate::files::{FileMode, FileTree};
 
@@ -141,6 +142,18 @@ impl ImageBuilder {
         image: &str,
         login: Option<&RegistryLogin>,
     ) -> Result<BuildOutput, BuildError> {
+        (self.build_and_push_logged(files, image, login, &DeployLog::discard())).await
+    }
+
+    /// [`ImageBuilder::build_and_push`], streaming each step's command and the tool's output
+    /// lines to `log` as they come (registry credentials masked).
+    pub async fn build_and_push_logged(
+        &self,
+        files: &FileTree,
+        image: &str,
+        login: Option<&RegistryLogin>,
+        log: &DeployLog,
+    ) -> Result<BuildOutput, BuildError> {
         validate_image(image)?;
         let root = self
             .settings
@@ -148,7 +161,7 @@ impl ImageBuilder {
             .clone()
             .unwrap_or_else(std::env::temp_dir);
         let work = TempDir::create(&root).await?;
-        let result = self.run_in(&work, files, image, login).await;
+        let result = self.run_in(&work, files, image, login, log).await;
         work.remove().await;
         result
     }
@@ -159,6 +172,7 @@ impl ImageBuilder {
         files: &FileTree,
         image: &str,
         login: Option<&RegistryLogin>,
+        lines: &DeployLog,
     ) -> Result<BuildOutput, BuildError> {
         let context = work.path.join("context");
         write_tree(&context, files).await?;
@@ -168,6 +182,7 @@ impl ImageBuilder {
             let auth_dir = work.path.join("auth");
             env = write_registry_auth(&auth_dir, login).await?;
             secrets = login_secrets(login);
+            lines.mask_also(&secrets);
         }
         let log = LogTail::new(self.settings.log_limit);
         let deadline = Instant::now() + self.settings.timeout;
@@ -177,8 +192,17 @@ impl ImageBuilder {
                 .iter()
                 .map(|a| a.replace("{image}", image).replace("{dir}", &dir))
                 .collect();
-            log.push(format!("$ {} {}\n", self.settings.program, argv.join(" ")).as_bytes());
-            match self.run_step(&argv, &context, &env, deadline, &log).await? {
+            let command = format!("$ {} {}", self.settings.program, argv.join(" "));
+            log.push(format!("{command}\n").as_bytes());
+            lines.line(LogStream::Deploy, &command);
+            let output = Output {
+                tail: log.clone(),
+                lines: lines.clone(),
+            };
+            match self
+                .run_step(&argv, &context, &env, deadline, &output)
+                .await?
+            {
                 StepEnd::Exited(status) if status.success() => {}
                 StepEnd::Exited(status) => {
                     return Err(BuildError::Failed {
@@ -206,7 +230,7 @@ impl ImageBuilder {
         dir: &Path,
         env: &[(String, String)],
         deadline: Instant,
-        log: &LogTail,
+        output: &Output,
     ) -> Result<StepEnd, BuildError> {
         let mut command = Command::new(&self.settings.program);
         command
@@ -234,8 +258,8 @@ impl ImageBuilder {
         // Declared after `child` so it drops first: the group dies while the leader is unreaped.
         let mut group = GroupKiller(pid);
         let readers = [
-            child.stdout.take().map(|out| pump(out, log.clone())),
-            child.stderr.take().map(|err| pump(err, log.clone())),
+            (child.stdout.take()).map(|out| pump(out, output.clone(), LogStream::Stdout)),
+            (child.stderr.take()).map(|err| pump(err, output.clone(), LogStream::Stderr)),
         ];
         match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(Ok(status)) => {
@@ -253,7 +277,9 @@ impl ImageBuilder {
                 group.kill_now();
                 let _ = child.kill().await;
                 drain(readers).await;
-                log.push(b"\n[build timed out; process group killed]\n");
+                let note = "[build timed out; process group killed]";
+                output.tail.push(format!("\n{note}\n").as_bytes());
+                output.lines.line(LogStream::Deploy, note);
                 Ok(StepEnd::TimedOut)
             }
         }
@@ -304,14 +330,26 @@ async fn drain(readers: [Option<JoinHandle<()>>; 2]) -> bool {
     clean
 }
 
-fn pump(mut source: impl AsyncRead + Unpin + Send + 'static, log: LogTail) -> JoinHandle<()> {
+/// Where a step's output goes: the tail kept for the error message, and the deployment's log.
+#[derive(Clone)]
+struct Output {
+    tail: LogTail,
+    lines: DeployLog,
+}
+
+fn pump(
+    mut source: impl AsyncRead + Unpin + Send + 'static,
+    output: Output,
+    stream: LogStream,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut buf = vec![0u8; 8192];
         while let Ok(n) = source.read(&mut buf).await {
             if n == 0 {
                 break;
             }
-            log.push(&buf[..n]);
+            output.tail.push(&buf[..n]);
+            output.lines.output(stream, &buf[..n]);
         }
     })
 }

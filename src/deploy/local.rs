@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use super::logs::LogStream;
 use super::provider::{DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus};
 use super::runner::STATE_URL;
 use crate::files::versions::blob_key;
@@ -146,7 +147,23 @@ impl LocalPreview {
             site.files.insert(path.to_string(), sha.clone());
             contents.insert(sha, Bytes::copy_from_slice(&entry.content));
         }
+        let log = &request.log;
+        let shown = if root.is_empty() {
+            "the app's root"
+        } else {
+            root
+        };
+        log.line(
+            LogStream::Deploy,
+            &format!(
+                "uploading {} files from {shown} ({} distinct contents)",
+                site.files.len(),
+                contents.len()
+            ),
+        );
         let store = self.files.store().clone();
+        let uploaded = std::sync::atomic::AtomicUsize::new(0);
+        let uploaded_ref = &uploaded;
         futures::stream::iter(contents)
             .map(move |(sha, body)| {
                 // Owned, so the future stays `Send` for the job runner.
@@ -155,6 +172,7 @@ impl LocalPreview {
                     let key = blob_key(&sha);
                     if !store.exists(&key).await? {
                         store.put(&key, body, "application/octet-stream").await?;
+                        uploaded_ref.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     Ok::<_, StorageError>(())
                 }
@@ -162,6 +180,11 @@ impl LocalPreview {
             .buffer_unordered(UPLOAD_CONCURRENCY)
             .try_collect::<()>()
             .await?;
+        let uploaded = uploaded.into_inner();
+        log.line(
+            LogStream::Deploy,
+            &format!("stored {uploaded} new blobs (the rest were stored already)"),
+        );
         let object =
             serde_json::to_vec(&site).map_err(|e| StorageError::Unavailable(e.to_string()))?;
         (self.files.store())
@@ -172,6 +195,14 @@ impl LocalPreview {
             )
             .await?;
         self.remember(&request.app_id, Some(Arc::new(site.clone())));
+        log.line(
+            LogStream::Deploy,
+            &format!(
+                "site published at {} (version {})",
+                self.url_for(&request.app_id),
+                request.version
+            ),
+        );
         Ok(site)
     }
 }
@@ -258,6 +289,7 @@ mod tests {
             files,
             repository: None,
             env: Default::default(),
+            log: Default::default(),
         }
     }
 

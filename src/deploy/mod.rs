@@ -5,6 +5,7 @@ pub mod builder;
 pub mod ecr;
 pub mod koyeb;
 pub mod local;
+pub mod logs;
 pub mod provider;
 pub mod records;
 pub mod runner;
@@ -33,6 +34,10 @@ pub struct DeploySettings {
     pub unknown_status_wait: Duration,
     /// The branch a deployment from git builds (`git.branch`).
     pub git_branch: String,
+    /// Log lines kept per deployment (`deploy.log_lines`).
+    pub log_lines: usize,
+    /// The configured secrets, masked in deployment logs (with each app's own).
+    pub log_mask: logs::Mask,
 }
 
 /// The text and metadata of the `PlatformMessage` that reports a finished deployment.

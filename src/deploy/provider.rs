@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::logs::DeployLog;
 use crate::files::FileTree;
 
 /// What to deploy. Resource names must come from `app_id`, never from user-controlled text.
@@ -18,6 +19,8 @@ pub struct DeployRequest {
     pub repository: Option<RepositoryInfo>,
     /// Environment for the app, e.g. APP_DATABASE_URL. Values are secrets: never log them.
     pub env: BTreeMap<String, String>,
+    /// The deployment's log (masks `env` already): what the provider does, in lines.
+    pub log: DeployLog,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -12,6 +12,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
+use super::logs;
 use crate::jobs::{lease_held, JobKind, Lease};
 use crate::webhooks::{self, EventType};
 use entity::deployments;
@@ -76,6 +77,7 @@ pub async fn enqueue(
     let (deployment, _job) = enqueue_new(&txn, new).await?;
     txn.commit().await?;
     crate::jobs::wake();
+    logs::notify();
     Ok(deployment)
 }
 
@@ -129,6 +131,7 @@ pub async fn enqueue_new(
         created_at: Set(now),
         updated_at: Set(now),
         finished_at: Set(None),
+        log_seq: Set(0),
     }
     .insert(txn)
     .await?;
@@ -140,8 +143,12 @@ pub async fn enqueue_new(
     let job = crate::jobs::enqueue(txn, job).await?;
     crate::apps::mark_deploy_queued(txn, app_id, app_url).await?;
     for old in &superseded {
+        let reason = old.error.as_deref();
+        logs::status_changed(txn, &old.id, SUPERSEDED, reason).await?;
         announce(txn, old).await;
     }
+    let detail = format!("version {version} with the {provider} provider");
+    logs::status_changed(txn, &deployment.id, QUEUED, Some(&detail)).await?;
     announce(txn, &deployment).await;
     Ok((deployment, job))
 }
@@ -236,9 +243,11 @@ pub async fn mark_building(
         .await?;
     let moved = result.rows_affected == 1;
     if moved {
+        logs::status_changed(&txn, id, BUILDING, None).await?;
         announce_id(&txn, id).await?;
     }
     txn.commit().await?;
+    logs::notify();
     Ok(moved)
 }
 
@@ -276,11 +285,18 @@ pub async fn apply(
         .await?
         .rows_affected
         == 1;
+    // Its reason (a failure's first line: a build's output is in the log already) or its URL.
+    let detail = (update.error.as_deref())
+        .and_then(|e| e.lines().next())
+        .or(update.url.as_deref())
+        .map(str::to_string);
     let applied = apply_on(&txn, id, lease, update).await?;
     if applied && changes {
+        logs::status_changed(&txn, id, status, detail.as_deref()).await?;
         announce_id(&txn, id).await?;
     }
     txn.commit().await?;
+    logs::notify();
     Ok(applied)
 }
 
@@ -351,7 +367,7 @@ pub async fn fail_overdue(db: &(impl ConnectionTrait + TransactionTrait)) -> Res
         let reason = overdue_reason(job.status);
         let result = deployments::Entity::update_many()
             .col_expr(deployments::Column::Status, Expr::value(FAILED))
-            .col_expr(deployments::Column::Error, Expr::value(reason))
+            .col_expr(deployments::Column::Error, Expr::value(reason.clone()))
             .col_expr(deployments::Column::FinishedAt, Expr::value(now))
             .col_expr(deployments::Column::UpdatedAt, Expr::value(now))
             .col_expr(
@@ -365,6 +381,7 @@ pub async fn fail_overdue(db: &(impl ConnectionTrait + TransactionTrait)) -> Res
         if result.rows_affected == 0 {
             continue;
         }
+        logs::status_changed(db, &job.id, FAILED, Some(&reason)).await?;
         announce_id(db, &job.id).await?;
         failed += result.rows_affected;
         crate::metrics::metrics()
@@ -382,6 +399,9 @@ pub async fn fail_overdue(db: &(impl ConnectionTrait + TransactionTrait)) -> Res
             crate::apps::record_deploy_status(db, &job.app_id, FAILED, None).await?;
             forget_unserved_url(db, &job.app_id).await?;
         }
+    }
+    if failed > 0 {
+        logs::notify();
     }
     Ok(failed)
 }

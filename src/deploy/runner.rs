@@ -11,6 +11,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use secrecy::ExposeSecret;
 use tracing::Instrument;
 
+use super::logs::{DeployLog, LogStream};
 use super::provider::{
     DeployError, DeployRequest, Deployer, ProviderState, ProviderStatus, RepositoryInfo,
 };
@@ -99,7 +100,16 @@ impl DeployRunner {
         if records::is_terminal(deployment.status) {
             return Step::Done(None);
         }
-        let Outcome { update, next } = self.step(&deployment, job, lease).await;
+        let log = self.log_for(&deployment);
+        let Outcome { update, next } = self.step(&deployment, job, lease, &log).await;
+        if let Next::Retry(reason) = &next {
+            log.line(
+                LogStream::Deploy,
+                &format!("this attempt failed, retrying: {reason}"),
+            );
+        }
+        // The step's own lines come before the status line its update writes.
+        log.flush().await;
         let status = update.status;
         let url = update.url.clone();
         match records::apply(&self.db, &deployment.id, lease, update).await {
@@ -125,7 +135,24 @@ impl DeployRunner {
         }
     }
 
-    async fn step(&self, deployment: &deployments::Model, job: &Job, lease: &Lease) -> Outcome {
+    /// Where this step's log lines go: masked with the configured secrets and the app's
+    /// environment (its database URL) as soon as the request knows it.
+    fn log_for(&self, deployment: &deployments::Model) -> DeployLog {
+        DeployLog::start(
+            self.db.clone(),
+            &deployment.id,
+            self.settings.log_lines,
+            self.settings.log_mask.clone(),
+        )
+    }
+
+    async fn step(
+        &self,
+        deployment: &deployments::Model,
+        job: &Job,
+        lease: &Lease,
+        log: &DeployLog,
+    ) -> Outcome {
         match self.newer_exists(deployment).await {
             Ok(true) => return finished(SUPERSEDED, "a newer version is being deployed".into()),
             Ok(false) => {}
@@ -136,7 +163,7 @@ impl DeployRunner {
         // Only a start publishes files; a status poll needs the ids in the state, and loading
         // the whole tree for every poll made each step cost as much as a start.
         let starting = deployment.status == QUEUED || state.contains_key(STARTING);
-        let request = match self.request(deployment, starting).await {
+        let request = match self.request(deployment, starting, log).await {
             Ok(request) => request,
             Err(RequestError::Wait(reason)) => {
                 return Outcome {
@@ -169,6 +196,14 @@ impl DeployRunner {
         // soon as it is published, and a claim saved per deployment counts under load.
         let mut started = None;
         if state.contains_key(STARTING) {
+            log.line(
+                LogStream::Deploy,
+                &format!(
+                    "starting version {} with the {} provider",
+                    deployment.version,
+                    self.deployer.provider()
+                ),
+            );
             let start = self.deployer.start(&request, &mut state);
             if let Err(e) = start.instrument(tracing::info_span!("deploy.start")).await {
                 return self.retry(job, Some(&state), e);
@@ -315,6 +350,7 @@ impl DeployRunner {
         &self,
         job: &deployments::Model,
         with_files: bool,
+        log: &DeployLog,
     ) -> Result<DeployRequest, RequestError> {
         let version = self
             .files
@@ -365,6 +401,8 @@ impl DeployRunner {
                 url.expose_secret().to_string(),
             );
         }
+        // The app's environment is secret: never in its log.
+        log.mask_also(env.values());
         Ok(DeployRequest {
             deployment_id: job.id.clone(),
             app_id: job.app_id.clone(),
@@ -372,6 +410,7 @@ impl DeployRunner {
             files,
             repository,
             env,
+            log: log.clone(),
         })
     }
 

@@ -2,6 +2,7 @@
 mod analytics;
 mod apps;
 mod auth_routes;
+mod deployment_logs;
 mod deployments;
 mod docs;
 mod extract;
@@ -93,6 +94,7 @@ fn documented(config: &ServerConfig) -> OpenApiRouter<AppState> {
         .merge(files::router())
         .merge(versions::router())
         .merge(deployments::router())
+        .merge(deployment_logs::router())
         .merge(webhooks::router())
         .merge(github::router())
         .merge(preview::router())

@@ -153,7 +153,10 @@ async fn events(
 }
 
 /// `Last-Event-ID` (what a native EventSource sends on reconnect) or `?lastEventId=`.
-fn last_event_id(headers: &HeaderMap, query: &HashMap<String, String>) -> ApiResult<i64> {
+pub(super) fn last_event_id(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> ApiResult<i64> {
     let raw = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -58,26 +58,38 @@ pub fn sse_response<S>(events: S, keep_alive: Duration, extra_headers: HeaderMap
 where
     S: Stream<Item = Result<SharedEvent, SubscriptionError>> + Send + 'static,
 {
+    let blocks = events
+        .ready_chunks(MAX_EVENTS_PER_WRITE)
+        .scan(false, |ended, batch| {
+            if *ended {
+                return futures::future::ready(None);
+            }
+            let (bytes, end) = frames(batch);
+            *ended = end;
+            futures::future::ready(Some(bytes))
+        });
+    event_stream_response(blocks, keep_alive, extra_headers)
+}
+
+/// A `text/event-stream` response of ready-framed blocks, with keep-alive comments while it
+/// is quiet; it ends when `blocks` does.
+pub fn event_stream_response<S>(
+    blocks: S,
+    keep_alive: Duration,
+    extra_headers: HeaderMap,
+) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
     let start = tokio::time::Instant::now() + keep_alive;
     let ticker = tokio::time::interval_at(start, keep_alive);
     let guard = crate::metrics::SubscriberGuard::new();
     let body = futures::stream::unfold(
-        (
-            Box::pin(events.ready_chunks(MAX_EVENTS_PER_WRITE)),
-            ticker,
-            false,
-            guard,
-        ),
-        |(mut events, mut ticker, ended, guard)| async move {
-            if ended {
-                return None;
-            }
+        (Box::pin(blocks), ticker, guard),
+        |(mut blocks, mut ticker, guard)| async move {
             tokio::select! {
-                batch = events.next() => {
-                    let (bytes, ended) = frames(batch?);
-                    Some((bytes, (events, ticker, ended, guard)))
-                }
-                _ = ticker.tick() => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), (events, ticker, false, guard))),
+                block = blocks.next() => Some((block?, (blocks, ticker, guard))),
+                _ = ticker.tick() => Some((Bytes::from_static(KEEP_ALIVE_COMMENT), (blocks, ticker, guard))),
             }
         },
     )

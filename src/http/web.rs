@@ -47,6 +47,11 @@ pub const ASSETS: &[(&str, &str, &str)] = &[
     ("/chat.js", JS, include_str!("../../web/chat.js")),
     ("/files.js", JS, include_str!("../../web/files.js")),
     ("/versions.js", JS, include_str!("../../web/versions.js")),
+    (
+        "/deploylogs.js",
+        JS,
+        include_str!("../../web/deploylogs.js"),
+    ),
 ];
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -41,6 +41,8 @@ pub async fn enqueue_for_app(
         .exec_with_returning(db)
         .await?;
     for deployment in &cancelled {
+        let reason = deployment.error.as_deref();
+        crate::deploy::logs::status_changed(db, &deployment.id, CANCELLED, reason).await?;
         records::announce(db, deployment).await;
     }
     let effects = [

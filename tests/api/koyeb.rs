@@ -66,6 +66,7 @@ pub fn request(app_id: &str, version: i32, env: &[(&str, &str)]) -> DeployReques
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
+        log: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@ mod client_shapes;
 mod cluster;
 mod cluster_processes;
 mod deploy;
+mod deployment_logs;
 mod ecr;
 mod files;
 mod git;

@@ -235,6 +235,24 @@ async function main() {
       log('- no deploy link (EXPECT_DEPLOY is not 1): preview not checked');
     }
 
+    if (EXPECT_DEPLOY) {
+      await step('the deployment log shows its lines under the app header', async () => {
+        const panel = page.locator('[data-testid="app-header"] [data-testid="deploy-log"]');
+        await panel.waitFor({ timeout: 10_000 });
+        await panel.locator('summary').click();
+        await page.locator('[data-testid="app-header"] [data-testid="deploy-log"][data-status="healthy"]').waitFor({ timeout: 15_000 });
+        const lines = panel.locator('[data-testid="deploy-log-line"]');
+        await lines.filter({ hasText: 'site published at' }).first().waitFor({ timeout: 5000 });
+        const texts = await lines.allTextContents();
+        expect(texts.some((t) => t.includes('queued: version 1')), `no queued line in the log: ${texts.join(' | ')}`);
+        expect(texts.some((t) => t.includes('healthy: ')), `no healthy line in the log: ${texts.join(' | ')}`);
+        const seqs = await lines.evaluateAll((els) => els.map((el) => Number(el.dataset.seq)));
+        expect(seqs.every((seq, i) => seq === i + 1), `log lines out of order or repeated: ${seqs}`);
+        expect((await panel.locator('[data-failed="true"]').count()) === 0, 'a healthy deployment has a failed line');
+        await screenshot('deployment-log');
+      });
+    }
+
     await step('follow-up "add a dark mode" survives dropped connections without duplicates', async () => {
       // Slow the demo agent down so the run is still going when we cut it.
       await page.evaluate(() => window.__agentgateTest.setSettings({ demo: { eventDelayMs: 700 } }));

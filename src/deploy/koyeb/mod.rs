@@ -291,7 +291,7 @@ impl KoyebDeployer {
                 password: auth.password.clone(),
             };
             let output = builder
-                .build_and_push(&request.files, &image, Some(&login))
+                .build_and_push_logged(&request.files, &image, Some(&login), &request.log)
                 .await?;
             state.insert(STATE_IMAGE.into(), image.clone().into());
             state.insert(
@@ -364,6 +364,8 @@ impl Deployer for KoyebDeployer {
             Err(e) => return Err(e.into()),
         };
         let secrets: Vec<String> = request.env.values().cloned().collect();
+        // Koyeb's messages on the deployment (build and instance events), each stored once.
+        request.log.provider_messages(&deployment.messages);
         Ok(
             match status::classify(&deployment.status, &deployment.messages) {
                 Phase::Building => ProviderStatus::Building,
