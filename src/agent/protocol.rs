@@ -269,13 +269,20 @@ impl RawObject<'_> {
         let mut fields: Vec<Field> = Vec::with_capacity(self.0.len());
         // Agents send a handful of fields; a hostile one with thousands gets an index.
         let mut index: Option<HashMap<&str, usize>> = (self.0.len() > 16).then(HashMap::new);
+        // A key whose bit is not set yet cannot be a repeat: no search for nearly every key.
+        let mut seen = 0u64;
         for (key, raw) in &self.0 {
             let start = offset(raw.get());
             let value = start..start + raw.get().len();
+            let bit = 1u64
+                << ((key.len() + 7 * usize::from(key.as_bytes().first().copied().unwrap_or(0)))
+                    % 64);
             let earlier = match &index {
                 Some(index) => index.get(&**key).copied(),
+                None if seen & bit == 0 => None,
                 None => fields.iter().position(|f| f.key(source) == key),
             };
+            seen |= bit;
             if let Some(i) = earlier {
                 fields[i].value = value;
                 continue;
@@ -439,16 +446,16 @@ pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
     out.extend_from_slice(b",\"message\":{");
     let mut first = true;
     for field in &event.message {
-        push_field(
-            &mut out,
-            &mut first,
-            field.key(&event.data),
-            &event.data[field.value.clone()],
-        );
+        push_field(&mut out, &mut first, field, &event.data);
     }
     if let Some(items) = &event.legacy_messages {
-        let items = serde_json::to_string(items).unwrap_or_else(|_| "[]".into());
-        push_field(&mut out, &mut first, "messages", &items);
+        out.extend_from_slice(if first {
+            b"\"messages\":"
+        } else {
+            b",\"messages\":"
+        });
+        // Serialising `Value`s into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, items);
     }
     out.extend_from_slice(b"},\"runId\":");
     push_json_str(&mut out, &ctx.run_id);
@@ -464,25 +471,28 @@ pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
     push_json_str(&mut out, &ctx.trace_id);
     let mut first = false;
     for field in &event.extra {
-        push_field(
-            &mut out,
-            &mut first,
-            field.key(&event.data),
-            &event.data[field.value.clone()],
-        );
+        push_field(&mut out, &mut first, field, &event.data);
     }
     out.push(b'}');
     // Only valid UTF-8 went in: the agent's payload (a `String`) and serde_json's output.
     String::from_utf8(out).unwrap_or_default()
 }
 
-fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &str, raw_value: &str) {
+fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &Field, data: &str) {
     if !std::mem::take(first) {
         out.push(b',');
     }
-    push_json_str(out, key);
+    match &key.key {
+        // As the agent wrote it: a key read in place has no escapes.
+        FieldKey::Span(range) => {
+            out.push(b'"');
+            out.extend_from_slice(&data.as_bytes()[range.clone()]);
+            out.push(b'"');
+        }
+        FieldKey::Unescaped(key) => push_json_str(out, key),
+    }
     out.push(b':');
-    out.extend_from_slice(raw_value.as_bytes());
+    out.extend_from_slice(&data.as_bytes()[key.value.clone()]);
 }
 
 fn push_json_str(out: &mut Vec<u8>, text: &str) {

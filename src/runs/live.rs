@@ -23,10 +23,15 @@ pub struct LogFailure {
     pub error: String,
 }
 
+/// Events of one run that committed together, in seq order. The live ring holds batches, not
+/// events: a writer batch of hundreds of a run's events is one slot, so a subscriber falls
+/// behind (and reads the log) only when it misses many batches, not when one batch is large.
+pub type LiveBatch = Arc<[SharedEvent]>;
+
 pub struct LiveRun {
     pub run_id: String,
     pub app_id: String,
-    pub sender: broadcast::Sender<SharedEvent>,
+    pub sender: broadcast::Sender<LiveBatch>,
     cancel: CancellationToken,
     stop_reason: Mutex<Option<StopReason>>,
     /// Set by the log writer when one of this run's events could not be stored.
@@ -63,6 +68,11 @@ impl LiveRun {
     /// Clears and returns the failure, after which the run's events are written again.
     pub fn take_log_failure(&self) -> Option<LogFailure> {
         self.log_failure.lock().ok().and_then(|mut f| f.take())
+    }
+
+    /// Hands committed events to the run's live subscribers (none is fine: the log has them).
+    pub fn publish(&self, events: LiveBatch) {
+        let _ = self.sender.send(events);
     }
 
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {

@@ -12,6 +12,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, Quer
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::event_log::{self, SharedEvent};
+use super::live::LiveBatch;
 use super::remote::TailWatch;
 use super::ACTIVE_STATUSES;
 use entity::runs;
@@ -21,7 +22,7 @@ const PAGE: u64 = 500;
 /// Where new events come from once the log is read out.
 pub enum Tail {
     /// This gateway runs the run: its in-process broadcast.
-    Local(broadcast::Receiver<SharedEvent>),
+    Local(broadcast::Receiver<LiveBatch>),
     /// Another gateway runs it (or nobody does any more): its signals, and the run's status.
     Remote(TailWatch),
 }
@@ -63,7 +64,7 @@ impl Subscription {
     pub fn from_start(
         db: DatabaseConnection,
         run_id: String,
-        live: broadcast::Receiver<SharedEvent>,
+        live: broadcast::Receiver<LiveBatch>,
     ) -> Self {
         Self {
             need_log_read: false,
@@ -102,10 +103,22 @@ impl Subscription {
                 // The run ended and the log has nothing more (or it never logged `done`).
                 None => return Ok(None),
                 Some(Tail::Local(live)) => match live.recv().await {
-                    Ok(event) if event.seq <= self.last_seq => {}
-                    Ok(event) if event.seq == self.last_seq + 1 => self.backlog.push_back(event),
-                    // A gap: the missing events are in the log already.
-                    Ok(_) | Err(RecvError::Lagged(_)) => self.need_log_read = true,
+                    Ok(batch) => {
+                        let mut next = self.last_seq + 1;
+                        for event in batch.iter() {
+                            if event.seq < next {
+                                continue;
+                            }
+                            if event.seq != next {
+                                // A gap: the missing events are in the log already.
+                                self.need_log_read = true;
+                                break;
+                            }
+                            self.backlog.push_back(event.clone());
+                            next += 1;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => self.need_log_read = true,
                     Err(RecvError::Closed) => {
                         self.tail = None;
                         self.need_log_read = true;

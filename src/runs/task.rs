@@ -195,7 +195,7 @@ impl Emitter {
             }
             if result.is_ok() || Instant::now() + delay > give_up_at {
                 if !announced {
-                    let _ = self.live.sender.send(Arc::new(stored));
+                    self.live.publish(Arc::new([Arc::new(stored)]));
                 }
                 return result;
             }
@@ -203,7 +203,7 @@ impl Emitter {
                 tracing::warn!(error = %e, "could not record the end of the run; retrying");
             }
             if !announced {
-                let _ = self.live.sender.send(Arc::new(stored.clone()));
+                self.live.publish(Arc::new([Arc::new(stored.clone())]));
                 announced = true;
             }
             tokio::time::sleep(delay).await;

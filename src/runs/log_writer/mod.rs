@@ -21,6 +21,7 @@
 mod sql_store;
 mod sqlite_thread;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -224,7 +225,7 @@ async fn write(store: &mut impl Store, batch: &mut Vec<Append>, peers: &Peers) {
         }
     }
     match result {
-        Ok(()) => batch.drain(..).for_each(broadcast),
+        Ok(()) => broadcast(batch),
         // Row by row, so that only the runs whose rows fail hear about it.
         Err(_) => write_rows_one_by_one(store, batch, peers).await,
     }
@@ -237,7 +238,7 @@ async fn write_rows_one_by_one(store: &mut impl Store, rows: &[Append], peers: &
             continue;
         }
         match store.insert(std::slice::from_ref(row), peers).await {
-            Ok(()) | Err(StoreError::Duplicate) => broadcast_ref(row),
+            Ok(()) | Err(StoreError::Duplicate) => broadcast(std::slice::from_ref(row)),
             Err(e) => {
                 tracing::error!(error = %e, run_id = %row.live.run_id, seq = row.event.seq, "could not log an event");
                 row.live.record_log_failure(row.event.seq, e.to_string());
@@ -246,16 +247,44 @@ async fn write_rows_one_by_one(store: &mut impl Store, rows: &[Append], peers: &
     }
 }
 
-fn broadcast(append: Append) {
-    broadcast_ref(&append);
-}
-
-fn broadcast_ref(append: &Append) {
-    // No receivers is fine: the event is in the log for whoever comes later.
-    let _ = append.live.sender.send(append.event.clone());
+/// Hands committed rows to their runs' subscribers: one live batch per run, in seq order.
+fn broadcast(rows: &[Append]) {
+    let mut runs: Vec<(&Arc<LiveRun>, Vec<SharedEvent>)> = Vec::new();
+    // Most batches hold one run's events, or a few runs'; a batch of many runs gets an index.
+    let mut index: HashMap<*const LiveRun, usize> = HashMap::new();
+    for row in rows {
+        let known = match runs.len() {
+            0..=16 => runs
+                .iter()
+                .position(|(live, _)| Arc::ptr_eq(live, &row.live)),
+            _ => {
+                if index.is_empty() {
+                    index.extend(
+                        runs.iter()
+                            .enumerate()
+                            .map(|(i, (l, _))| (Arc::as_ptr(l), i)),
+                    );
+                }
+                index.get(&Arc::as_ptr(&row.live)).copied()
+            }
+        };
+        let at = known.unwrap_or_else(|| {
+            runs.push((&row.live, Vec::new()));
+            if !index.is_empty() {
+                index.insert(Arc::as_ptr(&row.live), runs.len() - 1);
+            }
+            runs.len() - 1
+        });
+        runs[at].1.push(row.event.clone());
+    }
+    for (live, events) in runs {
+        live.publish(events.into());
+    }
     let metrics = crate::metrics::metrics();
-    metrics.events_relayed.inc();
-    metrics
-        .relay_latency
-        .observe(append.arrived.elapsed().as_secs_f64());
+    metrics.events_relayed.inc_by(rows.len() as u64);
+    for row in rows {
+        metrics
+            .relay_latency
+            .observe(row.arrived.elapsed().as_secs_f64());
+    }
 }

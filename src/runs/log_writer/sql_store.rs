@@ -1,7 +1,8 @@
 //! Batches written through a sqlx connection: PostgreSQL, and an in-memory SQLite database.
-use std::fmt::Write;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use super::{Append, Store, StoreError};
@@ -20,12 +21,24 @@ impl SqlStore {
 
 impl Store for SqlStore {
     async fn insert(&mut self, rows: &[Append], peers: &Peers) -> Result<(), StoreError> {
-        insert_rows(&self.db, rows, peers).await.map_err(|e| {
-            match crate::db::is_unique_violation(&e) {
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            let pool = self.db.get_postgres_connection_pool();
+            return insert_unnest(pool, rows, peers).await.map_err(|e| {
+                match e
+                    .as_database_error()
+                    .is_some_and(|e| e.is_unique_violation())
+                {
+                    true => StoreError::Duplicate,
+                    false => StoreError::Failed(e.to_string()),
+                }
+            });
+        }
+        insert_values(&self.db, rows)
+            .await
+            .map_err(|e| match crate::db::is_unique_violation(&e) {
                 true => StoreError::Duplicate,
                 false => StoreError::Failed(e.to_string()),
-            }
-        })
+            })
     }
 
     async fn pause(&mut self, duration: Duration) {
@@ -33,60 +46,69 @@ impl Store for SqlStore {
     }
 }
 
-/// One multi-row INSERT; for a single row this is the same statement as `event_log::append`.
-/// On PostgreSQL, while other gateways are live, the same statement signals them which runs'
-/// logs grew (see `cluster::bus`): the notification is delivered at the commit, never before
-/// the rows.
-async fn insert_rows(db: &DatabaseConnection, rows: &[Append], peers: &Peers) -> Result<(), DbErr> {
-    let backend = db.get_database_backend();
-    let announce = backend == DbBackend::Postgres && peers.present();
-    let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 32 + 64);
+/// The batch as one statement whose text never changes, so PostgreSQL parses and plans it
+/// once per connection: the rows go as five arrays. While other gateways are live, the same
+/// statement signals them which runs' logs grew (see `cluster::bus`): the notification is
+/// delivered at the commit, never before the rows.
+const INSERT_UNNEST: &str = "INSERT INTO run_events (run_id, seq, event, data, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[])";
+const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
+     INSERT INTO run_events (run_id, seq, event, data, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[])) \
+     SELECT pg_notify($6, payload) FROM UNNEST($7::text[]) AS payload";
+
+async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<(), sqlx::Error> {
+    let run_ids: Vec<&str> = rows.iter().map(|r| r.live.run_id.as_str()).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.event.seq).collect();
+    let events: Vec<&str> = rows.iter().map(|r| r.event.event.as_str()).collect();
+    let data: Vec<&str> = rows.iter().map(|r| r.event.data.as_str()).collect();
+    let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
+    let announce = peers.present();
+    let sql = if announce {
+        INSERT_UNNEST_ANNOUNCED
+    } else {
+        INSERT_UNNEST
+    };
+    let mut query = sqlx::query(sql)
+        .bind(run_ids)
+        .bind(seqs)
+        .bind(events)
+        .bind(data)
+        .bind(created);
     if announce {
-        sql.push_str("WITH logged AS (");
+        query = query
+            .bind(bus::CHANNEL)
+            .bind(bus::payloads(&logged_signals(rows)));
     }
+    query.execute(pool).await?;
+    Ok(())
+}
+
+/// One multi-row INSERT (an in-memory SQLite database); for a single row this is the same
+/// statement as `event_log::append`.
+async fn insert_values(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbErr> {
+    let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 12);
     sql.push_str(event_log::INSERT_PREFIX);
     let mut values = Vec::with_capacity(rows.len() * 5);
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(',');
         }
-        match backend {
-            // Anonymous parameters: sqlx looks up the name of every numbered SQLite parameter,
-            // a linear search each, which made a 1,000-row batch cost more than its commit.
-            DbBackend::Sqlite => sql.push_str("(?,?,?,?,?)"),
-            _ => {
-                let n = i * 5;
-                let _ = write!(
-                    sql,
-                    "(${},${},${},${},${})",
-                    n + 1,
-                    n + 2,
-                    n + 3,
-                    n + 4,
-                    n + 5
-                );
-            }
-        }
+        // Anonymous parameters: sqlx looks up the name of every numbered SQLite parameter, a
+        // linear search each, which made a 1,000-row batch cost more than its commit.
+        sql.push_str("(?,?,?,?,?)");
         values.push(Value::from(row.live.run_id.as_str()));
         values.push(Value::from(row.event.seq));
         values.push(Value::from(row.event.event.as_str()));
         values.push(Value::from(row.event.data.as_str()));
         values.push(Value::from(row.created_at));
     }
-    if announce {
-        sql.push_str(") SELECT ");
-        for (i, payload) in bus::payloads(&logged_signals(rows)).into_iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let n = values.len();
-            let _ = write!(sql, "pg_notify(${}, ${})", n + 1, n + 2);
-            values.push(Value::from(bus::CHANNEL));
-            values.push(Value::from(payload));
-        }
-    }
-    db.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
+    db.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        sql,
+        values,
+    ))
+    .await?;
     Ok(())
 }
 

@@ -150,3 +150,122 @@ fn wait_for_lock(attempts: i32) -> bool {
     std::thread::sleep(pause);
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::runs::event_log::StoredEvent;
+    use crate::runs::live::LiveRuns;
+
+    fn database() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE run_events (run_id varchar(36) NOT NULL, seq bigint NOT NULL,
+               event varchar(32) NOT NULL, data text NOT NULL,
+               created_at timestamp_with_timezone_text NOT NULL, PRIMARY KEY (run_id, seq));",
+        )
+        .expect("schema");
+        (dir, path)
+    }
+
+    fn rows(runs: &LiveRuns, run_id: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<Append> {
+        let live = runs.insert(run_id, "app", 16);
+        seqs.map(|seq| Append {
+            live: live.clone(),
+            event: Arc::new(StoredEvent {
+                seq,
+                event: "message".into(),
+                data: format!("{{\"n\":{seq}}}"),
+            }),
+            created_at: chrono::Utc::now(),
+            arrived: std::time::Instant::now(),
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_batch_waits_for_another_connections_write_lock_then_commits() {
+        let (_dir, path) = database();
+        let mut store = SqliteStore::open(&path).expect("open");
+        let holder = Connection::open(&path).expect("open");
+        holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            holder.execute_batch("COMMIT").expect("commit");
+        });
+        let runs = LiveRuns::default();
+        let batch = rows(&runs, "r1", 1..=3);
+        let started = Instant::now();
+        let written = futures::executor::block_on(store.insert(&batch, &Peers::default()));
+        assert!(written.is_ok(), "{written:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(45), "{waited:?}");
+        assert!(waited < Duration::from_millis(500), "{waited:?}");
+        release.join().expect("holder");
+
+        let conn = Connection::open(&path).expect("open");
+        let (count, created_at): (i64, String) = conn
+            .query_row(
+                "SELECT count(*), max(created_at) FROM run_events WHERE run_id = 'r1'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("count");
+        assert_eq!(count, 3);
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(),
+            "{created_at}"
+        );
+    }
+
+    #[test]
+    fn a_batch_with_a_row_logged_already_is_a_duplicate_and_writes_nothing() {
+        let (_dir, path) = database();
+        let mut store = SqliteStore::open(&path).expect("open");
+        let runs = LiveRuns::default();
+        let first = rows(&runs, "r1", 2..=2);
+        futures::executor::block_on(store.insert(&first, &Peers::default())).expect("first");
+        let again = rows(&runs, "r1", 1..=3);
+        let result = futures::executor::block_on(store.insert(&again, &Peers::default()));
+        assert!(matches!(result, Err(StoreError::Duplicate)), "{result:?}");
+        let conn = Connection::open(&path).expect("open");
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM run_events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(count, 1, "the failed batch left no row behind");
+    }
+
+    #[test]
+    fn the_writer_checkpoints_when_idle_and_keeps_the_wal_bounded() {
+        let (_dir, path) = database();
+        let mut store = SqliteStore::open(&path).expect("open");
+        let runs = LiveRuns::default();
+        let wal = path.with_extension("db-wal");
+        for seq in 1..=CHECKPOINT_AFTER_COMMITS as i64 {
+            let row = rows(&runs, "r1", seq..=seq);
+            futures::executor::block_on(store.insert(&row, &Peers::default())).expect("write");
+        }
+        let grown = std::fs::metadata(&wal).expect("wal").len();
+        futures::executor::block_on(store.idle());
+        assert_eq!(store.commits_since_checkpoint, 0);
+        // Once checkpointed, the next write starts the WAL over instead of growing it.
+        for seq in 1000..1010 {
+            let row = rows(&runs, "r1", seq..=seq);
+            futures::executor::block_on(store.insert(&row, &Peers::default())).expect("write");
+        }
+        let conn = Connection::open(&path).expect("open");
+        let (_, frames, _): (i64, i64, i64) = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .expect("wal");
+        assert!(frames < 100, "the WAL started over: {frames} frames");
+        assert!(std::fs::metadata(&wal).expect("wal").len() <= grown);
+    }
+}
