@@ -37,6 +37,9 @@ async fn migrate_alone(url: &str, db: &DatabaseConnection) -> Result<(), DbErr> 
     migrated.and(unlocked.map(|_| ()))
 }
 
+/// The event-log writer's connections on PostgreSQL.
+const LOG_WRITER_CONNECTIONS: usize = 2;
+
 /// The event-log writer's own connection, so that its batches never wait behind request
 /// handlers for a pooled connection: for a SQLite file, the file (the writer opens it on a
 /// thread of its own); an in-memory SQLite database exists only inside its pool, so there the
@@ -58,11 +61,16 @@ pub async fn connect_log_writer(
             None => String::new(),
         };
         return Ok(match file.is_empty() {
-            true => WriterDb::Pool(shared.clone()),
+            true => WriterDb::Connections(vec![shared.clone()]),
             false => WriterDb::SqliteFile(file.into()),
         });
     }
-    Ok(WriterDb::Pool(Database::connect(options(url, 1)).await?))
+    // Two, so that a batch commits while the one before it is still committing.
+    let mut connections = Vec::with_capacity(LOG_WRITER_CONNECTIONS);
+    for _ in 0..LOG_WRITER_CONNECTIONS {
+        connections.push(Database::connect(options(url, 1)).await?);
+    }
+    Ok(WriterDb::Connections(connections))
 }
 
 fn options(url: &str, max_connections: u32) -> ConnectOptions {

@@ -51,6 +51,16 @@ pub async fn append(
     Ok(())
 }
 
+/// Removes a run's events from `seq` on (events that followed one that could not be stored).
+pub async fn discard_from(db: &impl ConnectionTrait, run_id: &str, seq: i64) -> Result<(), DbErr> {
+    run_events::Entity::delete_many()
+        .filter(run_events::Column::RunId.eq(run_id))
+        .filter(run_events::Column::Seq.gte(seq))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Events with `seq > after`, in order, at most `limit`.
 pub async fn read_after(
     db: &impl ConnectionTrait,
@@ -75,12 +85,19 @@ pub async fn read_after(
         .collect())
 }
 
-/// The highest logged sequence number of a run (0 when empty).
-pub async fn last_seq(db: &impl ConnectionTrait, run_id: &str) -> Result<i64, DbErr> {
-    let last = run_events::Entity::find()
-        .filter(run_events::Column::RunId.eq(run_id))
-        .order_by_desc(run_events::Column::Seq)
-        .one(db)
+/// The last sequence number of a run's log before its first gap (0 when it has no event 1).
+/// A run that ended normally has no gap. One whose gateway died while two writer batches
+/// overlapped can have events after a gap: nobody saw those (batches are released in order).
+pub async fn unbroken_end(db: &impl ConnectionTrait, run_id: &str) -> Result<i64, DbErr> {
+    let sql = "SELECT CASE WHEN EXISTS (SELECT 1 FROM run_events WHERE run_id = $1 AND seq = 1) \
+         THEN (SELECT MIN(e.seq) FROM run_events e WHERE e.run_id = $1 AND NOT EXISTS \
+           (SELECT 1 FROM run_events n WHERE n.run_id = e.run_id AND n.seq = e.seq + 1)) \
+         ELSE 0 END AS unbroken";
+    let row = db
+        .query_one_raw(crate::db::statement(db, sql, vec![run_id.into()]))
         .await?;
-    Ok(last.map(|r| r.seq).unwrap_or(0))
+    Ok(match row {
+        Some(row) => row.try_get::<Option<i64>>("", "unbroken")?.unwrap_or(0),
+        None => 0,
+    })
 }

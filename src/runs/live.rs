@@ -58,6 +58,14 @@ impl LiveRun {
         }
     }
 
+    /// Whether event `seq` follows an event of this run that could not be stored.
+    pub fn failed_before(&self, seq: i64) -> bool {
+        self.log_failure
+            .lock()
+            .map(|f| f.as_ref().is_some_and(|f| seq > f.seq))
+            .unwrap_or(false)
+    }
+
     pub fn log_failed(&self) -> bool {
         self.log_failure
             .lock()

@@ -155,7 +155,9 @@ async fn interrupt(db: &DatabaseConnection, run: &runs::Model) -> Result<bool, D
         run_id: run.id.clone(),
         tech_stack,
     };
-    let mut seq = event_log::last_seq(&txn, &run.id).await?;
+    let mut seq = event_log::unbroken_end(&txn, &run.id).await?;
+    // Whatever follows a gap was never released to anyone: the log continues from the gap.
+    event_log::discard_from(&txn, &run.id, seq + 1).await?;
     let last_is_done = seq > 0
         && event_log::read_after(&txn, &run.id, seq - 1, 1)
             .await?

@@ -90,9 +90,19 @@ impl Subscription {
                     // Before the read: a signal that comes during it is not lost.
                     watch.mark_seen();
                 }
-                let page =
+                let mut page =
                     event_log::read_after(&self.db, &self.run_id, self.last_seq, PAGE).await?;
                 self.need_log_read = page.len() as u64 == PAGE;
+                // The writer's commits overlap: a later batch may be in the log before the one
+                // ahead of it. Take only what follows without a gap; the rest comes with the
+                // earlier batch's release (or its signal from another gateway).
+                let contiguous = (page.iter().zip(self.last_seq + 1..))
+                    .take_while(|(event, expected)| event.seq == *expected)
+                    .count();
+                if contiguous < page.len() {
+                    page.truncate(contiguous);
+                    self.need_log_read = false;
+                }
                 let got_any = !page.is_empty();
                 self.backlog.extend(page.into_iter().map(Arc::new));
                 if got_any {

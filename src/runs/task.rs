@@ -140,6 +140,11 @@ impl Emitter {
         self.log.flush().await;
         let failure = self.live.take_log_failure()?;
         self.seq = failure.seq - 1;
+        // The writer removed any later event an overlapping batch had committed; should that
+        // have failed too, remove them here before the sequence continues from the failure.
+        if let Err(e) = event_log::discard_from(&self.db, &self.live.run_id, failure.seq).await {
+            tracing::warn!(error = %e, "could not remove events after the one that failed");
+        }
         Some(failure.error)
     }
 

@@ -616,6 +616,18 @@ async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
         frames[0].data["message"]["messages"][0]["content"],
         "step 0"
     );
+    // The log holds exactly what was streamed: no event after the one that failed stayed in
+    // it, even one a writer batch committed beside the failing one.
+    let run_id = frames[0].data["runId"].as_str().expect("run id");
+    let replay = SseReader::new(crate::resume::events(&app, &token, run_id, None).await)
+        .collect()
+        .await;
+    let shape = |frames: &[Frame]| -> Vec<(i64, String, Value)> {
+        (frames.iter())
+            .map(|f| (f.id, f.event.clone(), f.data.clone()))
+            .collect()
+    };
+    assert_eq!(shape(&replay), shape(&frames));
 
     // Nothing is left active: the app takes its next message.
     let app_id = frames[0].data["appId"]
@@ -667,3 +679,83 @@ async fn large_events_in_a_burst_arrive_whole_and_in_order(kind: DbKind) {
     app.stop().await;
 }
 db_test!(large_events_in_a_burst_arrive_whole_and_in_order);
+
+/// On PostgreSQL the log writer commits two batches at once. When the later one commits first,
+/// nobody sees its events before the earlier batch's: the live stream, a subscriber that reads
+/// the log during the gap, and the replay all go 1, 2, 3, ... without a skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_commits_release_each_runs_events_in_order() {
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let (app, agent) = setup(DbKind::Postgres, "").await;
+    let token = app.token("alice");
+    execute_all(
+        &app,
+        vec![
+            "CREATE FUNCTION slow_event() RETURNS trigger AS $$ BEGIN \
+             IF NEW.data LIKE '%slow step%' THEN PERFORM pg_sleep(0.6); END IF; \
+             RETURN NEW; END $$ LANGUAGE plpgsql"
+                .to_string(),
+            "CREATE TRIGGER slow_event BEFORE INSERT ON run_events \
+             FOR EACH ROW EXECUTE FUNCTION slow_event()"
+                .to_string(),
+        ],
+    )
+    .await;
+    let mut events = vec![event("running", "WipUpdate", Some("slow step 0"))];
+    events.extend((1..6).map(|i| event("running", "WipUpdate", Some(&format!("step {i}")))));
+    events.push(event("idle", "ReviewResult", Some("Done!")));
+    agent.push(Script::events(&events));
+    let response = app
+        .post_message(&token, &json!({"message": "build something"}))
+        .await;
+    let run_id = crate::resume::run_id_of(&response);
+    let live = tokio::spawn(SseReader::new(response).collect());
+
+    // While the first batch sleeps in its trigger, the next one commits beside it.
+    let logged_past_the_gap = async {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        loop {
+            let seqs: Vec<i64> = entity::run_events::Entity::find()
+                .filter(entity::run_events::Column::RunId.eq(run_id.as_str()))
+                .all(&app.state.db)
+                .await
+                .expect("read the log")
+                .into_iter()
+                .map(|e| e.seq)
+                .collect();
+            if seqs.contains(&2) && !seqs.contains(&1) {
+                return;
+            }
+            assert!(!seqs.contains(&1), "the batches did not overlap: {seqs:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), logged_past_the_gap)
+        .await
+        .expect("a later batch committed while the first was still committing");
+    let follower = SseReader::new(crate::resume::events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    let live = live.await.expect("live stream");
+    assert_complete_run(&live);
+    let shape = |frames: &[Frame]| -> Vec<(i64, String, Value)> {
+        (frames.iter())
+            .map(|f| (f.id, f.event.clone(), f.data.clone()))
+            .collect()
+    };
+    let ids: Vec<i64> = live.iter().map(|f| f.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    assert_eq!(
+        live[0].data["message"]["messages"][0]["content"],
+        "slow step 0"
+    );
+    assert_eq!(shape(&follower), shape(&live));
+    let replay = SseReader::new(crate::resume::events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(shape(&replay), shape(&live));
+    assert_eq!(run_status(&app, &run_id).await, "succeeded");
+    app.stop().await;
+}

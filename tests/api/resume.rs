@@ -543,11 +543,30 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
     .insert(&second.state.db)
     .await
     .expect("insert");
+    // It died while two writer batches overlapped: event 4 committed, event 3 never did.
+    for seq in [1, 2, 4] {
+        entity::run_events::ActiveModel {
+            run_id: Set(orphan.clone()),
+            seq: Set(seq),
+            event: Set("message".into()),
+            data: Set(json!({"message": {"kind": "WipUpdate", "n": seq}}).to_string()),
+            created_at: Set(now),
+        }
+        .insert(&second.state.db)
+        .await
+        .expect("insert event");
+    }
     assert_eq!(settled_run_status(&second, &orphan).await, "interrupted");
     let replay = SseReader::new(events(&second, &second.token("alice"), &orphan, None).await)
         .collect()
         .await;
-    assert_eq!(kinds(&replay), vec!["error", "done"]);
+    // Event 4 followed a gap, so nobody saw it: the log goes on from the gap.
+    assert_eq!(
+        kinds(&replay),
+        vec!["WipUpdate", "WipUpdate", "error", "done"]
+    );
+    let ids: Vec<i64> = replay.iter().map(|f| f.id).collect();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
     // The interruption is in the app's history, so a reload shows why the run ended.
     let history: serde_json::Value = second
         .get(&format!("/apps/{app_id}/history"), &second.token("alice"))

@@ -18,10 +18,10 @@
 //! Where the rows go is a [`Store`]: on a SQLite file, a connection of its own on a thread of
 //! its own (`sqlite_thread`); on PostgreSQL (and an in-memory SQLite database), a sqlx
 //! connection (`sql_store`).
+mod batches;
 mod sql_store;
 mod sqlite_thread;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +86,14 @@ trait Store: Send {
         peers: &Peers,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Removes the run's events from `seq` on: they followed an event of the run that could
+    /// not be stored (see `batches`).
+    fn discard_from(
+        &mut self,
+        run_id: &str,
+        seq: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Waits before a retry.
     fn pause(&mut self, duration: Duration) -> impl Future<Output = ()> + Send;
 
@@ -97,9 +105,10 @@ trait Store: Send {
 
 /// The database the writer writes to.
 pub enum WriterDb {
-    /// A sqlx connection of its own (PostgreSQL, or the shared pool of an in-memory SQLite
-    /// database, which exists only inside that pool).
-    Pool(DatabaseConnection),
+    /// sqlx connections of its own, each writing one batch at a time while the others commit
+    /// theirs (PostgreSQL; or the shared pool of an in-memory SQLite database, which exists
+    /// only inside that pool).
+    Connections(Vec<DatabaseConnection>),
     /// A SQLite database file, written by a thread of the writer's own.
     SqliteFile(PathBuf),
 }
@@ -120,8 +129,9 @@ impl LogWriter {
         let (queue, requests) = mpsc::channel(QUEUE);
         let peers = Peers::default();
         match writer_db {
-            WriterDb::Pool(db) => {
-                tokio::spawn(write_batches(SqlStore::new(db), requests, peers.clone()));
+            WriterDb::Connections(connections) => {
+                let stores = connections.into_iter().map(SqlStore::new).collect();
+                tokio::spawn(batches::write_batches(stores, requests, peers.clone()));
             }
             WriterDb::SqliteFile(path) => sqlite_thread::start(&path, requests, peers.clone())?,
         }
@@ -150,7 +160,8 @@ impl LogWriter {
             self.queue.send(Request::Append(append)).await
         {
             let mut store = SqlStore::new(self.fallback.clone());
-            write_rows_one_by_one(&mut store, &[append], &self.peers).await;
+            let committed = batches::commit(&mut store, vec![append], &self.peers).await;
+            batches::broadcast(&committed);
         }
     }
 
@@ -160,131 +171,5 @@ impl LogWriter {
         if self.queue.send(Request::Flush(done)).await.is_ok() {
             let _ = flushed.await;
         }
-    }
-}
-
-async fn write_batches(mut store: impl Store, mut requests: mpsc::Receiver<Request>, peers: Peers) {
-    let mut received = Vec::with_capacity(MAX_ROWS);
-    let mut batch = Vec::with_capacity(MAX_ROWS);
-    let mut batch_bytes = 0;
-    let mut flushes = Vec::new();
-    while requests.recv_many(&mut received, MAX_ROWS).await > 0 {
-        for request in received.drain(..) {
-            match request {
-                // Queued behind an event that failed: storing it would leave a gap.
-                Request::Append(append) if append.live.log_failed() => {}
-                Request::Append(append) => {
-                    let size = append.event.data.len();
-                    if batch_bytes + size > MAX_BATCH_BYTES {
-                        write(&mut store, &mut batch, &peers).await;
-                        batch_bytes = 0;
-                    }
-                    batch_bytes += size;
-                    batch.push(append);
-                }
-                Request::Flush(done) => flushes.push(done),
-            }
-        }
-        write(&mut store, &mut batch, &peers).await;
-        batch_bytes = 0;
-        // Everything queued before these flushes was in this or an earlier batch.
-        for done in flushes.drain(..) {
-            let _ = done.send(());
-        }
-        if requests.is_empty() {
-            store.idle().await;
-        }
-    }
-}
-
-/// Writes `batch` (emptying it) and broadcasts what committed.
-async fn write(store: &mut impl Store, batch: &mut Vec<Append>, peers: &Peers) {
-    if batch.is_empty() {
-        return;
-    }
-    let mut result = Ok(());
-    for attempt in 0..BATCH_ATTEMPTS {
-        if attempt > 0 {
-            store.pause(Duration::from_millis(100 * attempt)).await;
-        }
-        let started = Instant::now();
-        result = store.insert(batch, peers).await;
-        tracing::debug!(
-            rows = batch.len(),
-            micros = started.elapsed().as_micros() as u64,
-            "event log batch"
-        );
-        match &result {
-            Ok(()) => break,
-            // A retry after a commit whose answer was lost: the rows are there already; row by
-            // row below tells which.
-            Err(StoreError::Duplicate) if attempt > 0 => break,
-            Err(e) => {
-                tracing::warn!(error = %e, rows = batch.len(), attempt, "event log write failed")
-            }
-        }
-    }
-    match result {
-        Ok(()) => broadcast(batch),
-        // Row by row, so that only the runs whose rows fail hear about it.
-        Err(_) => write_rows_one_by_one(store, batch, peers).await,
-    }
-    batch.clear();
-}
-
-async fn write_rows_one_by_one(store: &mut impl Store, rows: &[Append], peers: &Peers) {
-    for row in rows.iter() {
-        if row.live.log_failed() {
-            continue;
-        }
-        match store.insert(std::slice::from_ref(row), peers).await {
-            Ok(()) | Err(StoreError::Duplicate) => broadcast(std::slice::from_ref(row)),
-            Err(e) => {
-                tracing::error!(error = %e, run_id = %row.live.run_id, seq = row.event.seq, "could not log an event");
-                row.live.record_log_failure(row.event.seq, e.to_string());
-            }
-        }
-    }
-}
-
-/// Hands committed rows to their runs' subscribers: one live batch per run, in seq order.
-fn broadcast(rows: &[Append]) {
-    let mut runs: Vec<(&Arc<LiveRun>, Vec<SharedEvent>)> = Vec::new();
-    // Most batches hold one run's events, or a few runs'; a batch of many runs gets an index.
-    let mut index: HashMap<*const LiveRun, usize> = HashMap::new();
-    for row in rows {
-        let known = match runs.len() {
-            0..=16 => runs
-                .iter()
-                .position(|(live, _)| Arc::ptr_eq(live, &row.live)),
-            _ => {
-                if index.is_empty() {
-                    index.extend(
-                        runs.iter()
-                            .enumerate()
-                            .map(|(i, (l, _))| (Arc::as_ptr(l), i)),
-                    );
-                }
-                index.get(&Arc::as_ptr(&row.live)).copied()
-            }
-        };
-        let at = known.unwrap_or_else(|| {
-            runs.push((&row.live, Vec::new()));
-            if !index.is_empty() {
-                index.insert(Arc::as_ptr(&row.live), runs.len() - 1);
-            }
-            runs.len() - 1
-        });
-        runs[at].1.push(row.event.clone());
-    }
-    for (live, events) in runs {
-        live.publish(events.into());
-    }
-    let metrics = crate::metrics::metrics();
-    metrics.events_relayed.inc_by(rows.len() as u64);
-    for row in rows {
-        metrics
-            .relay_latency
-            .observe(row.arrived.elapsed().as_secs_f64());
     }
 }

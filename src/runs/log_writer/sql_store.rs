@@ -41,6 +41,12 @@ impl Store for SqlStore {
             })
     }
 
+    async fn discard_from(&mut self, run_id: &str, seq: i64) -> Result<(), StoreError> {
+        event_log::discard_from(&self.db, run_id, seq)
+            .await
+            .map_err(|e| StoreError::Failed(e.to_string()))
+    }
+
     async fn pause(&mut self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }

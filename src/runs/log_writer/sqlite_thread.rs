@@ -18,7 +18,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use sea_orm::DbErr;
 use tokio::sync::mpsc;
 
-use super::{write_batches, Append, Request, Store, StoreError};
+use super::{batches, Append, Request, Store, StoreError};
 use crate::cluster::bus::Peers;
 
 /// Commits between checkpoints when the queue runs empty now and then.
@@ -40,7 +40,9 @@ pub(super) fn start(
         .map_err(|e| DbErr::Custom(format!("could not open the event log writer: {e}")))?;
     std::thread::Builder::new()
         .name("event-log-writer".into())
-        .spawn(move || futures::executor::block_on(write_batches(store, requests, peers)))
+        .spawn(move || {
+            futures::executor::block_on(batches::write_batches(vec![store], requests, peers))
+        })
         .map_err(|e| DbErr::Custom(format!("could not start the event log writer: {e}")))?;
     Ok(())
 }
@@ -113,6 +115,16 @@ impl Store for SqliteStore {
             Some(ErrorCode::ConstraintViolation) if is_unique(&e) => StoreError::Duplicate,
             _ => StoreError::Failed(e.to_string()),
         })
+    }
+
+    async fn discard_from(&mut self, run_id: &str, seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM run_events WHERE run_id = ?1 AND seq >= ?2",
+                params![run_id, seq],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::Failed(e.to_string()))
     }
 
     async fn pause(&mut self, duration: Duration) {
