@@ -4,7 +4,7 @@
 #   bench/run.sh            full run (rounds, scenarios and sizes below; ~25 min on 2 cores)
 #   bench/run.sh --smoke    tiny configuration, one round, seconds; exits non-zero on any error
 #
-# Options: --rounds N, --only "ttfe latency firehose cross hold inproc files" (scenarios),
+# Options: --rounds N, --only "ttfe latency firehose cross hold tail inproc files" (scenarios),
 # --systems "direct nginx sqlite postgres", --out DIR, --no-build,
 # --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
 # --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped).
@@ -12,6 +12,9 @@
 # BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
+# "tail" (agentgate only: direct and nginx have no runs to follow) starts TAIL_RUNS live runs and
+# ramps idle subscribers over them (GET /runs/{id}/events): a subscriber costs the gateway one
+# descriptor where a relayed stream costs two, so 10,000 fit under a 20,000 open-files limit.
 #
 # The load client and the mock agent are pinned to core 0, the system under test (nginx or
 # agentgate) to core 1, every tokio runtime with TOKIO_WORKER_THREADS=1. Systems are interleaved
@@ -25,7 +28,7 @@ PROFILE=release
 SMOKE=0
 STRICT=0
 ROUNDS=5
-ONLY="ttfe latency firehose cross hold inproc files"
+ONLY="ttfe latency firehose cross hold tail inproc files"
 SYSTEMS="direct nginx sqlite postgres"
 BUILD=1
 OUT=""
@@ -59,12 +62,14 @@ if [ $SMOKE = 1 ]; then
     LAT_STREAMS=10; LAT_CONC=10; LAT_EVENTS=10
     FIRE_STREAMS=2; FIRE_EVENTS=500
     HOLD_RAMP=50,100; HOLD_HB_MS=1000; HOLD_WINDOW=2.5; HOLD_RATE=500
+    TAIL_RUNS=5; TAIL_RAMP=250,500
     INPROC_EVENTS=200; FILES_ARGS="--files 50 --lines 20 --reps 1"
 else
     TTFE_STREAMS=${TTFE_STREAMS:-300}; TTFE_WARMUP=30
     LAT_STREAMS=${LAT_STREAMS:-100}; LAT_CONC=50; LAT_EVENTS=200
     FIRE_STREAMS=20; FIRE_EVENTS=${FIRE_EVENTS:-5000}
     HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
+    TAIL_RUNS=${TAIL_RUNS:-100}; TAIL_RAMP=${TAIL_RAMP:-1000,2000,4000,6000,8000,10000}
     INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
 fi
 PORT_BASE=${BENCH_PORT_BASE:-19100}
@@ -328,7 +333,7 @@ client() {
         "${aux[@]}" --label "$system/$scenario/r$round" "$@" 2>> "$OUT/client.log" | tail -n 1)
     echo "$line" | jq -c --arg s "$system" --arg c "$scenario" --argjson r "$round" \
         '. + {system: $s, scenario: $c, round: $r}' >> "$RESULTS"
-    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held), rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
+    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held)" + (if .tail_runs then " subscribers of \(.tail_runs) runs (run failures \(.run_failures))" else "" end) + ", rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
 }
 
 scenarios() { # system round
@@ -398,10 +403,11 @@ if want cross; then
 fi
 
 # --- idle streams: one ramp per system (each holds thousands of connections for a minute) ----
+IDLE_ARGS=(--heartbeat-ms "$HOLD_HB_MS" --window-secs "$HOLD_WINDOW" --open-rate "$HOLD_RATE"
+           --sources 8 --stall-secs 60)
 if want hold; then
     log "idle stream ramp $HOLD_RAMP, heartbeat ${HOLD_HB_MS} ms"
-    HOLD_ARGS=(--ramp "$HOLD_RAMP" --heartbeat-ms "$HOLD_HB_MS" --window-secs "$HOLD_WINDOW"
-               --open-rate "$HOLD_RATE" --sources 8 --stall-secs 60)
+    HOLD_ARGS=(--ramp "$HOLD_RAMP" "${IDLE_ARGS[@]}")
     for system in $SYSTEMS; do
         case $system in
             direct) client direct hold 1 "${HOLD_ARGS[@]}"
@@ -418,6 +424,25 @@ if want hold; then
     done
 fi
 
+# --- many subscribers, few runs: TAIL_RUNS live runs, idle subscribers ramped over them ------
+if want tail; then
+    log "tail: $TAIL_RUNS live runs, subscriber ramp $TAIL_RAMP, heartbeat ${HOLD_HB_MS} ms (agentgate only)"
+    for system in $SYSTEMS; do
+        case $system in
+            direct|nginx) log "tail: $system has no runs to subscribe to: not applicable" ;;
+            sqlite|postgres)
+                if [ "$system" = postgres ] && [ $PG_OK = 0 ]; then
+                    missing "PostgreSQL at $PG_ADMIN"
+                    continue
+                fi
+                start_gateway "$system" tail $(( HOLD_HB_MS / 1000 ))
+                client "$system" tail 1 --tail-runs "$TAIL_RUNS" --ramp "$TAIL_RAMP" "${IDLE_ARGS[@]}"
+                stop_gateway
+                sleep 2 ;;
+        esac
+    done
+fi
+
 # --- deterministic: instructions per relayed event under callgrind --------------------------
 if want inproc; then
     if command -v valgrind >/dev/null 2>&1; then
@@ -427,13 +452,20 @@ if want inproc; then
             local runs=$1 scenario=$2 per_run=$(( INPROC_EVENTS / $1 )) n
             log "callgrind: relay-inproc --runs $runs --events $per_run and --events 0"
             for n in "$per_run" 0; do
-                valgrind --tool=callgrind --callgrind-out-file="$OUT/$scenario.$n.out" \
+                if ! valgrind --tool=callgrind --callgrind-out-file="$OUT/$scenario.$n.out" \
                     "$BIN/relay-inproc" --runs "$runs" --events "$n" \
-                    > "$OUT/$scenario.$n.json" 2> "$OUT/$scenario.$n.log"
+                    > "$OUT/$scenario.$n.json" 2> "$OUT/$scenario.$n.log"; then
+                    log "relay-inproc --runs $runs --events $n failed under callgrind: $OUT/$scenario.$n.log"
+                    exit 1
+                fi
             done
             local ir_n ir_0
             ir_n=$(grep -E '^(summary|totals):' "$OUT/$scenario.$per_run.out" | head -n 1 | awk '{print $2}')
             ir_0=$(grep -E '^(summary|totals):' "$OUT/$scenario.0.out" | head -n 1 | awk '{print $2}')
+            if [ -z "$ir_n" ] || [ -z "$ir_0" ]; then
+                log "callgrind wrote no instruction count: $OUT/$scenario.*.out"
+                exit 1
+            fi
             jq -nc --arg s "$scenario" --argjson r "$runs" --argjson n "$(( per_run * runs ))" \
                 --argjson a "$ir_n" --argjson b "$ir_0" \
                 '{system: "inproc", scenario: $s, round: 1, runs: $r, events: ($n + $r),
@@ -463,12 +495,13 @@ PIDS=()
 
 # --- summary ---------------------------------------------------------------------------------
 python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
+mkdir -p "$ROOT/target/bench-results"
 ln -sfn "$OUT" "$ROOT/target/bench-results/latest"
 
 # Smoke: every stream must have completed without errors or stalls, every section must exist.
 if [ $SMOKE = 1 ]; then
     bad=$(jq -s '[.[] | select((.errors // 0) > 0 or (.stalled // 0) > 0
-                 or (.mode == "hold" and (.held // 0) == 0))] | length' "$RESULTS")
+                 or (.mode == "hold" and (.held // 0) == 0) or (.run_failures // 0) > 0)] | length' "$RESULTS")
     want_lines=$(jq -s 'length' "$RESULTS")
     if [ "$bad" != 0 ] || [ "$want_lines" = 0 ]; then
         echo "smoke: FAILED ($bad bad results of $want_lines)" >&2

@@ -31,6 +31,17 @@ def get(row, path):
     return row
 
 
+def slope_kib(hold):
+    slope = hold.get("rss_per_stream_bytes")
+    return f"{slope / 1024:.1f} KiB" if slope is not None else "n/a"
+
+
+def steps_text(hold):
+    return "; ".join(
+        f"{st['streams']}: {st['ratio']}, {st['late_p99_ms']}, {st['rss_bytes'] / 1048576:.1f}"
+        for st in hold["steps"])
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(dict)  # (scenario, system) -> round -> row
@@ -103,12 +114,17 @@ def main(path):
         out.append("| system | streams held | RSS per stream (slope) | first failure | steps (streams: ratio, late p99 ms, RSS MiB) |")
         out.append("|---|---|---|---|---|")
         for h in holds:
-            steps = "; ".join(
-                f"{st['streams']}: {st['ratio']}, {st['late_p99_ms']}, {st['rss_bytes'] / 1048576:.1f}"
-                for st in h["steps"])
-            slope = h.get("rss_per_stream_bytes")
-            slope_txt = f"{slope / 1024:.1f} KiB" if slope is not None else "n/a"
-            out.append(f"| {h['system']} | {h['held']} | {slope_txt} | {h.get('first_failure') or ''} | {steps} |")
+            out.append(f"| {h['system']} | {h['held']} | {slope_kib(h)} | {h.get('first_failure') or ''} | {steps_text(h)} |")
+        out.append("")
+    tails = [by[("tail", s)][1] for s in ORDER if ("tail", s) in by]
+    if tails:
+        out.append("### Subscribers tailing live runs (one descriptor each on the gateway; heartbeats counted per step)\n")
+        out.append("| system | runs | subscribers held | RSS per subscriber (slope) | run failures | first failure | steps (subscribers: ratio, late p99 ms, RSS MiB) |")
+        out.append("|---|---|---|---|---|---|---|")
+        for h in tails:
+            failure = h.get("first_failure") or h.get("first_run_failure") or ""
+            out.append(f"| {h['system']} | {h.get('tail_runs')} | {h['held']} | {slope_kib(h)} | "
+                       f"{h.get('run_failures', 0)} | {failure} | {steps_text(h)} |")
         out.append("")
     for scenario in ("callgrind", "callgrind-20runs"):
         cg = by.get((scenario, "inproc"), {}).get(1)
