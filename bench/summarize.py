@@ -126,16 +126,22 @@ def main(path):
             out.append(f"| {h['system']} | {h.get('tail_runs')} | {h['held']} | {slope_kib(h)} | "
                        f"{h.get('run_failures', 0)} | {failure} | {steps_text(h)} |")
         out.append("")
-    for scenario in ("callgrind", "callgrind-20runs"):
+    for scenario in ("callgrind-paced", "callgrind", "callgrind-20runs"):
         cg = by.get((scenario, "inproc"), {}).get(1)
         if not cg:
             continue
         runs = cg.get("runs", 1)
-        out.append(f"### Instructions per relayed event (callgrind, relay-inproc, {runs} run(s))\n")
+        paced = f", one event every {cg['interval_us'] / 1000:g} ms" if cg.get("interval_us") else ""
+        out.append(f"### Instructions per relayed event (callgrind, relay-inproc, {runs} run(s){paced})\n")
         out.append(f"- events relayed: {cg['events']}, total Ir {cg['instructions']:,}, "
                    f"fixed Ir (same runs with 0 running events) {cg['fixed_instructions']:,}")
         out.append(f"- total / events: {cg['per_event_total']:,} Ir; marginal (total − fixed) / events: "
                    f"{cg['per_event_marginal']:,} Ir\n")
+    guard = by.get(("callgrind-guard", "inproc"), {}).get(1)
+    if guard:
+        verdict = "ok" if guard["ok"] else "**FAILED**"
+        out.append(f"- regression guard (1 run): {guard['measured']:,} Ir/event against {guard['committed']:,} "
+                   f"committed: {guard['change_pct']:+.1f} % (fails above +{guard['max_increase_pct']} %): {verdict}\n")
     files = by.get(("files", "files"), {}).get(1)
     if files:
         a, u = files["apply"], files["upload"]
