@@ -85,7 +85,7 @@ struct Args {
     /// streams held open), then ramp subscribers (`GET /runs/{id}/events`) spread over them
     /// instead of one run per stream. A subscriber costs the gateway one descriptor, a relayed
     /// stream two.
-    #[arg(long, default_value_t = 0, requires = "gateway")]
+    #[arg(long, default_value_t = 0)]
     tail_runs: u64,
 }
 
@@ -161,6 +161,9 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => Some(Arc::new(Target::parse(url, target.token.clone(), true)?)),
         None => None,
     };
+    if args.tail_runs > 0 && args.gateway.is_none() {
+        anyhow::bail!("--tail-runs subscribes to runs, which only a gateway has: give --gateway");
+    }
     if args.tail_runs > 0 && args.ramp.is_empty() {
         anyhow::bail!("--tail-runs holds subscribers: give the steps with --ramp");
     }
