@@ -8,7 +8,7 @@
 # --systems "direct nginx sqlite postgres", --out DIR, --no-build,
 # --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
 # --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped),
-# --update-baseline (with "inproc": measure the guarded callgrind figure three times and write
+# --update-baseline (with "inproc": measure the guarded callgrind figure five times and write
 # the median to bench/callgrind-baseline.json instead of checking against it; see "callgrind").
 # Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
 # BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300),
@@ -473,7 +473,7 @@ callgrind_guard() {
     local measured committed profile max pct ok config
     measured=$(jq -r 'select(.scenario == "callgrind-paced") | .per_event_marginal' "$RESULTS" | tail -n 1)
     if [ -z "$measured" ] || [ "$measured" -le 0 ]; then
-        guard_fail "no instructions per event measured"; return
+        guard_fail "no positive instructions per event measured (${measured:-none})"; return
     fi
     if ! committed=$(jq -er '.ir_per_event' "$BASELINE" 2>/dev/null); then
         guard_fail "$BASELINE is missing or has no ir_per_event"; return
@@ -503,7 +503,7 @@ callgrind_guard() {
         log "callgrind guard: ${pct} % below the committed figure: update it with the change that did it, to keep the guard tight"
     fi
 }
-# update_baseline: the median of three measurements, with their spread.
+# update_baseline: the median of five measurements, with their spread.
 update_baseline() {
     local commit
     commit=$(git -C "$ROOT" rev-parse --short HEAD)
@@ -513,10 +513,10 @@ update_baseline() {
         --arg rustc "$(rustc --version 2>/dev/null || echo unknown)" \
         --arg incremental "${CARGO_INCREMENTAL:-default}" \
         '[.[] | select(.scenario | startswith("callgrind-update")) | .per_event_marginal] | sort
-         | if length < 3 then error("fewer than three measurements") else . end | . as $v
+         | if length < 5 then error("fewer than five measurements") else . end | . as $v
          | {what: "marginal instructions per relayed event (callgrind Ir of relay-inproc between its window markers: (with events - with 0 events) / events)",
             profile: $profile, runs: 1, events: $events, interval_us: $interval,
-            ir_per_event: $v[1], spread: [$v[0], $v[2]], max_increase_pct: 10,
+            ir_per_event: $v[2], spread: [$v[0], $v[4]], max_increase_pct: 10,
             measured_at: {commit: $commit, date: $date, rustc: $rustc, cargo_incremental: $incremental},
             update: "CARGO_INCREMENTAL=0 bench/run.sh --smoke --debug --only inproc --update-baseline, in the commit that changes the figure"}' \
         "$RESULTS" > "$BASELINE.tmp"
@@ -555,7 +555,7 @@ if want inproc; then
             tail -n 1 "$RESULTS" >&2
         }
         if [ $UPDATE_BASELINE = 1 ]; then
-            for rep in 1 2 3; do
+            for rep in 1 2 3 4 5; do
                 callgrind_inproc 1 "callgrind-update$rep" $GUARD_EVENTS $GUARD_INTERVAL_US
             done
             update_baseline
