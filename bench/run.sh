@@ -4,14 +4,20 @@
 #   bench/run.sh            full run (rounds, scenarios and sizes below; ~25 min on 2 cores)
 #   bench/run.sh --smoke    tiny configuration, one round, seconds; exits non-zero on any error
 #
-# Options: --rounds N, --only "ttfe latency firehose cross hold inproc files" (scenarios),
+# Options: --rounds N, --only "ttfe latency firehose cross hold tail inproc files" (scenarios),
 # --systems "direct nginx sqlite postgres", --out DIR, --no-build,
 # --debug (debug binaries: CI checks the tools work without a release build; figures meaningless),
-# --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped).
+# --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped),
+# --update-baseline (with "inproc": measure the guarded callgrind figure five times and write
+# the median to bench/callgrind-baseline.json instead of checking against it; see "callgrind").
 # Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
-# BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300).
+# BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300),
+# BENCH_CALLGRIND_BASELINE (default bench/callgrind-baseline.json: the guard's committed figure).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
+# "tail" (agentgate only: direct and nginx have no runs to follow) starts TAIL_RUNS live runs and
+# ramps idle subscribers over them (GET /runs/{id}/events): a subscriber costs the gateway one
+# descriptor where a relayed stream costs two, so 10,000 fit under a 20,000 open-files limit.
 #
 # The load client and the mock agent are pinned to core 0, the system under test (nginx or
 # agentgate) to core 1, every tokio runtime with TOKIO_WORKER_THREADS=1. Systems are interleaved
@@ -24,8 +30,9 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 PROFILE=release
 SMOKE=0
 STRICT=0
+UPDATE_BASELINE=0
 ROUNDS=5
-ONLY="ttfe latency firehose cross hold inproc files"
+ONLY="ttfe latency firehose cross hold tail inproc files"
 SYSTEMS="direct nginx sqlite postgres"
 BUILD=1
 OUT=""
@@ -39,6 +46,7 @@ while [ $# -gt 0 ]; do
         --no-build) BUILD=0 ;;
         --debug) PROFILE=debug ;;
         --strict) STRICT=1 ;;
+        --update-baseline) UPDATE_BASELINE=1 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -59,12 +67,14 @@ if [ $SMOKE = 1 ]; then
     LAT_STREAMS=10; LAT_CONC=10; LAT_EVENTS=10
     FIRE_STREAMS=2; FIRE_EVENTS=500
     HOLD_RAMP=50,100; HOLD_HB_MS=1000; HOLD_WINDOW=2.5; HOLD_RATE=500
+    TAIL_RUNS=5; TAIL_RAMP=250,500
     INPROC_EVENTS=200; FILES_ARGS="--files 50 --lines 20 --reps 1"
 else
     TTFE_STREAMS=${TTFE_STREAMS:-300}; TTFE_WARMUP=30
     LAT_STREAMS=${LAT_STREAMS:-100}; LAT_CONC=50; LAT_EVENTS=200
     FIRE_STREAMS=20; FIRE_EVENTS=${FIRE_EVENTS:-5000}
     HOLD_RAMP=${HOLD_RAMP:-1000,2000,4000,6000,8000,9800}; HOLD_HB_MS=5000; HOLD_WINDOW=11; HOLD_RATE=1000
+    TAIL_RUNS=${TAIL_RUNS:-100}; TAIL_RAMP=${TAIL_RAMP:-1000,2000,4000,6000,8000,10000}
     INPROC_EVENTS=10000; FILES_ARGS="--files 1000 --lines 250 --reps 5"
 fi
 PORT_BASE=${BENCH_PORT_BASE:-19100}
@@ -328,7 +338,7 @@ client() {
         "${aux[@]}" --label "$system/$scenario/r$round" "$@" 2>> "$OUT/client.log" | tail -n 1)
     echo "$line" | jq -c --arg s "$system" --arg c "$scenario" --argjson r "$round" \
         '. + {system: $s, scenario: $c, round: $r}' >> "$RESULTS"
-    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held), rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
+    echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held)" + (if .tail_runs then " subscribers of \(.tail_runs) runs (run failures \(.run_failures))" else "" end) + ", rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
 }
 
 scenarios() { # system round
@@ -398,10 +408,11 @@ if want cross; then
 fi
 
 # --- idle streams: one ramp per system (each holds thousands of connections for a minute) ----
+IDLE_ARGS=(--heartbeat-ms "$HOLD_HB_MS" --window-secs "$HOLD_WINDOW" --open-rate "$HOLD_RATE"
+           --sources 8 --stall-secs 60)
 if want hold; then
     log "idle stream ramp $HOLD_RAMP, heartbeat ${HOLD_HB_MS} ms"
-    HOLD_ARGS=(--ramp "$HOLD_RAMP" --heartbeat-ms "$HOLD_HB_MS" --window-secs "$HOLD_WINDOW"
-               --open-rate "$HOLD_RATE" --sources 8 --stall-secs 60)
+    HOLD_ARGS=(--ramp "$HOLD_RAMP" "${IDLE_ARGS[@]}")
     for system in $SYSTEMS; do
         case $system in
             direct) client direct hold 1 "${HOLD_ARGS[@]}"
@@ -418,31 +429,142 @@ if want hold; then
     done
 fi
 
+# --- many subscribers, few runs: TAIL_RUNS live runs, idle subscribers ramped over them ------
+if want tail; then
+    log "tail: $TAIL_RUNS live runs, subscriber ramp $TAIL_RAMP, heartbeat ${HOLD_HB_MS} ms (agentgate only)"
+    for system in $SYSTEMS; do
+        case $system in
+            direct|nginx) log "tail: $system has no runs to subscribe to: not applicable" ;;
+            sqlite|postgres)
+                if [ "$system" = postgres ] && [ $PG_OK = 0 ]; then
+                    missing "PostgreSQL at $PG_ADMIN"
+                    continue
+                fi
+                start_gateway "$system" tail $(( HOLD_HB_MS / 1000 ))
+                client "$system" tail 1 --tail-runs "$TAIL_RUNS" --ramp "$TAIL_RAMP" "${IDLE_ARGS[@]}"
+                stop_gateway
+                sleep 2 ;;
+        esac
+    done
+fi
+
 # --- deterministic: instructions per relayed event under callgrind --------------------------
+# Only the relay is counted: relay-inproc calls agentgate_bench_window_start/_end around it
+# (callgrind zeroes its counters at the first and writes them to <out>.1 at the second).
+#
+# The regression guard: bench/callgrind-baseline.json commits the marginal Ir per event of
+# `relay-inproc --runs 1 --events GUARD_EVENTS --interval-us GUARD_INTERVAL_US` and the build
+# profile it was measured on. Paced events are relayed one at a time, so the count does not
+# depend on how many events a read, a log batch or a write happened to gather (a firehose varies
+# by ±3 % from run to run under callgrind, paced events by under 1 %). A run on that profile
+# (the CI smoke: debug build) fails when it measures more than max_increase_pct above the
+# committed figure; on another profile the figure is reported, not compared (under --strict a
+# mismatch fails). A deliberate change updates the figure in the same commit:
+#   CARGO_INCREMENTAL=0 bench/run.sh --smoke --debug --only inproc --update-baseline
+# (CARGO_INCREMENTAL=0 because CI builds that way.)
+BASELINE=${BENCH_CALLGRIND_BASELINE:-$ROOT/bench/callgrind-baseline.json}
+GUARD_EVENTS=200; GUARD_INTERVAL_US=100000
+GUARD_FAILED=0
+guard_fail() {
+    log "callgrind guard: $1"
+    GUARD_FAILED=1
+}
+callgrind_guard() {
+    local measured committed profile max pct ok config
+    measured=$(jq -r 'select(.scenario == "callgrind-paced") | .per_event_marginal' "$RESULTS" | tail -n 1)
+    if [ -z "$measured" ] || [ "$measured" -le 0 ]; then
+        guard_fail "no positive instructions per event measured (${measured:-none})"; return
+    fi
+    if ! committed=$(jq -er '.ir_per_event' "$BASELINE" 2>/dev/null); then
+        guard_fail "$BASELINE is missing or has no ir_per_event"; return
+    fi
+    profile=$(jq -r '.profile' "$BASELINE")
+    max=$(jq -r '.max_increase_pct' "$BASELINE")
+    config=$(jq -r '"\(.runs) \(.events) \(.interval_us)"' "$BASELINE")
+    if [ "$config" != "1 $GUARD_EVENTS $GUARD_INTERVAL_US" ]; then
+        guard_fail "the committed figure is for runs, events, interval '$config', run.sh measures '1 $GUARD_EVENTS $GUARD_INTERVAL_US': update it"
+        return
+    fi
+    if [ "$profile" != "$PROFILE" ]; then
+        local why="the committed figure is for a $profile build, this run is $PROFILE"
+        if [ $STRICT = 1 ]; then guard_fail "$why (--strict: they must agree)"
+        else log "callgrind guard: $why: not compared"; fi
+        return
+    fi
+    pct=$(jq -n --argjson m "$measured" --argjson c "$committed" '(($m - $c) * 1000 / $c | round) / 10')
+    ok=$(jq -n --argjson p "$pct" --argjson x "$max" '$p <= $x')
+    log "callgrind guard: $measured Ir/event measured, $committed committed (at $(jq -r '.measured_at.commit' "$BASELINE")): ${pct} % (fails above +$max %)"
+    jq -nc --argjson m "$measured" --argjson c "$committed" --argjson p "$pct" --argjson x "$max" \
+        --argjson ok "$ok" '{system: "inproc", scenario: "callgrind-guard", round: 1, measured: $m,
+        committed: $c, change_pct: $p, max_increase_pct: $x, ok: $ok}' >> "$RESULTS"
+    if [ "$ok" != true ]; then
+        guard_fail "instructions per event rose ${pct} % above the committed figure: find the cause, or, for a deliberate change, update the figure in the same commit (see bench/run.sh)"
+    elif jq -ne --argjson p "$pct" --argjson x "$max" '$p < -$x' >/dev/null; then
+        log "callgrind guard: ${pct} % below the committed figure: update it with the change that did it, to keep the guard tight"
+    fi
+}
+# update_baseline: the median of five measurements, with their spread.
+update_baseline() {
+    local commit
+    commit=$(git -C "$ROOT" rev-parse --short HEAD)
+    git -C "$ROOT" diff --quiet HEAD -- src Cargo.lock || commit="$commit+uncommitted changes"
+    jq -s --arg profile "$PROFILE" --argjson events $GUARD_EVENTS --argjson interval $GUARD_INTERVAL_US \
+        --arg commit "$commit" --arg date "$(date -u +%Y-%m-%d)" \
+        --arg rustc "$(rustc --version 2>/dev/null || echo unknown)" \
+        --arg incremental "${CARGO_INCREMENTAL:-default}" \
+        '[.[] | select(.scenario | startswith("callgrind-update")) | .per_event_marginal] | sort
+         | if length < 5 then error("fewer than five measurements") else . end | . as $v
+         | {what: "marginal instructions per relayed event (callgrind Ir of relay-inproc between its window markers: (with events - with 0 events) / events)",
+            profile: $profile, runs: 1, events: $events, interval_us: $interval,
+            ir_per_event: $v[2], spread: [$v[0], $v[4]], max_increase_pct: 10,
+            measured_at: {commit: $commit, date: $date, rustc: $rustc, cargo_incremental: $incremental},
+            update: "CARGO_INCREMENTAL=0 bench/run.sh --smoke --debug --only inproc --update-baseline, in the commit that changes the figure"}' \
+        "$RESULTS" > "$BASELINE.tmp"
+    mv "$BASELINE.tmp" "$BASELINE"
+    log "callgrind guard: wrote $BASELINE:"
+    cat "$BASELINE" >&2
+}
 if want inproc; then
     if command -v valgrind >/dev/null 2>&1; then
-        # callgrind_inproc RUNS SCENARIO: INPROC_EVENTS events split over RUNS concurrent runs,
-        # minus the same runs with no running events.
+        # callgrind_inproc RUNS SCENARIO EVENTS [INTERVAL_US]: EVENTS events split over RUNS
+        # concurrent runs, minus the same runs with no running events.
         callgrind_inproc() {
-            local runs=$1 scenario=$2 per_run=$(( INPROC_EVENTS / $1 )) n
-            log "callgrind: relay-inproc --runs $runs --events $per_run and --events 0"
+            local runs=$1 scenario=$2 per_run=$(( $3 / $1 )) interval=${4:-0} n ir_n ir_0
+            log "callgrind: relay-inproc --runs $runs --events $per_run --interval-us $interval, and --events 0"
             for n in "$per_run" 0; do
-                valgrind --tool=callgrind --callgrind-out-file="$OUT/$scenario.$n.out" \
-                    "$BIN/relay-inproc" --runs "$runs" --events "$n" \
-                    > "$OUT/$scenario.$n.json" 2> "$OUT/$scenario.$n.log"
+                if ! valgrind --tool=callgrind --callgrind-out-file="$OUT/$scenario.$n.out" \
+                    --zero-before=agentgate_bench_window_start --dump-before=agentgate_bench_window_end \
+                    "$BIN/relay-inproc" --runs "$runs" --events "$n" --interval-us "$interval" \
+                    > "$OUT/$scenario.$n.json" 2> "$OUT/$scenario.$n.log"; then
+                    log "relay-inproc --runs $runs --events $n failed under callgrind: $OUT/$scenario.$n.log"
+                    exit 1
+                fi
             done
-            local ir_n ir_0
-            ir_n=$(grep -E '^(summary|totals):' "$OUT/$scenario.$per_run.out" | head -n 1 | awk '{print $2}')
-            ir_0=$(grep -E '^(summary|totals):' "$OUT/$scenario.0.out" | head -n 1 | awk '{print $2}')
+            # "totals:" of the window's part (its "summary:" counts from the process's start).
+            ir_n=$(grep -E '^totals:' "$OUT/$scenario.$per_run.out.1" 2>/dev/null | awk '{print $2}' || true)
+            ir_0=$(grep -E '^totals:' "$OUT/$scenario.0.out.1" 2>/dev/null | awk '{print $2}' || true)
+            if [ -z "$ir_n" ] || [ -z "$ir_0" ]; then
+                log "callgrind wrote no count for the relay's window: $OUT/$scenario.*.out.1"
+                exit 1
+            fi
             jq -nc --arg s "$scenario" --argjson r "$runs" --argjson n "$(( per_run * runs ))" \
-                --argjson a "$ir_n" --argjson b "$ir_0" \
-                '{system: "inproc", scenario: $s, round: 1, runs: $r, events: ($n + $r),
+                --argjson a "$ir_n" --argjson b "$ir_0" --argjson i "$interval" \
+                '{system: "inproc", scenario: $s, round: 1, runs: $r, events: ($n + $r), interval_us: $i,
                   instructions: $a, fixed_instructions: $b, per_event_total: ($a / ($n + $r) | floor),
                   per_event_marginal: (($a - $b) / $n | floor)}' >> "$RESULTS"
             tail -n 1 "$RESULTS" >&2
         }
-        callgrind_inproc 1 callgrind
-        callgrind_inproc 20 callgrind-20runs
+        if [ $UPDATE_BASELINE = 1 ]; then
+            for rep in 1 2 3 4 5; do
+                callgrind_inproc 1 "callgrind-update$rep" $GUARD_EVENTS $GUARD_INTERVAL_US
+            done
+            update_baseline
+        else
+            callgrind_inproc 1 callgrind-paced $GUARD_EVENTS $GUARD_INTERVAL_US
+            callgrind_guard
+            callgrind_inproc 1 callgrind "$INPROC_EVENTS"
+            callgrind_inproc 20 callgrind-20runs "$INPROC_EVENTS"
+        fi
     else
         missing "valgrind (callgrind)"
         "$BIN/relay-inproc" --events "$INPROC_EVENTS" > "$OUT/inproc.json"
@@ -463,12 +585,18 @@ PIDS=()
 
 # --- summary ---------------------------------------------------------------------------------
 python3 "$ROOT/bench/summarize.py" "$RESULTS" | tee "$OUT/summary.md"
+mkdir -p "$ROOT/target/bench-results"
 ln -sfn "$OUT" "$ROOT/target/bench-results/latest"
+
+if [ $GUARD_FAILED = 1 ]; then
+    echo "callgrind guard: FAILED" >&2
+    exit 1
+fi
 
 # Smoke: every stream must have completed without errors or stalls, every section must exist.
 if [ $SMOKE = 1 ]; then
     bad=$(jq -s '[.[] | select((.errors // 0) > 0 or (.stalled // 0) > 0
-                 or (.mode == "hold" and (.held // 0) == 0))] | length' "$RESULTS")
+                 or (.mode == "hold" and (.held // 0) == 0) or (.run_failures // 0) > 0)] | length' "$RESULTS")
     want_lines=$(jq -s 'length' "$RESULTS")
     if [ "$bad" != 0 ] || [ "$want_lines" = 0 ]; then
         echo "smoke: FAILED ($bad bad results of $want_lines)" >&2

@@ -31,6 +31,17 @@ def get(row, path):
     return row
 
 
+def slope_kib(hold):
+    slope = hold.get("rss_per_stream_bytes")
+    return f"{slope / 1024:.1f} KiB" if slope is not None else "n/a"
+
+
+def steps_text(hold):
+    return "; ".join(
+        f"{st['streams']}: {st['ratio']}, {st['late_p99_ms']}, {st['rss_bytes'] / 1048576:.1f}"
+        for st in hold["steps"])
+
+
 def main(path):
     rows = [json.loads(line) for line in open(path) if line.strip()]
     by = defaultdict(dict)  # (scenario, system) -> round -> row
@@ -103,23 +114,34 @@ def main(path):
         out.append("| system | streams held | RSS per stream (slope) | first failure | steps (streams: ratio, late p99 ms, RSS MiB) |")
         out.append("|---|---|---|---|---|")
         for h in holds:
-            steps = "; ".join(
-                f"{st['streams']}: {st['ratio']}, {st['late_p99_ms']}, {st['rss_bytes'] / 1048576:.1f}"
-                for st in h["steps"])
-            slope = h.get("rss_per_stream_bytes")
-            slope_txt = f"{slope / 1024:.1f} KiB" if slope is not None else "n/a"
-            out.append(f"| {h['system']} | {h['held']} | {slope_txt} | {h.get('first_failure') or ''} | {steps} |")
+            out.append(f"| {h['system']} | {h['held']} | {slope_kib(h)} | {h.get('first_failure') or ''} | {steps_text(h)} |")
         out.append("")
-    for scenario in ("callgrind", "callgrind-20runs"):
+    tails = [by[("tail", s)][1] for s in ORDER if ("tail", s) in by]
+    if tails:
+        out.append("### Subscribers tailing live runs (one descriptor each on the gateway; heartbeats counted per step)\n")
+        out.append("| system | runs | subscribers held | RSS per subscriber (slope) | run failures | first failure | steps (subscribers: ratio, late p99 ms, RSS MiB) |")
+        out.append("|---|---|---|---|---|---|---|")
+        for h in tails:
+            failure = h.get("first_failure") or h.get("first_run_failure") or ""
+            out.append(f"| {h['system']} | {h.get('tail_runs')} | {h['held']} | {slope_kib(h)} | "
+                       f"{h.get('run_failures', 0)} | {failure} | {steps_text(h)} |")
+        out.append("")
+    for scenario in ("callgrind-paced", "callgrind", "callgrind-20runs"):
         cg = by.get((scenario, "inproc"), {}).get(1)
         if not cg:
             continue
         runs = cg.get("runs", 1)
-        out.append(f"### Instructions per relayed event (callgrind, relay-inproc, {runs} run(s))\n")
+        paced = f", one event every {cg['interval_us'] / 1000:g} ms" if cg.get("interval_us") else ""
+        out.append(f"### Instructions per relayed event (callgrind, relay-inproc, {runs} run(s){paced})\n")
         out.append(f"- events relayed: {cg['events']}, total Ir {cg['instructions']:,}, "
                    f"fixed Ir (same runs with 0 running events) {cg['fixed_instructions']:,}")
         out.append(f"- total / events: {cg['per_event_total']:,} Ir; marginal (total − fixed) / events: "
                    f"{cg['per_event_marginal']:,} Ir\n")
+    guard = by.get(("callgrind-guard", "inproc"), {}).get(1)
+    if guard:
+        verdict = "ok" if guard["ok"] else "**FAILED**"
+        out.append(f"- regression guard (1 run): {guard['measured']:,} Ir/event against {guard['committed']:,} "
+                   f"committed: {guard['change_pct']:+.1f} % (fails above +{guard['max_increase_pct']} %): {verdict}\n")
     files = by.get(("files", "files"), {}).get(1)
     if files:
         a, u = files["apply"], files["upload"]

@@ -218,9 +218,7 @@ pub async fn run_cross(
         ),
         async {
             let follow_start = mono_ns();
-            let path = format!("{}/runs/{run_id}/events", follow.prefix);
-            let get = request(Request::get(path), follow, Bytes::new())?;
-            let response = open(follow, get, opts.source).await?;
+            let response = open(follow, subscription(follow, &run_id)?, opts.source).await?;
             *follow_head = mono_ns();
             read(
                 follow,
@@ -236,6 +234,53 @@ pub async fn run_cross(
     cross.post = finish(post_outcome, post_result, &opts);
     cross.follow = finish(follow_outcome, follow_result, &opts);
     cross
+}
+
+/// An opened stream: its response head arrived with a 2xx.
+pub type Opened = hyper::Response<hyper::body::Incoming>;
+
+/// Tail mode: `POST /message` on the gateway until its head arrives; the run's id (`x-run-id`)
+/// and the open stream, to be read with [`read_stream`] for as long as the run should stay live.
+pub async fn start_run(
+    target: &Target,
+    body: Bytes,
+    source: Option<IpAddr>,
+) -> Result<(String, Opened), String> {
+    let response = open(target, post(target, body)?, source).await?;
+    let run_id = response
+        .headers()
+        .get("x-run-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| !id.is_empty())
+        .ok_or("the response carries no x-run-id")?
+        .to_string();
+    Ok((run_id, response))
+}
+
+/// Reads an opened stream (e.g. from [`start_run`]) to its end.
+pub async fn read_stream(target: &Target, response: Opened, opts: StreamOptions<'_>) -> Outcome {
+    let start = mono_ns();
+    let mut outcome = Outcome::default();
+    let result = read(target, response, &opts, start, &mut outcome, &mut |_, _| {}).await;
+    finish(outcome, result, &opts)
+}
+
+/// A subscriber to an existing run: `GET /runs/{id}/events` with the target's token, read to
+/// its end.
+pub async fn run_subscriber(target: &Target, run_id: &str, opts: StreamOptions<'_>) -> Outcome {
+    let start = mono_ns();
+    let mut outcome = Outcome::default();
+    let result = async {
+        let response = open(target, subscription(target, run_id)?, opts.source).await?;
+        read(target, response, &opts, start, &mut outcome, &mut |_, _| {}).await
+    }
+    .await;
+    finish(outcome, result, &opts)
+}
+
+fn subscription(target: &Target, run_id: &str) -> Result<Request<Full<Bytes>>, String> {
+    let path = format!("{}/runs/{run_id}/events", target.prefix);
+    request(Request::get(path), target, Bytes::new())
 }
 
 fn finish(mut outcome: Outcome, result: Result<(), String>, opts: &StreamOptions<'_>) -> Outcome {

@@ -2,7 +2,8 @@
 //! agentgate, and reports time to first event, per-event latency (receive CLOCK_MONOTONIC minus
 //! the mock's `sentNs` stamp), events/s, errors, stalled streams and the CPU time the system
 //! under test used. `--ramp` holds idle heartbeat streams in steps and reports how many are held
-//! and the RSS per stream. `--follow-via` follows every run on a second gateway as well
+//! and the RSS per stream; with `--tail-runs N` the held streams are subscribers to N live runs.
+//! `--follow-via` follows every run on a second gateway as well
 //! (`GET /runs/{id}/events`) and reports both streams' latency side by side. The last line on
 //! stdout is a JSON summary.
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -80,6 +81,12 @@ struct Args {
     /// Hold mode: new streams per second while ramping.
     #[arg(long, default_value_t = 1000.0)]
     open_rate: f64,
+    /// Hold mode on a gateway: first start this many live runs (KeepAlive-only, their POST
+    /// streams held open), then ramp subscribers (`GET /runs/{id}/events`) spread over them
+    /// instead of one run per stream. A subscriber costs the gateway one descriptor, a relayed
+    /// stream two.
+    #[arg(long, default_value_t = 0)]
+    tail_runs: u64,
 }
 
 #[derive(Default)]
@@ -154,6 +161,12 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => Some(Arc::new(Target::parse(url, target.token.clone(), true)?)),
         None => None,
     };
+    if args.tail_runs > 0 && args.gateway.is_none() {
+        anyhow::bail!("--tail-runs subscribes to runs, which only a gateway has: give --gateway");
+    }
+    if args.tail_runs > 0 && args.ramp.is_empty() {
+        anyhow::bail!("--tail-runs holds subscribers: give the steps with --ramp");
+    }
     let result = if args.ramp.is_empty() {
         streams(&args, Arc::new(target), follow).await?
     } else {
@@ -426,8 +439,111 @@ fn check_ids(post: &mut client::Outcome, follow: &mut client::Outcome) {
     }
 }
 
+/// Streams that ended during a hold, and why the first one did.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl Failures {
+    fn record(&self, outcome: &Outcome) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut first) = self.first.lock() {
+            if first.is_none() {
+                *first = Some(format!(
+                    "{} stalled={}",
+                    outcome.error.clone().unwrap_or_default(),
+                    outcome.stalled
+                ));
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().ok().and_then(|f| f.clone())
+    }
+}
+
+/// Descriptors this client needs beyond its streams: stdio, the runtime's, `/proc` reads.
+const FD_MARGIN: u64 = 64;
+
+/// A hold of `streams` streams (plus `runs` run streams in tail mode) must fit in the client's
+/// own open-files limit: every stream is a socket here.
+fn check_fd_budget(streams: u64, runs: u64, limit: u64) -> anyhow::Result<()> {
+    let need = streams + runs + FD_MARGIN;
+    anyhow::ensure!(
+        need <= limit,
+        "holding {streams} streams ({runs} runs) needs about {need} open files, the limit is \
+         {limit}: raise `ulimit -Hn` or lower the ramp"
+    );
+    Ok(())
+}
+
+/// Tail mode: the run the `i`-th subscriber follows, round robin, so every step spreads its new
+/// subscribers evenly.
+fn run_for(i: u64, runs: &[String]) -> &str {
+    &runs[(i % runs.len() as u64) as usize]
+}
+
+/// What one held stream opens: its own run, or a subscription to a run started before.
+enum HeldStream {
+    Post(bytes::Bytes),
+    Subscribe(String),
+}
+
+/// Tail mode: starts `count` live runs (KeepAlive-only, held open by the mock until the gateway
+/// leaves) and keeps their POST streams open, each read by a task of its own, for as long as the
+/// client runs. The runs' ids, and each POST stream's liveness.
+async fn start_runs(
+    count: u64,
+    target: &Arc<Target>,
+    settings: &Value,
+    sources: &[std::net::IpAddr],
+    stall: Duration,
+    failures: &Arc<Failures>,
+) -> anyhow::Result<(Vec<String>, Vec<Arc<Heartbeats>>)> {
+    // Their keep-alives are not measured: a window of their own that never records.
+    let unmeasured = client::heartbeat_shared(stall)?;
+    let (mut ids, mut live) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        let source = sources.get(i as usize % sources.len()).copied();
+        let body = target.body(settings, i);
+        let (id, response) = client::start_run(target, body, source)
+            .await
+            .map_err(|e| anyhow::anyhow!("starting run {i} of {count}: {e}"))?;
+        let hb = Arc::new(Heartbeats::new());
+        let (target, unmeasured, failures, hb2) = (
+            target.clone(),
+            unmeasured.clone(),
+            failures.clone(),
+            hb.clone(),
+        );
+        tokio::spawn(async move {
+            let opts = StreamOptions {
+                source,
+                stall,
+                heartbeats: Some((&hb2, &unmeasured)),
+            };
+            let outcome = client::read_stream(&target, response, opts).await;
+            failures.record(&outcome);
+        });
+        ids.push(id);
+        live.push(hb);
+    }
+    Ok((ids, live))
+}
+
 /// Hold mode: ramp idle heartbeat streams through `--ramp`, counting heartbeats at each step.
+/// Each stream is a run of its own, or with `--tail-runs N` a subscriber to one of N live runs.
 async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
+    let fd_limit = agentgate_bench::raise_fd_limit()?;
+    let most = args.ramp.iter().copied().max().unwrap_or(0);
+    check_fd_budget(most, args.tail_runs, fd_limit)?;
     let interval = Duration::from_millis(args.heartbeat_ms.max(1));
     let shared = client::heartbeat_shared(interval)?;
     let settings = MockParams {
@@ -437,14 +553,23 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
     .to_settings();
     let sources = client::sources(args.sources);
     let stall = interval * 3;
-    let failures = Arc::new(AtomicU64::new(0));
-    let first_failure = Arc::new(std::sync::Mutex::new(None::<String>));
+    let base_rss = procfs::rss_bytes_sum(&args.sut_pids);
+    let run_failures = Arc::new(Failures::default());
+    let (runs, runs_live) = start_runs(
+        args.tail_runs,
+        &target,
+        &settings,
+        &sources,
+        stall,
+        &run_failures,
+    )
+    .await?;
+    let failures = Arc::new(Failures::default());
     let mut held: Vec<Arc<Heartbeats>> = Vec::new();
     let mut steps = Vec::new();
     let mut points = Vec::new();
     let mut best_held = 0u64;
     let period = Duration::from_secs_f64(1.0 / args.open_rate.max(1.0));
-    let base_rss = procfs::rss_bytes_sum(&args.sut_pids);
     for &step in &args.ramp {
         let start = tokio::time::Instant::now();
         let from = held.len() as u64;
@@ -452,32 +577,27 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
             tokio::time::sleep_until(start + period.mul_f64((i - from) as f64)).await;
             let hb = Arc::new(Heartbeats::new());
             held.push(hb.clone());
-            let (target, shared, failures, first_failure) = (
-                target.clone(),
-                shared.clone(),
-                failures.clone(),
-                first_failure.clone(),
-            );
+            let (target, shared, failures) = (target.clone(), shared.clone(), failures.clone());
             let source = sources.get(i as usize % sources.len()).copied();
-            let body = target.body(&settings, i);
+            let stream = if runs.is_empty() {
+                HeldStream::Post(target.body(&settings, i))
+            } else {
+                HeldStream::Subscribe(run_for(i, &runs).to_string())
+            };
             tokio::spawn(async move {
-                let Ok(mut unused) = histogram() else { return };
                 let opts = StreamOptions {
                     source,
                     stall,
                     heartbeats: Some((&hb, &shared)),
                 };
-                let outcome = client::run_stream(&target, body, opts, &mut unused).await;
-                failures.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut first) = first_failure.lock() {
-                    if first.is_none() {
-                        *first = Some(format!(
-                            "{} stalled={}",
-                            outcome.error.unwrap_or_default(),
-                            outcome.stalled
-                        ));
+                let outcome = match stream {
+                    HeldStream::Post(body) => {
+                        let Ok(mut unused) = histogram() else { return };
+                        client::run_stream(&target, body, opts, &mut unused).await
                     }
-                }
+                    HeldStream::Subscribe(run) => client::run_subscriber(&target, &run, opts).await,
+                };
+                failures.record(&outcome);
             });
         }
         // Let every new stream get its response head.
@@ -487,7 +607,7 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
                 .iter()
                 .filter(|h| h.t0_ns.load(Ordering::Relaxed) == 0)
                 .count() as u64
-                > failures.load(Ordering::Relaxed)
+                > failures.count()
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -537,16 +657,27 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
             .lock()
             .map(|h| h.value_at_quantile(0.99) as f64 / 1e6)
             .unwrap_or(f64::NAN);
-        let ok = ratio >= 0.999 && late_p99_ms < 250.0 && alive >= step * 999 / 1000;
+        let runs_alive = runs_live
+            .iter()
+            .filter(|h| h.alive.load(Ordering::Relaxed))
+            .count() as u64;
+        // A run that ended takes its subscribers with it (`done`): every run must stay live.
+        let ok = ratio >= 0.999
+            && late_p99_ms < 250.0
+            && alive >= step * 999 / 1000
+            && runs_alive == args.tail_runs;
         if ok {
             best_held = step;
         }
         points.push((step as f64, rss as f64));
-        let row = json!({
+        let mut row = json!({
             "streams": step, "alive": alive, "expected": expected, "received": received,
             "ratio": (ratio * 1e5).round() / 1e5, "late_p99_ms": (late_p99_ms * 10.0).round() / 10.0,
             "rss_bytes": rss, "ok": ok,
         });
+        if args.tail_runs > 0 {
+            row["runs_alive"] = json!(runs_alive);
+        }
         eprintln!("{}: {row}", args.label);
         steps.push(row);
         if !ok {
@@ -554,22 +685,28 @@ async fn hold(args: &Args, target: Arc<Target>) -> anyhow::Result<Value> {
         }
     }
     let slope = procfs::slope(&points);
-    let first = first_failure.lock().ok().and_then(|f| f.clone());
-    Ok(json!({
+    let mut result = json!({
         "label": args.label,
         "mode": "hold",
         "held": best_held,
-        "failures": failures.load(Ordering::Relaxed),
-        "first_failure": first,
+        "failures": failures.count(),
+        "first_failure": failures.first(),
         "base_rss_bytes": base_rss,
         "rss_per_stream_bytes": slope.map(|s| s.round()),
+        "fd_limit": fd_limit,
         "steps": steps,
-    }))
+    });
+    if args.tail_runs > 0 {
+        result["tail_runs"] = json!(args.tail_runs);
+        result["run_failures"] = json!(run_failures.count());
+        result["first_run_failure"] = json!(run_failures.first());
+    }
+    Ok(result)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::check_ids;
+    use super::{check_fd_budget, check_ids, run_for};
     use agentgate_bench::client::Outcome;
 
     fn stream(first: u64, last: u64, gaps: u64) -> Outcome {
@@ -596,5 +733,24 @@ mod tests {
         let (mut post, mut follow) = (stream(1, 201, 0), stream(1, 201, 1));
         check_ids(&mut post, &mut follow);
         assert_eq!(follow.error.as_deref(), Some("1 event ids out of sequence"));
+    }
+
+    #[test]
+    fn a_hold_must_fit_in_the_open_files_limit() {
+        assert!(check_fd_budget(10_000, 100, 20_000).is_ok());
+        let err = check_fd_budget(19_900, 100, 20_000)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("needs about 20064 open files, the limit is 20000"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn subscribers_spread_evenly_over_the_runs() {
+        let runs: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let picked: Vec<&str> = (0..7).map(|i| run_for(i, &runs)).collect();
+        assert_eq!(picked, ["a", "b", "c", "a", "b", "c", "a"]);
     }
 }
