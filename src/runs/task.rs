@@ -241,7 +241,9 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     // its agent state replace the stored one.
     if matches!(outcome, Outcome::Finished { agent_error: None }) && turn.rejected.is_none() {
         if let Some(state) = turn.unsaved_state.take() {
-            if let Err(e) = apps::save_agent_state(&deps.db, &spec.ctx.app_id, &state).await {
+            if let Err(e) =
+                Box::pin(apps::save_agent_state(&deps.db, &spec.ctx.app_id, &state)).await
+            {
                 tracing::error!(error = %e, "could not save the agent state");
             }
         }
@@ -267,25 +269,33 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
     let effects = std::mem::take(&mut turn.effects);
     // A run stopped while it waits (the gateway shutting down) hands its effects over and ends.
     let live = emitter.live.clone();
-    let notices = deps.pipeline.finish(effects, wait, live.cancelled()).await;
-    if let Err(e) = emit_notices(&deps, &spec.ctx, &mut emitter, &mut turn, notices).await {
+    // Boxed, like every await of the run's rare steps: a task keeps room for the largest state
+    // of any await in it for as long as it lives, and an idle run should not carry a diff
+    // pipeline's worth of it.
+    let notices = Box::pin(deps.pipeline.finish(effects, wait, live.cancelled())).await;
+    if let Err(e) = Box::pin(emit_notices(
+        &deps,
+        &spec.ctx,
+        &mut emitter,
+        &mut turn,
+        notices,
+    ))
+    .await
+    {
         tracing::error!(error = %format!("{e:#}"), "could not log the run's final notices");
     }
     if let Some((code, text)) = &error_event {
-        if let Err(e) = emit_error(&deps, &spec.ctx, &mut emitter, code, text).await {
+        if let Err(e) = Box::pin(emit_error(&deps, &spec.ctx, &mut emitter, code, text)).await {
             tracing::error!(error = %format!("{e:#}"), "could not log the run's error event");
         }
     }
     let ending = RunEnding::of(&outcome, &turn);
     if turn.gives_message_back(&outcome) {
-        give_message_back(&deps, &spec).await;
+        Box::pin(give_message_back(&deps, &spec)).await;
     }
     let done = protocol::done_payload(&spec.ctx);
     let finished = run_finished_event(&spec, &ending);
-    if let Err(e) = emitter
-        .finish(&done, &ending, &spec.owner_id, &finished)
-        .await
-    {
+    if let Err(e) = Box::pin(emitter.finish(&done, &ending, &spec.owner_id, &finished)).await {
         tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
     let status = ending.status;
@@ -409,7 +419,7 @@ async fn relay(
     emitter: &mut Emitter,
     turn: &mut Turn,
 ) -> Outcome {
-    let (request, base_version) = match build_request(deps, spec).await {
+    let (request, base_version) = match Box::pin(build_request(deps, spec)).await {
         Ok(built) => built,
         Err(e) => return Outcome::Internal(format!("could not prepare the agent request: {e:#}")),
     };
@@ -484,7 +494,7 @@ async fn handle_event(
             "app_name": event.app_name,
             "commit_message": event.commit_message,
         });
-        apps::append_message(
+        Box::pin(apps::append_message(
             &deps.db,
             NewMessage {
                 app_id: &ctx.app_id,
@@ -494,7 +504,7 @@ async fn handle_event(
                 content: &event.text(),
                 metadata: Some(&metadata),
             },
-        )
+        ))
         .await?;
     }
     emitter
@@ -514,19 +524,16 @@ async fn handle_event(
         commit_message: event.commit_message.clone(),
         base_version,
     };
-    let notices = deps
-        .pipeline
-        .apply(&diff_ctx, diff, &mut turn.effects)
-        .await;
+    let notices = Box::pin(deps.pipeline.apply(&diff_ctx, diff, &mut turn.effects)).await;
     let applied = !notices.iter().any(|n| matches!(n, Notice::Rejected { .. }));
-    emit_notices(deps, ctx, emitter, turn, notices).await?;
+    Box::pin(emit_notices(deps, ctx, emitter, turn, notices)).await?;
     if applied {
         // A run's diffs are cumulative against the files it sent, so the last one decides:
         // an earlier rejected diff that a later one supersedes no longer fails the turn.
         turn.rejected = None;
         // The files now match what the agent believes: keep its state with them.
         if let Some(state) = turn.unsaved_state.take() {
-            apps::save_agent_state(&deps.db, &ctx.app_id, &state).await?;
+            Box::pin(apps::save_agent_state(&deps.db, &ctx.app_id, &state)).await?;
         }
     }
     Ok(())
