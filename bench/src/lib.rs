@@ -21,25 +21,8 @@ pub fn mono_ns() -> u64 {
 /// Raises the soft open-files limit to the hard one (best effort) and returns the soft limit in
 /// force afterwards: a client holding thousands of streams needs one descriptor per stream.
 pub fn raise_fd_limit() -> std::io::Result<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit only reads the struct we pass; on failure the soft limit stays.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit.rlim_cur = limit.rlim_max;
-        }
-    }
-    Ok(limit.rlim_cur)
+    agentgate::server::fd_limit::raise_to_hard_limit()
+        .ok_or_else(|| std::io::Error::other("the open-files limit could not be read"))
 }
 
 /// A latency histogram in nanoseconds, 1 ns .. 10 min, 3 significant figures.

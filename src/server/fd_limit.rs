@@ -63,9 +63,9 @@ pub fn reserve(limit: u64, database_pool: u32) -> u64 {
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (best effort) and returns the soft limit in
-/// force afterwards.
+/// force afterwards (also used by the benchmark's load client, which holds thousands of streams).
 #[cfg(unix)]
-fn raise_to_hard_limit() -> Option<u64> {
+pub fn raise_to_hard_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -89,6 +89,6 @@ fn raise_to_hard_limit() -> Option<u64> {
 }
 
 #[cfg(not(unix))]
-fn raise_to_hard_limit() -> Option<u64> {
+pub fn raise_to_hard_limit() -> Option<u64> {
     None
 }
