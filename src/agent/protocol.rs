@@ -240,7 +240,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut fields = Vec::with_capacity(8);
                 let mut message = None;
-                while let Some(key) = map.next_key::<Key<'de>>()? {
+                while let Some(key) = map.next_key::<JsonStr<'de>>()? {
                     if key.0 == "message" {
                         message = map.next_value::<MaybeObject<'de>>()?.0;
                     } else {
@@ -313,7 +313,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeObject<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((key, value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                while let Some((key, value)) = map.next_entry::<JsonStr<'de>, &'de RawValue>()? {
                     fields.push((key.0, value));
                 }
                 Ok(MaybeObject(Some(RawObject(fields))))
@@ -345,16 +345,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for MaybeObject<'a> {
     }
 }
 
-/// An object key, borrowed when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Key(JsonStr::deserialize(deserializer)?.0))
-    }
-}
-
-/// A JSON string, borrowed when it has no escapes.
+/// A JSON string (or object key), borrowed when it has no escapes.
 struct JsonStr<'a>(Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for JsonStr<'de> {

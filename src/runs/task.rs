@@ -149,7 +149,8 @@ impl Emitter {
     }
 
     /// Logs `done` and the run's final status in one transaction, with the `run.finished`
-    /// webhooks of `owner_id`, so a client that sees `done` also sees the final status. If the database fails, live subscribers get `done` at once
+    /// webhooks of `owner_id`, so a client that sees `done` also sees the final status. If the
+    /// database fails, live subscribers get `done` at once
     /// (they must not wait) while the write is retried for up to [`FINISH_RETRY_FOR`]: until it
     /// lands the run stays active and blocks its app. Past that, start-up recovery completes it.
     async fn finish(
@@ -183,7 +184,7 @@ impl Emitter {
                 // Not ours any more: another gateway interrupted it (and completed its log),
                 // or an earlier attempt committed and only its answer was lost.
                 if !finish_run(&txn, run, ending, stored.seq).await? {
-                    return txn.rollback().await;
+                    return txn.rollback().await.map(|()| 0);
                 }
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
                 let logged = Signal::Logged {
@@ -191,13 +192,15 @@ impl Emitter {
                     last_seq: stored.seq,
                 };
                 bus::publish(&txn, &[logged]).await?;
-                webhooks::enqueue_event(&txn, owner_id, finished.clone()).await;
-                txn.commit().await
+                let queued = webhooks::enqueue_event(&txn, owner_id, finished.clone()).await;
+                txn.commit().await.map(|()| queued)
             }
             .await;
-            if result.is_ok() {
+            // Only deliveries need the workers: most users have no webhooks.
+            if result.as_ref().is_ok_and(|queued| *queued > 0) {
                 crate::jobs::wake();
             }
+            let result = result.map(drop);
             if result.is_ok() || Instant::now() + delay > give_up_at {
                 if !announced {
                     self.live.publish(Arc::new([Arc::new(stored)]));

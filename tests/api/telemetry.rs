@@ -192,10 +192,7 @@ async fn a_run_is_one_trace_from_the_callers_traceparent_to_the_agent(kind: DbKi
         .await
         .expect("post");
     assert_eq!(response.status(), 200);
-    let run_id = response.headers()["x-run-id"]
-        .to_str()
-        .expect("run id")
-        .to_string();
+    let run_id = crate::resume::run_id_of(&response);
     let frames = SseReader::new(response).collect().await;
     assert_complete_run(&frames);
 

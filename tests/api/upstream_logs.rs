@@ -71,10 +71,7 @@ async fn upstream_failures_are_logged_with_the_run_and_the_reason() {
         .await
         .expect("post");
     assert_eq!(response.status(), 200);
-    let run_id = response.headers()["x-run-id"]
-        .to_str()
-        .expect("run id")
-        .to_string();
+    let run_id = crate::resume::run_id_of(&response);
     SseReader::new(response).collect().await;
 
     let deadline = Instant::now() + Duration::from_secs(10);

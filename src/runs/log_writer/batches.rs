@@ -62,9 +62,11 @@ pub(super) async fn write_batches<S: Store + 'static>(
         tokio::select! {
             biased;
             Some(written) = in_flight.next(), if !in_flight.is_empty() => {
-                let mut store = written.store;
-                release(written.committed, store.as_mut().or(free.first_mut())).await;
-                free.extend(store);
+                // A batch of flushes alone has no store and nothing to release.
+                if let Some(mut store) = written.store {
+                    release(written.committed, &mut store).await;
+                    free.push(store);
+                }
                 answer(written.flushes);
                 if received.is_empty() && in_flight.is_empty() {
                     if let Some(store) = free.first_mut() {
@@ -159,17 +161,15 @@ pub(super) async fn commit(
 
 /// Hands committed rows to their runs' subscribers, one live batch per run in seq order; rows
 /// that follow an event of their run that failed in an earlier batch are removed instead.
-async fn release(rows: Vec<Append>, store: Option<&mut impl Store>) {
+async fn release(rows: Vec<Append>, store: &mut impl Store) {
     let (rows, orphans): (Vec<Append>, Vec<Append>) = rows
         .into_iter()
         .partition(|row| !row.live.failed_before(row.event.seq));
     broadcast(&rows);
-    if let Some(store) = store {
-        for row in orphans {
-            if let Err(e) = store.discard_from(&row.live.run_id, row.event.seq).await {
-                // The run's end removes them too (see `task::Emitter::finish`).
-                tracing::warn!(error = %e, run_id = %row.live.run_id, "could not remove events after a failed one");
-            }
+    for row in orphans {
+        if let Err(e) = store.discard_from(&row.live.run_id, row.event.seq).await {
+            // The run removes them too when it takes the failure (`task::Emitter`).
+            tracing::warn!(error = %e, run_id = %row.live.run_id, "could not remove events after a failed one");
         }
     }
 }
