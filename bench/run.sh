@@ -12,7 +12,9 @@
 # the median to bench/callgrind-baseline.json instead of checking against it; see "callgrind").
 # Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
 # BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300),
-# BENCH_CALLGRIND_BASELINE (default bench/callgrind-baseline.json: the guard's committed figure).
+# BENCH_CALLGRIND_BASELINE (default bench/callgrind-baseline.json: the guard's committed figure),
+# BENCH_PG_URL_QUERY (added to the gateways' PostgreSQL URL, for what-if runs, e.g.
+# "options=-c%20synchronous_commit%3Doff": commits that do not wait for the WAL's fsync).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
 # "tail" (agentgate only: direct and nginx have no runs to follow) starts TAIL_RUNS live runs and
@@ -243,7 +245,7 @@ start_gateway() {
     mkdir -p "$dir"
     if [ "$kind" = postgres ]; then
         new_pg_database
-        db_url=${PG_ADMIN%/*}/$GW_PG_DB
+        db_url=${PG_ADMIN%/*}/$GW_PG_DB${BENCH_PG_URL_QUERY:+?$BENCH_PG_URL_QUERY}
     fi
     gateway_config "$dir" $GW_PORT "$db_url" "$keep_alive"
     "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"

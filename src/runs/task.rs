@@ -187,11 +187,14 @@ impl Emitter {
                     return txn.rollback().await.map(|()| 0);
                 }
                 event_log::append(&txn, &self.live.run_id, &stored).await?;
-                let logged = Signal::Logged {
-                    run_id: self.live.run_id.clone(),
-                    last_seq: stored.seq,
-                };
-                bus::publish(&txn, &[logged]).await?;
+                // Only other gateways' subscribers need the signal (see `Peers`).
+                if self.log.peers().present() {
+                    let logged = Signal::Logged {
+                        run_id: self.live.run_id.clone(),
+                        last_seq: stored.seq,
+                    };
+                    bus::publish(&txn, &[logged]).await?;
+                }
                 let queued = webhooks::enqueue_event(&txn, owner_id, finished.clone()).await;
                 txn.commit().await.map(|()| queued)
             }

@@ -68,11 +68,6 @@ pub(super) async fn write_batches<S: Store + 'static>(
                     free.push(store);
                 }
                 answer(written.flushes);
-                if received.is_empty() && in_flight.is_empty() {
-                    if let Some(store) = free.first_mut() {
-                        store.idle().await;
-                    }
-                }
             }
             count = requests.recv_many(&mut buffer, MAX_ROWS), if open && received.is_empty() => {
                 open = count > 0;

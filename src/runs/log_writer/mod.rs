@@ -96,11 +96,6 @@ trait Store: Send {
 
     /// Waits before a retry.
     fn pause(&mut self, duration: Duration) -> impl Future<Output = ()> + Send;
-
-    /// The queue ran empty after a batch: a moment for housekeeping that must not delay one.
-    fn idle(&mut self) -> impl Future<Output = ()> + Send {
-        async {}
-    }
 }
 
 /// The database the writer writes to.

@@ -6,14 +6,21 @@
 //! hand-off and parsing cost more than the write itself. Here the whole batching loop runs on
 //! the thread that owns the connection, so a batch costs one transaction and no hand-offs.
 //!
-//! The writer also decides when the WAL is checkpointed: automatic checkpoints are off on its
-//! connection (one would run inside a commit, stalling every run's events behind it), and it
-//! checkpoints when its queue runs empty. Waiting for another connection's write lock (a run
-//! start) polls in microseconds instead of SQLite's default back-off of whole milliseconds.
+//! Checkpoints run on a second connection, on a thread of their own (`Checkpointer`): a
+//! checkpoint fsyncs the WAL and the database (milliseconds on a VM), and on the writer's
+//! thread every event that arrived meanwhile waited for it. Automatic checkpoints are off on
+//! the writer's connection for the same reason. A checkpoint beside a writer cannot let the
+//! WAL start over while writes keep coming, so past a size bound the writer checkpoints
+//! between two batches itself. Waiting for another connection's write lock (a run start) polls
+//! in microseconds instead of SQLite's default back-off of whole milliseconds.
+use std::cell::Cell;
+use std::os::raw::c_int;
 use std::path::Path;
+use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
+use rusqlite::hooks::Wal;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, TransactionBehavior};
 use sea_orm::DbErr;
 use tokio::sync::mpsc;
@@ -21,22 +28,27 @@ use tokio::sync::mpsc;
 use super::{batches, Append, Request, Store, StoreError};
 use crate::cluster::bus::Peers;
 
-/// Commits between checkpoints when the queue runs empty now and then.
+/// Commits between two requests to the checkpointer.
 const CHECKPOINT_AFTER_COMMITS: u64 = 256;
-/// Commits after which a checkpoint runs between two batches even if the queue never empties,
-/// so that the WAL stays bounded under a constant flood.
-const CHECKPOINT_AT_THE_LATEST: u64 = 4096;
+/// The checkpointer also runs this often when nothing asked it to: other connections (the
+/// pool's) write to the file too.
+const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
+/// WAL frames (pages) past which the writer checkpoints between two batches itself, so that
+/// the WAL starts over under a flood that never pauses (about 32 MiB with 4 KiB pages).
+const WAL_FRAMES_BOUND: i64 = 8192;
 
 const INSERT_ONE: &str = "INSERT INTO run_events (run_id, seq, event, data, created_at) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
 
-/// Opens the database at `path` and starts the writer thread on it.
+/// Opens the database at `path` and starts the writer thread and the checkpointer on it.
 pub(super) fn start(
     path: &Path,
     requests: mpsc::Receiver<Request>,
     peers: Peers,
 ) -> Result<(), DbErr> {
-    let store = SqliteStore::open(path)
+    let checkpointer = Checkpointer::start(path)
+        .map_err(|e| DbErr::Custom(format!("could not start the event log checkpointer: {e}")))?;
+    let store = SqliteStore::open(path, checkpointer)
         .map_err(|e| DbErr::Custom(format!("could not open the event log writer: {e}")))?;
     std::thread::Builder::new()
         .name("event-log-writer".into())
@@ -49,27 +61,43 @@ pub(super) fn start(
 
 struct SqliteStore {
     conn: Connection,
+    checkpointer: Checkpointer,
     commits_since_checkpoint: u64,
+    /// [`WAL_FRAMES_BOUND`]; tests lower it.
+    wal_frames_bound: i64,
+}
+
+thread_local! {
+    /// The WAL's size in frames after the last commit on this thread's writer connection.
+    /// SQLite reports it to a hook that rusqlite takes as a plain function pointer, and the
+    /// writer's connection never leaves its thread, hence a thread-local.
+    static WAL_FRAMES: Cell<i64> = const { Cell::new(0) };
+}
+
+fn note_wal_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|wal| wal.set(frames.into()));
+    Ok(())
 }
 
 impl SqliteStore {
-    fn open(path: &Path) -> rusqlite::Result<Self> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags)?;
-        // The pool set WAL mode on the file already; the rest is per connection.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    fn open(path: &Path, checkpointer: Checkpointer) -> rusqlite::Result<Self> {
+        let conn = open_connection(path)?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.busy_handler(Some(wait_for_lock))?;
+        // After `open_connection`'s `wal_autocheckpoint`, which would replace it.
+        conn.wal_hook(Some(note_wal_frames));
+        WAL_FRAMES.with(|wal| wal.set(0));
         Ok(Self {
             conn,
+            checkpointer,
             commits_since_checkpoint: 0,
+            wal_frames_bound: WAL_FRAMES_BOUND,
         })
     }
 
     fn write(&mut self, rows: &[Append]) -> rusqlite::Result<()> {
-        if self.commits_since_checkpoint >= CHECKPOINT_AT_THE_LATEST {
-            self.checkpoint();
+        if WAL_FRAMES.with(Cell::get) > self.wal_frames_bound {
+            self.checkpoint_here();
         }
         let txn = self
             .conn
@@ -90,20 +118,81 @@ impl SqliteStore {
         }
         txn.commit()?;
         self.commits_since_checkpoint += 1;
+        if self.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS {
+            self.commits_since_checkpoint = 0;
+            self.checkpointer.request();
+        }
         Ok(())
     }
 
-    /// Copies the WAL into the database without waiting for readers; once it is all copied,
-    /// the next write starts the WAL over.
-    fn checkpoint(&mut self) {
-        self.commits_since_checkpoint = 0;
-        let result = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-            });
-        match result {
+    /// The size bound's checkpoint, on the writer's own connection between two batches: with
+    /// no write beside it, it copies the whole WAL (unless a reader still needs part of it),
+    /// so that the next write starts the WAL over.
+    fn checkpoint_here(&mut self) {
+        // Counted from here, whatever the outcome, so that a reader holding the WAL back
+        // costs one attempt per bound's worth of growth, not one per batch.
+        WAL_FRAMES.with(|wal| wal.set(0));
+        match passive_checkpoint(&self.conn) {
+            Ok((frames, copied)) => {
+                tracing::debug!(frames, copied, "event log checkpoint by the writer")
+            }
+            Err(e) => tracing::warn!(error = %e, "event log checkpoint failed"),
+        }
+    }
+}
+
+/// Opens a connection to the log's file with what both of the writer's connections need.
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    // The pool set WAL mode on the file already; the rest is per connection.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    Ok(conn)
+}
+
+/// Copies the WAL into the database as far as no reader needs it kept, without waiting for
+/// readers or the writer. Returns the frames in the WAL and how many of them are copied now.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get(1)?, row.get(2)?))
+    })
+}
+
+/// A thread with a connection of its own that checkpoints the WAL when the writer asks (and
+/// now and then regardless), while the writer goes on writing.
+struct Checkpointer {
+    requests: std_mpsc::SyncSender<()>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> std::io::Result<Self> {
+        let conn = open_connection(path).map_err(std::io::Error::other)?;
+        let (requests, asked) = std_mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("event-log-checkpointer".into())
+            .spawn(move || checkpoint_until_closed(&conn, &asked))?;
+        Ok(Self { requests })
+    }
+
+    /// Asks for a checkpoint; one asked for already and not begun stands for both.
+    fn request(&self) {
+        let _ = self.requests.try_send(());
+    }
+}
+
+/// The checkpointer's loop; it ends when the writer is gone.
+fn checkpoint_until_closed(conn: &Connection, asked: &std_mpsc::Receiver<()>) {
+    loop {
+        match asked.recv_timeout(CHECKPOINT_AT_LEAST_EVERY) {
+            Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        match passive_checkpoint(conn) {
             Ok((frames, copied)) => tracing::debug!(frames, copied, "event log checkpoint"),
+            // Another checkpoint is running (the writer's, or a pool connection's automatic
+            // one): the next request tries again.
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
             Err(e) => tracing::warn!(error = %e, "event log checkpoint failed"),
         }
     }
@@ -130,12 +219,6 @@ impl Store for SqliteStore {
     async fn pause(&mut self, duration: Duration) {
         // This thread does nothing else.
         std::thread::sleep(duration);
-    }
-
-    async fn idle(&mut self) {
-        if self.commits_since_checkpoint >= CHECKPOINT_AFTER_COMMITS {
-            self.checkpoint();
-        }
     }
 }
 
@@ -204,7 +287,7 @@ mod tests {
     #[test]
     fn a_batch_waits_for_another_connections_write_lock_then_commits() {
         let (_dir, path) = database();
-        let mut store = SqliteStore::open(&path).expect("open");
+        let mut store = open_store(&path);
         let holder = Connection::open(&path).expect("open");
         holder.execute_batch("BEGIN IMMEDIATE").expect("lock");
         let release = std::thread::spawn(move || {
@@ -239,7 +322,7 @@ mod tests {
     #[test]
     fn a_batch_with_a_row_logged_already_is_a_duplicate_and_writes_nothing() {
         let (_dir, path) = database();
-        let mut store = SqliteStore::open(&path).expect("open");
+        let mut store = open_store(&path);
         let runs = LiveRuns::default();
         let first = rows(&runs, "r1", 2..=2);
         futures::executor::block_on(store.insert(&first, &Peers::default())).expect("first");
@@ -253,31 +336,74 @@ mod tests {
         assert_eq!(count, 1, "the failed batch left no row behind");
     }
 
+    fn open_store(path: &Path) -> SqliteStore {
+        let checkpointer = Checkpointer::start(path).expect("checkpointer");
+        SqliteStore::open(path, checkpointer).expect("open")
+    }
+
+    /// Writes one row in a batch of its own; returns the WAL's frames after the commit.
+    fn write_one(store: &mut SqliteStore, runs: &LiveRuns, seq: i64) -> i64 {
+        let row = rows(runs, "r1", seq..=seq);
+        futures::executor::block_on(store.insert(&row, &Peers::default())).expect("write");
+        WAL_FRAMES.with(Cell::get)
+    }
+
     #[test]
-    fn the_writer_checkpoints_when_idle_and_keeps_the_wal_bounded() {
+    fn the_checkpointer_copies_the_wal_beside_the_writer_so_it_starts_over() {
         let (_dir, path) = database();
-        let mut store = SqliteStore::open(&path).expect("open");
+        let mut store = open_store(&path);
         let runs = LiveRuns::default();
-        let wal = path.with_extension("db-wal");
+        let mut frames = 0;
         for seq in 1..=CHECKPOINT_AFTER_COMMITS as i64 {
-            let row = rows(&runs, "r1", seq..=seq);
-            futures::executor::block_on(store.insert(&row, &Peers::default())).expect("write");
+            frames = write_one(&mut store, &runs, seq);
         }
-        let grown = std::fs::metadata(&wal).expect("wal").len();
-        futures::executor::block_on(store.idle());
-        assert_eq!(store.commits_since_checkpoint, 0);
-        // Once checkpointed, the next write starts the WAL over instead of growing it.
-        for seq in 1000..1010 {
-            let row = rows(&runs, "r1", seq..=seq);
-            futures::executor::block_on(store.insert(&row, &Peers::default())).expect("write");
+        assert!(frames >= CHECKPOINT_AFTER_COMMITS as i64, "{frames}");
+        // The writer asked for a checkpoint and never ran one itself; once the checkpointer
+        // has copied everything, the next write starts the WAL over.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seq = 10_000;
+        while frames > 10 {
+            assert!(
+                Instant::now() < deadline,
+                "the WAL never started over: {frames}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+            seq += 1;
+            frames = write_one(&mut store, &runs, seq);
         }
         let conn = Connection::open(&path).expect("open");
-        let (_, frames, _): (i64, i64, i64) = conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-            .expect("wal");
-        assert!(frames < 100, "the WAL started over: {frames} frames");
-        assert!(std::fs::metadata(&wal).expect("wal").len() <= grown);
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM run_events", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(count, seq - 10_000 + CHECKPOINT_AFTER_COMMITS as i64);
+    }
+
+    /// A store whose checkpointer never runs: what the writer does on its own.
+    fn store_without_checkpoints(path: &Path, bound: i64) -> (SqliteStore, std_mpsc::Receiver<()>) {
+        let (requests, asked) = std_mpsc::sync_channel(1);
+        let mut store = SqliteStore::open(path, Checkpointer { requests }).expect("open");
+        store.wal_frames_bound = bound;
+        (store, asked)
+    }
+
+    #[test]
+    fn past_its_size_bound_the_writer_checkpoints_itself_and_the_wal_starts_over() {
+        let (_dir, path) = database();
+        let runs = LiveRuns::default();
+        let (mut store, _asked) = store_without_checkpoints(&path, 64);
+        let most = (1..=300)
+            .map(|seq| write_one(&mut store, &runs, seq))
+            .max()
+            .expect("frames");
+        assert!(most <= 64 + 8, "the WAL grew to {most} frames");
+
+        // The same writes without the bound: the WAL only grows.
+        let (_dir, path) = database();
+        let (mut store, _asked) = store_without_checkpoints(&path, i64::MAX);
+        let last = (1..=300)
+            .map(|seq| write_one(&mut store, &runs, seq))
+            .last()
+            .expect("frames");
+        assert!(last > 300, "{last}");
     }
 }
