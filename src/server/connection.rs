@@ -374,3 +374,100 @@ impl AsyncWrite for WatchedIo {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::{oneshot, Semaphore};
+
+    use super::*;
+
+    /// Sends its `Drop` through `dropped`: the server let go of the response.
+    struct DropSignal(Option<oneshot::Sender<()>>);
+
+    impl Drop for DropSignal {
+        fn drop(&mut self) {
+            if let Some(dropped) = self.0.take() {
+                let _ = dropped.send(());
+            }
+        }
+    }
+
+    /// hyper is patched to watch a streaming connection for the client's end with a small
+    /// probe instead of a read buffer (vendor/README.md); the end must still be noticed at
+    /// once, not at the next write, which for a quiet stream may be minutes away.
+    #[tokio::test]
+    async fn a_client_that_leaves_a_quiet_stream_is_let_go_at_once() {
+        let (dropped, let_go) = oneshot::channel();
+        let signal = Arc::new(Mutex::new(Some(DropSignal(Some(dropped)))));
+        let router = Router::new().route(
+            "/stream",
+            get(move || {
+                let signal = signal.lock().expect("signal").take();
+                async move {
+                    let first = futures::stream::once(async {
+                        Ok::<_, Infallible>(axum::body::Bytes::from_static(b"data: one\n\n"))
+                    });
+                    // Then nothing, for as long as the response lives.
+                    let quiet = futures::stream::pending();
+                    let held = futures::stream::unfold(signal, |_signal| async { None });
+                    Body::from_stream(futures::StreamExt::chain(
+                        futures::StreamExt::chain(first, quiet),
+                        held,
+                    ))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let limits = ConnectionLimits {
+            header_read: None,
+            body_read: None,
+            keep_alive_idle: None,
+            write_stall: None,
+            max_connections: 1,
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                let (stream, peer) = listener.accept().await.expect("accept");
+                let permit = Arc::new(Semaphore::new(1))
+                    .acquire_owned()
+                    .await
+                    .expect("permit");
+                serve(stream, peer, router, limits, permit, shutdown).await;
+            }
+        });
+
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        client
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("request");
+        let mut received = Vec::new();
+        while !String::from_utf8_lossy(&received).contains("data: one") {
+            let mut chunk = [0u8; 1024];
+            let n = client.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "the stream ended early");
+            received.extend_from_slice(&chunk[..n]);
+        }
+        drop(client);
+
+        let noticed = tokio::time::timeout(Duration::from_secs(2), let_go).await;
+        assert!(
+            noticed.is_ok(),
+            "the server kept a stream its client had left"
+        );
+        tokio::time::timeout(Duration::from_secs(2), server)
+            .await
+            .expect("the connection ended")
+            .expect("serve");
+        shutdown.cancel();
+    }
+}
