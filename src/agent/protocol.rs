@@ -424,71 +424,91 @@ pub struct EventContext {
     pub tech_stack: Option<String>,
 }
 
+/// The gateway's fields of a run's client payloads, JSON-encoded once per run: every event of
+/// the run repeats them, and encoding the ids anew for each one cost more than copying the
+/// agent's payload.
+#[derive(Debug, Clone)]
+pub struct ClientEnvelope {
+    /// `{"appId":…,"message":{`
+    open: String,
+    /// `},"runId":…,"status":`
+    run: String,
+    /// `,"techStack":…,"traceId":…`
+    rest: String,
+}
+
+impl ClientEnvelope {
+    pub fn new(ctx: &EventContext) -> Self {
+        let json = |text: &str| serde_json::to_string(text).unwrap_or_default();
+        let tech_stack = ctx
+            .tech_stack
+            .as_deref()
+            .map_or_else(|| "null".into(), json);
+        Self {
+            open: format!("{{\"appId\":{},\"message\":{{", json(&ctx.app_id)),
+            run: format!("}},\"runId\":{},\"status\":", json(&ctx.run_id)),
+            rest: format!(
+                ",\"techStack\":{tech_stack},\"traceId\":{}",
+                json(&ctx.trace_id)
+            ),
+        }
+    }
+}
+
 /// The client payload of a relayed agent event, as JSON text: the gateway's fields around the
 /// agent's own bytes (its `message` fields and extra top-level fields are copied, not
 /// re-serialised).
-pub fn client_message(ctx: &EventContext, event: &AgentEvent) -> String {
+pub fn client_message(envelope: &ClientEnvelope, event: &AgentEvent) -> String {
     let passed: usize = (event.message.iter().chain(&event.extra))
         .map(|f| f.key(&event.data).len() + f.value.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(passed + 160);
-    out.extend_from_slice(b"{\"appId\":");
-    push_json_str(&mut out, &ctx.app_id);
-    out.extend_from_slice(b",\"message\":{");
+    let fixed = envelope.open.len() + envelope.run.len() + envelope.rest.len() + 16;
+    let mut out = String::with_capacity(passed + fixed);
+    out.push_str(&envelope.open);
     let mut first = true;
     for field in &event.message {
         push_field(&mut out, &mut first, field, &event.data);
     }
     if let Some(items) = &event.legacy_messages {
-        out.extend_from_slice(if first {
-            b"\"messages\":"
+        out.push_str(if first {
+            "\"messages\":"
         } else {
-            b",\"messages\":"
+            ",\"messages\":"
         });
-        // Serialising `Value`s into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut out, items);
+        // Serialising `Value`s cannot fail.
+        out.push_str(&serde_json::to_string(items).unwrap_or_default());
     }
-    out.extend_from_slice(b"},\"runId\":");
-    push_json_str(&mut out, &ctx.run_id);
-    out.extend_from_slice(match event.idle {
-        true => b",\"status\":\"idle\",\"techStack\":",
-        false => b",\"status\":\"running\",\"techStack\":",
+    out.push_str(&envelope.run);
+    out.push_str(match event.idle {
+        true => "\"idle\"",
+        false => "\"running\"",
     });
-    match &ctx.tech_stack {
-        Some(stack) => push_json_str(&mut out, stack),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"traceId\":");
-    push_json_str(&mut out, &ctx.trace_id);
+    out.push_str(&envelope.rest);
     let mut first = false;
     for field in &event.extra {
         push_field(&mut out, &mut first, field, &event.data);
     }
-    out.push(b'}');
-    // Only valid UTF-8 went in: the agent's payload (a `String`) and serde_json's output.
-    String::from_utf8(out).unwrap_or_default()
+    out.push('}');
+    out
 }
 
-fn push_field(out: &mut Vec<u8>, first: &mut bool, key: &Field, data: &str) {
+fn push_field(out: &mut String, first: &mut bool, key: &Field, data: &str) {
     if !std::mem::take(first) {
-        out.push(b',');
+        out.push(',');
     }
     match &key.key {
         // As the agent wrote it: a key read in place has no escapes.
         FieldKey::Span(range) => {
-            out.push(b'"');
-            out.extend_from_slice(&data.as_bytes()[range.clone()]);
-            out.push(b'"');
+            out.push('"');
+            out.push_str(&data[range.clone()]);
+            out.push('"');
         }
-        FieldKey::Unescaped(key) => push_json_str(out, key),
+        FieldKey::Unescaped(key) => {
+            out.push_str(&serde_json::to_string(&**key).unwrap_or_default())
+        }
     }
-    out.push(b':');
-    out.extend_from_slice(&data.as_bytes()[key.value.clone()]);
-}
-
-fn push_json_str(out: &mut Vec<u8>, text: &str) {
-    // Writing a string into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
+    out.push(':');
+    out.push_str(&data[key.value.clone()]);
 }
 
 /// A gateway notice (see [`crate::notices`]) as an event: `status: "idle"`, because app.build
@@ -553,7 +573,8 @@ mod tests {
 
     /// The client payload, parsed.
     fn client_json(e: &AgentEvent) -> Value {
-        serde_json::from_str(&client_message(&ctx(), e)).expect("client payload is JSON")
+        serde_json::from_str(&client_message(&ClientEnvelope::new(&ctx()), e))
+            .expect("client payload is JSON")
     }
 
     #[test]
@@ -582,10 +603,27 @@ mod tests {
             r#"{"status":"running","message":{"kind":"WipUpdate","messages":[{"role":"assistant","content":"a \"quoted\" \u00e9 line\n"}],"z":[1, 2.50, {"k":null}]},"timestamp":"t"}"#,
         );
         assert_eq!(
-            client_message(&ctx(), &e),
+            client_message(&ClientEnvelope::new(&ctx()), &e),
             r#"{"appId":"a","message":{"kind":"WipUpdate","messages":[{"role":"assistant","content":"a \"quoted\" \u00e9 line\n"}],"z":[1, 2.50, {"k":null}]},"runId":"r","status":"running","techStack":null,"traceId":"app-a.req-r","timestamp":"t"}"#
         );
         assert_eq!(e.text(), "a \"quoted\" é line\n");
+    }
+
+    #[test]
+    fn the_envelope_encodes_the_runs_fields_once_as_json() {
+        let ctx = EventContext {
+            app_id: "a\"1".into(),
+            trace_id: "t\\2".into(),
+            run_id: "r".into(),
+            tech_stack: Some("node \u{e9}".into()),
+        };
+        let envelope = ClientEnvelope::new(&ctx);
+        let e = parse(r#"{"status":"idle","message":{"messages":[]},"x":1}"#);
+        assert_eq!(
+            client_message(&envelope, &e),
+            "{\"appId\":\"a\\\"1\",\"message\":{\"messages\":[]},\"runId\":\"r\",\"status\":\"idle\",\
+             \"techStack\":\"node \u{e9}\",\"traceId\":\"t\\\\2\",\"x\":1}"
+        );
     }
 
     #[test]

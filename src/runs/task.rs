@@ -17,8 +17,8 @@ use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE
 use super::live::{LiveRun, StopReason};
 use super::log_writer::LogWriter;
 use crate::agent::protocol::{
-    self, AgentEvent, AgentRequest, ConversationMessage, EventContext, KIND_REFINEMENT_REQUEST,
-    KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
+    self, AgentEvent, AgentRequest, ClientEnvelope, ConversationMessage, EventContext,
+    KIND_REFINEMENT_REQUEST, KIND_RUNTIME_ERROR, KIND_WIP_UPDATE,
 };
 use crate::agent::{AgentClient, UpstreamError};
 use crate::apps::{self, NewMessage};
@@ -440,6 +440,7 @@ async fn relay(
             Err(e) => return Outcome::Upstream(e),
         },
     };
+    let envelope = ClientEnvelope::new(&spec.ctx);
     let mut awaiting_close = false;
     // Time to first event: open from the agent's answer until its first real event.
     let mut first_event = Some(tracing::info_span!("agent.first_event"));
@@ -465,7 +466,8 @@ async fn relay(
         drop(first_event.take());
         turn.agent_replied = true;
         turn.ended_with_question = event.kind == KIND_REFINEMENT_REQUEST;
-        if let Err(e) = handle_event(deps, spec, emitter, turn, &event, base_version).await {
+        let handled = handle_event(deps, spec, &envelope, emitter, turn, &event, base_version);
+        if let Err(e) = handled.await {
             return Outcome::Internal(format!("{e:#}"));
         }
         if event.idle {
@@ -483,6 +485,7 @@ async fn relay(
 async fn handle_event(
     deps: &RunDeps,
     spec: &RunSpec,
+    envelope: &ClientEnvelope,
     emitter: &mut Emitter,
     turn: &mut Turn,
     event: &AgentEvent,
@@ -514,7 +517,7 @@ async fn handle_event(
         .await?;
     }
     emitter
-        .emit_text(EVENT_MESSAGE, protocol::client_message(ctx, event))
+        .emit_text(EVENT_MESSAGE, protocol::client_message(envelope, event))
         .await?;
     let Some(diff) = event.unified_diff.as_deref() else {
         return Ok(());
