@@ -261,6 +261,11 @@ where
             }
             Poll::Pending => {
                 self.read_blocked = true;
+                // Patched in (see vendor/README.md): nothing is buffered, so give the buffer
+                // up while waiting; the next read reserves one again.
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                }
                 Poll::Pending
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
