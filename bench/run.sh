@@ -14,7 +14,9 @@
 # BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300),
 # BENCH_CALLGRIND_BASELINE (default bench/callgrind-baseline.json: the guard's committed figure),
 # BENCH_PG_URL_QUERY (added to the gateways' PostgreSQL URL, for what-if runs, e.g.
-# "options=-c%20synchronous_commit%3Doff": commits that do not wait for the WAL's fsync).
+# "options=-c%20synchronous_commit%3Doff": commits that do not wait for the WAL's fsync),
+# BENCH_GATEWAY_BIN (an agentgate binary to measure instead of the built one: an earlier
+# commit's, for a before/after in one sitting).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
 # "tail" (agentgate only: direct and nginx have no runs to follow) starts TAIL_RUNS live runs and
@@ -54,6 +56,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 BIN=$TARGET_DIR/$PROFILE
+GATEWAY_BIN=${BENCH_GATEWAY_BIN:-$BIN/agentgate}
 [ -n "$OUT" ] || OUT=$ROOT/target/bench-results/$(date -u +%Y%m%dT%H%M%SZ)$([ $SMOKE = 1 ] && echo -smoke || true)
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -226,7 +229,7 @@ EOF
 # launch_gateway DIR PORT: agentgate on core 1 with DIR/config.toml; sets LAUNCHED_PID.
 launch_gateway() {
     port_free "$2"
-    taskset -c 1 env TOKIO_WORKER_THREADS=1 "$BIN/agentgate" serve --config "$1/config.toml" \
+    taskset -c 1 env TOKIO_WORKER_THREADS=1 "$GATEWAY_BIN" serve --config "$1/config.toml" \
         > "$1/server.log" 2>&1 &
     LAUNCHED_PID=$!
     PIDS+=("$LAUNCHED_PID")
@@ -248,7 +251,7 @@ start_gateway() {
         db_url=${PG_ADMIN%/*}/$GW_PG_DB${BENCH_PG_URL_QUERY:+?$BENCH_PG_URL_QUERY}
     fi
     gateway_config "$dir" $GW_PORT "$db_url" "$keep_alive"
-    "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
+    "$GATEWAY_BIN" token --user bench --config "$dir/config.toml" > "$dir/token"
     launch_gateway "$dir" $GW_PORT
     GW_PID=$LAUNCHED_PID
     GW_URL=http://127.0.0.1:$GW_PORT
@@ -300,7 +303,7 @@ secret_access_key = \"bench-secret\""
         wait_http "http://127.0.0.1:$port/health" 30 "$LAUNCHED_PID" \
             || { tail -n 5 "$dir/server.log" >&2; return 1; }
         if [ $name = a ]; then
-            "$BIN/agentgate" token --user bench --config "$dir/config.toml" > "$dir/token"
+            "$GATEWAY_BIN" token --user bench --config "$dir/config.toml" > "$dir/token"
             GW_PID=$LAUNCHED_PID; GW_URL=http://127.0.0.1:$port; GW_TOKEN_FILE=$dir/token
         else
             GW2_PID=$LAUNCHED_PID; GW2_URL=http://127.0.0.1:$port

@@ -427,17 +427,14 @@ async fn paths_stored_by_an_earlier_version_become_urls_at_start(kind: DbKind) {
         .exec(db)
         .await
         .expect("update");
+    // In a row of several events, as the log writer stores a batch.
     let event = json!({"appId": app_id, "message": {"metadata": old}});
-    entity::run_events::Entity::update_many()
-        .col_expr(
-            entity::run_events::Column::Data,
-            Expr::value(event.to_string()),
-        )
-        .filter(entity::run_events::Column::RunId.eq(run_id.as_str()))
-        .filter(entity::run_events::Column::Seq.eq(1))
-        .exec(db)
-        .await
-        .expect("update");
+    let rows = crate::helpers::relog(&app, &run_id, 3, |seq, payload| match seq {
+        2 => event.to_string(),
+        _ => payload.to_string(),
+    })
+    .await;
+    assert!(rows > 1, "{rows}");
 
     let app = app.restart("").await;
     let new_url = format!("{}/git/local/{name}", app.address);

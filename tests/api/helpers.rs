@@ -390,3 +390,63 @@ impl SharedState {
         Self { _s3: s3, toml }
     }
 }
+
+/// Stores a run's log again, with up to `per_row` consecutive events of one name in a row (as
+/// the writer stores a batch) and each payload as `edit` makes it from its seq and payload;
+/// returns how many rows the log has now.
+pub async fn relog(
+    app: &TestApp,
+    run_id: &str,
+    per_row: usize,
+    edit: impl Fn(i64, &str) -> String,
+) -> usize {
+    use entity::run_events::{self, Column};
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+    use sea_orm::{QueryOrder, TransactionTrait};
+    let db = &app.state.db;
+    let logged = run_events::Entity::find()
+        .filter(Column::RunId.eq(run_id))
+        .order_by_asc(Column::Seq)
+        .all(db)
+        .await
+        .expect("read the log");
+    let mut events = Vec::new();
+    for row in &logged {
+        let payloads = run_events::split(row.seq, &row.data, row.sizes.as_deref()).expect("row");
+        for (payload, seq) in payloads.into_iter().zip(row.seq..) {
+            events.push((seq, row.event.clone(), edit(seq, payload), row.created_at));
+        }
+    }
+    let txn = db.begin().await.expect("begin");
+    run_events::Entity::delete_many()
+        .filter(Column::RunId.eq(run_id))
+        .exec(&txn)
+        .await
+        .expect("delete");
+    let mut rows = 0;
+    for same_name in events.chunk_by(|a, b| a.1 == b.1) {
+        for group in same_name.chunks(per_row) {
+            let (data, sizes) = match group {
+                [one] => (one.2.clone(), None),
+                _ => {
+                    let (data, sizes) = run_events::join(group.iter().map(|e| e.2.as_str()));
+                    (data, Some(sizes))
+                }
+            };
+            run_events::ActiveModel {
+                run_id: Set(run_id.to_string()),
+                seq: Set(group[0].0),
+                event: Set(group[0].1.clone()),
+                data: Set(data),
+                sizes: Set(sizes),
+                created_at: Set(group[0].3),
+            }
+            .insert(&txn)
+            .await
+            .expect("insert");
+            rows += 1;
+        }
+    }
+    txn.commit().await.expect("commit");
+    rows
+}

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, kinds, run_status, settled_run_status, spawn_app_with, DbKind, Frame,
-    SharedState, SseReader, TestApp,
+    assert_complete_run, kinds, relog, run_status, settled_run_status, spawn_app_with, DbKind,
+    Frame, SharedState, SseReader, TestApp,
 };
 
 pub(crate) fn paced_script(n: usize, pause_ms: u64) -> Script {
@@ -550,6 +550,7 @@ async fn gateways_sharing_a_database_interrupt_only_orphaned_runs() {
             seq: Set(seq),
             event: Set("message".into()),
             data: Set(json!({"message": {"kind": "WipUpdate", "n": seq}}).to_string()),
+            sizes: Set(None),
             created_at: Set(now),
         }
         .insert(&second.state.db)
@@ -636,3 +637,60 @@ async fn a_gateway_that_lost_its_run_stops_it(kind: DbKind) {
     app.stop().await;
 }
 db_test!(a_gateway_that_lost_its_run_stops_it);
+
+/// A log whose rows hold several events each, as the writer stores a run's events of one
+/// batch, reads back as the very events that went live: from the start, and resumed from
+/// inside a row, at a row's edges, and across reads of many rows and pages.
+async fn resume_from_inside_a_row_of_several_events(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let mut script: Vec<Value> = (0..600)
+        .map(|i| event("running", "WipUpdate", Some(&format!("step {i} ✓"))))
+        .collect();
+    script.push(event("idle", "ReviewResult", Some("finished")));
+    agent.push(Script::events(&script));
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    let live = SseReader::new(response).collect().await;
+    assert_complete_run(&live);
+    let last = live.last().expect("frames").id;
+
+    let rows = relog(&app, &run_id, 7, |_, payload| payload.to_string()).await;
+    assert!(rows < 100 && rows > 64, "{rows} rows for {last} events");
+    let frames = |frames: &[Frame]| -> Vec<(i64, String, Value)> {
+        (frames.iter())
+            .map(|f| (f.id, f.event.clone(), f.data.clone()))
+            .collect()
+    };
+    for after in [
+        0,
+        1,
+        6,
+        7,
+        8,
+        13,
+        14,
+        450,
+        499,
+        500,
+        501,
+        last - 2,
+        last - 1,
+    ] {
+        let id = after.to_string();
+        let replay = SseReader::new(events(&app, &token, &run_id, Some(&id)).await)
+            .collect()
+            .await;
+        let expected: Vec<Frame> = live.iter().filter(|f| f.id > after).cloned().collect();
+        assert_eq!(frames(&replay), frames(&expected), "after {after}");
+    }
+    let replay = SseReader::new(events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(frames(&replay), frames(&live));
+    app.stop().await;
+}
+db_test!(resume_from_inside_a_row_of_several_events);

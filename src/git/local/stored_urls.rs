@@ -135,28 +135,60 @@ pub async fn rewrite_stored_paths(
                         .and(run_events::Column::Seq.gt(*seq))),
             );
         }
-        let events = query
+        let logged = query
             .order_by_asc(run_events::Column::RunId)
             .order_by_asc(run_events::Column::Seq)
             .limit(BATCH)
             .all(db)
             .await?;
-        let Some(last) = events.last() else {
+        let Some(last) = logged.last() else {
             break;
         };
         after = Some((last.run_id.clone(), last.seq));
-        for event in events {
-            let Some(data) = rewrite_paths(&event.data, &root, urls) else {
+        for row in logged {
+            let Some((data, sizes)) = rewrite_row(&row, &root, urls) else {
                 continue;
             };
             run_events::Entity::update_many()
                 .col_expr(run_events::Column::Data, Expr::value(data))
-                .filter(run_events::Column::RunId.eq(event.run_id))
-                .filter(run_events::Column::Seq.eq(event.seq))
+                .col_expr(run_events::Column::Sizes, Expr::value(sizes))
+                .filter(run_events::Column::RunId.eq(row.run_id))
+                .filter(run_events::Column::Seq.eq(row.seq))
                 .exec(db)
                 .await?;
             rewritten += 1;
         }
     }
     Ok(rewritten)
+}
+
+/// A log row with every event's paths rewritten (its data and sizes), or None when no event
+/// of it holds one (or it cannot be read: it is left as it is).
+fn rewrite_row(
+    row: &run_events::Model,
+    root: &str,
+    urls: &RepoUrls,
+) -> Option<(String, Option<String>)> {
+    let payloads = match run_events::split(row.seq, &row.data, row.sizes.as_deref()) {
+        Ok(payloads) => payloads,
+        Err(e) => {
+            tracing::warn!(run_id = %row.run_id, error = %e, "a log row is left as it is");
+            return None;
+        }
+    };
+    let rewritten: Vec<Option<String>> = (payloads.iter())
+        .map(|payload| rewrite_paths(payload, root, urls))
+        .collect();
+    if rewritten.iter().all(Option::is_none) {
+        return None;
+    }
+    let payloads =
+        (payloads.iter().zip(&rewritten)).map(|(payload, new)| new.as_deref().unwrap_or(payload));
+    Some(match row.sizes {
+        None => (payloads.collect(), None),
+        Some(_) => {
+            let (data, sizes) = run_events::join(payloads);
+            (data, Some(sizes))
+        }
+    })
 }

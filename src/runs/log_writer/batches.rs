@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Append, Request, Store, StoreError, BATCH_ATTEMPTS, MAX_BATCH_BYTES, MAX_ROWS};
+use super::{
+    chunks, Append, Request, Store, StoreError, BATCH_ATTEMPTS, MAX_BATCH_BYTES, MAX_ROWS,
+};
 use crate::cluster::bus::Peers;
 use crate::runs::event_log::SharedEvent;
 use crate::runs::live::LiveRun;
@@ -107,11 +109,15 @@ fn next_batch(received: &mut VecDeque<Request>) -> (Vec<Append>, Vec<oneshot::Se
             Request::Flush(done) => flushes.push(done),
         }
     }
-    (batch, flushes)
+    (chunks::group_by_run(batch), flushes)
 }
 
-/// Writes `batch`, retrying it whole, then row by row so that only the runs whose rows fail
-/// hear about it. Returns the rows that committed.
+/// Writes `batch`, retrying it whole, then chunk by chunk (a chunk is a row of the log, see
+/// `chunks`), then, inside a chunk that fails, event by event, so that only the runs whose
+/// events fail hear about it. Returns the events that committed. A chunk whose row is there
+/// already committed with an earlier attempt whose answer was lost: all of it, since a
+/// transaction is all or none, and written again it is the same row (`chunks` is a function
+/// of the events alone), so it is seen as a duplicate; never as events written twice.
 pub(super) async fn commit(
     store: &mut impl Store,
     batch: Vec<Append>,
@@ -130,28 +136,53 @@ pub(super) async fn commit(
         );
         match &result {
             Ok(()) => return batch,
-            // A retry after a commit whose answer was lost: the rows are there already; row by
-            // row below tells which.
+            // A retry after a commit whose answer was lost: the rows are there already; chunk
+            // by chunk below tells which.
             Err(StoreError::Duplicate) if attempt > 0 => break,
             Err(e) => {
                 tracing::warn!(error = %e, rows = batch.len(), attempt, "event log write failed")
             }
         }
     }
-    let mut committed = Vec::with_capacity(batch.len());
-    for row in batch {
+    let lengths: Vec<usize> = chunks::chunks(&batch).map(<[Append]>::len).collect();
+    let mut rows = batch.into_iter();
+    let mut committed = Vec::with_capacity(rows.len());
+    for length in lengths {
+        let chunk: Vec<Append> = rows.by_ref().take(length).collect();
+        if chunk[0].live.log_failed() {
+            continue;
+        }
+        match store.insert(&chunk, peers).await {
+            Ok(()) | Err(StoreError::Duplicate) => committed.extend(chunk),
+            Err(e) if length == 1 => record_failure(&chunk[0], &e),
+            Err(_) => committed.extend(commit_one_by_one(store, chunk, peers).await),
+        }
+    }
+    committed
+}
+
+/// The events of a chunk that failed, each alone.
+async fn commit_one_by_one(
+    store: &mut impl Store,
+    chunk: Vec<Append>,
+    peers: &Peers,
+) -> Vec<Append> {
+    let mut committed = Vec::with_capacity(chunk.len());
+    for row in chunk {
         if row.live.log_failed() {
             continue;
         }
         match store.insert(std::slice::from_ref(&row), peers).await {
             Ok(()) | Err(StoreError::Duplicate) => committed.push(row),
-            Err(e) => {
-                tracing::error!(error = %e, run_id = %row.live.run_id, seq = row.event.seq, "could not log an event");
-                row.live.record_log_failure(row.event.seq, e.to_string());
-            }
+            Err(e) => record_failure(&row, &e),
         }
     }
     committed
+}
+
+fn record_failure(row: &Append, e: &StoreError) {
+    tracing::error!(error = %e, run_id = %row.live.run_id, seq = row.event.seq, "could not log an event");
+    row.live.record_log_failure(row.event.seq, e.to_string());
 }
 
 /// Hands committed rows to their runs' subscribers, one live batch per run in seq order; rows

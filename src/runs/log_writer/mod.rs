@@ -1,8 +1,8 @@
 //! Group commit for the event log. Every run hands its events to one writer task, which owns a
 //! database connection of its own and writes whatever queued up while its previous write was in
-//! flight as one multi-row INSERT (one statement, one commit). Only after that commit does it
-//! broadcast the events to the runs' subscribers, so nothing reaches a client before the log
-//! has it.
+//! flight as one multi-row INSERT (one statement, one commit), with a row for each run's
+//! consecutive events (`chunks`, `event_log::rows`). Only after that commit does it broadcast
+//! the events to the runs' subscribers, so nothing reaches a client before the log has it.
 //!
 //! Appends are pipelined: a run does not wait for its event to commit before it reads the next
 //! one from the agent. Order per run holds because the queue is FIFO and batches commit one
@@ -10,15 +10,16 @@
 //! grow by themselves under load. The queue is bounded, so a flood of events slows the runs
 //! that produce it instead of growing memory.
 //!
-//! A write that fails is retried as a batch, then row by row, so a failure reaches only the
-//! runs whose events could not be stored: their `LiveRun` records the failure, the writer drops
-//! their later events until the run has taken it, and the run ends with an error (see
-//! `task::Emitter`), so neither the log nor a stream ever has a gap.
+//! A write that fails is retried as a batch, then chunk by chunk and event by event, so a
+//! failure reaches only the runs whose events could not be stored: their `LiveRun` records
+//! the failure, the writer drops their later events until the run has taken it, and the run
+//! ends with an error (see `task::Emitter`), so neither the log nor a stream ever has a gap.
 //!
 //! Where the rows go is a [`Store`]: on a SQLite file, a connection of its own on a thread of
 //! its own (`sqlite_thread`); on PostgreSQL (and an in-memory SQLite database), a sqlx
 //! connection (`sql_store`).
 mod batches;
+mod chunks;
 mod sql_store;
 mod sqlite_thread;
 
@@ -36,7 +37,8 @@ use super::live::LiveRun;
 use crate::cluster::bus::Peers;
 use sql_store::SqlStore;
 
-/// Rows per INSERT at most: 5 bind values each, far below SQLite's and PostgreSQL's limits.
+/// Events per batch at most (and so rows per INSERT, 6 bind values each: far below SQLite's
+/// and PostgreSQL's limits).
 const MAX_ROWS: usize = 1000;
 /// Event data per INSERT at most (a single larger event is written alone), so that a burst of
 /// large events does not become one huge statement.
@@ -46,6 +48,7 @@ const QUEUE: usize = 8192;
 /// Attempts at a whole batch before it is split into single rows.
 const BATCH_ATTEMPTS: u64 = 3;
 
+#[derive(Clone)]
 struct Append {
     live: Arc<LiveRun>,
     event: SharedEvent,
@@ -79,7 +82,8 @@ impl std::fmt::Display for StoreError {
 
 /// Where batches are written.
 trait Store: Send {
-    /// Writes `rows` in one transaction, all or none.
+    /// Writes `rows` in one transaction, all or none: a row of the log per chunk of them (see
+    /// `chunks`; `rows` come grouped by run).
     fn insert(
         &mut self,
         rows: &[Append],

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
-use super::{Append, Store, StoreError};
+use super::{chunks, Append, Store, StoreError};
 use crate::cluster::bus::{self, Peers, Signal};
 use crate::runs::event_log;
 
@@ -53,22 +53,27 @@ impl Store for SqlStore {
 }
 
 /// The batch as one statement whose text never changes, so PostgreSQL parses and plans it
-/// once per connection: the rows go as five arrays. While other gateways are live, the same
+/// once per connection: the rows go as six arrays. While other gateways are live, the same
 /// statement signals them which runs' logs grew (see `cluster::bus`): the notification is
 /// delivered at the commit, never before the rows.
-const INSERT_UNNEST: &str = "INSERT INTO run_events (run_id, seq, event, data, created_at) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[])";
+const INSERT_UNNEST: &str = "INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+       $6::timestamptz[])";
 const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
-     INSERT INTO run_events (run_id, seq, event, data, created_at) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::timestamptz[])) \
-     SELECT pg_notify($6, payload) FROM UNNEST($7::text[]) AS payload";
+     INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
+       $6::timestamptz[])) \
+     SELECT pg_notify($7, payload) FROM UNNEST($8::text[]) AS payload";
 
 async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<(), sqlx::Error> {
-    let run_ids: Vec<&str> = rows.iter().map(|r| r.live.run_id.as_str()).collect();
-    let seqs: Vec<i64> = rows.iter().map(|r| r.event.seq).collect();
-    let events: Vec<&str> = rows.iter().map(|r| r.event.event.as_str()).collect();
-    let data: Vec<&str> = rows.iter().map(|r| r.event.data.as_str()).collect();
-    let created: Vec<DateTime<Utc>> = rows.iter().map(|r| r.created_at).collect();
+    let chunks: Vec<&[Append]> = chunks::chunks(rows).collect();
+    let encoded: Vec<_> = chunks.iter().map(|c| chunks::encode(c)).collect();
+    let run_ids: Vec<&str> = chunks.iter().map(|c| c[0].live.run_id.as_str()).collect();
+    let seqs: Vec<i64> = encoded.iter().map(|r| r.seq).collect();
+    let events: Vec<&str> = encoded.iter().map(|r| r.event).collect();
+    let data: Vec<&str> = encoded.iter().map(|r| &*r.data).collect();
+    let sizes: Vec<Option<&str>> = encoded.iter().map(|r| r.sizes.as_deref()).collect();
+    let created: Vec<DateTime<Utc>> = chunks.iter().map(|c| c[0].created_at).collect();
     let announce = peers.present();
     let sql = if announce {
         INSERT_UNNEST_ANNOUNCED
@@ -80,6 +85,7 @@ async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<
         .bind(seqs)
         .bind(events)
         .bind(data)
+        .bind(sizes)
         .bind(created);
     if announce {
         query = query
@@ -90,24 +96,25 @@ async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<
     Ok(())
 }
 
-/// One multi-row INSERT (an in-memory SQLite database); for a single row this is the same
-/// statement as `event_log::append`.
+/// One multi-row INSERT (an in-memory SQLite database).
 async fn insert_values(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbErr> {
     let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 12);
     sql.push_str(event_log::INSERT_PREFIX);
-    let mut values = Vec::with_capacity(rows.len() * 5);
-    for (i, row) in rows.iter().enumerate() {
+    let mut values = Vec::with_capacity(rows.len() * 6);
+    for (i, chunk) in chunks::chunks(rows).enumerate() {
         if i > 0 {
             sql.push(',');
         }
         // Anonymous parameters: sqlx looks up the name of every numbered SQLite parameter, a
         // linear search each, which made a 1,000-row batch cost more than its commit.
-        sql.push_str("(?,?,?,?,?)");
-        values.push(Value::from(row.live.run_id.as_str()));
-        values.push(Value::from(row.event.seq));
-        values.push(Value::from(row.event.event.as_str()));
-        values.push(Value::from(row.event.data.as_str()));
-        values.push(Value::from(row.created_at));
+        sql.push_str("(?,?,?,?,?,?)");
+        let row = chunks::encode(chunk);
+        values.push(Value::from(chunk[0].live.run_id.as_str()));
+        values.push(Value::from(row.seq));
+        values.push(Value::from(row.event));
+        values.push(Value::from(row.data.into_owned()));
+        values.push(Value::from(row.sizes));
+        values.push(Value::from(chunk[0].created_at));
     }
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Sqlite,

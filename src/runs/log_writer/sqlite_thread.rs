@@ -25,7 +25,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags};
 use sea_orm::DbErr;
 use tokio::sync::mpsc;
 
-use super::{batches, Append, Request, Store, StoreError};
+use super::{batches, chunks, Append, Request, Store, StoreError};
 use crate::cluster::bus::Peers;
 
 /// Commits between two requests to the checkpointer.
@@ -47,8 +47,8 @@ const WAL_KEPT_BYTES: i64 = 64 << 20;
 /// whole (the checkpointer was running, or a reader still needed part of it).
 const BOUND_RETRY_AFTER_COMMITS: u64 = 256;
 
-const INSERT_ONE: &str = "INSERT INTO run_events (run_id, seq, event, data, created_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5)";
+const INSERT_ONE: &str = "INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
 /// Opens the database at `path` and starts the writer thread and the checkpointer on it.
 pub(super) fn start(
@@ -118,14 +118,18 @@ impl SqliteStore {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let written = (|| {
             let mut insert = self.conn.prepare_cached(INSERT_ONE)?;
-            for row in rows {
+            for chunk in chunks::chunks(rows) {
+                let row = chunks::encode(chunk);
                 // The text sqlx writes for a `DateTime<Utc>`, so every reader decodes it alike.
-                let created_at = row.created_at.to_rfc3339_opts(SecondsFormat::AutoSi, false);
+                let created_at = chunk[0]
+                    .created_at
+                    .to_rfc3339_opts(SecondsFormat::AutoSi, false);
                 insert.execute(params![
-                    row.live.run_id,
-                    row.event.seq,
-                    row.event.event,
-                    row.event.data,
+                    chunk[0].live.run_id,
+                    row.seq,
+                    row.event,
+                    row.data,
+                    row.sizes,
                     created_at
                 ])?;
             }
@@ -305,7 +309,7 @@ mod tests {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              CREATE TABLE run_events (run_id varchar(36) NOT NULL, seq bigint NOT NULL,
-               event varchar(32) NOT NULL, data text NOT NULL,
+               event varchar(32) NOT NULL, data text NOT NULL, sizes text,
                created_at timestamp_with_timezone_text NOT NULL, PRIMARY KEY (run_id, seq));",
         )
         .expect("schema");
@@ -348,14 +352,15 @@ mod tests {
         release.join().expect("holder");
 
         let conn = Connection::open(&path).expect("open");
-        let (count, created_at): (i64, String) = conn
+        let (count, created_at, sizes): (i64, String, Option<String>) = conn
             .query_row(
-                "SELECT count(*), max(created_at) FROM run_events WHERE run_id = 'r1'",
+                "SELECT count(*), max(created_at), max(sizes) FROM run_events WHERE run_id = 'r1'",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .expect("count");
-        assert_eq!(count, 3);
+        assert_eq!(count, 1, "one row for the run's three events");
+        assert_eq!(sizes.as_deref(), Some("7,7,7"));
         assert!(
             chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(),
             "{created_at}"
@@ -367,9 +372,12 @@ mod tests {
         let (_dir, path) = database();
         let mut store = open_store(&path);
         let runs = LiveRuns::default();
-        let first = rows(&runs, "r1", 2..=2);
+        let first = rows(&runs, "r1", 1..=3);
         futures::executor::block_on(store.insert(&first, &Peers::default())).expect("first");
-        let again = rows(&runs, "r1", 1..=3);
+        // The same events again (a retry whose first commit's answer was lost), after another
+        // run's events in the same batch.
+        let mut again = rows(&runs, "r2", 1..=2);
+        again.extend(first.iter().cloned());
         let result = futures::executor::block_on(store.insert(&again, &Peers::default()));
         assert!(matches!(result, Err(StoreError::Duplicate)), "{result:?}");
         let conn = Connection::open(&path).expect("open");
@@ -377,6 +385,69 @@ mod tests {
             .query_row("SELECT count(*) FROM run_events", [], |row| row.get(0))
             .expect("count");
         assert_eq!(count, 1, "the failed batch left no row behind");
+    }
+
+    /// (seq, sizes) of the run's rows, in order.
+    fn logged_rows(path: &Path, run_id: &str) -> Vec<(i64, Option<String>)> {
+        let conn = Connection::open(path).expect("open");
+        let mut query = conn
+            .prepare("SELECT seq, sizes FROM run_events WHERE run_id = ?1 ORDER BY seq")
+            .expect("prepare");
+        query
+            .query_map([run_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_stored_fails_alone_and_its_chunk_is_written_up_to_it() {
+        let (_dir, path) = database();
+        let mut store = open_store(&path);
+        Connection::open(&path)
+            .expect("open")
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON run_events WHEN NEW.data LIKE '%\"n\":4}%' \
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )
+            .expect("trigger");
+        let runs = LiveRuns::default();
+        let mut batch = rows(&runs, "r1", 1..=6);
+        batch.extend(rows(&runs, "r2", 1..=2));
+        let committed =
+            futures::executor::block_on(batches::commit(&mut store, batch, &Peers::default()));
+        let seqs: Vec<(String, i64)> = (committed.iter())
+            .map(|r| (r.live.run_id.clone(), r.event.seq))
+            .collect();
+        let expected: Vec<(String, i64)> = [("r1", 1), ("r1", 2), ("r1", 3), ("r2", 1), ("r2", 2)]
+            .map(|(run, seq)| (run.to_string(), seq))
+            .into();
+        assert_eq!(seqs, expected);
+        assert_eq!(
+            logged_rows(&path, "r1"),
+            [(1, None), (2, None), (3, None)],
+            "the failed chunk's events before the refused one, each alone"
+        );
+        assert_eq!(logged_rows(&path, "r2"), [(1, Some("7,7".to_string()))]);
+        let failure = runs.get("r1").expect("run").take_log_failure();
+        assert_eq!(failure.map(|f| f.seq), Some(4));
+    }
+
+    #[test]
+    fn a_batch_written_again_after_a_lost_answer_is_taken_as_committed_once() {
+        let (_dir, path) = database();
+        let mut store = open_store(&path);
+        let runs = LiveRuns::default();
+        let batch = rows(&runs, "r1", 1..=5);
+        futures::executor::block_on(store.insert(&batch, &Peers::default())).expect("first");
+        let committed =
+            futures::executor::block_on(batches::commit(&mut store, batch, &Peers::default()));
+        assert_eq!(committed.len(), 5, "every event is logged");
+        assert_eq!(
+            logged_rows(&path, "r1"),
+            [(1, Some("7,7,7,7,7".to_string()))]
+        );
+        assert!(runs.get("r1").expect("run").take_log_failure().is_none());
     }
 
     fn open_store(path: &Path) -> SqliteStore {
