@@ -108,3 +108,73 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::TransactionTrait;
+
+    use super::*;
+
+    /// A full disk makes SQLite roll a transaction back by itself; the connection must know,
+    /// or its next transaction keeps the database's write lock for good (the vendored
+    /// sqlx-sqlite's fix, see vendor/README.md).
+    #[tokio::test]
+    async fn a_transaction_sqlite_rolled_back_by_itself_leaves_no_lock_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("full.db");
+        let db = connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
+            .await
+            .expect("database");
+        db.execute_unprepared("CREATE TABLE filler (x BLOB)")
+            .await
+            .expect("table");
+        let pages: i64 = db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA page_count",
+            ))
+            .await
+            .expect("page count")
+            .expect("row")
+            .try_get_by_index(0)
+            .expect("pages");
+        // The pool's one connection: its database cannot grow past a few pages ("full").
+        db.execute_unprepared(&format!("PRAGMA max_page_count = {}", pages + 2))
+            .await
+            .expect("limit");
+        let txn = db.begin().await.expect("begin");
+        let full = txn
+            .execute_unprepared("INSERT INTO filler VALUES (zeroblob(100000))")
+            .await;
+        assert!(
+            full.as_ref().is_err_and(|e| e.to_string().contains("full")),
+            "{full:?}"
+        );
+        drop(txn);
+        db.execute_unprepared("PRAGMA max_page_count = 1000000")
+            .await
+            .expect("room again");
+
+        // The next transaction on that connection rolls back for real...
+        let txn = db.begin().await.expect("begin");
+        txn.execute_unprepared("INSERT INTO filler VALUES ('rolled back')")
+            .await
+            .expect("insert");
+        txn.rollback().await.expect("rollback");
+        // ...so another connection gets the write lock at once.
+        let other = rusqlite::Connection::open(&path).expect("open");
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO filler VALUES ('other'); COMMIT")
+            .expect("the write lock is free");
+        // And a commit commits.
+        let txn = db.begin().await.expect("begin");
+        txn.execute_unprepared("INSERT INTO filler VALUES ('committed')")
+            .await
+            .expect("insert");
+        txn.commit().await.expect("commit");
+        let rows: i64 = other
+            .query_row("SELECT count(*) FROM filler", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(rows, 2, "'other' and 'committed'");
+    }
+}
