@@ -450,6 +450,27 @@ mod tests {
         assert!(runs.get("r1").expect("run").take_log_failure().is_none());
     }
 
+    #[test]
+    fn a_chunk_whose_row_is_there_is_not_written_again_event_by_event() {
+        let (_dir, path) = database();
+        let mut store = open_store(&path);
+        let runs = LiveRuns::default();
+        let chunk = rows(&runs, "r1", 1..=4);
+        // Its write committed, and the answer was lost.
+        futures::executor::block_on(store.insert(&chunk, &Peers::default())).expect("first");
+        let committed = futures::executor::block_on(batches::commit_one_by_one(
+            &mut store,
+            chunk,
+            &Peers::default(),
+        ));
+        assert_eq!(committed.len(), 4, "every event is logged");
+        assert_eq!(
+            logged_rows(&path, "r1"),
+            [(1, Some("7,7,7,7".to_string()))],
+            "no event twice"
+        );
+    }
+
     fn open_store(path: &Path) -> SqliteStore {
         let checkpointer = Checkpointer::start(path).expect("checkpointer");
         SqliteStore::open(path, checkpointer).expect("open")
