@@ -1,8 +1,8 @@
 //! A row of the event log may hold several consecutive events of a run: `sizes` lists their
 //! payloads' lengths (NULL for a row of one event, which is every row written before). On
 //! PostgreSQL the payloads are stored without compression: a row of many events is larger
-//! than the point (about 2 KB) where PostgreSQL would otherwise compress it, and compressing
-//! every batch costs the database more CPU than the rows it saves.
+//! than the point (about 2 KB) where PostgreSQL would otherwise compress it (pglz) on every
+//! insert, on the database's CPU, which is the log's scarce resource; the rows take more disk.
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DbBackend;
 

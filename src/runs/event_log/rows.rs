@@ -5,9 +5,9 @@
 //! `sizes`, which is also how every row looked before rows could hold more than one, so older
 //! logs read as they are.
 //!
-//! Why: under load a batch holds hundreds of a run's events, and a row per event cost two
-//! B-tree inserts each (the table and its key), most of the log's CPU on SQLite, and a heap
-//! tuple and an index entry each in PostgreSQL.
+//! Why: under load a batch holds several to hundreds of a run's events, and a row per event
+//! cost two B-tree inserts each (the table and its key), most of the log's CPU on SQLite, and
+//! a heap tuple and an index entry each in PostgreSQL.
 use std::borrow::Cow;
 
 use entity::run_events;
