@@ -1,14 +1,11 @@
 //! Upstream agent wire types (see AGENT_PROTOCOL.md) and how an agent event becomes the event a
 //! client sees: `agentState` and `unifiedDiff` removed, `appId`/`traceId`/`runId`/`techStack` added.
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::ops::Range;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::json_fields::{self, string_value, Field, FieldKey};
 use crate::notices::ShapedNotice;
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,31 +80,6 @@ pub struct AgentEvent {
     legacy_messages: Option<Vec<Value>>,
 }
 
-/// A field passed through: its key (unescaped) and the byte range of its JSON value in the
-/// agent's payload.
-#[derive(Debug, Clone)]
-struct Field {
-    key: FieldKey,
-    value: Range<usize>,
-}
-
-/// A key without escapes (nearly all) is where it is in the payload; one with escapes is kept
-/// unescaped.
-#[derive(Debug, Clone)]
-enum FieldKey {
-    Span(Range<usize>),
-    Unescaped(Box<str>),
-}
-
-impl Field {
-    fn key<'a>(&'a self, data: &'a str) -> &'a str {
-        match &self.key {
-            FieldKey::Span(range) => &data[range.clone()],
-            FieldKey::Unescaped(key) => key,
-        }
-    }
-}
-
 /// Top-level fields of a client event that the gateway sets; an agent's own are dropped.
 const GATEWAY_FIELDS: [&str; 7] = [
     "appId",
@@ -122,69 +94,68 @@ const GATEWAY_FIELDS: [&str; 7] = [
 impl AgentEvent {
     /// Parses one `data:` payload. Anything but a JSON object with an object `message` is an error.
     pub fn parse(data: String) -> Result<Self, String> {
-        let envelope: Envelope = serde_json::from_str(&data).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => "event is not a JSON object".to_string(),
-            _ => format!("event is not valid JSON: {e}"),
+        let (top, message) = json_fields::read_object(&data, "message").map_err(|e| match e {
+            json_fields::Error::NotAnObject => "event is not a JSON object".to_string(),
+            e => format!("event is not valid JSON: {e}"),
         })?;
-        let Some(message) = envelope.message else {
+        let Some(mut message) = message else {
             return Err("event has no message object".into());
         };
-        let top = envelope.fields.into_fields(&data);
-        let message_fields = message.into_fields(&data);
+        let value = |f: &Field| &data[f.value.clone()];
+        let mut extra = top;
+        let mut idle = false;
+        extra.retain(|field| match field.key(&data) {
+            "status" => {
+                idle = string_value(value(field)).is_some_and(|s| s.eq_ignore_ascii_case("idle"));
+                false
+            }
+            key => !GATEWAY_FIELDS.contains(&key),
+        });
         let mut event = Self {
-            idle: false,
+            idle,
             kind: String::new(),
             agent_state: None,
             unified_diff: None,
             app_name: None,
             commit_message: None,
-            message: Vec::with_capacity(message_fields.len()),
-            extra: Vec::new(),
+            message: Vec::new(),
+            extra,
             legacy_messages: None,
             data: String::new(),
         };
-        let value = |f: &Field| &data[f.value.clone()];
-        for field in top {
-            match field.key(&data) {
-                "status" => {
-                    event.idle =
-                        json_str(value(&field)).is_some_and(|s| s.eq_ignore_ascii_case("idle"))
-                }
-                key if GATEWAY_FIELDS.contains(&key) => {}
-                _ => event.extra.push(field),
-            }
-        }
         let mut kind = None;
         let mut messages_is_array = false;
         let mut legacy_content = None;
-        for field in message_fields {
-            let raw = value(&field);
+        // The fields clients get stay in place; those the gateway takes out are dropped.
+        message.retain(|field| {
+            let raw = value(field);
             match field.key(&data) {
                 "agentState" => {
                     event.agent_state = (raw != "null")
                         .then(|| serde_json::from_str(raw).ok())
                         .flatten();
-                    continue;
+                    return false;
                 }
                 "unifiedDiff" => {
-                    event.unified_diff = json_str(raw).map(Cow::into_owned);
-                    continue;
+                    event.unified_diff = string_value(raw).map(Cow::into_owned);
+                    return false;
                 }
                 "content" => {
-                    legacy_content = Some(field);
-                    continue;
+                    legacy_content = Some(field.clone());
+                    return false;
                 }
                 "messages" => messages_is_array = raw.starts_with('['),
-                "kind" => kind = json_str(raw),
+                "kind" => kind = string_value(raw),
                 "app_name" => event.app_name = non_empty(raw),
                 "commit_message" => event.commit_message = non_empty(raw),
                 _ => {}
             }
-            event.message.push(field);
-        }
+            true
+        });
+        event.message = message;
         event.kind = kind.map_or_else(|| "Unknown".to_string(), Cow::into_owned);
         if !messages_is_array {
-            let content = legacy_content.and_then(|f| json_str(value(&f)).map(Cow::into_owned));
+            let content = legacy_content.and_then(|f| string_value(value(&f)).map(Cow::into_owned));
             event.message.retain(|f| f.key(&data) != "messages");
             event.legacy_messages = Some(normalize_messages(content.as_deref()));
         }
@@ -222,162 +193,11 @@ impl AgentEvent {
     }
 }
 
-/// The payload read in one pass: its top-level fields as raw values, and `message` (when it
-/// is an object) as its fields.
-struct Envelope<'a> {
-    fields: RawObject<'a>,
-    message: Option<RawObject<'a>>,
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Envelope<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Fields;
-        impl<'de> Visitor<'de> for Fields {
-            type Value = Envelope<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::with_capacity(8);
-                let mut message = None;
-                while let Some(key) = map.next_key::<JsonStr<'de>>()? {
-                    if key.0 == "message" {
-                        message = map.next_value::<MaybeObject<'de>>()?.0;
-                    } else {
-                        fields.push((key.0, map.next_value::<&'de RawValue>()?));
-                    }
-                }
-                Ok(Envelope {
-                    fields: RawObject(fields),
-                    message,
-                })
-            }
-        }
-        deserializer.deserialize_map(Fields)
-    }
-}
-
-/// A JSON object read as its fields' raw values, without building a tree.
-struct RawObject<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl RawObject<'_> {
-    /// The fields as ranges of `source` (which every key and raw value borrows from). A
-    /// repeated key keeps its last value, as a JSON object parsed into a map would.
-    fn into_fields(self, source: &str) -> Vec<Field> {
-        let base = source.as_ptr() as usize;
-        let offset = |text: &str| text.as_ptr() as usize - base;
-        let mut fields: Vec<Field> = Vec::with_capacity(self.0.len());
-        // Agents send a handful of fields; a hostile one with thousands gets an index.
-        let mut index: Option<HashMap<&str, usize>> = (self.0.len() > 16).then(HashMap::new);
-        // A key whose bit is not set yet cannot be a repeat: no search for nearly every key.
-        let mut seen = 0u64;
-        for (key, raw) in &self.0 {
-            let start = offset(raw.get());
-            let value = start..start + raw.get().len();
-            let bit = 1u64
-                << ((key.len() + 7 * usize::from(key.as_bytes().first().copied().unwrap_or(0)))
-                    % 64);
-            let earlier = match &index {
-                Some(index) => index.get(&**key).copied(),
-                None if seen & bit == 0 => None,
-                None => fields.iter().position(|f| f.key(source) == key),
-            };
-            seen |= bit;
-            if let Some(i) = earlier {
-                fields[i].value = value;
-                continue;
-            }
-            if let Some(index) = &mut index {
-                index.insert(key, fields.len());
-            }
-            let key = match key {
-                Cow::Borrowed(key) => FieldKey::Span(offset(key)..offset(key) + key.len()),
-                Cow::Owned(key) => FieldKey::Unescaped(key.as_str().into()),
-            };
-            fields.push(Field { key, value });
-        }
-        fields
-    }
-}
-
-/// A JSON value that is an object (read as its fields) or anything else (skipped), in one pass.
-struct MaybeObject<'a>(Option<RawObject<'a>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeObject<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Any;
-        impl<'de> Visitor<'de> for Any {
-            type Value = MaybeObject<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-                while let Some((key, value)) = map.next_entry::<JsonStr<'de>, &'de RawValue>()? {
-                    fields.push((key.0, value));
-                }
-                Ok(MaybeObject(Some(RawObject(fields))))
-            }
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(MaybeObject(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(MaybeObject(None))
-            }
-        }
-        deserializer.deserialize_any(Any)
-    }
-}
-
-/// A JSON string (or object key), borrowed when it has no escapes.
-struct JsonStr<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for JsonStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl<'de> Visitor<'de> for Text {
-            type Value = JsonStr<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonStr(Cow::Owned(v.to_string())))
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
-
-/// The string a raw JSON value holds, if it is one.
-fn json_str(raw: &str) -> Option<Cow<'_, str>> {
-    raw.starts_with('"')
-        .then(|| serde_json::from_str::<JsonStr>(raw).ok())
-        .flatten()
-        .map(|s| s.0)
-}
-
 /// A non-empty string field (`app_name`, `commit_message`).
 fn non_empty(raw: &str) -> Option<String> {
-    json_str(raw).filter(|s| !s.is_empty()).map(Cow::into_owned)
+    string_value(raw)
+        .filter(|s| !s.is_empty())
+        .map(Cow::into_owned)
 }
 
 /// Old agents (before mid-2025) sent `content` (a JSON-encoded list of LLM messages) instead of
