@@ -71,6 +71,10 @@ pub struct AgentStream {
     parser: SseParser,
     pending: std::collections::VecDeque<String>,
     idle_timeout: Duration,
+    /// Fires `idle_timeout` after the last chunk. A chunk only records its time; the timer is
+    /// moved when it fires early, not re-armed per chunk (that was ≈ 600 instructions an event).
+    idle: Pin<Box<tokio::time::Sleep>>,
+    last_chunk: tokio::time::Instant,
     max_event_bytes: usize,
 }
 
@@ -139,6 +143,8 @@ impl AgentClient {
             parser: SseParser::new(self.config.max_event_bytes),
             pending: Default::default(),
             idle_timeout: self.config.idle_timeout,
+            idle: Box::pin(tokio::time::sleep(self.config.idle_timeout)),
+            last_chunk: tokio::time::Instant::now(),
             max_event_bytes: self.config.max_event_bytes,
         })
     }
@@ -172,12 +178,24 @@ impl AgentStream {
                     .map(Some)
                     .map_err(UpstreamError::InvalidEvent);
             }
-            let chunk = match tokio::time::timeout(self.idle_timeout, self.body.next()).await {
-                Err(_) => return Err(UpstreamError::IdleTimeout(self.idle_timeout.as_secs())),
-                Ok(None) => return Ok(None),
-                Ok(Some(Err(e))) => return Err(UpstreamError::Reset(e.without_url().to_string())),
-                Ok(Some(Ok(chunk))) => chunk,
+            let next = tokio::select! {
+                biased;
+                next = self.body.next() => next,
+                () = self.idle.as_mut() => {
+                    let due = self.last_chunk + self.idle_timeout;
+                    if tokio::time::Instant::now() < due {
+                        self.idle.as_mut().reset(due);
+                        continue;
+                    }
+                    return Err(UpstreamError::IdleTimeout(self.idle_timeout.as_secs()));
+                }
             };
+            let chunk = match next {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(UpstreamError::Reset(e.without_url().to_string())),
+                Some(Ok(chunk)) => chunk,
+            };
+            self.last_chunk = tokio::time::Instant::now();
             let events = self.parser.push(&chunk).map_err(|e| match e {
                 SseError::TooLarge { .. } => UpstreamError::EventTooLarge {
                     max: self.max_event_bytes,

@@ -432,9 +432,15 @@ async fn relay(
     turn.had_files = base_version.is_some();
     let mut deadline = Instant::now() + deps.turn_deadline;
     let deadline_error = UpstreamError::Deadline(deps.turn_deadline.as_secs());
+    // Made once for the whole turn: a cancellation future and a timer made anew for every
+    // event cost more than parsing it.
+    let cancelled = live.cancelled();
+    let turn_over = tokio::time::sleep_until(deadline);
+    tokio::pin!(cancelled, turn_over);
     let mut stream = tokio::select! {
-        _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
-        _ = tokio::time::sleep_until(deadline) => return Outcome::Upstream(deadline_error),
+        biased;
+        _ = &mut cancelled => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
+        _ = &mut turn_over => return Outcome::Upstream(deadline_error),
         opened = deps.agent.open(&request).instrument(tracing::info_span!("agent.connect")) => match opened {
             Ok(stream) => stream,
             Err(e) => return Outcome::Upstream(e),
@@ -446,8 +452,9 @@ async fn relay(
     let mut first_event = Some(tracing::info_span!("agent.first_event"));
     loop {
         let next = tokio::select! {
-            _ = live.cancelled() => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
-            _ = tokio::time::sleep_until(deadline) => {
+            biased;
+            _ = &mut cancelled => return Outcome::Stopped(live.stop_reason().unwrap_or(StopReason::Cancelled)),
+            _ = &mut turn_over => {
                 return if awaiting_close { Outcome::Finished { agent_error: None } } else { Outcome::Upstream(deadline_error) };
             }
             next = stream.next_event() => next,
@@ -474,6 +481,7 @@ async fn relay(
             if event.kind == KIND_REFINEMENT_REQUEST {
                 awaiting_close = true;
                 deadline = deadline.min(Instant::now() + AFTER_REFINEMENT_GRACE);
+                turn_over.as_mut().reset(deadline);
                 continue;
             }
             let agent_error = (event.kind == KIND_RUNTIME_ERROR).then(|| event.text());
