@@ -99,6 +99,11 @@ impl Scanner<'_> {
 
     /// The next byte that is not whitespace, without taking it.
     fn peek(&mut self) -> Option<u8> {
+        // Compact JSON, as agents send it, has no whitespace: no loop for it.
+        match self.bytes.get(self.pos) {
+            Some(&byte) if byte > b' ' => return Some(byte),
+            _ => {}
+        }
         while let Some(&byte) = self.bytes.get(self.pos) {
             match byte {
                 b' ' | b'\n' | b'\r' | b'\t' => self.pos += 1,
@@ -128,10 +133,10 @@ impl Scanner<'_> {
         loop {
             let key = self.key()?;
             let name = match &key {
-                FieldKey::Span(range) => &self.source[range.clone()],
-                FieldKey::Unescaped(key) => key,
+                FieldKey::Span(range) => &self.bytes[range.clone()],
+                FieldKey::Unescaped(key) => key.as_bytes(),
             };
-            if nested.is_some_and(|nested| nested == name) {
+            if nested.is_some_and(|nested| nested.as_bytes() == name) {
                 inner = match self.peek() {
                     Some(b'{') => Some(self.object(None)?.0),
                     _ => {
@@ -140,9 +145,24 @@ impl Scanner<'_> {
                     }
                 };
             } else {
-                self.peek();
-                let start = self.pos;
-                self.value()?;
+                // Strings and nulls (nearly every field's value) without `value`'s set-up.
+                let start = match self.peek() {
+                    Some(b'"') => {
+                        let start = self.pos;
+                        self.string()?;
+                        start
+                    }
+                    Some(b'n') => {
+                        let start = self.pos;
+                        self.literal(b"null")?;
+                        start
+                    }
+                    _ => {
+                        let start = self.pos;
+                        self.value()?;
+                        start
+                    }
+                };
                 fields.push(
                     self.source,
                     Field {

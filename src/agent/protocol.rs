@@ -65,7 +65,8 @@ pub fn is_agent_kind(kind: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct AgentEvent {
     pub idle: bool,
-    pub kind: String,
+    /// The agent's kinds are not copied: every event has one.
+    pub kind: Cow<'static, str>,
     pub agent_state: Option<Value>,
     pub unified_diff: Option<String>,
     pub app_name: Option<String>,
@@ -113,7 +114,7 @@ impl AgentEvent {
         });
         let mut event = Self {
             idle,
-            kind: String::new(),
+            kind: Cow::Borrowed(""),
             agent_state: None,
             unified_diff: None,
             app_name: None,
@@ -153,7 +154,13 @@ impl AgentEvent {
             true
         });
         event.message = message;
-        event.kind = kind.map_or_else(|| "Unknown".to_string(), Cow::into_owned);
+        event.kind = match kind {
+            None => Cow::Borrowed("Unknown"),
+            Some(kind) => match AGENT_KINDS.iter().find(|known| **known == kind) {
+                Some(known) => Cow::Borrowed(known),
+                None => Cow::Owned(kind.into_owned()),
+            },
+        };
         if !messages_is_array {
             let content = legacy_content.and_then(|f| string_value(value(&f)).map(Cow::into_owned));
             event.message.retain(|f| f.key(&data) != "messages");
@@ -286,9 +293,7 @@ pub fn client_message(envelope: &ClientEnvelope, event: &AgentEvent) -> String {
     let mut out = String::with_capacity(passed + fixed);
     out.push_str(&envelope.open);
     let mut first = true;
-    for field in &event.message {
-        push_field(&mut out, &mut first, field, &event.data);
-    }
+    push_fields(&mut out, &mut first, &event.message, &event.data);
     if let Some(items) = &event.legacy_messages {
         out.push_str(if first {
             "\"messages\":"
@@ -305,11 +310,64 @@ pub fn client_message(envelope: &ClientEnvelope, event: &AgentEvent) -> String {
     });
     out.push_str(&envelope.rest);
     let mut first = false;
-    for field in &event.extra {
-        push_field(&mut out, &mut first, field, &event.data);
-    }
+    push_fields(&mut out, &mut first, &event.extra, &event.data);
     out.push('}');
     out
+}
+
+/// Appends `fields`, copying each run of them that stands in the agent's text one after
+/// another, as written, in one piece: what separates them there is a comma and whitespace,
+/// which is valid JSON as it is.
+fn push_fields(out: &mut String, first: &mut bool, fields: &[Field], data: &str) {
+    let bytes = data.as_bytes();
+    let mut i = 0;
+    while i < fields.len() {
+        let Some(start) = in_place(&fields[i], bytes) else {
+            push_field(out, first, &fields[i], data);
+            i += 1;
+            continue;
+        };
+        let mut end = fields[i].value.end;
+        i += 1;
+        while let Some(next) = fields.get(i).and_then(|f| in_place(f, bytes)) {
+            if !bytes
+                .get(end..next)
+                .is_some_and(|gap| separated_by(gap, b','))
+            {
+                break;
+            }
+            end = fields[i].value.end;
+            i += 1;
+        }
+        if !std::mem::take(first) {
+            out.push(',');
+        }
+        out.push_str(&data[start..end]);
+    }
+}
+
+/// Where a field's text starts (its key's opening quote), when the field stands as the agent
+/// wrote it: an unescaped key, a colon, its value. A repeated key's field does not: its value
+/// is a later one's.
+fn in_place(field: &Field, bytes: &[u8]) -> Option<usize> {
+    let FieldKey::Span(key) = &field.key else {
+        return None;
+    };
+    let between = bytes.get(key.end + 1..field.value.start)?;
+    separated_by(between, b':').then(|| key.start - 1)
+}
+
+/// Whether `gap` is exactly one `separator` amid JSON whitespace.
+fn separated_by(gap: &[u8], separator: u8) -> bool {
+    let mut seen = false;
+    for &byte in gap {
+        match byte {
+            b' ' | b'\n' | b'\r' | b'\t' => {}
+            byte if byte == separator && !seen => seen = true,
+            _ => return false,
+        }
+    }
+    seen
 }
 
 fn push_field(out: &mut String, first: &mut bool, key: &Field, data: &str) {
@@ -510,6 +568,66 @@ mod tests {
         let e = parse(r#"{"message":{"kind":"X","agentState":null,"unifiedDiff":"a\nb"}}"#);
         assert_eq!(e.agent_state, None);
         assert_eq!(e.unified_diff.as_deref(), Some("a\nb"));
+    }
+
+    /// The client payload's fields copied in runs must be the agent's fields, whatever sits
+    /// between them: dropped fields, repeated keys, escaped keys, whitespace.
+    #[test]
+    fn fields_copied_in_runs_are_the_agents_fields() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        let pieces = [
+            r#""role":"assistant""#,
+            r#""kind":"WipUpdate""#,
+            r#""messages":[{"role":"assistant","content":"a,b:c"}]"#,
+            r#""agentState":{"x":[1,2]}"#,
+            r#""unifiedDiff":"--- a\n+++ b""#,
+            r#""x":1"#,
+            r#""x" : [2, {"y":3}]"#,
+            r#""k\"ey":"v""#,
+            r#""z":null"#,
+            r#""status":"idle""#,
+            r#""appId":"forged""#,
+        ];
+        let mut rng = StdRng::seed_from_u64(7);
+        let space = |rng: &mut StdRng| [" ", "", "\n ", "\t"][rng.gen_range(0..4)];
+        for _ in 0..2_000 {
+            let mut object = |rng: &mut StdRng| {
+                let n = rng.gen_range(0..8);
+                let fields: Vec<String> = (0..n)
+                    .map(|_| format!("{}{}", space(rng), pieces[rng.gen_range(0..pieces.len())]))
+                    .collect();
+                format!("{{{}{}}}", fields.join(","), space(rng))
+            };
+            let message = object(&mut rng);
+            let top = object(&mut rng);
+            let data = format!(r#"{{"message":{message},{}"#, &top[1..]).replace(",}", "}");
+            let Ok(event) = AgentEvent::parse(data.clone()) else {
+                continue;
+            };
+            let client = client_json(&event);
+            let mut expected: serde_json::Map<String, Value> =
+                serde_json::from_str(&message).expect("message");
+            for dropped in ["agentState", "unifiedDiff", "content"] {
+                expected.remove(dropped);
+            }
+            // No `messages` list: the gateway adds an empty one (see `normalize_messages`).
+            expected.entry("messages").or_insert(json!([]));
+            assert_eq!(client["message"], Value::Object(expected), "{data}");
+            let mut expected: serde_json::Map<String, Value> =
+                serde_json::from_str(&top).expect("top");
+            for (key, value) in client.as_object().expect("object") {
+                if !GATEWAY_FIELDS.contains(&key.as_str()) {
+                    assert_eq!(
+                        expected.remove(key).as_ref(),
+                        Some(value),
+                        "{key} in {data}"
+                    );
+                }
+            }
+            expected.retain(|key, _| !GATEWAY_FIELDS.contains(&key.as_str()));
+            assert!(expected.is_empty(), "{expected:?} missing from {data}");
+        }
     }
 
     #[test]
