@@ -592,7 +592,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let space = |rng: &mut StdRng| [" ", "", "\n ", "\t"][rng.gen_range(0..4)];
         for _ in 0..2_000 {
-            let mut object = |rng: &mut StdRng| {
+            let object = |rng: &mut StdRng| {
                 let n = rng.gen_range(0..8);
                 let fields: Vec<String> = (0..n)
                     .map(|_| format!("{}{}", space(rng), pieces[rng.gen_range(0..pieces.len())]))
