@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    agentgate::server::malloc_arenas::limit();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -10,6 +10,7 @@
 mod body_deadline;
 mod connection;
 pub mod fd_limit;
+pub mod malloc_arenas;
 
 use std::io;
 use std::sync::Arc;
