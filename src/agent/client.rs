@@ -72,7 +72,8 @@ pub struct AgentStream {
     pending: std::collections::VecDeque<String>,
     idle_timeout: Duration,
     /// Fires `idle_timeout` after the last chunk. A chunk only records its time; the timer is
-    /// moved when it fires early, not re-armed per chunk (that was ≈ 600 instructions an event).
+    /// moved when it fires early, not re-armed per chunk (with the run task's per-event timer
+    /// and cancellation future, that was ≈ 1,550 instructions an event).
     idle: Pin<Box<tokio::time::Sleep>>,
     last_chunk: tokio::time::Instant,
     max_event_bytes: usize,
