@@ -77,7 +77,8 @@ pub fn read_object(source: &str, nested: &str) -> Result<(Vec<Field>, Option<Vec
 /// The text of a JSON string value, borrowed when it has no escapes; `None` for any other value.
 pub fn string_value(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.contains('\\') && find_special(inner.as_bytes()) == inner.len() {
+    // No escape (nor anything else special) inside: the text is the value as it stands.
+    if find_special(inner.as_bytes()) == inner.len() {
         return Some(inner.into());
     }
     serde_json::from_str::<String>(raw).ok().map(Into::into)
@@ -261,22 +262,16 @@ impl Scanner<'_> {
                 Some(b'"') => {
                     self.string()?;
                 }
-                Some(b'{') => {
+                Some(bracket @ (b'{' | b'[')) => {
+                    let object = bracket == b'{';
                     self.pos += 1;
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
                         self.pos += 1;
                     } else {
-                        open.push(true);
-                        self.key_span()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                    } else {
-                        open.push(false);
+                        open.push(object);
+                        if object {
+                            self.key_span()?;
+                        }
                         continue;
                     }
                 }
