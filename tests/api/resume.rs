@@ -694,3 +694,40 @@ async fn resume_from_inside_a_row_of_several_events(kind: DbKind) {
     app.stop().await;
 }
 db_test!(resume_from_inside_a_row_of_several_events);
+
+/// Every row of the log carries the time it was logged, as the database reads it back (on
+/// PostgreSQL the rows arrive in `COPY`'s binary form, which counts from 2000-01-01).
+async fn logged_rows_carry_the_time_they_were_logged(kind: DbKind) {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let mut script: Vec<Value> = (0..20)
+        .map(|i| event("running", "WipUpdate", Some(&format!("step {i}"))))
+        .collect();
+    script.push(event("idle", "ReviewResult", Some("finished")));
+    agent.push(Script::events(&script));
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
+    let response = app
+        .post_message(&token, &json!({"message": "build a todo app"}))
+        .await;
+    let run_id = run_id_of(&response);
+    assert_complete_run(&SseReader::new(response).collect().await);
+    let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
+    let rows = entity::run_events::Entity::find()
+        .filter(entity::run_events::Column::RunId.eq(run_id.as_str()))
+        .all(&app.state.db)
+        .await
+        .expect("read the log");
+    assert!(!rows.is_empty());
+    for row in &rows {
+        assert!(
+            (before..=after).contains(&row.created_at),
+            "seq {} logged at {}, not between {before} and {after}",
+            row.seq,
+            row.created_at
+        );
+    }
+    app.stop().await;
+}
+db_test!(logged_rows_carry_the_time_they_were_logged);

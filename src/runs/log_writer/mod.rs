@@ -20,6 +20,7 @@
 //! connection (`sql_store`).
 mod batches;
 mod chunks;
+mod pg_copy;
 mod sql_store;
 mod sqlite_thread;
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
-use super::{chunks, Append, Store, StoreError};
+use super::{chunks, pg_copy, Append, Store, StoreError};
 use crate::cluster::bus::{self, Peers, Signal};
 use crate::runs::event_log;
 
@@ -23,7 +23,11 @@ impl Store for SqlStore {
     async fn insert(&mut self, rows: &[Append], peers: &Peers) -> Result<(), StoreError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
-            return insert_unnest(pool, rows, peers).await.map_err(|e| {
+            let inserted = match peers.present() {
+                true => insert_announced(pool, rows).await,
+                false => insert_copy(pool, rows).await,
+            };
+            return inserted.map_err(|e| {
                 match e
                     .as_database_error()
                     .is_some_and(|e| e.is_unique_violation())
@@ -52,20 +56,17 @@ impl Store for SqlStore {
     }
 }
 
-/// The batch as one statement whose text never changes, so PostgreSQL parses and plans it
-/// once per connection: the rows go as six arrays. While other gateways are live, the same
-/// statement signals them which runs' logs grew (see `cluster::bus`): the notification is
-/// delivered at the commit, never before the rows.
-const INSERT_UNNEST: &str = "INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
-       $6::timestamptz[])";
+/// While other gateways are live, the batch is one statement that also signals them which
+/// runs' logs grew (see `cluster::bus`): the notification is delivered at the commit, never
+/// before the rows. Its text never changes, so PostgreSQL parses and plans it once per
+/// connection: the rows go as six arrays.
 const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
      INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
        $6::timestamptz[])) \
      SELECT pg_notify($7, payload) FROM UNNEST($8::text[]) AS payload";
 
-async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<(), sqlx::Error> {
+async fn insert_announced(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> {
     let chunks: Vec<&[Append]> = chunks::chunks(rows).collect();
     let encoded: Vec<_> = chunks.iter().map(|c| chunks::encode(c)).collect();
     let run_ids: Vec<&str> = chunks.iter().map(|c| c[0].live.run_id.as_str()).collect();
@@ -74,25 +75,27 @@ async fn insert_unnest(pool: &PgPool, rows: &[Append], peers: &Peers) -> Result<
     let data: Vec<&str> = encoded.iter().map(|r| &*r.data).collect();
     let sizes: Vec<Option<&str>> = encoded.iter().map(|r| r.sizes.as_deref()).collect();
     let created: Vec<DateTime<Utc>> = chunks.iter().map(|c| c[0].created_at).collect();
-    let announce = peers.present();
-    let sql = if announce {
-        INSERT_UNNEST_ANNOUNCED
-    } else {
-        INSERT_UNNEST
-    };
-    let mut query = sqlx::query(sql)
+    sqlx::query(INSERT_UNNEST_ANNOUNCED)
         .bind(run_ids)
         .bind(seqs)
         .bind(events)
         .bind(data)
         .bind(sizes)
-        .bind(created);
-    if announce {
-        query = query
-            .bind(bus::CHANNEL)
-            .bind(bus::payloads(&logged_signals(rows)));
-    }
-    query.execute(pool).await?;
+        .bind(created)
+        .bind(bus::CHANNEL)
+        .bind(bus::payloads(&logged_signals(rows)))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The batch as one `COPY ... FROM STDIN` (see `pg_copy`): one transaction, all or none.
+async fn insert_copy(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> {
+    use sea_orm::sqlx::postgres::PgPoolCopyExt;
+    let data = pg_copy::encode(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let mut copy = pool.copy_in_raw(pg_copy::COPY_IN).await?;
+    copy.send(data).await?;
+    copy.finish().await?;
     Ok(())
 }
 
