@@ -18,6 +18,7 @@ mod m20261208_000070_webhooks;
 mod m20261209_000080_job_traces;
 mod m20261210_000090_deployment_logs;
 mod m20261211_000100_log_rows;
+mod m20261212_000110_inline_log_rows;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261209_000080_job_traces::Migration),
             Box::new(m20261210_000090_deployment_logs::Migration),
             Box::new(m20261211_000100_log_rows::Migration),
+            Box::new(m20261212_000110_inline_log_rows::Migration),
         ]
     }
 }

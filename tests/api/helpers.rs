@@ -303,6 +303,13 @@ impl SseReader {
     }
 }
 
+/// What a client reads of each frame: its id, name and data (for comparing live and replay).
+pub fn frame_shapes(frames: &[Frame]) -> Vec<(i64, String, Value)> {
+    (frames.iter())
+        .map(|f| (f.id, f.event.clone(), f.data.clone()))
+        .collect()
+}
+
 /// Checks the run invariants: ids 1..n without gaps, `done` exactly once and last.
 pub fn assert_complete_run(frames: &[Frame]) {
     assert!(!frames.is_empty(), "no frames");

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{event, keep_alive, with, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, kinds, run_status, settled_run_status, spawn_app_with, DbKind, Frame,
-    SseReader, TestApp,
+    assert_complete_run, frame_shapes, kinds, run_status, settled_run_status, spawn_app_with,
+    DbKind, Frame, SseReader, TestApp,
 };
 
 async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
@@ -622,12 +622,7 @@ async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
     let replay = SseReader::new(crate::resume::events(&app, &token, run_id, None).await)
         .collect()
         .await;
-    let shape = |frames: &[Frame]| -> Vec<(i64, String, Value)> {
-        (frames.iter())
-            .map(|f| (f.id, f.event.clone(), f.data.clone()))
-            .collect()
-    };
-    assert_eq!(shape(&replay), shape(&frames));
+    assert_eq!(frame_shapes(&replay), frame_shapes(&frames));
 
     // Nothing is left active: the app takes its next message.
     let app_id = frames[0].data["appId"]
@@ -740,22 +735,90 @@ async fn overlapping_commits_release_each_runs_events_in_order() {
         .await;
     let live = live.await.expect("live stream");
     assert_complete_run(&live);
-    let shape = |frames: &[Frame]| -> Vec<(i64, String, Value)> {
-        (frames.iter())
-            .map(|f| (f.id, f.event.clone(), f.data.clone()))
-            .collect()
-    };
     let ids: Vec<i64> = live.iter().map(|f| f.id).collect();
     assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
     assert_eq!(
         live[0].data["message"]["messages"][0]["content"],
         "slow step 0"
     );
-    assert_eq!(shape(&follower), shape(&live));
+    assert_eq!(frame_shapes(&follower), frame_shapes(&live));
     let replay = SseReader::new(crate::resume::events(&app, &token, &run_id, None).await)
         .collect()
         .await;
-    assert_eq!(shape(&replay), shape(&live));
+    assert_eq!(frame_shapes(&replay), frame_shapes(&live));
     assert_eq!(run_status(&app, &run_id).await, "succeeded");
+    app.stop().await;
+}
+
+/// PostgreSQL: a burst of a run's events is logged in rows of several events that each fit a
+/// page, so none goes to TOAST (whose 2 KB chunks cost a tuple and an index entry each); the
+/// replay is the live stream. The burst: the log table is locked while the agent streams, so
+/// the writer's next batch holds nearly all of the run's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_is_logged_in_rows_that_fit_a_page() {
+    use sea_orm::{ConnectionTrait, FromQueryResult, Statement, TransactionTrait};
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let (app, agent) = setup(DbKind::Postgres, "").await;
+    let token = app.token("alice");
+    let text = "x".repeat(1_500);
+    let mut events: Vec<Value> = (0..40)
+        .map(|i| event("running", "WipUpdate", Some(&format!("{i} {text}"))))
+        .collect();
+    events.push(event("idle", "ReviewResult", Some("Done!")));
+    agent.push(Script::events(&events));
+
+    let lock = app.state.db.begin().await.expect("begin");
+    lock.execute_unprepared("LOCK TABLE run_events IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .expect("lock the log");
+    let response = app
+        .post_message(&token, &json!({"message": "build something"}))
+        .await;
+    let run_id = crate::resume::run_id_of(&response);
+    let live = tokio::spawn(SseReader::new(response).collect());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lock.commit().await.expect("unlock");
+    let live = live.await.expect("live stream");
+    assert_complete_run(&live);
+
+    #[derive(FromQueryResult)]
+    struct Row {
+        events: i64,
+        bytes: i64,
+    }
+    let rows = Row::find_by_statement(Statement::from_sql_and_values(
+        sea_orm::DbBackend::Postgres,
+        "SELECT coalesce(array_length(string_to_array(sizes, ','), 1), 1)::int8 AS events, \
+         (octet_length(data) + coalesce(octet_length(sizes), 0))::int8 AS bytes \
+         FROM run_events WHERE run_id = $1",
+        [run_id.clone().into()],
+    ))
+    .all(&app.state.db)
+    .await
+    .expect("read the rows");
+    let several = rows.iter().filter(|r| r.events > 1).count();
+    assert!(several >= 5, "{several} rows of several events");
+    assert!(rows.iter().all(|r| r.bytes <= 7_900), "a row past a page");
+    let toasted = app
+        .state
+        .db
+        .query_one_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_relation_size(reltoastrelid)::int8 AS bytes FROM pg_class \
+             WHERE relname = 'run_events'",
+        ))
+        .await
+        .expect("query")
+        .expect("a row")
+        .try_get::<i64>("", "bytes")
+        .expect("bytes");
+    assert_eq!(toasted, 0, "rows went to TOAST");
+
+    let replay = SseReader::new(crate::resume::events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(frame_shapes(&replay), frame_shapes(&live));
     app.stop().await;
 }

@@ -144,7 +144,9 @@ pub(super) async fn commit(
             }
         }
     }
-    let lengths: Vec<usize> = chunks::chunks(&batch).map(<[Append]>::len).collect();
+    let lengths: Vec<usize> = chunks::chunks(&batch, store.row_bound())
+        .map(<[Append]>::len)
+        .collect();
     let mut rows = batch.into_iter();
     let mut committed = Vec::with_capacity(rows.len());
     for length in lengths {

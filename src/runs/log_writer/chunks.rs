@@ -1,10 +1,11 @@
 //! Which of a batch's events share a row of the log (see `event_log::rows`): consecutive events
-//! of one run with the same name, up to [`MAX_ROW_BYTES`]. A batch is first grouped by run, so
-//! that a run's events are next to each other however the runs interleaved in the queue.
+//! of one run with the same name, up to the store's [`RowBound`]. A batch is first grouped by
+//! run, so that a run's events are next to each other however the runs interleaved in the
+//! queue.
 //!
-//! Chunking is a function of the rows alone, so a chunk written again on its own (a retry, the
-//! failure path in `batches::commit`) is the same row with the same key, and a row that
-//! committed already is seen as a duplicate.
+//! Chunking is a function of the rows and the store alone, so a chunk written again on its own
+//! (a retry, the failure path in `batches::commit`) is the same row with the same key, and a
+//! row that committed already is seen as a duplicate.
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,9 +14,28 @@ use crate::runs::event_log::rows::{self, EncodedRow};
 use crate::runs::event_log::StoredEvent;
 use crate::runs::live::LiveRun;
 
-/// Event data per row at most (a single larger event has a row of its own): a resume from
-/// inside a row reads the whole row.
-pub(super) const MAX_ROW_BYTES: usize = 64 << 10;
+/// The most a row's `data` and `sizes` may hold together (a single larger event has a row of
+/// its own). A resume from inside a row reads the whole row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RowBound(pub usize);
+
+impl RowBound {
+    /// SQLite keeps a large row's bytes in a chain of overflow pages beside its B-tree cell,
+    /// and its cost is per row (two B-tree inserts): rows may be large.
+    pub(super) const SQLITE: Self = Self(64 << 10);
+    /// PostgreSQL moves a row larger than a page into its TOAST table, about 2 KB per chunk,
+    /// each chunk a heap tuple of its own with an index entry: most of the server's CPU per
+    /// logged event in a burst (BENCHMARKS.md, round 2, fifth part). Rows stay under a page
+    /// instead (`run_events.toast_tuple_target` is the most a page takes, 8,160 bytes),
+    /// leaving room for the row's other columns and its tuple header.
+    pub(super) const POSTGRES: Self = Self(7_900);
+
+    /// What an event takes of a row: its payload and its entry in `sizes` (digits and comma).
+    fn charge(data: &str) -> usize {
+        let digits = data.len().checked_ilog10().unwrap_or(0) as usize + 1;
+        data.len() + digits + 1
+    }
+}
 
 /// `batch` with each run's rows together, runs in the order they first appear, each run's
 /// rows in their order.
@@ -44,19 +64,19 @@ pub(super) fn group_by_run(batch: Vec<Append>) -> Vec<Append> {
 }
 
 /// The chunks of `rows`, in order; together they are `rows`.
-pub(super) fn chunks(rows: &[Append]) -> impl Iterator<Item = &[Append]> {
+pub(super) fn chunks(rows: &[Append], bound: RowBound) -> impl Iterator<Item = &[Append]> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         let first = rest.first()?;
-        let mut bytes = first.event.data.len();
+        let mut bytes = RowBound::charge(&first.event.data);
         let mut len = 1;
         for row in &rest[1..] {
             let previous = &rest[len - 1];
-            bytes += row.event.data.len();
+            bytes += RowBound::charge(&row.event.data);
             let joins = Arc::ptr_eq(&row.live, &first.live)
                 && row.event.event == first.event.event
                 && row.event.seq == previous.event.seq + 1
-                && bytes <= MAX_ROW_BYTES;
+                && bytes <= bound.0;
             if !joins {
                 break;
             }
@@ -98,7 +118,7 @@ mod tests {
     }
 
     fn shape(rows: &[Append]) -> Vec<(String, i64, usize)> {
-        chunks(rows)
+        chunks(rows, RowBound::SQLITE)
             .map(|c| (c[0].live.run_id.clone(), c[0].event.seq, c.len()))
             .collect()
     }
@@ -125,7 +145,7 @@ mod tests {
     fn a_row_ends_at_another_name_a_gap_or_its_size() {
         let runs = LiveRuns::default();
         let a = runs.insert("a", "app", 16);
-        let half = MAX_ROW_BYTES / 2;
+        let half = RowBound::SQLITE.0 / 2 - 8;
         let rows = vec![
             row(&a, 1, "message", 10),
             row(&a, 2, "message", 10),
@@ -134,7 +154,7 @@ mod tests {
             row(&a, 6, "message", 10),
             row(&a, 7, "message", half),
             row(&a, 8, "message", half),
-            row(&a, 9, "message", MAX_ROW_BYTES * 2),
+            row(&a, 9, "message", RowBound::SQLITE.0 * 2),
             row(&a, 10, "message", 1),
         ];
         let starts: Vec<(i64, usize)> = shape(&rows).into_iter().map(|(_, s, n)| (s, n)).collect();
@@ -144,15 +164,55 @@ mod tests {
         );
     }
 
+    /// The bound holds for what is stored: the payloads and the `sizes` list together.
+    #[test]
+    fn a_row_of_several_events_holds_at_most_the_bound() {
+        let runs = LiveRuns::default();
+        let a = runs.insert("a", "app", 16);
+        let lengths = [1, 9, 10, 99, 100, 700, 999, 1000, 4000, 7000];
+        let rows: Vec<Append> = (1..=2000)
+            .map(|seq| {
+                row(
+                    &a,
+                    seq,
+                    "message",
+                    lengths[seq as usize * 7 % lengths.len()],
+                )
+            })
+            .collect();
+        for bound in [RowBound::POSTGRES, RowBound::SQLITE] {
+            let mut several = 0;
+            for chunk in chunks(&rows, bound).filter(|c| c.len() > 1) {
+                several += 1;
+                let row = encode(chunk);
+                let stored = row.data.len() + row.sizes.as_deref().map_or(0, str::len);
+                assert!(
+                    stored <= bound.0,
+                    "{stored} bytes in a row bound to {bound:?}"
+                );
+                let next = rows
+                    .iter()
+                    .find(|r| r.event.seq == row.seq + chunk.len() as i64);
+                if let Some(next) = next {
+                    // The next event did not fit: rows are as full as the bound lets them be.
+                    assert!(stored + next.event.data.len() + 1 > bound.0 - 8);
+                }
+            }
+            assert!(several > 10, "{several} rows of several events");
+        }
+    }
+
     #[test]
     fn a_chunk_chunked_again_is_the_same_row() {
         let runs = LiveRuns::default();
         let a = runs.insert("a", "app", 16);
         let rows: Vec<Append> = (1..=50).map(|seq| row(&a, seq, "message", 4000)).collect();
-        for chunk in chunks(&rows) {
-            let again: Vec<&[Append]> = chunks(chunk).collect();
-            assert_eq!(again.len(), 1);
-            assert_eq!(encode(again[0]), encode(chunk));
+        for bound in [RowBound::SQLITE, RowBound::POSTGRES] {
+            for chunk in chunks(&rows, bound) {
+                let again: Vec<&[Append]> = chunks(chunk, bound).collect();
+                assert_eq!(again.len(), 1);
+                assert_eq!(encode(again[0]), encode(chunk));
+            }
         }
     }
 }

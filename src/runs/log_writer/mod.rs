@@ -101,6 +101,9 @@ trait Store: Send {
 
     /// Waits before a retry.
     fn pause(&mut self, duration: Duration) -> impl Future<Output = ()> + Send;
+
+    /// How much of a run's events one row may hold.
+    fn row_bound(&self) -> chunks::RowBound;
 }
 
 /// The database the writer writes to.

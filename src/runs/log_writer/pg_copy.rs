@@ -36,7 +36,7 @@ pub(super) fn encode(rows: &[Append]) -> Result<Vec<u8>, FieldTooLarge> {
     out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
     out.extend_from_slice(&0i32.to_be_bytes()); // no header extension
-    for chunk in chunks::chunks(rows) {
+    for chunk in chunks::chunks(rows, chunks::RowBound::POSTGRES) {
         let row = chunks::encode(chunk);
         out.extend_from_slice(&FIELDS.to_be_bytes());
         field(&mut out, Some(chunk[0].live.run_id.as_bytes()))?;

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::sqlx::{self, PgPool};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
-use super::{chunks, pg_copy, Append, Store, StoreError};
+use super::chunks::{self, RowBound};
+use super::{pg_copy, Append, Store, StoreError};
 use crate::cluster::bus::{self, Peers, Signal};
 use crate::runs::event_log;
 
@@ -54,6 +55,13 @@ impl Store for SqlStore {
     async fn pause(&mut self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
+
+    fn row_bound(&self) -> RowBound {
+        match self.db.get_database_backend() {
+            DbBackend::Postgres => RowBound::POSTGRES,
+            _ => RowBound::SQLITE,
+        }
+    }
 }
 
 /// While other gateways are live, the batch is one statement that also signals them which
@@ -67,7 +75,7 @@ const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
      SELECT pg_notify($7, payload) FROM UNNEST($8::text[]) AS payload";
 
 async fn insert_announced(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> {
-    let chunks: Vec<&[Append]> = chunks::chunks(rows).collect();
+    let chunks: Vec<&[Append]> = chunks::chunks(rows, RowBound::POSTGRES).collect();
     let encoded: Vec<_> = chunks.iter().map(|c| chunks::encode(c)).collect();
     let run_ids: Vec<&str> = chunks.iter().map(|c| c[0].live.run_id.as_str()).collect();
     let seqs: Vec<i64> = encoded.iter().map(|r| r.seq).collect();
@@ -104,7 +112,7 @@ async fn insert_values(db: &DatabaseConnection, rows: &[Append]) -> Result<(), D
     let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 12);
     sql.push_str(event_log::INSERT_PREFIX);
     let mut values = Vec::with_capacity(rows.len() * 6);
-    for (i, chunk) in chunks::chunks(rows).enumerate() {
+    for (i, chunk) in chunks::chunks(rows, RowBound::SQLITE).enumerate() {
         if i > 0 {
             sql.push(',');
         }

@@ -118,7 +118,7 @@ impl SqliteStore {
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let written = (|| {
             let mut insert = self.conn.prepare_cached(INSERT_ONE)?;
-            for chunk in chunks::chunks(rows) {
+            for chunk in chunks::chunks(rows, self.row_bound()) {
                 let row = chunks::encode(chunk);
                 // The text sqlx writes for a `DateTime<Utc>`, so every reader decodes it alike.
                 let created_at = chunk[0]
@@ -266,6 +266,10 @@ impl Store for SqliteStore {
     async fn pause(&mut self, duration: Duration) {
         // This thread does nothing else.
         std::thread::sleep(duration);
+    }
+
+    fn row_bound(&self) -> chunks::RowBound {
+        chunks::RowBound::SQLITE
     }
 }
 
