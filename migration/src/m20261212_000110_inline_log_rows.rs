@@ -12,22 +12,22 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared("ALTER TABLE run_events SET (toast_tuple_target = 8160)")
-                .await?;
-        }
-        Ok(())
+        on_postgres(
+            manager,
+            "ALTER TABLE run_events SET (toast_tuple_target = 8160)",
+        )
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() == DbBackend::Postgres {
-            manager
-                .get_connection()
-                .execute_unprepared("ALTER TABLE run_events RESET (toast_tuple_target)")
-                .await?;
-        }
-        Ok(())
+        on_postgres(manager, "ALTER TABLE run_events RESET (toast_tuple_target)").await
     }
+}
+
+/// A table option only PostgreSQL has; SQLite has no TOAST.
+async fn on_postgres(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() == DbBackend::Postgres {
+        manager.get_connection().execute_unprepared(sql).await?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@
 //! form the rows, which was a large part of its CPU per event (BENCHMARKS.md, round 2, fifth
 //! part). The format: a header, then per row a field count and each field as a length and its
 //! bytes in the type's binary form (-1 for NULL), then a trailer.
-use super::chunks;
+use super::chunks::{self, RowBound};
 use super::Append;
 
 pub(super) const COPY_IN: &str = "COPY run_events (run_id, seq, event, data, sizes, created_at) \
@@ -30,13 +30,13 @@ impl std::fmt::Display for FieldTooLarge {
 impl std::error::Error for FieldTooLarge {}
 
 /// The `COPY` data of `rows`: a row of the log per chunk of them (see `chunks`).
-pub(super) fn encode(rows: &[Append]) -> Result<Vec<u8>, FieldTooLarge> {
+pub(super) fn encode(rows: &[Append], bound: RowBound) -> Result<Vec<u8>, FieldTooLarge> {
     let payloads: usize = rows.iter().map(|r| r.event.data.len()).sum();
     let mut out = Vec::with_capacity(SIGNATURE.len() + 10 + payloads + rows.len() * 96);
     out.extend_from_slice(SIGNATURE);
     out.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
     out.extend_from_slice(&0i32.to_be_bytes()); // no header extension
-    for chunk in chunks::chunks(rows, chunks::RowBound::POSTGRES) {
+    for chunk in chunks::chunks(rows, bound) {
         let row = chunks::encode(chunk);
         out.extend_from_slice(&FIELDS.to_be_bytes());
         field(&mut out, Some(chunk[0].live.run_id.as_bytes()))?;
@@ -128,7 +128,7 @@ mod tests {
             append(&a, 8, "message", r#"{"b":"é"}"#),
             append(&b, 1, "done", "{}"),
         ];
-        let decoded = decode(&encode(&rows).expect("encodes"));
+        let decoded = decode(&encode(&rows, RowBound::POSTGRES).expect("encodes"));
         let second = 1_000_000i64.to_be_bytes().to_vec();
         assert_eq!(
             decoded,

@@ -24,9 +24,10 @@ impl Store for SqlStore {
     async fn insert(&mut self, rows: &[Append], peers: &Peers) -> Result<(), StoreError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
             let pool = self.db.get_postgres_connection_pool();
+            let bound = self.row_bound();
             let inserted = match peers.present() {
-                true => insert_announced(pool, rows).await,
-                false => insert_copy(pool, rows).await,
+                true => insert_announced(pool, rows, bound).await,
+                false => insert_copy(pool, rows, bound).await,
             };
             return inserted.map_err(|e| {
                 match e
@@ -38,7 +39,7 @@ impl Store for SqlStore {
                 }
             });
         }
-        insert_values(&self.db, rows)
+        insert_values(&self.db, rows, self.row_bound())
             .await
             .map_err(|e| match crate::db::is_unique_violation(&e) {
                 true => StoreError::Duplicate,
@@ -74,8 +75,12 @@ const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
        $6::timestamptz[])) \
      SELECT pg_notify($7, payload) FROM UNNEST($8::text[]) AS payload";
 
-async fn insert_announced(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> {
-    let chunks: Vec<&[Append]> = chunks::chunks(rows, RowBound::POSTGRES).collect();
+async fn insert_announced(
+    pool: &PgPool,
+    rows: &[Append],
+    bound: RowBound,
+) -> Result<(), sqlx::Error> {
+    let chunks: Vec<&[Append]> = chunks::chunks(rows, bound).collect();
     let encoded: Vec<_> = chunks.iter().map(|c| chunks::encode(c)).collect();
     let run_ids: Vec<&str> = chunks.iter().map(|c| c[0].live.run_id.as_str()).collect();
     let seqs: Vec<i64> = encoded.iter().map(|r| r.seq).collect();
@@ -98,9 +103,9 @@ async fn insert_announced(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Er
 }
 
 /// The batch as one `COPY ... FROM STDIN` (see `pg_copy`): one transaction, all or none.
-async fn insert_copy(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> {
+async fn insert_copy(pool: &PgPool, rows: &[Append], bound: RowBound) -> Result<(), sqlx::Error> {
     use sea_orm::sqlx::postgres::PgPoolCopyExt;
-    let data = pg_copy::encode(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let data = pg_copy::encode(rows, bound).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     let mut copy = pool.copy_in_raw(pg_copy::COPY_IN).await?;
     copy.send(data).await?;
     copy.finish().await?;
@@ -108,11 +113,15 @@ async fn insert_copy(pool: &PgPool, rows: &[Append]) -> Result<(), sqlx::Error> 
 }
 
 /// One multi-row INSERT (an in-memory SQLite database).
-async fn insert_values(db: &DatabaseConnection, rows: &[Append]) -> Result<(), DbErr> {
+async fn insert_values(
+    db: &DatabaseConnection,
+    rows: &[Append],
+    bound: RowBound,
+) -> Result<(), DbErr> {
     let mut sql = String::with_capacity(event_log::INSERT_PREFIX.len() + rows.len() * 12);
     sql.push_str(event_log::INSERT_PREFIX);
     let mut values = Vec::with_capacity(rows.len() * 6);
-    for (i, chunk) in chunks::chunks(rows, RowBound::SQLITE).enumerate() {
+    for (i, chunk) in chunks::chunks(rows, bound).enumerate() {
         if i > 0 {
             sql.push(',');
         }
