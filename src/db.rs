@@ -39,6 +39,8 @@ async fn migrate_alone(url: &str, db: &DatabaseConnection) -> Result<(), DbErr> 
 
 /// The event-log writer's connections on PostgreSQL.
 const LOG_WRITER_CONNECTIONS: usize = 2;
+/// How they name themselves to the server (`pg_stat_activity`), unless the URL names one.
+pub const LOG_WRITER_APPLICATION: &str = "agentgate-event-log";
 
 /// The event-log writer's own connection, so that its batches never wait behind request
 /// handlers for a pooled connection: for a SQLite file, the file (the writer opens it on a
@@ -68,7 +70,11 @@ pub async fn connect_log_writer(
     // Two, so that a batch commits while the one before it is still committing.
     let mut connections = Vec::with_capacity(LOG_WRITER_CONNECTIONS);
     for _ in 0..LOG_WRITER_CONNECTIONS {
-        connections.push(Database::connect(options(url, 1)).await?);
+        let mut options = options(url, 1);
+        if !url.contains("application_name=") {
+            options.set_application_name(LOG_WRITER_APPLICATION);
+        }
+        connections.push(Database::connect(options).await?);
     }
     Ok(WriterDb::Connections(connections))
 }
@@ -80,6 +86,11 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
         .min_connections(1)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings the server on every checkout and again on every return: on PostgreSQL
+        // two round trips around each query or transaction, half of all the gateway's round
+        // trips (BENCHMARKS.md, round 2, sixth part). The return's ping already finds a
+        // connection that broke while in use; one that sat idle for a second is pinged again.
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|opts| {
             // WAL lets readers (replays, listings) proceed while a run appends events.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::db_test;
-use crate::fake_agent::{event, keep_alive, with, FakeAgent, Script, Step};
+use crate::fake_agent::{data_line, event, keep_alive, with, FakeAgent, Script, Step};
 use crate::helpers::{
     assert_complete_run, frame_shapes, kinds, run_status, settled_run_status, spawn_app_with,
     DbKind, Frame, SseReader, TestApp,
@@ -356,11 +356,7 @@ async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
     assert_eq!(error_code(&frames), "upstream_event_too_large");
 
     agent.push(Script::steps(vec![
-        Step::Send(crate::fake_agent::data_line(&event(
-            "running",
-            "WipUpdate",
-            Some("working"),
-        ))),
+        Step::Send(data_line(&event("running", "WipUpdate", Some("working")))),
         Step::Pause(Duration::from_secs(5)),
     ]));
     let (frames, status) = failing_run(&app, &token).await;
@@ -380,7 +376,7 @@ async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
     // Only KeepAlives, forever: the turn deadline ends it.
     let mut steps = Vec::new();
     for _ in 0..40 {
-        steps.push(Step::Send(crate::fake_agent::data_line(&keep_alive())));
+        steps.push(Step::Send(data_line(&keep_alive())));
         steps.push(Step::Pause(Duration::from_millis(200)));
     }
     agent.push(Script::steps(steps));
@@ -397,7 +393,7 @@ async fn upstream_failures_end_with_error_and_done(kind: DbKind) {
     assert_eq!(error_code(&frames), "upstream_incomplete_stream");
 
     agent.push(Script::steps(vec![
-        Step::Send(crate::fake_agent::data_line(&event(
+        Step::Send(data_line(&event(
             "running",
             "WipUpdate",
             Some("then reset"),
@@ -747,6 +743,68 @@ async fn overlapping_commits_release_each_runs_events_in_order() {
         .await;
     assert_eq!(frame_shapes(&replay), frame_shapes(&live));
     assert_eq!(run_status(&app, &run_id).await, "succeeded");
+    app.stop().await;
+}
+
+/// PostgreSQL: the writer keeps its connections between batches (checking one out and back
+/// in would ping the server twice a batch); when they are cut in the middle of a run, the next
+/// batch fails, is retried on a fresh connection, and the run goes on without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_reconnects_when_its_connections_are_cut() {
+    use sea_orm::ConnectionTrait;
+    if crate::helpers::postgres_url().is_none() {
+        return;
+    }
+    let (app, agent) = setup(DbKind::Postgres, "").await;
+    let token = app.token("alice");
+    let step = |i: usize| {
+        Step::Send(data_line(&event(
+            "running",
+            "WipUpdate",
+            Some(&format!("step {i}")),
+        )))
+    };
+    let mut steps: Vec<Step> = (0..3).map(step).collect();
+    steps.push(Step::Pause(Duration::from_millis(800)));
+    steps.extend((3..6).map(step));
+    steps.push(Step::Send(data_line(&event(
+        "idle",
+        "ReviewResult",
+        Some("Done!"),
+    ))));
+    agent.push(Script::steps(steps));
+    let response = app
+        .post_message(&token, &json!({"message": "build something"}))
+        .await;
+    let run_id = crate::resume::run_id_of(&response);
+    let mut live = SseReader::new(response);
+    let mut frames = Vec::new();
+    while frames.len() < 3 {
+        frames.push(live.next().await.expect("an event before the pause"));
+    }
+    let cut = app
+        .state
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name = '{}'",
+                agentgate::db::LOG_WRITER_APPLICATION
+            ),
+        ))
+        .await
+        .expect("terminate the writer's connections");
+    assert!(!cut.is_empty(), "the writer holds a connection");
+    frames.extend(live.collect().await);
+    assert_complete_run(&frames);
+    let ids: Vec<i64> = frames.iter().map(|f| f.id).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>());
+    let replay = SseReader::new(crate::resume::events(&app, &token, &run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(frame_shapes(&replay), frame_shapes(&frames));
+    assert_eq!(settled_run_status(&app, &run_id).await, "succeeded");
     app.stop().await;
 }
 

@@ -2,7 +2,8 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::{self, PgPool};
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{self, PgConnection, Postgres};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 
 use super::chunks::{self, RowBound};
@@ -12,23 +13,41 @@ use crate::runs::event_log;
 
 pub(super) struct SqlStore {
     db: DatabaseConnection,
+    /// On PostgreSQL, the connection kept checked out between batches. sqlx pings the server
+    /// on every checkout and every return to the pool: two round trips a batch, more than the
+    /// batch's own. After a failed write it goes back to the pool (which replaces a broken
+    /// connection) and the next batch checks one out afresh.
+    held: Option<PoolConnection<Postgres>>,
 }
 
 impl SqlStore {
     pub(super) fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self { db, held: None }
+    }
+
+    async fn postgres_connection(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        let connection = match self.held.take() {
+            Some(held) => held,
+            None => self.db.get_postgres_connection_pool().acquire().await?,
+        };
+        Ok(&mut **self.held.insert(connection))
     }
 }
 
 impl Store for SqlStore {
     async fn insert(&mut self, rows: &[Append], peers: &Peers) -> Result<(), StoreError> {
         if self.db.get_database_backend() == DbBackend::Postgres {
-            let pool = self.db.get_postgres_connection_pool();
             let bound = self.row_bound();
-            let inserted = match peers.present() {
-                true => insert_announced(pool, rows, bound).await,
-                false => insert_copy(pool, rows, bound).await,
+            let inserted = match self.postgres_connection().await {
+                Ok(connection) if peers.present() || rows.len() < COPY_FROM_EVENTS => {
+                    insert_unnest(connection, rows, bound, peers).await
+                }
+                Ok(connection) => insert_copy(connection, rows, bound).await,
+                Err(e) => Err(e),
             };
+            if inserted.is_err() {
+                self.held = None;
+            }
             return inserted.map_err(|e| {
                 match e
                     .as_database_error()
@@ -48,6 +67,8 @@ impl Store for SqlStore {
     }
 
     async fn discard_from(&mut self, run_id: &str, seq: i64) -> Result<(), StoreError> {
+        // The writer's pool has one connection: the held one must go back for this.
+        self.held = None;
         event_log::discard_from(&self.db, run_id, seq)
             .await
             .map_err(|e| StoreError::Failed(e.to_string()))
@@ -65,20 +86,28 @@ impl Store for SqlStore {
     }
 }
 
-/// While other gateways are live, the batch is one statement that also signals them which
-/// runs' logs grew (see `cluster::bus`): the notification is delivered at the commit, never
-/// before the rows. Its text never changes, so PostgreSQL parses and plans it once per
-/// connection: the rows go as six arrays.
-const INSERT_UNNEST_ANNOUNCED: &str = "WITH logged AS (\
+/// Batches of fewer events are one `INSERT ... UNNEST` statement, larger ones a `COPY`. The
+/// statement is one message each way; a `COPY` is three messages (the statement, the data, its
+/// end) and two round trips, each waking the server, which is most of a small batch's commit
+/// (BENCHMARKS.md, round 2, sixth part). For a large batch the server's work on the rows
+/// dominates, and `COPY` does less of it (see `pg_copy`).
+const COPY_FROM_EVENTS: usize = 64;
+
+/// One statement that inserts the rows and, while other gateways are live, signals them which
+/// runs' logs grew (see `cluster::bus`; with no payloads it signals nothing): the notification
+/// is delivered at the commit, never before the rows. Its text never changes, so PostgreSQL
+/// parses and plans it once per connection: the rows go as six arrays.
+const INSERT_UNNEST: &str = "WITH logged AS (\
      INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
      SELECT * FROM UNNEST($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], \
        $6::timestamptz[])) \
      SELECT pg_notify($7, payload) FROM UNNEST($8::text[]) AS payload";
 
-async fn insert_announced(
-    pool: &PgPool,
+async fn insert_unnest(
+    connection: &mut PgConnection,
     rows: &[Append],
     bound: RowBound,
+    peers: &Peers,
 ) -> Result<(), sqlx::Error> {
     let chunks: Vec<&[Append]> = chunks::chunks(rows, bound).collect();
     let encoded: Vec<_> = chunks.iter().map(|c| chunks::encode(c)).collect();
@@ -88,7 +117,11 @@ async fn insert_announced(
     let data: Vec<&str> = encoded.iter().map(|r| &*r.data).collect();
     let sizes: Vec<Option<&str>> = encoded.iter().map(|r| r.sizes.as_deref()).collect();
     let created: Vec<DateTime<Utc>> = chunks.iter().map(|c| c[0].created_at).collect();
-    sqlx::query(INSERT_UNNEST_ANNOUNCED)
+    let signals = match peers.present() {
+        true => bus::payloads(&logged_signals(rows)),
+        false => Vec::new(),
+    };
+    sqlx::query(INSERT_UNNEST)
         .bind(run_ids)
         .bind(seqs)
         .bind(events)
@@ -96,17 +129,20 @@ async fn insert_announced(
         .bind(sizes)
         .bind(created)
         .bind(bus::CHANNEL)
-        .bind(bus::payloads(&logged_signals(rows)))
-        .execute(pool)
+        .bind(signals)
+        .execute(connection)
         .await?;
     Ok(())
 }
 
 /// The batch as one `COPY ... FROM STDIN` (see `pg_copy`): one transaction, all or none.
-async fn insert_copy(pool: &PgPool, rows: &[Append], bound: RowBound) -> Result<(), sqlx::Error> {
-    use sea_orm::sqlx::postgres::PgPoolCopyExt;
+async fn insert_copy(
+    connection: &mut PgConnection,
+    rows: &[Append],
+    bound: RowBound,
+) -> Result<(), sqlx::Error> {
     let data = pg_copy::encode(rows, bound).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let mut copy = pool.copy_in_raw(pg_copy::COPY_IN).await?;
+    let mut copy = connection.copy_in_raw(pg_copy::COPY_IN).await?;
     copy.send(data).await?;
     copy.finish().await?;
     Ok(())
