@@ -167,6 +167,7 @@ impl Components {
             ),
         };
         let handler = Arc::new(self.effects(config, db));
+        let sweeps = crate::jobs::SweepClock::default();
         for i in 0..count {
             let worker = JobWorker {
                 db: db.clone(),
@@ -174,6 +175,7 @@ impl Components {
                 settings: settings.clone(),
                 id: format!("worker-{process}-{i}"),
                 kinds: kinds.clone(),
+                sweeps: sweeps.clone(),
             };
             tracker.spawn(worker.run(stop.clone()));
         }

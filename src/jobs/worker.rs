@@ -2,7 +2,7 @@
 //! that found work claims again at once; it sleeps only when nothing is due, and wakes when a
 //! job is enqueued in this process or (PostgreSQL) in another one, or at the poll interval as
 //! the safety net. A worker that dies leaves a lease that simply expires.
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -34,7 +34,7 @@ pub trait JobHandler: Send + Sync {
     /// Called once a job finished (done or failed), by the worker that finished it.
     async fn finished(&self, _job: &Job) {}
 
-    /// Called about once per poll interval by each worker (deadlines, gauges).
+    /// Called about once per poll interval by one of the process's workers (deadlines, gauges).
     async fn sweep(&self) {}
 }
 
@@ -48,6 +48,25 @@ pub struct WorkerSettings {
     pub affinity: super::Affinity,
 }
 
+/// When the workers of a process sweep next (requeue expired jobs, then the handler's sweep):
+/// shared by them, so that a process sweeps once per poll interval however many workers it has.
+/// Each sweep is a few queries; eight workers sweeping each on their own made most of an idle
+/// gateway's database traffic.
+#[derive(Debug, Default, Clone)]
+pub struct SweepClock(Arc<Mutex<Option<Instant>>>);
+
+impl SweepClock {
+    /// Whether the caller sweeps now: true for one caller per `interval`.
+    fn take_due(&self, now: Instant, interval: Duration) -> bool {
+        let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if next.is_some_and(|next| now < next) {
+            return false;
+        }
+        *next = Some(now + interval);
+        true
+    }
+}
+
 #[derive(Clone)]
 pub struct JobWorker {
     pub db: DatabaseConnection,
@@ -56,16 +75,18 @@ pub struct JobWorker {
     pub id: String,
     /// The kinds this worker takes; None: all.
     pub kinds: Option<Vec<JobKind>>,
+    /// Shared with the process's other workers.
+    pub sweeps: SweepClock,
 }
 
 impl JobWorker {
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(worker = %self.id, "job worker started");
-        let mut next_sweep = tokio::time::Instant::now();
         while !stop.is_cancelled() {
             // Swept once per poll interval, not once per job: under load a worker takes jobs
             // back to back.
-            if tokio::time::Instant::now() >= next_sweep {
+            let now = tokio::time::Instant::now().into_std();
+            if self.sweeps.take_due(now, self.settings.poll_interval) {
                 match queue::requeue_expired(&self.db).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
@@ -75,7 +96,6 @@ impl JobWorker {
                     Err(e) => tracing::warn!(error = %e, "could not requeue expired jobs"),
                 }
                 self.handler.sweep().await;
-                next_sweep = tokio::time::Instant::now() + self.settings.poll_interval;
             }
             // Registered before the claim, so a job enqueued while claiming still wakes us.
             let woken = queue::woken();
@@ -159,5 +179,85 @@ fn step_label(step: &Step) -> &'static str {
         Step::Again(_) => "again",
         Step::Retry { .. } => "retry",
         Step::Fail(_) => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// Counts the sweeps; runs no job (none is ever queued here).
+    #[derive(Default)]
+    struct CountSweeps(AtomicUsize);
+
+    #[async_trait]
+    impl JobHandler for CountSweeps {
+        async fn run(&self, _job: &Job, _lease: &Lease) -> Step {
+            Step::Done(None)
+        }
+
+        fn policy(&self, _kind: JobKind) -> RetryPolicy {
+            RetryPolicy {
+                base: Duration::from_secs(1),
+                cap: Duration::from_secs(1),
+                max_attempts: 1,
+            }
+        }
+
+        async fn sweep(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Four workers of one process sweep once per poll interval between them, not four times
+    /// (each sweep costs the database a few queries, idle or not).
+    #[tokio::test]
+    async fn the_workers_of_a_process_sweep_once_per_interval() {
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("database");
+        let handler = Arc::new(CountSweeps::default());
+        let interval = Duration::from_millis(50);
+        let sweeps = SweepClock::default();
+        let stop = CancellationToken::new();
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let worker = JobWorker {
+                    db: db.clone(),
+                    handler: handler.clone(),
+                    settings: WorkerSettings {
+                        poll_interval: interval,
+                        lease: Duration::from_secs(30),
+                        affinity: crate::jobs::Affinity::none(),
+                    },
+                    id: format!("worker-{i}"),
+                    kinds: None,
+                    sweeps: sweeps.clone(),
+                };
+                tokio::spawn(worker.run(stop.clone()))
+            })
+            .collect();
+        tokio::time::sleep(interval * 6).await;
+        stop.cancel();
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        let swept = handler.0.load(Ordering::Relaxed);
+        // At most one per started interval (7 in 300 ms); each worker on its own would be 28.
+        assert!((1..=8).contains(&swept), "{swept} sweeps");
+    }
+
+    #[test]
+    fn one_caller_per_interval_sweeps() {
+        let clock = SweepClock::default();
+        let interval = Duration::from_millis(500);
+        let start = Instant::now();
+        assert!(clock.take_due(start, interval));
+        assert!(!clock.clone().take_due(start, interval));
+        assert!(!clock.take_due(start + interval / 2, interval));
+        assert!(clock.take_due(start + interval, interval));
+        assert!(!clock.take_due(start + interval, interval));
     }
 }
