@@ -72,7 +72,9 @@ impl Limiter {
                    ON CONFLICT (user_id, day) DO UPDATE SET count = usage_counters.count + 1 \
                    WHERE usage_counters.count < \
                      COALESCE((SELECT daily_limit FROM user_limits WHERE user_id = $1), $3) \
-                   RETURNING count";
+                   RETURNING count, \
+                     COALESCE((SELECT daily_limit FROM user_limits WHERE user_id = $1), $3) \
+                       AS daily_limit";
         let default_limit = self.default_limit.min(i32::MAX as u32) as i32;
         let row = db
             .query_one_raw(statement(
@@ -82,16 +84,21 @@ impl Limiter {
             ))
             .await
             .map_err(unavailable)?;
-        let limit = self.limit_in(db, user_id).await?;
         match row {
+            // The limit comes back with the count: reading it after would be one more round
+            // trip in every run's first transaction.
             Some(row) => {
                 let count: i32 = row.try_get("", "count").map_err(unavailable)?;
+                let limit: i32 = row.try_get("", "daily_limit").map_err(unavailable)?;
                 Ok(Reservation {
-                    status: build_status(limit, count.max(0) as u32, reset),
+                    status: build_status(limit.max(0) as u32, count.max(0) as u32, reset),
                     day,
                 })
             }
-            None => Err(limit_reached(build_status(limit, limit, reset))),
+            None => {
+                let limit = self.limit_in(db, user_id).await?;
+                Err(limit_reached(build_status(limit, limit, reset)))
+            }
         }
     }
 

@@ -151,15 +151,13 @@ pub async fn find_webhook(
     webhooks::Entity::find_by_id(id.to_string()).one(db).await
 }
 
-/// One delivery and its job per endpoint of `owner_id` (and of the operator) that wants the
-/// event.
-pub(super) async fn enqueue_deliveries(
+/// The endpoints of `owner_id` (and of the operator) that want events of `kind`.
+pub(super) async fn endpoints_wanting(
     db: &impl ConnectionTrait,
     owner_id: &str,
-    event: &Event,
-    payload: &str,
-) -> Result<usize, DbErr> {
-    let endpoints = webhooks::Entity::find()
+    kind: EventType,
+) -> Result<Vec<webhooks::Model>, DbErr> {
+    let mut endpoints = webhooks::Entity::find()
         .filter(
             webhooks::Column::OwnerId
                 .eq(owner_id)
@@ -167,9 +165,21 @@ pub(super) async fn enqueue_deliveries(
         )
         .all(db)
         .await?;
+    endpoints.retain(|e| wants(e, kind));
+    Ok(endpoints)
+}
+
+/// One delivery and its job per endpoint (see [`endpoints_wanting`]).
+pub(super) async fn enqueue_deliveries(
+    db: &impl ConnectionTrait,
+    owner_id: &str,
+    event: &Event,
+    payload: &str,
+    endpoints: &[webhooks::Model],
+) -> Result<usize, DbErr> {
     let now = Utc::now();
     let mut queued = 0;
-    for endpoint in endpoints.iter().filter(|e| wants(e, event.kind)) {
+    for endpoint in endpoints {
         let delivery = deliveries::ActiveModel {
             // Standard Webhooks message ids: the receiver's key for deduplicating retries.
             id: Set(format!("msg_{}", Uuid::new_v4().simple())),

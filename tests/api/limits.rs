@@ -116,6 +116,10 @@ async fn admin_override_is_privileged_only(kind: DbKind) {
         .await
         .expect("json");
     assert_eq!(body["dailyMessageLimit"], 42);
+    // A message taken reports the override too (it comes back with the count).
+    let taken = app.state.limiter.reserve("alice").await.expect("reserve");
+    assert_eq!(taken.status.daily_message_limit, 42);
+    assert_eq!(taken.status.remaining_messages, 41);
     let other: Value = app
         .get("/message-limit", &app.token("carol"))
         .await
