@@ -811,7 +811,8 @@ async fn the_writer_reconnects_when_its_connections_are_cut() {
 /// PostgreSQL: a burst of a run's events is logged in rows of several events that each fit a
 /// page, so none goes to TOAST (whose 2 KB chunks cost a tuple and an index entry each); the
 /// replay is the live stream. The burst: the log table is locked while the agent streams, so
-/// the writer's next batch holds nearly all of the run's events.
+/// the writer's next batch holds nearly all of the run's events, enough to go by `COPY` (small
+/// batches are one `INSERT`), whose rows carry the time they were logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement, TransactionTrait};
@@ -821,12 +822,13 @@ async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     let (app, agent) = setup(DbKind::Postgres, "").await;
     let token = app.token("alice");
     let text = "x".repeat(1_500);
-    let mut events: Vec<Value> = (0..40)
+    let mut events: Vec<Value> = (0..100)
         .map(|i| event("running", "WipUpdate", Some(&format!("{i} {text}"))))
         .collect();
     events.push(event("idle", "ReviewResult", Some("Done!")));
     agent.push(Script::events(&events));
 
+    let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
     let lock = app.state.db.begin().await.expect("begin");
     lock.execute_unprepared("LOCK TABLE run_events IN SHARE ROW EXCLUSIVE MODE")
         .await
@@ -840,16 +842,32 @@ async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     lock.commit().await.expect("unlock");
     let live = live.await.expect("live stream");
     assert_complete_run(&live);
+    let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
+    let copied = app
+        .state
+        .db
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = '{}' AND query LIKE 'COPY run_events%'",
+                agentgate::db::LOG_WRITER_APPLICATION
+            ),
+        ))
+        .await
+        .expect("the writer's last statements");
+    assert!(!copied.is_empty(), "the burst did not go by COPY");
 
     #[derive(FromQueryResult)]
     struct Row {
         events: i64,
         bytes: i64,
+        created_at: chrono::DateTime<chrono::Utc>,
     }
     let rows = Row::find_by_statement(Statement::from_sql_and_values(
         sea_orm::DbBackend::Postgres,
         "SELECT coalesce(array_length(string_to_array(sizes, ','), 1), 1)::int8 AS events, \
-         (octet_length(data) + coalesce(octet_length(sizes), 0))::int8 AS bytes \
+         (octet_length(data) + coalesce(octet_length(sizes), 0))::int8 AS bytes, created_at \
          FROM run_events WHERE run_id = $1",
         [run_id.clone().into()],
     ))
@@ -859,6 +877,11 @@ async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     let several = rows.iter().filter(|r| r.events > 1).count();
     assert!(several >= 5, "{several} rows of several events");
     assert!(rows.iter().all(|r| r.bytes <= 7_900), "a row past a page");
+    assert!(
+        rows.iter()
+            .all(|r| (before..=after).contains(&r.created_at)),
+        "a row not stamped with the time it was logged"
+    );
     let toasted = app
         .state
         .db
