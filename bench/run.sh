@@ -10,7 +10,8 @@
 # --strict (a missing baseline, PostgreSQL or valgrind fails the run instead of being skipped),
 # --update-baseline (with "inproc": measure the guarded callgrind figure five times and write
 # the median to bench/callgrind-baseline.json instead of checking against it; see "callgrind").
-# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres),
+# Environment: BENCH_PG_ADMIN (default postgres://agentgate:agentgate@127.0.0.1:5432/postgres;
+# with pg_checkpoint granted to its role, every PostgreSQL scenario starts after a CHECKPOINT),
 # BENCH_PORT_BASE (default 19100: the mock's port; nginx +100, gateways +200 and +201, S3 +300),
 # BENCH_CALLGRIND_BASELINE (default bench/callgrind-baseline.json: the guard's committed figure),
 # BENCH_PG_URL_QUERY (added to the gateways' PostgreSQL URL, for what-if runs, e.g.
@@ -323,6 +324,19 @@ stop_gateway() {
     fi
 }
 
+# A checkpoint before each PostgreSQL scenario, so that the WAL of the scenarios before it is
+# not written out inside its measurement: a firehose round writes about a gigabyte, and the
+# checkpoint it starts ran into the next rounds (BENCHMARKS.md, round 2, sixth part). Needs a
+# role with pg_checkpoint (or a superuser); without one the run goes on and says so once.
+CHECKPOINT_WARNED=0
+pg_checkpoint() {
+    psql "$PG_ADMIN" -qc CHECKPOINT >/dev/null 2>&1 && return 0
+    if [ $CHECKPOINT_WARNED = 0 ]; then
+        log "no CHECKPOINT before PostgreSQL scenarios (the role needs pg_checkpoint)"
+        CHECKPOINT_WARNED=1
+    fi
+}
+
 # client SYSTEM SCENARIO ROUND ARGS...: runs load-client on core 0 and records its JSON line.
 client() {
     local system=$1 scenario=$2 round=$3
@@ -336,6 +350,7 @@ client() {
            if [ -n "${GW2_PID:-}" ]; then sut+=(--sut-pid "$GW2_PID"); fi
            if [ "$system" = postgres ]; then
                for p in $(pgrep -x postgres || true); do aux+=(--aux-pid "$p"); done
+               pg_checkpoint
            fi ;;
     esac
     local line
