@@ -65,6 +65,12 @@ impl SweepClock {
         *next = Some(now + interval);
         true
     }
+
+    /// The sweep that `take_due` granted has ended: the next one is due an interval after its
+    /// end, so that a slow sweep is never joined by the next one.
+    fn finished(&self, now: Instant, interval: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(now + interval);
+    }
 }
 
 #[derive(Clone)]
@@ -96,6 +102,8 @@ impl JobWorker {
                     Err(e) => tracing::warn!(error = %e, "could not requeue expired jobs"),
                 }
                 self.handler.sweep().await;
+                let now = tokio::time::Instant::now().into_std();
+                self.sweeps.finished(now, self.settings.poll_interval);
             }
             // Registered before the claim, so a job enqueued while claiming still wakes us.
             let woken = queue::woken();
@@ -259,5 +267,9 @@ mod tests {
         assert!(!clock.take_due(start + interval / 2, interval));
         assert!(clock.take_due(start + interval, interval));
         assert!(!clock.take_due(start + interval, interval));
+        // A sweep that took most of an interval: the next waits a whole interval after it.
+        clock.finished(start + interval * 2, interval);
+        assert!(!clock.take_due(start + interval * 2, interval));
+        assert!(clock.take_due(start + interval * 3, interval));
     }
 }
