@@ -811,8 +811,8 @@ async fn the_writer_reconnects_when_its_connections_are_cut() {
 /// PostgreSQL: a burst of a run's events is logged in rows of several events that each fit a
 /// page, so none goes to TOAST (whose 2 KB chunks cost a tuple and an index entry each); the
 /// replay is the live stream. The burst: the log table is locked while the agent streams, so
-/// the writer's next batch holds nearly all of the run's events, enough to go by `COPY` (small
-/// batches are one `INSERT`), whose rows carry the time they were logged.
+/// the events queue, and one batch gets enough of them to go by `COPY` (small batches are one
+/// `INSERT`), whose rows carry the time they were logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement, TransactionTrait};
@@ -822,12 +822,33 @@ async fn a_burst_is_logged_in_rows_that_fit_a_page() {
     let (app, agent) = setup(DbKind::Postgres, "").await;
     let token = app.token("alice");
     let text = "x".repeat(1_500);
-    let mut events: Vec<Value> = (0..100)
+    // While the table is locked the writer's two stores wait with a batch each, one more batch
+    // waits for a store, and the rest queue: 200 events leave at least ≈ 98 for one of the
+    // last two batches however they split, enough for `COPY` (64).
+    let mut events: Vec<Value> = (0..200)
         .map(|i| event("running", "WipUpdate", Some(&format!("{i} {text}"))))
         .collect();
     events.push(event("idle", "ReviewResult", Some("Done!")));
     agent.push(Script::events(&events));
 
+    // Each statement that writes the log notes how it began: `current_query()` in a trigger is
+    // the whole statement, a `COPY` or the one `INSERT`.
+    execute_all(
+        &app,
+        vec![
+            "CREATE TABLE log_statements (at timestamptz, head text, events int8)".to_string(),
+            "CREATE FUNCTION note_log_statement() RETURNS trigger AS $$ BEGIN \
+             INSERT INTO log_statements SELECT clock_timestamp(), left(current_query(), 4), \
+             sum(coalesce(array_length(string_to_array(sizes, ','), 1), 1)) FROM logged; \
+             RETURN NULL; END $$ LANGUAGE plpgsql"
+                .to_string(),
+            "CREATE TRIGGER note_log_statement AFTER INSERT ON run_events \
+             REFERENCING NEW TABLE AS logged \
+             FOR EACH STATEMENT EXECUTE FUNCTION note_log_statement()"
+                .to_string(),
+        ],
+    )
+    .await;
     let before = chrono::Utc::now() - chrono::Duration::milliseconds(1);
     let lock = app.state.db.begin().await.expect("begin");
     lock.execute_unprepared("LOCK TABLE run_events IN SHARE ROW EXCLUSIVE MODE")
@@ -838,25 +859,32 @@ async fn a_burst_is_logged_in_rows_that_fit_a_page() {
         .await;
     let run_id = crate::resume::run_id_of(&response);
     let live = tokio::spawn(SseReader::new(response).collect());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     lock.commit().await.expect("unlock");
     let live = live.await.expect("live stream");
     assert_complete_run(&live);
     let after = chrono::Utc::now() + chrono::Duration::milliseconds(1);
-    let copied = app
+    let statements: Vec<(String, i64)> = app
         .state
         .db
         .query_all_raw(Statement::from_string(
             sea_orm::DbBackend::Postgres,
-            format!(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-                 AND application_name = '{}' AND query LIKE 'COPY run_events%'",
-                agentgate::db::LOG_WRITER_APPLICATION
-            ),
+            "SELECT head, events FROM log_statements ORDER BY at",
         ))
         .await
-        .expect("the writer's last statements");
-    assert!(!copied.is_empty(), "the burst did not go by COPY");
+        .expect("the log's statements")
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "head").expect("head"),
+                r.try_get("", "events").expect("events"),
+            )
+        })
+        .collect();
+    assert!(
+        statements.iter().any(|(head, _)| head == "COPY"),
+        "the burst did not go by COPY: {statements:?}"
+    );
 
     #[derive(FromQueryResult)]
     struct Row {
