@@ -1,7 +1,8 @@
-//! Group commit for the event log. Every run hands its events to one writer task, which owns a
-//! database connection of its own and writes whatever queued up while its previous write was in
-//! flight as one multi-row INSERT (one statement, one commit), with a row for each run's
-//! consecutive events (`chunks`, `event_log::rows`). Only after that commit does it broadcast
+//! Group commit for the event log. Every run hands its events to one writer task, which owns
+//! database connections of its own and writes whatever queued up while its previous write was in
+//! flight as one statement and one commit (a multi-row `INSERT`, or on PostgreSQL a `COPY` for a
+//! large batch: `sql_store`), with a row for each run's consecutive events (`chunks`,
+//! `event_log::rows`). Only after that commit does it broadcast
 //! the events to the runs' subscribers, so nothing reaches a client before the log has it.
 //!
 //! Appends are pipelined: a run does not wait for its event to commit before it reads the next

@@ -3,7 +3,8 @@
 //! Why COPY: the server reads the rows as they stream in. The `INSERT ... UNNEST` of six
 //! arrays made it build each array, copy it into the function scan's result and only then
 //! form the rows, which was a large part of its CPU per event (BENCHMARKS.md, round 2, fifth
-//! part). The format: a header, then per row a field count and each field as a length and its
+//! part). A `COPY` takes two round trips, so only batches of `sql_store::COPY_FROM_EVENTS` or
+//! more go this way. The format: a header, then per row a field count and each field as a length and its
 //! bytes in the type's binary form (-1 for NULL), then a trailer.
 use super::chunks::{self, RowBound};
 use super::Append;
