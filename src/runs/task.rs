@@ -1,6 +1,7 @@
 //! The background task that owns one run: it talks to the agent, logs every client-visible event
 //! before broadcasting it, hands diffs to the version pipeline, and always ends the log with
 //! `done`.
+use anyhow::Context as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::event_log::{self, StoredEvent, EVENT_DONE, EVENT_ERROR, EVENT_MESSAGE};
-use super::live::{LiveRun, StopReason};
+use super::live::{LiveBatch, LiveRun, StopReason};
 use super::log_writer::LogWriter;
 use crate::agent::protocol::{
     self, AgentEvent, AgentRequest, ClientEnvelope, ConversationMessage, EventContext,
@@ -148,29 +149,31 @@ impl Emitter {
         Some(failure.error)
     }
 
-    /// Logs `done` and the run's final status in one transaction, with the `run.finished`
-    /// webhooks of `owner_id`, so a client that sees `done` also sees the final status. If the
-    /// database fails, live subscribers get `done` at once
-    /// (they must not wait) while the write is retried for up to [`FINISH_RETRY_FOR`]: until it
-    /// lands the run stays active and blocks its app. Past that, start-up recovery completes it.
+    /// Logs `done` (after the error event that the log could not store before, if any) and
+    /// the run's final status in one transaction, with the `run.finished` webhooks of
+    /// `owner_id`, so a client that sees `done` also sees the final status. If the database
+    /// fails, live subscribers get the events at once (they must not wait) while the write is
+    /// retried for up to [`FINISH_RETRY_FOR`]: until it lands the run stays active and blocks
+    /// its app. Past that, start-up recovery completes it. The caller has taken any log
+    /// failure ([`Self::take_log_failure`]), so everything before these events is stored.
     async fn finish(
         &mut self,
-        done: &Value,
+        last: RunEnd<'_>,
         ending: &RunEnding,
         owner_id: &str,
         finished: &webhooks::Event,
     ) -> Result<(), DbErr> {
-        // Everything before `done` is stored before `done` is; `done` takes the place of an
-        // event that failed.
-        if let Some(error) = self.take_log_failure().await {
-            tracing::error!(error, "the run's last events could not be logged");
+        let mut events = Vec::with_capacity(2);
+        let last_events = last.error.map(|e| (EVENT_ERROR, e)).into_iter();
+        for (event, data) in last_events.chain([(EVENT_DONE, last.done)]) {
+            self.seq += 1;
+            events.push(Arc::new(StoredEvent {
+                seq: self.seq,
+                event: event.to_string(),
+                data: data.to_string(),
+            }));
         }
-        self.seq += 1;
-        let stored = StoredEvent {
-            seq: self.seq,
-            event: EVENT_DONE.to_string(),
-            data: done.to_string(),
-        };
+        let events: LiveBatch = events.into();
         let give_up_at = Instant::now() + FINISH_RETRY_FOR;
         let mut delay = Duration::from_millis(100);
         let mut announced = false;
@@ -183,15 +186,17 @@ impl Emitter {
                 };
                 // Not ours any more: another gateway interrupted it (and completed its log),
                 // or an earlier attempt committed and only its answer was lost.
-                if !finish_run(&txn, run, ending, stored.seq).await? {
+                if !finish_run(&txn, run, ending, self.seq).await? {
                     return txn.rollback().await.map(|()| 0);
                 }
-                event_log::append(&txn, &self.live.run_id, &stored).await?;
+                for stored in events.iter() {
+                    event_log::append(&txn, &self.live.run_id, stored).await?;
+                }
                 // Only other gateways' subscribers need the signal (see `Peers`).
                 if self.log.peers().present() {
                     let logged = Signal::Logged {
                         run_id: self.live.run_id.clone(),
-                        last_seq: stored.seq,
+                        last_seq: self.seq,
                     };
                     bus::publish(&txn, &[logged]).await?;
                 }
@@ -206,7 +211,7 @@ impl Emitter {
             let result = result.map(drop);
             if result.is_ok() || Instant::now() + delay > give_up_at {
                 if !announced {
-                    self.live.publish(Arc::new([Arc::new(stored)]));
+                    self.live.publish(events);
                 }
                 return result;
             }
@@ -214,13 +219,19 @@ impl Emitter {
                 tracing::warn!(error = %e, "could not record the end of the run; retrying");
             }
             if !announced {
-                self.live.publish(Arc::new([Arc::new(stored.clone())]));
+                self.live.publish(events.clone());
                 announced = true;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// A run's last events: `done`, after the error event when the log could not store it before.
+struct RunEnd<'a> {
+    error: Option<&'a Value>,
+    done: &'a Value,
 }
 
 pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
@@ -295,13 +306,35 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             tracing::error!(error = %format!("{e:#}"), "could not log the run's error event");
         }
     }
+    // A notice or the error event the log could not store (a full disk): the writer dropped
+    // it and whatever followed, so the run fails, and its error event goes again with `done`.
+    let mut outcome = outcome;
+    let mut last_error = None;
+    if let Some(failure) = emitter.take_log_failure().await {
+        tracing::error!(error = %failure, "the run's last events could not be logged");
+        let (code, text) = match error_event {
+            Some((code, text)) => (code, text),
+            None => {
+                outcome = Outcome::Internal(format!("the event log failed: {failure}"));
+                (
+                    "internal_error",
+                    "The gateway failed while relaying this run.".to_string(),
+                )
+            }
+        };
+        last_error = Some(protocol::error_payload(&spec.ctx, code, &text));
+    }
     let ending = RunEnding::of(&outcome, &turn);
     if turn.gives_message_back(&outcome) {
         Box::pin(give_message_back(&deps, &spec)).await;
     }
     let done = protocol::done_payload(&spec.ctx);
     let finished = run_finished_event(&spec, &ending);
-    if let Err(e) = Box::pin(emitter.finish(&done, &ending, &spec.owner_id, &finished)).await {
+    let last = RunEnd {
+        error: last_error.as_ref(),
+        done: &done,
+    };
+    if let Err(e) = Box::pin(emitter.finish(last, &ending, &spec.owner_id, &finished)).await {
         tracing::error!(error = %e, "could not record the end of the run; recovery will add it");
     }
     let status = ending.status;
@@ -599,7 +632,8 @@ async fn emit_notices(
 }
 
 /// An `error` event, kept in the app's history first as a `RuntimeError`, so a reload still
-/// shows why a run failed.
+/// shows why a run failed. The event goes out even when the history row cannot be written (a
+/// full disk): the stream must say why the run failed.
 async fn emit_error(
     deps: &RunDeps,
     ctx: &EventContext,
@@ -608,10 +642,11 @@ async fn emit_error(
     text: &str,
 ) -> anyhow::Result<()> {
     let metadata = notices::error_metadata(code);
-    record_gateway_row(deps, ctx, KIND_RUNTIME_ERROR, text, &metadata).await?;
+    let recorded = record_gateway_row(deps, ctx, KIND_RUNTIME_ERROR, text, &metadata).await;
     emitter
         .emit(EVENT_ERROR, &protocol::error_payload(ctx, code, text))
         .await?;
+    recorded.context("the error could not be kept in the app's history")?;
     Ok(())
 }
 

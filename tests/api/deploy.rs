@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 
 use crate::db_test;
 use crate::helpers::{
-    assert_complete_run, spawn_app, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+    accept_events_and_compare_the_replay, assert_complete_run, refuse_events_containing, spawn_app,
+    spawn_app_with, DbKind, Frame, SseReader, TestApp,
 };
 
 fn metadata_types(frames: &[Frame]) -> Vec<String> {
@@ -177,6 +178,30 @@ db_test!(demo_run_deploys_a_working_preview);
 /// A worker takes a queued job at once (it is woken when the job is queued) and a job's next
 /// step right after the last, however long the poll interval: a 10 s interval must not delay
 /// a local preview by 10 s, nor several of them by 10 s each.
+/// The log refuses the deployment's notice, which the run reports after the agent finished:
+/// the run fails with an error event in the notice's place (the stream must not end as if it
+/// had succeeded), and once the log takes rows again it holds what was streamed.
+async fn a_final_notice_the_log_cannot_store_fails_the_run(kind: DbKind) {
+    let app = spawn_app(kind).await;
+    let token = app.token("alice");
+    refuse_events_containing(&app, "deployment_complete").await;
+    let (_, frames) = build_app(&app, &token, "build a todo list app").await;
+    let last: Vec<&str> = frames
+        .iter()
+        .rev()
+        .take(2)
+        .map(|f| f.event.as_str())
+        .collect();
+    assert_eq!(last, ["done", "error"]);
+    let error = &frames[frames.len() - 2];
+    assert_eq!(error.data["code"], "internal_error");
+    assert!(!metadata_types(&frames).contains(&"deployment_complete".to_string()));
+
+    accept_events_and_compare_the_replay(&app, &token, &frames, "failed").await;
+    app.stop().await;
+}
+db_test!(a_final_notice_the_log_cannot_store_fails_the_run);
+
 async fn workers_take_new_jobs_and_next_steps_at_once(kind: DbKind) {
     let app = spawn_app_with(kind, "[deploy]\npoll_interval_ms = 10000\nworkers = 2\n").await;
     let token = app.token("alice");

@@ -457,3 +457,62 @@ pub async fn relog(
     txn.commit().await.expect("commit");
     rows
 }
+
+/// Makes the event log refuse the rows whose data contains `marker`, as a full disk or a
+/// broken connection would for a moment.
+pub async fn refuse_events_containing(app: &TestApp, marker: &str) {
+    refuse_events_where(app, &format!("NEW.data LIKE '%{marker}%'")).await;
+}
+
+/// Makes the event log refuse the rows matching `condition` (SQL on `NEW`).
+pub async fn refuse_events_where(app: &TestApp, condition: &str) {
+    let statements = match app.state.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
+                 IF {condition} THEN RAISE EXCEPTION 'no space left on device'; END IF; \
+                 RETURN NEW; END $$ LANGUAGE plpgsql"
+            ),
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events \
+             FOR EACH ROW EXECUTE FUNCTION refuse_event()"
+                .to_string(),
+        ],
+        _ => vec![format!(
+            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events WHEN {condition} \
+             BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+        )],
+    };
+    execute_all(app, statements).await;
+}
+
+pub async fn accept_events_again(app: &TestApp) {
+    let sql = match app.state.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "DROP TRIGGER refuse_event ON run_events",
+        _ => "DROP TRIGGER refuse_event",
+    };
+    execute_all(app, vec![sql.to_string()]).await;
+}
+
+pub async fn execute_all(app: &TestApp, statements: Vec<String>) {
+    use sea_orm::ConnectionTrait;
+    for sql in statements {
+        app.state.db.execute_unprepared(&sql).await.expect(&sql);
+    }
+}
+
+/// The log takes rows again after [`refuse_events_where`]: the run settles as `status`, and
+/// its replay is what was streamed.
+pub async fn accept_events_and_compare_the_replay(
+    app: &TestApp,
+    token: &str,
+    frames: &[Frame],
+    status: &str,
+) {
+    accept_events_again(app).await;
+    let run_id = frames[0].data["runId"].as_str().expect("run id");
+    assert_eq!(settled_run_status(app, run_id).await, status);
+    let replay = SseReader::new(crate::resume::events(app, token, run_id, None).await)
+        .collect()
+        .await;
+    assert_eq!(frame_shapes(&replay), frame_shapes(frames));
+}

@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{data_line, event, keep_alive, with, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, frame_shapes, kinds, run_status, settled_run_status, spawn_app_with,
-    DbKind, Frame, SseReader, TestApp,
+    accept_events_again, accept_events_and_compare_the_replay, assert_complete_run, execute_all,
+    frame_shapes, kinds, refuse_events_containing, refuse_events_where, run_status,
+    settled_run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
 };
 
 async fn setup(kind: DbKind, agent_keys: &str) -> (TestApp, FakeAgent) {
@@ -523,48 +524,6 @@ async fn daily_limit_is_enforced_on_message(kind: DbKind) {
 }
 db_test!(daily_limit_is_enforced_on_message);
 
-/// Makes the event log refuse the rows whose data contains `marker`, as a full disk or a
-/// broken connection would for a moment.
-async fn refuse_events_containing(app: &TestApp, marker: &str) {
-    refuse_events_where(app, &format!("NEW.data LIKE '%{marker}%'")).await;
-}
-
-/// Makes the event log refuse the rows matching `condition` (SQL on `NEW`).
-async fn refuse_events_where(app: &TestApp, condition: &str) {
-    let statements = match app.state.db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => vec![
-            format!(
-                "CREATE FUNCTION refuse_event() RETURNS trigger AS $$ BEGIN \
-                 IF {condition} THEN RAISE EXCEPTION 'no space left on device'; END IF; \
-                 RETURN NEW; END $$ LANGUAGE plpgsql"
-            ),
-            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events \
-             FOR EACH ROW EXECUTE FUNCTION refuse_event()"
-                .to_string(),
-        ],
-        _ => vec![format!(
-            "CREATE TRIGGER refuse_event BEFORE INSERT ON run_events WHEN {condition} \
-             BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
-        )],
-    };
-    execute_all(app, statements).await;
-}
-
-async fn accept_events_again(app: &TestApp) {
-    let sql = match app.state.db.get_database_backend() {
-        sea_orm::DbBackend::Postgres => "DROP TRIGGER refuse_event ON run_events",
-        _ => "DROP TRIGGER refuse_event",
-    };
-    execute_all(app, vec![sql.to_string()]).await;
-}
-
-async fn execute_all(app: &TestApp, statements: Vec<String>) {
-    use sea_orm::ConnectionTrait;
-    for sql in statements {
-        app.state.db.execute_unprepared(&sql).await.expect(&sql);
-    }
-}
-
 /// The database refuses the run's `done` for a while: the stream still ends at once, and the
 /// run's end is recorded once the database is back, so the app is not left blocked.
 async fn the_end_of_a_run_is_retried_until_the_database_takes_it(kind: DbKind) {
@@ -636,6 +595,54 @@ async fn an_event_the_log_cannot_store_fails_the_run(kind: DbKind) {
     app.stop().await;
 }
 db_test!(an_event_the_log_cannot_store_fails_the_run);
+
+/// A full disk at the end of a run: neither the error event nor the app's history takes a
+/// row. The stream still says why the run failed (`error`, then `done`, at once), and once
+/// the disk has room the log holds what was streamed and the run its final status.
+async fn a_full_disk_at_the_end_still_streams_the_error(kind: DbKind) {
+    let (app, agent) = setup(kind, "connect_retries = 0\n").await;
+    let token = app.token("alice");
+    let marker = "marker-full-disk";
+    refuse_events_containing(&app, marker).await;
+    let refuse_history = match app.state.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => vec![
+            format!(
+                "CREATE FUNCTION refuse_message() RETURNS trigger AS $$ BEGIN \
+                 IF NEW.content LIKE '%{marker}%' THEN \
+                 RAISE EXCEPTION 'no space left on device'; END IF; RETURN NEW; END $$ \
+                 LANGUAGE plpgsql"
+            ),
+            "CREATE TRIGGER refuse_message BEFORE INSERT ON app_messages \
+             FOR EACH ROW EXECUTE FUNCTION refuse_message()"
+                .to_string(),
+        ],
+        _ => vec![format!(
+            "CREATE TRIGGER refuse_message BEFORE INSERT ON app_messages \
+             WHEN NEW.content LIKE '%{marker}%' \
+             BEGIN SELECT RAISE(ABORT, 'no space left on device'); END"
+        )],
+    };
+    execute_all(&app, refuse_history).await;
+    agent.push(Script::status(
+        500,
+        &format!("Internal Server Error {marker}"),
+    ));
+
+    let (frames, status) = failing_run(&app, &token).await;
+    assert_eq!(kinds(&frames), vec!["error", "done"]);
+    assert_eq!(error_code(&frames), "upstream_http_error");
+    assert!(frames[0].data["error"]
+        .as_str()
+        .is_some_and(|e| e.contains(marker)));
+    assert_eq!(
+        status, "running",
+        "its end is not recorded while the disk is full"
+    );
+
+    accept_events_and_compare_the_replay(&app, &token, &frames, "failed").await;
+    app.stop().await;
+}
+db_test!(a_full_disk_at_the_end_still_streams_the_error);
 
 async fn large_events_in_a_burst_arrive_whole_and_in_order(kind: DbKind) {
     let (app, agent) = setup(kind, "").await;
