@@ -358,6 +358,12 @@ client() {
         "${aux[@]}" --label "$system/$scenario/r$round" "$@" 2>> "$OUT/client.log" | tail -n 1)
     echo "$line" | jq -c --arg s "$system" --arg c "$scenario" --argjson r "$round" \
         '. + {system: $s, scenario: $c, round: $r}' >> "$RESULTS"
+    # The gateway's own view (relay latency, the SQLite writer's lock waits), cumulative over
+    # the scenarios it has run so far.
+    if [ -n "${GW_URL:-}" ] && [ "$system" != direct ] && [ "$system" != nginx ]; then
+        mkdir -p "$OUT/metrics"
+        curl -s "$GW_URL/metrics" > "$OUT/metrics/$system-r$round-after-$scenario.txt" || true
+    fi
     echo "$line" | jq -r '"  \(.label): " + (if .mode == "hold" then "held \(.held)" + (if .tail_runs then " subscribers of \(.tail_runs) runs (run failures \(.run_failures))" else "" end) + ", rss/stream \(.rss_per_stream_bytes) B, failures \(.failures)" else "errors \(.errors) stalled \(.stalled) events \(.events) ttfe p50 \(.ttfe.p50_us)µs p99 \(.ttfe.p99_us)µs latency p50 \(.latency.p50_us)µs p99 \(.latency.p99_us)µs" + (if .follow then " follow p50 \(.follow.latency.p50_us)µs p99 \(.follow.latency.p99_us)µs" else "" end) + " cpu \(.sut_cpu_us_per_event)µs/ev" end)' >&2
 }
 

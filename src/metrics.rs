@@ -52,6 +52,7 @@ pub struct Metrics {
     pub runs: Family<Outcome, Counter>,
     pub events_relayed: Counter,
     pub relay_latency: Histogram,
+    pub event_log_lock_wait: Histogram,
     pub upstream_errors: Family<Kind, Counter>,
     pub deployments: Family<Outcome, Counter>,
     pub deployment_duration: Histogram,
@@ -82,6 +83,7 @@ impl Metrics {
             runs: Family::default(),
             events_relayed: Counter::default(),
             relay_latency: latency_histogram(),
+            event_log_lock_wait: latency_histogram(),
             upstream_errors: Family::default(),
             deployments: Family::default(),
             deployment_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
@@ -123,6 +125,11 @@ impl Metrics {
             "relay_latency_seconds",
             "From an upstream event's arrival to its broadcast (after it is logged)",
             metrics.relay_latency.clone(),
+        );
+        registry.register(
+            "event_log_lock_wait_seconds",
+            "How long the SQLite event log writer waited for another connection's write lock",
+            metrics.event_log_lock_wait.clone(),
         );
         registry.register(
             "upstream_errors",

@@ -17,7 +17,7 @@ use std::cell::Cell;
 use std::os::raw::c_int;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
 use rusqlite::hooks::Wal;
@@ -84,6 +84,9 @@ thread_local! {
     /// SQLite reports it to a hook that rusqlite takes as a plain function pointer, and the
     /// writer's connection never leaves its thread, hence a thread-local.
     static WAL_FRAMES: Cell<i64> = const { Cell::new(0) };
+    /// When the busy handler was first called for the writer's pending `BEGIN IMMEDIATE`:
+    /// another connection held the write lock.
+    static LOCK_WAIT_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 fn note_wal_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
@@ -116,6 +119,11 @@ impl SqliteStore {
         // BEGIN and COMMIT as cached statements: `Connection::transaction` parses both anew for
         // every batch, which cost as much as a row's insert.
         self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        if let Some(since) = LOCK_WAIT_SINCE.with(Cell::take) {
+            crate::metrics::metrics()
+                .event_log_lock_wait
+                .observe(since.elapsed().as_secs_f64());
+        }
         let written = (|| {
             let mut insert = self.conn.prepare_cached(INSERT_ONE)?;
             for chunk in chunks::chunks(rows, self.row_bound()) {
@@ -287,6 +295,9 @@ fn is_unique(e: &rusqlite::Error) -> bool {
 /// about a transaction (a run start: well under a millisecond), so poll often at first, then
 /// back off; give up after about ten seconds, as the pool's connections do.
 fn wait_for_lock(attempts: i32) -> bool {
+    if attempts == 0 {
+        LOCK_WAIT_SINCE.with(|since| since.set(Some(Instant::now())));
+    }
     let pause = match attempts {
         0..50 => Duration::from_micros(20),
         50..200 => Duration::from_micros(200),
@@ -300,7 +311,6 @@ fn wait_for_lock(attempts: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Instant;
 
     use super::*;
     use crate::runs::event_log::StoredEvent;
@@ -347,6 +357,7 @@ mod tests {
         });
         let runs = LiveRuns::default();
         let batch = rows(&runs, "r1", 1..=3);
+        let waits_before = lock_waits();
         let started = Instant::now();
         let written = futures::executor::block_on(store.insert(&batch, &Peers::default()));
         assert!(written.is_ok(), "{written:?}");
@@ -354,6 +365,10 @@ mod tests {
         assert!(waited >= Duration::from_millis(45), "{waited:?}");
         assert!(waited < Duration::from_millis(500), "{waited:?}");
         release.join().expect("holder");
+        // The wait is in the writer's histogram (other tests may add theirs beside it).
+        let (count, seconds) = lock_waits();
+        assert!(count > waits_before.0, "{count}");
+        assert!(seconds - waits_before.1 >= 0.045, "{seconds}");
 
         let conn = Connection::open(&path).expect("open");
         let (count, created_at, sizes): (i64, String, Option<String>) = conn
@@ -369,6 +384,20 @@ mod tests {
             chrono::DateTime::parse_from_rfc3339(&created_at).is_ok(),
             "{created_at}"
         );
+    }
+
+    /// The lock-wait histogram's (count, sum) from the metrics page.
+    fn lock_waits() -> (u64, f64) {
+        let page = crate::metrics::render();
+        let value = |name: &str| {
+            page.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (
+            value("agentgate_event_log_lock_wait_seconds_count") as u64,
+            value("agentgate_event_log_lock_wait_seconds_sum"),
+        )
     }
 
     #[test]
