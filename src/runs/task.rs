@@ -228,6 +228,12 @@ impl Emitter {
     }
 }
 
+/// The error event of a run the gateway itself failed: (code, what the user reads).
+const INTERNAL_ERROR: (&str, &str) = (
+    "internal_error",
+    "The gateway failed while relaying this run.",
+);
+
 /// A run's last events: `done`, after the error event when the log could not store it before.
 struct RunEnd<'a> {
     error: Option<&'a Value>,
@@ -276,10 +282,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             "The gateway shut down while this run was active. Send the message again to retry."
                 .to_string(),
         )),
-        Outcome::Internal(_) => Some((
-            "internal_error",
-            "The gateway failed while relaying this run.".to_string(),
-        )),
+        Outcome::Internal(_) => Some((INTERNAL_ERROR.0, INTERNAL_ERROR.1.to_string())),
     };
     // Side effects of the run (a deployment) report before `done`; a stopped run does not wait.
     let wait = !matches!(outcome, Outcome::Stopped(_));
@@ -316,10 +319,7 @@ pub async fn drive(deps: RunDeps, spec: RunSpec, live: Arc<LiveRun>) {
             Some((code, text)) => (code, text),
             None => {
                 outcome = Outcome::Internal(format!("the event log failed: {failure}"));
-                (
-                    "internal_error",
-                    "The gateway failed while relaying this run.".to_string(),
-                )
+                (INTERNAL_ERROR.0, INTERNAL_ERROR.1.to_string())
             }
         };
         last_error = Some(protocol::error_payload(&spec.ctx, code, &text));
