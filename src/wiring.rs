@@ -167,7 +167,7 @@ impl Components {
             ),
         };
         let handler = Arc::new(self.effects(config, db));
-        let sweeps = crate::jobs::SweepClock::default();
+        let clocks = crate::jobs::WorkerClocks::default();
         for i in 0..count {
             let worker = JobWorker {
                 db: db.clone(),
@@ -175,7 +175,7 @@ impl Components {
                 settings: settings.clone(),
                 id: format!("worker-{process}-{i}"),
                 kinds: kinds.clone(),
-                sweeps: sweeps.clone(),
+                clocks: clocks.clone(),
             };
             tracker.spawn(worker.run(stop.clone()));
         }

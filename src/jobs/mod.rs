@@ -19,4 +19,4 @@ pub use queue::{
     NewJob, Step, CHANNEL,
 };
 pub use watch::Watch;
-pub use worker::{JobHandler, JobWorker, Lease, SweepClock, WorkerSettings};
+pub use worker::{JobHandler, JobWorker, Lease, WorkerClocks, WorkerSettings};

@@ -1,7 +1,8 @@
 //! Job workers: claim a due job, run one step through the handler, record the outcome. A worker
 //! that found work claims again at once; it sleeps only when nothing is due, and wakes when a
-//! job is enqueued in this process or (PostgreSQL) in another one, or at the poll interval as
-//! the safety net. A worker that dies leaves a lease that simply expires.
+//! job is enqueued in this process or (PostgreSQL) in another one. For jobs that come due
+//! later (a retry's backoff), one idle worker of the process looks each poll interval and
+//! wakes the others when it finds one. A worker that dies leaves a lease that simply expires.
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,15 +49,22 @@ pub struct WorkerSettings {
     pub affinity: super::Affinity,
 }
 
-/// When the workers of a process sweep next (requeue expired jobs, then the handler's sweep):
-/// shared by them, so that a process sweeps once per poll interval however many workers it has.
-/// Each sweep is a few queries; eight workers sweeping each on their own made most of an idle
-/// gateway's database traffic.
+/// Turns that the workers of a process share, so that some work is done once per poll interval
+/// however many workers the process has: the sweep (requeue expired jobs, then the handler's
+/// sweep: a few queries) and the idle look for due jobs (a claim). Eight workers doing each on
+/// their own made most of an idle gateway's database traffic.
 #[derive(Debug, Default, Clone)]
-pub struct SweepClock(Arc<Mutex<Option<Instant>>>);
+pub struct WorkerClocks {
+    sweep: Turns,
+    poll: Turns,
+}
 
-impl SweepClock {
-    /// Whether the caller sweeps now: true for one caller per `interval`.
+/// One caller per interval takes the turn.
+#[derive(Debug, Default, Clone)]
+struct Turns(Arc<Mutex<Option<Instant>>>);
+
+impl Turns {
+    /// Whether the caller takes the turn now: true for one caller per `interval`.
     fn take_due(&self, now: Instant, interval: Duration) -> bool {
         let mut next = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if next.is_some_and(|next| now < next) {
@@ -66,7 +74,7 @@ impl SweepClock {
         true
     }
 
-    /// The sweep that `take_due` granted has ended: the next one is due an interval after its
+    /// The turn that `take_due` granted has ended: the next one is due an interval after its
     /// end, so that a slow sweep is never joined by the next one.
     fn finished(&self, now: Instant, interval: Duration) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(now + interval);
@@ -82,17 +90,22 @@ pub struct JobWorker {
     /// The kinds this worker takes; None: all.
     pub kinds: Option<Vec<JobKind>>,
     /// Shared with the process's other workers.
-    pub sweeps: SweepClock,
+    pub clocks: WorkerClocks,
 }
 
 impl JobWorker {
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(worker = %self.id, "job worker started");
+        let interval = self.settings.poll_interval;
+        // Whether to claim on this pass: at start, after a job, when woken, or on the poll turn.
+        let mut look = true;
+        // This pass's look is the process's poll: a job it finds may have others due beside it.
+        let mut polled = false;
         while !stop.is_cancelled() {
             // Swept once per poll interval, not once per job: under load a worker takes jobs
             // back to back.
             let now = tokio::time::Instant::now().into_std();
-            if self.sweeps.take_due(now, self.settings.poll_interval) {
+            if self.clocks.sweep.take_due(now, interval) {
                 match queue::requeue_expired(&self.db).await {
                     Ok(0) => {}
                     Ok(n) => tracing::warn!(
@@ -103,32 +116,47 @@ impl JobWorker {
                 }
                 self.handler.sweep().await;
                 let now = tokio::time::Instant::now().into_std();
-                self.sweeps.finished(now, self.settings.poll_interval);
+                self.clocks.sweep.finished(now, interval);
             }
             // Registered before the claim, so a job enqueued while claiming still wakes us.
             let woken = queue::woken();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            match queue::claim_for(
-                &self.db,
-                &self.id,
-                &self.settings.affinity,
-                self.settings.lease,
-                self.kinds.as_deref(),
-            )
-            .await
-            {
-                Ok(Some(job)) => {
-                    self.process(job).await;
-                    continue;
+            if look {
+                let claimed = queue::claim_for(
+                    &self.db,
+                    &self.id,
+                    &self.settings.affinity,
+                    self.settings.lease,
+                    self.kinds.as_deref(),
+                )
+                .await;
+                match claimed {
+                    Ok(Some(job)) => {
+                        if polled {
+                            // Jobs that came due while all slept: the other workers help.
+                            queue::wake();
+                            polled = false;
+                        }
+                        self.process(job).await;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not claim a job"),
                 }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not claim a job"),
             }
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = &mut woken => {}
-                _ = tokio::time::sleep(self.settings.poll_interval) => {}
+                _ = &mut woken => {
+                    (look, polled) = (true, false);
+                }
+                _ = tokio::time::sleep(interval) => {
+                    // Jobs due later (a retry's backoff) wake nobody: one idle worker of the
+                    // process looks for them per interval, not each.
+                    let now = tokio::time::Instant::now().into_std();
+                    look = self.clocks.poll.take_due(now, interval);
+                    polled = look;
+                }
             }
         }
     }
@@ -228,7 +256,7 @@ mod tests {
             .expect("database");
         let handler = Arc::new(CountSweeps::default());
         let interval = Duration::from_millis(50);
-        let sweeps = SweepClock::default();
+        let clocks = WorkerClocks::default();
         let stop = CancellationToken::new();
         let workers: Vec<_> = (0..4)
             .map(|i| {
@@ -242,7 +270,7 @@ mod tests {
                     },
                     id: format!("worker-{i}"),
                     kinds: None,
-                    sweeps: sweeps.clone(),
+                    clocks: clocks.clone(),
                 };
                 tokio::spawn(worker.run(stop.clone()))
             })
@@ -257,9 +285,81 @@ mod tests {
         assert!((1..=8).contains(&swept), "{swept} sweeps");
     }
 
+    /// Records when each job's step began; each step takes a while.
+    #[derive(Default)]
+    struct RecordStarts(Mutex<Vec<Instant>>);
+
+    #[async_trait]
+    impl JobHandler for RecordStarts {
+        async fn run(&self, _job: &Job, _lease: &Lease) -> Step {
+            self.0.lock().expect("starts").push(Instant::now());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            Step::Done(None)
+        }
+
+        fn policy(&self, _kind: JobKind) -> RetryPolicy {
+            CountSweeps::default().policy(JobKind::UploadVersion)
+        }
+    }
+
+    /// Jobs that came due without waking anyone (a retry's backoff ended): one idle worker
+    /// finds them at its poll, and the others, woken by it, take the rest at once instead of
+    /// one more at each of their own polls.
+    #[tokio::test]
+    async fn jobs_found_by_the_poll_are_taken_by_every_idle_worker() {
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("database");
+        let handler = Arc::new(RecordStarts::default());
+        let interval = Duration::from_millis(300);
+        let clocks = WorkerClocks::default();
+        let stop = CancellationToken::new();
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let worker = JobWorker {
+                    db: db.clone(),
+                    handler: handler.clone(),
+                    settings: WorkerSettings {
+                        poll_interval: interval,
+                        lease: Duration::from_secs(30),
+                        affinity: crate::jobs::Affinity::none(),
+                    },
+                    id: format!("worker-{i}"),
+                    kinds: None,
+                    clocks: clocks.clone(),
+                };
+                tokio::spawn(worker.run(stop.clone()))
+            })
+            .collect();
+        // Idle by now; enqueued without a wake-up.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for i in 0..4 {
+            let job = queue::NewJob::new(JobKind::UploadVersion, &format!("app-{i}"));
+            queue::enqueue(&db, job).await.expect("enqueue");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while handler.0.lock().expect("starts").len() < 4 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        for worker in workers {
+            worker.await.expect("worker");
+        }
+        let starts = handler.0.lock().expect("starts").clone();
+        assert_eq!(starts.len(), 4, "every job ran");
+        let first = starts.iter().min().expect("first");
+        let last = starts.iter().max().expect("last");
+        // Together: a worker of its own poll would start one an interval (300 ms) later.
+        assert!(
+            *last - *first < Duration::from_millis(150),
+            "{:?}",
+            *last - *first
+        );
+    }
+
     #[test]
     fn one_caller_per_interval_sweeps() {
-        let clock = SweepClock::default();
+        let clock = Turns::default();
         let interval = Duration::from_millis(500);
         let start = Instant::now();
         assert!(clock.take_due(start, interval));

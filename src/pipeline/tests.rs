@@ -134,7 +134,7 @@ impl Fixture {
             },
             id: id.into(),
             kinds: Some(vec![JobKind::UploadVersion, JobKind::PushVersion]),
-            sweeps: Default::default(),
+            clocks: Default::default(),
         }
     }
 
