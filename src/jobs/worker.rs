@@ -247,6 +247,48 @@ mod tests {
         }
     }
 
+    /// Four workers of one process, sharing its clocks.
+    struct Workers {
+        stop: CancellationToken,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Workers {
+        fn start(
+            db: &DatabaseConnection,
+            handler: Arc<dyn JobHandler>,
+            interval: Duration,
+        ) -> Self {
+            let clocks = WorkerClocks::default();
+            let stop = CancellationToken::new();
+            let tasks = (0..4)
+                .map(|i| {
+                    let worker = JobWorker {
+                        db: db.clone(),
+                        handler: handler.clone(),
+                        settings: WorkerSettings {
+                            poll_interval: interval,
+                            lease: Duration::from_secs(30),
+                            affinity: crate::jobs::Affinity::none(),
+                        },
+                        id: format!("worker-{i}"),
+                        kinds: None,
+                        clocks: clocks.clone(),
+                    };
+                    tokio::spawn(worker.run(stop.clone()))
+                })
+                .collect();
+            Self { stop, tasks }
+        }
+
+        async fn stop(self) {
+            self.stop.cancel();
+            for task in self.tasks {
+                task.await.expect("worker");
+            }
+        }
+    }
+
     /// Four workers of one process sweep once per poll interval between them, not four times
     /// (each sweep costs the database a few queries, idle or not).
     #[tokio::test]
@@ -256,30 +298,9 @@ mod tests {
             .expect("database");
         let handler = Arc::new(CountSweeps::default());
         let interval = Duration::from_millis(50);
-        let clocks = WorkerClocks::default();
-        let stop = CancellationToken::new();
-        let workers: Vec<_> = (0..4)
-            .map(|i| {
-                let worker = JobWorker {
-                    db: db.clone(),
-                    handler: handler.clone(),
-                    settings: WorkerSettings {
-                        poll_interval: interval,
-                        lease: Duration::from_secs(30),
-                        affinity: crate::jobs::Affinity::none(),
-                    },
-                    id: format!("worker-{i}"),
-                    kinds: None,
-                    clocks: clocks.clone(),
-                };
-                tokio::spawn(worker.run(stop.clone()))
-            })
-            .collect();
+        let workers = Workers::start(&db, handler.clone(), interval);
         tokio::time::sleep(interval * 6).await;
-        stop.cancel();
-        for worker in workers {
-            worker.await.expect("worker");
-        }
+        workers.stop().await;
         let swept = handler.0.load(Ordering::Relaxed);
         // At most one per started interval (7 in 300 ms); each worker on its own would be 28.
         assert!((1..=8).contains(&swept), "{swept} sweeps");
@@ -312,25 +333,7 @@ mod tests {
             .expect("database");
         let handler = Arc::new(RecordStarts::default());
         let interval = Duration::from_millis(300);
-        let clocks = WorkerClocks::default();
-        let stop = CancellationToken::new();
-        let workers: Vec<_> = (0..4)
-            .map(|i| {
-                let worker = JobWorker {
-                    db: db.clone(),
-                    handler: handler.clone(),
-                    settings: WorkerSettings {
-                        poll_interval: interval,
-                        lease: Duration::from_secs(30),
-                        affinity: crate::jobs::Affinity::none(),
-                    },
-                    id: format!("worker-{i}"),
-                    kinds: None,
-                    clocks: clocks.clone(),
-                };
-                tokio::spawn(worker.run(stop.clone()))
-            })
-            .collect();
+        let workers = Workers::start(&db, handler.clone(), interval);
         // Idle by now; enqueued without a wake-up.
         tokio::time::sleep(Duration::from_millis(50)).await;
         for i in 0..4 {
@@ -341,10 +344,7 @@ mod tests {
         while handler.0.lock().expect("starts").len() < 4 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        stop.cancel();
-        for worker in workers {
-            worker.await.expect("worker");
-        }
+        workers.stop().await;
         let starts = handler.0.lock().expect("starts").clone();
         assert_eq!(starts.len(), 4, "every job ran");
         let first = starts.iter().min().expect("first");
