@@ -554,6 +554,11 @@ async fn write_registry_auth(
     tokio::io::AsyncWriteExt::write_all(&mut handle, config.to_string().as_bytes())
         .await
         .map_err(setup)?;
+    // Written in the background until flushed: the builder reads the file next, and a failed
+    // write (a full disk) surfaces only here.
+    tokio::io::AsyncWriteExt::flush(&mut handle)
+        .await
+        .map_err(setup)?;
     let path = |p: &Path| p.to_string_lossy().into_owned();
     Ok(vec![
         ("DOCKER_CONFIG".to_string(), path(dir)),

@@ -49,6 +49,9 @@ async fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     let result = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
         file.write_all(body).await?;
+        // tokio's `File` writes in the background: a failed write (a full disk) is reported
+        // to the next write or flush, never to `sync_all`, which would sync what was written.
+        file.flush().await?;
         file.sync_all().await?;
         tokio::fs::rename(&tmp, path).await
     }
@@ -117,5 +120,73 @@ impl ObjectStore for LocalStore {
             .await
             .map(|_| ())
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64 KiB tmpfs in a temporary directory, unmounted when dropped. Mounting needs root
+    /// (CI runs as root); elsewhere the caller skips, and says so.
+    struct TinyDisk {
+        dir: tempfile::TempDir,
+    }
+
+    impl TinyDisk {
+        fn mount() -> Option<Self> {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "CI runs as root: the full-disk test mounts a tmpfs"
+                );
+                eprintln!("skipped: mounting a tmpfs needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mounted = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .expect("mount");
+            assert!(mounted.success(), "mount a tmpfs");
+            Some(Self { dir })
+        }
+    }
+
+    impl Drop for TinyDisk {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+
+    /// A full disk fails the write, and leaves no object behind: not an empty one (tokio's
+    /// `File` reports a failed write only to the next write or flush, not to `sync_all`).
+    #[tokio::test]
+    async fn a_full_disk_fails_the_put_and_leaves_no_object() {
+        let Some(disk) = TinyDisk::mount() else {
+            return;
+        };
+        let store = LocalStore::new(
+            disk.dir.path().join("objects"),
+            "http://127.0.0.1:1".into(),
+            UrlSigner::new(b"test secret"),
+        )
+        .expect("store");
+        store
+            .put("small.json", Bytes::from_static(b"{}"), "application/json")
+            .await
+            .expect("a small object fits");
+        let large = Bytes::from(vec![b'x'; 256 << 10]);
+        let put = store.put("large.json", large, "application/json").await;
+        assert!(put.is_err(), "{put:?}");
+        assert_eq!(store.get("large.json").await.expect("get"), None);
+        assert_eq!(
+            store.get("small.json").await.expect("get").as_deref(),
+            Some(&b"{}"[..])
+        );
     }
 }
