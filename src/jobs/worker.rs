@@ -108,10 +108,15 @@ impl JobWorker {
             if self.clocks.sweep.take_due(now, interval) {
                 match queue::requeue_expired(&self.db).await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(
-                        jobs = n,
-                        "jobs whose worker stopped renewing its lease were put back in the queue"
-                    ),
+                    Ok(n) => {
+                        tracing::warn!(
+                            jobs = n,
+                            "jobs whose worker stopped renewing its lease were put back in the queue"
+                        );
+                        // Due again now: this worker and the idle ones take them.
+                        look = true;
+                        queue::wake();
+                    }
                     Err(e) => tracing::warn!(error = %e, "could not requeue expired jobs"),
                 }
                 self.handler.sweep().await;
