@@ -45,21 +45,35 @@ async fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
         .parent()
         .ok_or_else(|| std::io::Error::other("object path has no parent"))?;
     tokio::fs::create_dir_all(dir).await?;
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp).await?;
-        file.write_all(body).await?;
-        // tokio's `File` writes in the background: a failed write (a full disk) is reported
-        // to the next write or flush, never to `sync_all`, which would sync what was written.
-        file.flush().await?;
-        file.sync_all().await?;
-        tokio::fs::rename(&tmp, path).await
+    let mut tmp = TempFile {
+        path: dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple())),
+        renamed: false,
+    };
+    let mut file = tokio::fs::File::create(&tmp.path).await?;
+    file.write_all(body).await?;
+    // tokio's `File` writes in the background: a failed write (a full disk) is reported to the
+    // next write or flush, never to `sync_all`, which would sync what was written.
+    file.flush().await?;
+    file.sync_all().await?;
+    tokio::fs::rename(&tmp.path, path).await?;
+    tmp.renamed = true;
+    Ok(())
+}
+
+/// A temporary file that is removed unless it was renamed into place: after a failed write,
+/// and when the write is dropped half-way (a batch of uploads that stops at its first error).
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            // Synchronous: a drop cannot wait, and an unlink is one short system call.
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
 }
 
 #[async_trait]
@@ -161,6 +175,53 @@ mod tests {
                 .arg(self.dir.path())
                 .status();
         }
+    }
+
+    /// A write dropped half-way (its caller gave up) leaves no temporary file behind.
+    #[tokio::test]
+    async fn a_put_dropped_half_way_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(
+            LocalStore::new(
+                dir.path().to_path_buf(),
+                "http://127.0.0.1:1".into(),
+                UrlSigner::new(b"test secret"),
+            )
+            .expect("store"),
+        );
+        let temporary = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    (entries.flatten())
+                        .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                })
+                .unwrap_or(false)
+        };
+        let objects = dir.path().join("objects");
+        // Caught mid-write: a 64 MiB body takes milliseconds to write; poll for its temp file.
+        let mut caught = false;
+        for attempt in 0..5 {
+            let key = format!("objects/big-{attempt}");
+            let put = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    let body = Bytes::from(vec![b'x'; 64 << 20]);
+                    store.put(&key, body, "application/octet-stream").await
+                }
+            });
+            while !put.is_finished() && !temporary(&objects) {
+                tokio::time::sleep(Duration::from_micros(100)).await;
+            }
+            if put.is_finished() {
+                continue;
+            }
+            put.abort();
+            assert!(put.await.is_err_and(|e| e.is_cancelled()));
+            caught = true;
+            break;
+        }
+        assert!(caught, "no write was caught half-way in five tries");
+        assert!(!temporary(&objects), "a temporary file was left behind");
     }
 
     /// A full disk fails the write, and leaves no object behind: not an empty one (tokio's
