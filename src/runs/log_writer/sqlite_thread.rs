@@ -262,11 +262,13 @@ impl Store for SqliteStore {
     }
 
     async fn discard_from(&mut self, run_id: &str, seq: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "DELETE FROM run_events WHERE run_id = ?1 AND seq >= ?2",
-                params![run_id, seq],
-            )
+        let deleted = self.conn.execute(
+            "DELETE FROM run_events WHERE run_id = ?1 AND seq >= ?2",
+            params![run_id, seq],
+        );
+        // The histogram is for batches: a wait here is not counted at the next one.
+        LOCK_WAIT_SINCE.with(Cell::take);
+        deleted
             .map(drop)
             .map_err(|e| StoreError::Failed(e.to_string()))
     }
