@@ -275,7 +275,7 @@ impl Checkpointer {
         std::thread::Builder::new()
             .name("event-log-checkpointer".into())
             .spawn(move || {
-                own_id.store(current_thread_id(), Ordering::Relaxed);
+                let _published = PublishedThreadId::of_this_thread(own_id);
                 checkpoint_until_closed(&conn, &asked)
             })?;
         Ok(Self {
@@ -303,6 +303,23 @@ impl Checkpointer {
     /// Asks for a checkpoint; one asked for already and not begun stands for both.
     fn request(&self) {
         let _ = self.requests.try_send(());
+    }
+}
+
+/// The id of the thread that holds it, published until that thread ends (even by a panic):
+/// the system gives an ended thread's id to the next thread it starts, in any process.
+struct PublishedThreadId(Arc<AtomicI32>);
+
+impl PublishedThreadId {
+    fn of_this_thread(slot: Arc<AtomicI32>) -> Self {
+        slot.store(current_thread_id(), Ordering::Relaxed);
+        Self(slot)
+    }
+}
+
+impl Drop for PublishedThreadId {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Relaxed);
     }
 }
 
