@@ -20,6 +20,7 @@
 //! its own (`sqlite_thread`); on PostgreSQL (and an in-memory SQLite database), a sqlx
 //! connection (`sql_store`).
 mod batches;
+mod checkpointer;
 mod chunks;
 mod pg_copy;
 mod sql_store;

@@ -6,19 +6,15 @@
 //! hand-off and parsing cost more than the write itself. Here the whole batching loop runs on
 //! the thread that owns the connection, so a batch costs one transaction and no hand-offs.
 //!
-//! Checkpoints run on a second connection, on a thread of their own (`Checkpointer`): a
-//! checkpoint fsyncs the WAL and the database (milliseconds on a VM), and on the writer's
-//! thread every event that arrived meanwhile waited for it. Automatic checkpoints are off on
-//! the writer's connection for the same reason. A checkpoint beside a writer cannot let the
+//! Checkpoints run on a second connection, on a thread of their own (`checkpointer`).
+//! Automatic checkpoints are off on the writer's connection: their fsyncs would hold every
+//! event that arrived meanwhile. A checkpoint beside a writer cannot let the
 //! WAL start over while writes keep coming, so past a size bound the writer checkpoints
 //! between two batches itself. Waiting for another connection's write lock (a run start) polls
 //! in microseconds instead of SQLite's default back-off of whole milliseconds.
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc as std_mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
@@ -27,14 +23,12 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags};
 use sea_orm::DbErr;
 use tokio::sync::mpsc;
 
+use super::checkpointer::Checkpointer;
 use super::{batches, chunks, Append, Request, Store, StoreError};
 use crate::cluster::bus::Peers;
 
 /// Commits between two requests to the checkpointer.
 const CHECKPOINT_AFTER_COMMITS: u64 = 256;
-/// The checkpointer also runs this often when nothing asked it to: other connections (the
-/// pool's) write to the file too.
-const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 /// WAL frames (pages) past which the writer checkpoints between two batches itself, so that
 /// the WAL starts over under writes that never pause long enough for the checkpointer to copy
 /// the WAL whole (about 256 MiB with 4 KiB pages). That checkpoint holds every run's events
@@ -48,7 +42,7 @@ const WAL_KEPT_BYTES: i64 = 64 << 20;
 /// Commits between two attempts of the bound's checkpoint when one could not copy the WAL
 /// whole (a reader held it for seconds, or the checkpointer's own checkpoint did not end).
 const BOUND_RETRY_AFTER_COMMITS: u64 = 256;
-/// How long the bound's checkpoint waits for the checkpointer's to end.
+/// How long the bound's checkpoint waits for the checkpointer's to end (past twice the bound).
 const CHECKPOINTER_WAIT: Duration = Duration::from_secs(2);
 
 const INSERT_ONE: &str = "INSERT INTO run_events (run_id, seq, event, data, sizes, created_at) \
@@ -60,7 +54,9 @@ pub(super) fn start(
     requests: mpsc::Receiver<Request>,
     peers: Peers,
 ) -> Result<(), DbErr> {
-    let checkpointer = Checkpointer::start(path)
+    let checkpointer = open_connection(path)
+        .map_err(std::io::Error::other)
+        .and_then(Checkpointer::start)
         .map_err(|e| DbErr::Custom(format!("could not start the event log checkpointer: {e}")))?;
     let store = SqliteStore::open(path, checkpointer)
         .map_err(|e| DbErr::Custom(format!("could not open the event log writer: {e}")))?;
@@ -170,11 +166,14 @@ impl SqliteStore {
     /// begin once the WAL is copied read the database file and do not hold it up.
     ///
     /// While the checkpointer runs a checkpoint of its own, SQLite refuses a second one at once
-    /// (the busy handler is not asked). The checkpointer runs only on an idle core, and on a
-    /// core that is never idle it was stopped half-way for good, holding that lock, so the
-    /// bound's checkpoint never ran: the writer lifts its priority and waits for it to end.
+    /// (the busy handler is not asked). Then the writer tries again later, as its wait would
+    /// hold every event. But the checkpointer runs only on an idle core, and on a core that is
+    /// never idle it was stopped half-way for good, holding that lock, so the bound's
+    /// checkpoint never ran: past twice the bound, the writer lifts the checkpointer's priority
+    /// and waits for its checkpoint to end (see `checkpointer`).
     fn checkpoint_here(&mut self) {
-        let checkpoint = self.restart_checkpoint_after_the_checkpointers();
+        let starved = WAL_FRAMES.with(Cell::get) > self.wal_frames_bound.saturating_mul(2);
+        let checkpoint = self.restart_checkpoint_after_the_checkpointers(starved);
         // Waiting for readers is not waiting for the write lock: the histogram is for batches.
         LOCK_WAIT_SINCE.with(Cell::take);
         match checkpoint {
@@ -198,11 +197,14 @@ impl SqliteStore {
         self.bound_retry_in = BOUND_RETRY_AFTER_COMMITS;
     }
 
-    fn restart_checkpoint_after_the_checkpointers(&self) -> rusqlite::Result<WalCheckpoint> {
+    fn restart_checkpoint_after_the_checkpointers(
+        &self,
+        wait: bool,
+    ) -> rusqlite::Result<WalCheckpoint> {
         let deadline = Instant::now() + CHECKPOINTER_WAIT;
         loop {
             let checkpoint = restart_checkpoint(&self.conn)?;
-            if !checkpoint.another_was_running() || Instant::now() >= deadline {
+            if !wait || !checkpoint.another_was_running() || Instant::now() >= deadline {
                 return Ok(checkpoint);
             }
             self.checkpointer.hurry();
@@ -248,122 +250,6 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
     Ok(conn)
-}
-
-/// Copies the WAL into the database as far as no reader needs it kept, without waiting for
-/// readers or the writer. Returns the frames in the WAL and how many of them are copied now.
-fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok((row.get(1)?, row.get(2)?))
-    })
-}
-
-/// A thread with a connection of its own that checkpoints the WAL when the writer asks (and
-/// now and then regardless), while the writer goes on writing.
-struct Checkpointer {
-    requests: std_mpsc::SyncSender<()>,
-    /// The checkpointer thread's id (Linux), for [`Checkpointer::hurry`]; 0 until it is known.
-    thread_id: Arc<AtomicI32>,
-}
-
-impl Checkpointer {
-    fn start(path: &Path) -> std::io::Result<Self> {
-        let conn = open_connection(path).map_err(std::io::Error::other)?;
-        let (requests, asked) = std_mpsc::sync_channel(1);
-        let thread_id = Arc::new(AtomicI32::new(0));
-        let own_id = thread_id.clone();
-        std::thread::Builder::new()
-            .name("event-log-checkpointer".into())
-            .spawn(move || {
-                let _published = PublishedThreadId::of_this_thread(own_id);
-                checkpoint_until_closed(&conn, &asked)
-            })?;
-        Ok(Self {
-            requests,
-            thread_id,
-        })
-    }
-
-    /// Gives the checkpointer normal priority until its next checkpoint begins, so that the one
-    /// it is running ends (see `SqliteStore::checkpoint_here`).
-    fn hurry(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            let thread = self.thread_id.load(Ordering::Relaxed);
-            if thread == 0 {
-                return;
-            }
-            let param = libc::sched_param { sched_priority: 0 };
-            // SAFETY: plain system call on a thread of this process with a valid parameter; a
-            // thread that has exited makes it fail, which changes nothing.
-            unsafe { libc::sched_setscheduler(thread, libc::SCHED_OTHER, &param) };
-        }
-    }
-
-    /// Asks for a checkpoint; one asked for already and not begun stands for both.
-    fn request(&self) {
-        let _ = self.requests.try_send(());
-    }
-}
-
-/// The id of the thread that holds it, published until that thread ends (even by a panic):
-/// the system gives an ended thread's id to the next thread it starts, in any process.
-struct PublishedThreadId(Arc<AtomicI32>);
-
-impl PublishedThreadId {
-    fn of_this_thread(slot: Arc<AtomicI32>) -> Self {
-        slot.store(current_thread_id(), Ordering::Relaxed);
-        Self(slot)
-    }
-}
-
-impl Drop for PublishedThreadId {
-    fn drop(&mut self) {
-        self.0.store(0, Ordering::Relaxed);
-    }
-}
-
-fn current_thread_id() -> i32 {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: `gettid` takes no argument and cannot fail.
-        unsafe { libc::gettid() }
-    }
-    #[cfg(not(target_os = "linux"))]
-    0
-}
-
-/// Gives the calling thread the lowest CPU priority (Linux `SCHED_IDLE`): a checkpoint copies
-/// thousands of pages, and at normal priority the scheduler shared the core with it while
-/// events waited. It may wait: when the core never idles, the WAL's size bound applies.
-fn run_only_when_idle() {
-    #[cfg(target_os = "linux")]
-    {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain system call on the calling thread with a valid parameter.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "the checkpointer keeps its CPU priority");
-        }
-    }
-}
-
-/// The checkpointer's loop; it ends when the writer is gone.
-fn checkpoint_until_closed(conn: &Connection, asked: &std_mpsc::Receiver<()>) {
-    loop {
-        match asked.recv_timeout(CHECKPOINT_AT_LEAST_EVERY) {
-            Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
-        }
-        // Again for every checkpoint: the writer may have lifted it (`Checkpointer::hurry`).
-        run_only_when_idle();
-        match passive_checkpoint(conn) {
-            Ok((frames, copied)) => tracing::debug!(frames, copied, "event log checkpoint"),
-            // Another checkpoint is running (the writer's, or a pool connection's automatic
-            // one): the next request tries again.
-            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) => {}
-            Err(e) => tracing::warn!(error = %e, "event log checkpoint failed"),
-        }
-    }
 }
 
 impl Store for SqliteStore {
@@ -425,8 +311,11 @@ fn wait_for_lock(attempts: i32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc as std_mpsc;
     use std::sync::Arc;
 
+    use super::super::checkpointer::{passive_checkpoint, Priority};
     use super::*;
     use crate::runs::event_log::StoredEvent;
     use crate::runs::live::LiveRuns;
@@ -620,7 +509,12 @@ mod tests {
     }
 
     fn open_store(path: &Path) -> SqliteStore {
-        let checkpointer = Checkpointer::start(path).expect("checkpointer");
+        open_store_at(path, Priority::for_this_process())
+    }
+
+    fn open_store_at(path: &Path, priority: Priority) -> SqliteStore {
+        let conn = open_connection(path).expect("open");
+        let checkpointer = Checkpointer::start_at(conn, priority).expect("checkpointer");
         SqliteStore::open(path, checkpointer).expect("open")
     }
 
@@ -666,10 +560,7 @@ mod tests {
     /// A store whose checkpointer never runs: what the writer does on its own.
     fn store_without_checkpoints(path: &Path, bound: i64) -> (SqliteStore, std_mpsc::Receiver<()>) {
         let (requests, asked) = std_mpsc::sync_channel(1);
-        let checkpointer = Checkpointer {
-            requests,
-            thread_id: Default::default(),
-        };
+        let checkpointer = Checkpointer::without_thread(requests);
         let mut store = SqliteStore::open(path, checkpointer).expect("open");
         store.wal_frames_bound = bound;
         (store, asked)
@@ -822,17 +713,34 @@ mod tests {
         }
     }
 
-    /// The checkpointer runs only on an idle CPU. Before, one that began a checkpoint and then
-    /// found the CPU busy for good kept SQLite's checkpoint lock, the bound's checkpoint could
-    /// never run, and the WAL grew without end (1.7 GB in one firehose benchmark round).
+    /// The checkpointer runs only on an idle CPU where it can be lifted again. Before, one
+    /// that began a checkpoint and then found the CPU busy for good kept SQLite's checkpoint
+    /// lock, the bound's checkpoint could never run, and the WAL grew without end (1.7 GB in
+    /// one firehose benchmark round).
     #[cfg(target_os = "linux")]
     #[test]
-    fn a_checkpoint_the_checkpointer_began_before_its_cpu_got_busy_does_not_keep_the_wal_growing() {
+    fn a_checkpoint_the_idle_checkpointer_began_before_its_cpu_got_busy_does_not_keep_the_wal_growing(
+    ) {
+        if Priority::for_this_process() == Priority::WhenIdle {
+            the_wal_starts_over_past_a_checkpoint_the_checkpointer_is_in(Priority::WhenIdle);
+        }
+    }
+
+    /// Where the process may not lift it, the checkpointer runs at normal priority: the bound's
+    /// checkpoint waits for its checkpoint to end.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_checkpoint_a_normal_priority_checkpointer_is_in_does_not_keep_the_wal_growing() {
+        the_wal_starts_over_past_a_checkpoint_the_checkpointer_is_in(Priority::Normal);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn the_wal_starts_over_past_a_checkpoint_the_checkpointer_is_in(priority: Priority) {
         let _pinned = OneCpu::pin();
         let (_dir, path) = database();
         let runs = LiveRuns::default();
         // Its checkpointer thread shares the test's CPU.
-        let mut store = open_store(&path);
+        let mut store = open_store_at(&path, priority);
         store.wal_frames_bound = i64::MAX;
         let probe = Connection::open(&path).expect("open");
         let mut last_seq = 0;
