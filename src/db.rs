@@ -98,12 +98,6 @@ fn options(url: &str, max_connections: u32) -> ConnectOptions {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
-                // Checkpoints are the event log's checkpointer's (`log_writer`): by default a
-                // connection checkpoints at the commit that takes the WAL past 1,000 pages,
-                // and that copy and its fsync held a run start for milliseconds (the time to
-                // first event's p99 went from 3.3-4.6 ms to 1.6 ms without it). A process
-                // without the writer (a CLI command) checkpoints when it closes the database.
-                .pragma("wal_autocheckpoint", "0")
         });
     options
 }
@@ -131,33 +125,6 @@ mod tests {
     use sea_orm::TransactionTrait;
 
     use super::*;
-
-    /// See `options`: a pool connection leaves checkpoints to the event log's checkpointer.
-    #[tokio::test]
-    async fn a_commit_on_the_pool_does_not_checkpoint() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pool.db");
-        let db = connect(&format!("sqlite://{}?mode=rwc", path.display()), 1)
-            .await
-            .expect("database");
-        db.execute_unprepared("CREATE TABLE filler (x BLOB)")
-            .await
-            .expect("table");
-        // About 5 WAL pages a commit: 1,500 in all, past SQLite's default of 1,000.
-        for _ in 0..300 {
-            db.execute_unprepared("INSERT INTO filler VALUES (zeroblob(16000))")
-                .await
-                .expect("insert");
-        }
-        let copied = std::fs::metadata(&path).expect("database file").len();
-        assert!(
-            copied < 1 << 20,
-            "{copied} bytes copied into the database file"
-        );
-        let wal = dir.path().join("pool.db-wal");
-        let logged = std::fs::metadata(&wal).expect("WAL").len();
-        assert!(logged > 4 << 20, "{logged} bytes in the WAL");
-    }
 
     /// A full disk makes SQLite roll a transaction back by itself; the connection must know,
     /// or its next transaction keeps the database's write lock for good (the vendored

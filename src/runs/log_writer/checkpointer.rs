@@ -19,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode};
 
 /// The checkpointer also runs this often when nothing asked it to: other connections (the
-/// pool's) write to the file too, and leave checkpoints to it (`db::options`).
+/// pool's) write to the file too.
 const CHECKPOINT_AT_LEAST_EVERY: Duration = Duration::from_secs(5);
 
 /// How the checkpointer thread is scheduled.
