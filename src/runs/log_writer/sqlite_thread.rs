@@ -158,12 +158,11 @@ impl SqliteStore {
 
     /// The size bound's checkpoint, on the writer's own connection between two batches, so
     /// that the next write starts the WAL over. A passive checkpoint could not do that under
-    /// steady reads: it copies only as far as the oldest reader's snapshot, and lagging
-    /// subscribers re-read the log all the time, so there was nearly always one, the WAL was
-    /// never copied whole, and it grew without end (1.4 GB in a 20-stream firehose, every new
-    /// block zeroed by the kernel before SQLite wrote it). A `RESTART` checkpoint waits for
-    /// the readers of the moment instead (a page of the log each: milliseconds); readers that
-    /// begin once the WAL is copied read the database file and do not hold it up.
+    /// steady reads: it copies only as far as the oldest reader's snapshot, and subscribers
+    /// that fall behind re-read the log, so the WAL was never copied whole and grew without
+    /// end. A `RESTART` checkpoint waits for the readers of the moment instead (a page of the
+    /// log each: milliseconds); readers that begin once the WAL is copied read the database
+    /// file and do not hold it up.
     ///
     /// While the checkpointer runs a checkpoint of its own, SQLite refuses a second one at once
     /// (the busy handler is not asked). Then the writer tries again later, as its wait would
