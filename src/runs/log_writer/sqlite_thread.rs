@@ -630,20 +630,22 @@ mod tests {
     }
 
     /// Before, the bound's checkpoint copied only as far as the oldest reader's snapshot, so
-    /// under steady reads it never copied the WAL whole and the WAL grew without end.
+    /// under steady reads it never copied the WAL whole and the WAL grew without end (no
+    /// start-over in these writes). A checkpoint that still falls short (the reader's snapshot
+    /// outlasted the writer's patience, as on a loaded CI machine) is tried again later.
     #[test]
     fn steady_readers_do_not_keep_the_wal_from_starting_over() {
         let (_dir, path) = database();
         let runs = LiveRuns::default();
         let (mut store, _asked) = store_without_checkpoints(&path, 64);
         let reader = SteadyReader::start(&path);
-        let most = (1..=300)
+        let frames: Vec<i64> = (1..=1_200)
             .map(|seq| write_one(&mut store, &runs, seq))
-            .max()
-            .expect("frames");
+            .collect();
         let reads = reader.stop();
         assert!(reads > 10, "the reader read {reads} times");
-        assert!(most <= 64 + 8, "the WAL grew to {most} frames");
+        let starts_over = frames.windows(2).filter(|w| w[1] < w[0]).count();
+        assert!(starts_over >= 3, "the WAL started over {starts_over} times");
     }
 
     /// Pins the calling thread, and the threads it starts from now on, to one CPU; undone when
