@@ -8,7 +8,7 @@
 //! with it while events waited. But a checkpoint it began and that then found the core busy
 //! for good held SQLite's checkpoint lock for good too, and the writer's own checkpoint (the
 //! WAL's size bound) could never run. So the writer lifts its priority when it needs that lock
-//! ([`Checkpointer::hurry`]). The kernel lets a thread leave `SCHED_IDLE` only with
+//! and the WAL is past twice the bound ([`Checkpointer::hurry`]). The kernel lets a thread leave `SCHED_IDLE` only with
 //! `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more; a process without either keeps the
 //! checkpointer at normal priority instead.
 use std::sync::atomic::{AtomicI32, Ordering};
