@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::gather::Gather;
 use super::{
     chunks, Append, Request, Store, StoreError, BATCH_ATTEMPTS, MAX_BATCH_BYTES, MAX_ROWS,
 };
@@ -31,6 +32,7 @@ struct Written<S> {
 pub(super) async fn write_batches<S: Store + 'static>(
     stores: Vec<S>,
     mut requests: mpsc::Receiver<Request>,
+    mut gather: Gather,
     peers: Peers,
 ) {
     let mut free = stores;
@@ -71,7 +73,7 @@ pub(super) async fn write_batches<S: Store + 'static>(
                 }
                 answer(written.flushes);
             }
-            count = requests.recv_many(&mut buffer, MAX_ROWS), if open && received.is_empty() => {
+            count = gather.receive(&mut requests, &mut buffer), if open && received.is_empty() => {
                 open = count > 0;
                 received.extend(buffer.drain(..));
             }

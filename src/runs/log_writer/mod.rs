@@ -8,7 +8,8 @@
 //! Appends are pipelined: a run does not wait for its event to commit before it reads the next
 //! one from the agent. Order per run holds because the queue is FIFO and batches commit one
 //! after another. There is no waiting window: a lone event is written at once, and batches
-//! grow by themselves under load. The queue is bounded, so a flood of events slows the runs
+//! grow by themselves under load (on SQLite's own thread, helped by a yield of its CPU when
+//! events arrive fast: `gather`). The queue is bounded, so a flood of events slows the runs
 //! that produce it instead of growing memory.
 //!
 //! A write that fails is retried as a batch, then chunk by chunk and event by event, so a
@@ -22,6 +23,7 @@
 mod batches;
 mod checkpointer;
 mod chunks;
+mod gather;
 mod pg_copy;
 mod sql_store;
 mod sqlite_thread;
@@ -38,6 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::event_log::SharedEvent;
 use super::live::LiveRun;
 use crate::cluster::bus::Peers;
+use gather::Gather;
 use sql_store::SqlStore;
 
 /// Events per batch at most (and so rows per INSERT, 6 bind values each: far below SQLite's
@@ -136,7 +139,12 @@ impl LogWriter {
         match writer_db {
             WriterDb::Connections(connections) => {
                 let stores = connections.into_iter().map(SqlStore::new).collect();
-                tokio::spawn(batches::write_batches(stores, requests, peers.clone()));
+                tokio::spawn(batches::write_batches(
+                    stores,
+                    requests,
+                    Gather::as_queued(),
+                    peers.clone(),
+                ));
             }
             WriterDb::SqliteFile(path) => sqlite_thread::start(&path, requests, peers.clone())?,
         }

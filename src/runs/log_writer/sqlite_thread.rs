@@ -24,6 +24,7 @@ use sea_orm::DbErr;
 use tokio::sync::mpsc;
 
 use super::checkpointer::Checkpointer;
+use super::gather::Gather;
 use super::{batches, chunks, Append, Request, Store, StoreError};
 use crate::cluster::bus::Peers;
 
@@ -63,7 +64,12 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("event-log-writer".into())
         .spawn(move || {
-            futures::executor::block_on(batches::write_batches(vec![store], requests, peers))
+            futures::executor::block_on(batches::write_batches(
+                vec![store],
+                requests,
+                Gather::yielding_when_busy(),
+                peers,
+            ))
         })
         .map_err(|e| DbErr::Custom(format!("could not start the event log writer: {e}")))?;
     Ok(())
