@@ -24,6 +24,8 @@ mod batches;
 mod checkpointer;
 mod chunks;
 mod gather;
+#[cfg(all(test, target_os = "linux"))]
+mod one_cpu;
 mod pg_copy;
 mod sql_store;
 mod sqlite_thread;

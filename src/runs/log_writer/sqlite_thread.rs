@@ -321,6 +321,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::checkpointer::{passive_checkpoint, Priority};
+    #[cfg(target_os = "linux")]
+    use super::super::one_cpu::OneCpu;
     use super::*;
     use crate::runs::event_log::StoredEvent;
     use crate::runs::live::LiveRuns;
@@ -652,41 +654,6 @@ mod tests {
         assert!(reads > 10, "the reader read {reads} times");
         let starts_over = frames.windows(2).filter(|w| w[1] < w[0]).count();
         assert!(starts_over >= 3, "the WAL started over {starts_over} times");
-    }
-
-    /// Pins the calling thread, and the threads it starts from now on, to one CPU; undone when
-    /// dropped.
-    #[cfg(target_os = "linux")]
-    struct OneCpu {
-        before: libc::cpu_set_t,
-    }
-
-    #[cfg(target_os = "linux")]
-    impl OneCpu {
-        fn pin() -> Self {
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            // SAFETY: affinity calls on the calling thread with CPU sets of the right size.
-            unsafe {
-                let mut before: libc::cpu_set_t = std::mem::zeroed();
-                assert_eq!(libc::sched_getaffinity(0, size, &mut before), 0);
-                let cpu = (0..libc::CPU_SETSIZE as usize)
-                    .find(|&cpu| libc::CPU_ISSET(cpu, &before))
-                    .expect("a CPU");
-                let mut one: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut one);
-                assert_eq!(libc::sched_setaffinity(0, size, &one), 0);
-                Self { before }
-            }
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    impl Drop for OneCpu {
-        fn drop(&mut self) {
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            // SAFETY: as in `pin`.
-            unsafe { libc::sched_setaffinity(0, size, &self.before) };
-        }
     }
 
     /// A thread that keeps its CPU busy at normal priority until dropped.
