@@ -17,7 +17,8 @@
 # BENCH_PG_URL_QUERY (added to the gateways' PostgreSQL URL, for what-if runs, e.g.
 # "options=-c%20synchronous_commit%3Doff": commits that do not wait for the WAL's fsync),
 # BENCH_GATEWAY_BIN (an agentgate binary to measure instead of the built one: an earlier
-# commit's, for a before/after in one sitting).
+# commit's, for a before/after in one sitting), BENCH_KEEP_DATA=1 (keep each SQLite gateway's
+# database files after its round; by default they are deleted when the gateway stops).
 # "cross" (PostgreSQL only) runs two gateways on one database, with moto_server as their shared
 # S3 storage: the latency scenario's load posted on gateway A, every run followed on gateway B.
 # "tail" (agentgate only: direct and nginx have no runs to follow) starts TAIL_RUNS live runs and
@@ -257,6 +258,7 @@ start_gateway() {
     GW_PID=$LAUNCHED_PID
     GW_URL=http://127.0.0.1:$GW_PORT
     GW_TOKEN_FILE=$dir/token
+    GW_DIR=$dir
     wait_http "$GW_URL/health" 30 "$GW_PID"
 }
 
@@ -318,6 +320,12 @@ stop_gateway() {
         wait "$pid" 2>/dev/null || true
     done
     GW2_PID=""
+    # A SQLite firehose round leaves about a gigabyte of log; a few runs filled the disk. The
+    # gateway's log, metrics and config stay.
+    if [ -n "${GW_DIR:-}" ] && [ "${BENCH_KEEP_DATA:-0}" != 1 ]; then
+        rm -f "$GW_DIR"/agentgate.db "$GW_DIR"/agentgate.db-wal "$GW_DIR"/agentgate.db-shm
+    fi
+    GW_DIR=""
     if [ -n "${GW_PG_DB:-}" ]; then
         psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $GW_PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
         GW_PG_DB=""
