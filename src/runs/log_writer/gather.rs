@@ -22,16 +22,15 @@ const BUSY_EVENTS_PER_SEC: u64 = 20_000;
 const RATE_WINDOW: Duration = Duration::from_millis(10);
 
 pub(super) struct Gather {
-    yield_when_busy: bool,
-    rate: ArrivalRate,
+    /// Set when the writer yields under a sustained load: how fast requests arrive.
+    yields_when_busy: Option<ArrivalRate>,
 }
 
 impl Gather {
     /// Takes what is queued, as it comes (a writer that shares a runtime's threads).
     pub(super) fn as_queued() -> Self {
         Self {
-            yield_when_busy: false,
-            rate: ArrivalRate::new(Instant::now()),
+            yields_when_busy: None,
         }
     }
 
@@ -39,8 +38,7 @@ impl Gather {
     /// wakes, then tops the batch up (a writer on a thread of its own).
     pub(super) fn yielding_when_busy() -> Self {
         Self {
-            yield_when_busy: true,
-            ..Self::as_queued()
+            yields_when_busy: Some(ArrivalRate::new(Instant::now())),
         }
     }
 
@@ -52,10 +50,10 @@ impl Gather {
         buffer: &mut Vec<Request>,
     ) -> usize {
         let count = requests.recv_many(buffer, MAX_ROWS).await;
-        if count == 0 || !self.yield_when_busy {
+        let Some(rate) = self.yields_when_busy.as_mut() else {
             return count;
-        }
-        if self.rate.note(count, Instant::now()) && buffer.len() < MAX_ROWS {
+        };
+        if count > 0 && rate.note(count, Instant::now()) && buffer.len() < MAX_ROWS {
             std::thread::yield_now();
             while buffer.len() < MAX_ROWS {
                 match requests.try_recv() {
