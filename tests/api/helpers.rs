@@ -139,6 +139,24 @@ async fn spawn_in(
     }
 }
 
+/// A test that ends without `stop`, or panics, leaves no PostgreSQL database behind (each left
+/// one or two a run before). `Drop` cannot await, so the drop runs on a runtime of its own.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(database) = self.pg_database.take() {
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(drop_database(Some(database)));
+                }
+            })
+            .join();
+        }
+    }
+}
+
 impl TestApp {
     pub fn token(&self, user: &str) -> String {
         self.state.auth.mint_dev_token(user, false).expect("token")
