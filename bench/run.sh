@@ -327,7 +327,10 @@ stop_gateway() {
     fi
     GW_DIR=""
     if [ -n "${GW_PG_DB:-}" ]; then
-        psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $GW_PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+        local refusal
+        if ! refusal=$(psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $GW_PG_DB WITH (FORCE)" 2>&1); then
+            log "could not drop the gateway's database $GW_PG_DB: $refusal"
+        fi
         GW_PG_DB=""
     fi
 }
