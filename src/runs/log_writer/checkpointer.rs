@@ -8,9 +8,9 @@
 //! with it while events waited. But a checkpoint it began and that then found the core busy
 //! for good held SQLite's checkpoint lock for good too, and the writer's own checkpoint (the
 //! WAL's size bound) could never run. So the writer lifts its priority when it needs that lock
-//! and the WAL is past twice the bound ([`Checkpointer::hurry`]). The kernel lets a thread leave `SCHED_IDLE` only with
-//! `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more; a process without either keeps the
-//! checkpointer at normal priority instead.
+//! and the WAL is past twice the bound ([`Checkpointer::hurry`]). The kernel lets a thread
+//! leave `SCHED_IDLE` only with `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 or more; a process
+//! without either keeps the checkpointer at normal priority instead.
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, OnceLock};
@@ -163,7 +163,8 @@ fn run_only_when_idle() {
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: plain system call on the calling thread with a valid parameter.
         if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "the checkpointer keeps its CPU priority");
+            let error = std::io::Error::last_os_error();
+            tracing::debug!(%error, "the checkpointer keeps its CPU priority");
         }
     }
 }

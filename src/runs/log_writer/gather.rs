@@ -6,15 +6,16 @@
 //! calls of its own), and on a core shared with the runtime the writer woke at each run's first
 //! event and preempted the runs: a firehose of 20 runs was written ≈ 14 events at a time.
 //! Yielding once when it wakes, before it takes the rest of the queue, lets the runs fill it;
-//! on a core with nothing else to run the yield returns at once. The relay stays latency-first below [`BUSY_EVENTS_PER_SEC`]:
-//! bursts of an interactive load are written as they come.
+//! on a core with nothing else to run the yield returns at once. Below
+//! [`BUSY_EVENTS_PER_SEC`] the relay stays latency-first: bursts of an interactive load are
+//! written as they come.
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use super::{Request, MAX_ROWS};
 
-/// Arrivals at which the writer starts yielding before each batch: 8 × the 50-stream
+/// Arrivals at which the writer starts yielding at each wake-up: 8 × the 50-stream
 /// benchmark's steady 2,500 events/s, far below a firehose's 150,000.
 const BUSY_EVENTS_PER_SEC: u64 = 20_000;
 /// How long a span of arrivals the rate is taken over, so that a burst of a few dozen events
