@@ -79,7 +79,7 @@ impl ApiError {
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
-            Self::LimitReached { .. } => "daily_limit_reached",
+            Self::LimitReached { .. } => "daily_message_limit_reached",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::Unavailable(_) => "service_unavailable",
             Self::RequestTimeout(_) => "request_timeout",

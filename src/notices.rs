@@ -23,6 +23,9 @@ const APP_BUILD_TYPES: [(&str, &str); 4] = [
     ("deployment_complete", "deploymentUrl"),
 ];
 
+/// The `deploymentType`s app.build's clients accept.
+const APP_BUILD_PROVIDERS: [&str; 2] = ["koyeb", "databricks"];
+
 pub const DEPLOYMENT_FAILED: &str = "deployment_failed";
 
 /// A notice as a client sees it, in the stream and in the history alike.
@@ -93,12 +96,21 @@ pub fn shape(text: &str, metadata: &Value) -> ShapedNotice {
     let mut metadata = Map::new();
     metadata.insert("type".into(), Value::from(kind));
     metadata.extend(fields);
-    let metadata = Value::Object(metadata);
+    let message_metadata = Value::Object(metadata.clone());
+    // app.build's web client rejects the whole event when the top-level `deploymentType` is
+    // not one of its providers; a local preview's stays in `message.metadata` (and the
+    // history), which that client does not check.
+    if metadata
+        .get("deploymentType")
+        .is_some_and(|provider| !APP_BUILD_PROVIDERS.iter().any(|p| provider == p))
+    {
+        metadata.remove("deploymentType");
+    }
     ShapedNotice {
         kind: KIND_PLATFORM_MESSAGE,
         text: text.to_string(),
-        metadata: Some(metadata.clone()),
-        message_metadata: metadata,
+        metadata: Some(Value::Object(metadata)),
+        message_metadata,
         failure: None,
     }
 }
@@ -140,6 +152,18 @@ mod tests {
         let metadata = shaped.metadata.expect("top-level metadata");
         assert_eq!(metadata["deployStatus"], "deployed");
         assert_eq!(metadata["deploymentType"], "koyeb");
+    }
+
+    #[test]
+    fn a_provider_app_build_does_not_know_stays_out_of_the_top_level_metadata() {
+        let shaped = shape(
+            "live",
+            &json!({"type": "deployment_complete", "deploymentUrl": "http://x/", "deploymentType": "local"}),
+        );
+        let metadata = shaped.metadata.expect("top-level metadata");
+        assert!(metadata.get("deploymentType").is_none(), "{metadata}");
+        assert_eq!(metadata["deploymentUrl"], "http://x/");
+        assert_eq!(shaped.message_metadata["deploymentType"], "local");
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub fn outcome_notice(job: &deployments::Model) -> (String, Value) {
         records::HEALTHY => {
             let url = job.url.clone().unwrap_or_default();
             (
-                format!("Version {} is live at {url}", job.version),
+                // app.build's terminal client appends `deploymentUrl` to the text.
+                format!("Version {} is live:", job.version),
                 json!({"type": "deployment_complete", "deploymentUrl": url, "deploymentId": job.id,
                     "deploymentType": job.provider, "version": job.version}),
             )

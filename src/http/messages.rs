@@ -1,7 +1,10 @@
 //! `POST /message`: every check happens before the stream opens, so failures are plain JSON.
+use std::collections::HashMap;
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
+use futures::stream;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -10,6 +13,7 @@ use utoipa_axum::routes;
 
 use super::extract::{parse_id, JsonBody};
 use super::openapi::{ErrorBody, Internal, PayloadTooLarge, Unauthorized, Unavailable};
+use super::runs::last_event_id;
 use super::sse::sse_response;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult};
@@ -55,7 +59,9 @@ struct MessageRequest {
     tag = "runs",
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, max_length = 200,
-        description = "A retry with the same key attaches to the same run instead of starting another (and costs no message)")),
+        description = "A retry with the same key attaches to the same run instead of starting another (and costs no message)"),
+        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+        description = "On a retry (the same key, or without a key the same body as the caller's latest run): resume that run after this id instead of starting another")),
     request_body = MessageRequest,
     responses(
         (status = 200, description = "The run's events as Server-Sent Events (`message`, `error`, `done`), each with an `id:` to resume from with `GET /runs/{id}/events`",
@@ -67,7 +73,7 @@ struct MessageRequest {
             ("x-dailylimit-usage" = u32, description = "Messages used today"),
             ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
         )),
-        (status = 400, description = "`invalid_body`, `empty_message`, `message_too_large`, `invalid_trace_id`, `invalid_settings`, `invalid_idempotency_key`, or `invalid_id` (`applicationId` is not a UUID)", body = ErrorBody, examples(
+        (status = 400, description = "`invalid_body`, `empty_message`, `message_too_large`, `invalid_trace_id`, `invalid_settings`, `invalid_idempotency_key`, `invalid_last_event_id`, or `invalid_id` (`applicationId` is not a UUID)", body = ErrorBody, examples(
             ("invalid_body" = (value = json!({"code": "invalid_body", "message": "Failed to deserialize the JSON body into the target type: missing field `message`"}))),
             ("empty_message" = (value = json!({"code": "empty_message", "message": "message must not be empty"}))),
             ("message_too_large" = (value = json!({"code": "message_too_large", "message": "message is 70000 bytes; the limit is 65536"}))),
@@ -78,15 +84,15 @@ struct MessageRequest {
         (status = 401, response = Unauthorized),
         (status = 404, description = "`not_found`: `applicationId` is not one of the caller's apps", body = ErrorBody,
             example = json!({"code": "not_found", "message": "application not found"})),
-        (status = 409, description = "`run_active`: the app already has an active run (its id is in `runId`); `idempotency_key_reused`: the `Idempotency-Key` was used for a different request", body = ErrorBody,
+        (status = 409, description = "`run_active`: the app already has an active run (its id is in `runId`) that another request started (the same body again attaches to it); `idempotency_key_reused`: the `Idempotency-Key` was used for a different request", body = ErrorBody,
             example = json!({"code": "run_active", "message": "this app already has an active run; wait for it or cancel it", "runId": "6f1c1a52-3f0e-4a51-9d3c-2b9f0c1d2e3f"})),
         (status = 413, response = PayloadTooLarge),
-        (status = 429, description = "`daily_limit_reached`: no messages left today; the `x-dailylimit-*` headers say when more are", body = ErrorBody, headers(
+        (status = 429, description = "`daily_message_limit_reached`: no messages left today; the `x-dailylimit-*` headers say when more are", body = ErrorBody, headers(
             ("x-dailylimit-limit" = u32, description = "Messages allowed per UTC day"),
             ("x-dailylimit-remaining" = u32, description = "Messages left today"),
             ("x-dailylimit-usage" = u32, description = "Messages used today"),
             ("x-dailylimit-reset" = String, description = "When the count resets (RFC 3339)"),
-        ), example = json!({"code": "daily_limit_reached", "message": "daily message limit reached"})),
+        ), example = json!({"code": "daily_message_limit_reached", "message": "daily message limit reached"})),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
@@ -99,20 +105,31 @@ async fn post_message(
 ) -> ApiResult<Response> {
     validate(&state, &body)?;
     let idempotency_key = idempotency_key(&headers)?;
+    let after = last_event_id(&headers, &HashMap::new())?;
     let digest = request_digest_of(&body);
-    if let Some(key) = &idempotency_key {
-        if let Some(run) = state.runs.find_by_idempotency_key(&user.id, key).await? {
-            ensure_same_request(&run, &digest)?;
-            let status = state.limiter.status(&user.id).await?;
-            return Ok(stream_run(
-                &state,
-                RunRef {
-                    run_id: run.id,
-                    app_id: run.app_id,
-                },
-                limit_headers(&status),
-            ));
+    let earlier = match &idempotency_key {
+        Some(key) => state.runs.find_by_idempotency_key(&user.id, key).await?,
+        // app.build's web client sends the same POST again when its stream breaks, with the
+        // last id it saw and no key: a reconnect to the run that request started.
+        None if headers.contains_key("last-event-id") => {
+            state.runs.find_latest_by_request(&user.id, &digest).await?
         }
+        None => None,
+    };
+    if let Some(run) = earlier {
+        ensure_same_request(&run, &digest)?;
+        let status = state.limiter.status(&user.id).await?;
+        let ended = !crate::runs::ACTIVE_STATUSES.contains(&run.status);
+        let run_ref = RunRef {
+            run_id: run.id,
+            app_id: run.app_id,
+        };
+        if ended && after >= run.last_seq {
+            // Nothing follows: an empty stream ends the client's retries cleanly.
+            let headers = run_headers(&run_ref, limit_headers(&status));
+            return Ok(sse_response(stream::empty(), state.keep_alive(), headers));
+        }
+        return Ok(stream_run(&state, run_ref, after, limit_headers(&status)));
     }
     // Kept only on the app a message creates (and never more than 64 characters).
     let client_source = body
@@ -138,7 +155,7 @@ async fn post_message(
         // Lost a race with a retry carrying the same key: that one counted, this one did not.
         StartOutcome::Existing(run) => {
             let status = state.limiter.status(&user.id).await?;
-            Ok(stream_run(&state, run, limit_headers(&status)))
+            Ok(stream_run(&state, run, after, limit_headers(&status)))
         }
     }
 }
@@ -246,8 +263,9 @@ fn app_name_from(message: &str) -> String {
     name
 }
 
-fn stream_run(state: &AppState, run: RunRef, headers: HeaderMap) -> Response {
-    let events = state.runs.subscribe(&run.run_id, 0);
+/// An existing run's events after `after`, for a retried request.
+fn stream_run(state: &AppState, run: RunRef, after: i64, headers: HeaderMap) -> Response {
+    let events = state.runs.subscribe(&run.run_id, after);
     stream_events(state, &run, events, headers)
 }
 
@@ -255,14 +273,20 @@ fn stream_events(
     state: &AppState,
     run: &RunRef,
     events: Subscription,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Response {
+    let headers = run_headers(run, headers);
+    sse_response(events.into_stream(), state.keep_alive(), headers)
+}
+
+/// `headers` with the run's and the app's ids.
+fn run_headers(run: &RunRef, mut headers: HeaderMap) -> HeaderMap {
     for (name, value) in [("x-run-id", &run.run_id), ("x-app-id", &run.app_id)] {
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(HeaderName::from_static(name), value);
         }
     }
-    sse_response(events.into_stream(), state.keep_alive(), headers)
+    headers
 }
 
 #[cfg(test)]

@@ -77,7 +77,7 @@ provider's JWKS. Its `sub` is the user id.",
 /// The body of every error the gateway answers with. Some conflicts add fields of their own
 /// next to these two (`runId` and `status` for `run_not_active`, `version` for
 /// `version_pending`, `runId` for `run_active`). Fixed codes: `unauthorized`, `forbidden`,
-/// `not_found`, `daily_limit_reached`, `payload_too_large`, `service_unavailable`,
+/// `not_found`, `daily_message_limit_reached`, `payload_too_large`, `service_unavailable`,
 /// `internal_error`; the others are listed by the operations that use them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({"code": "not_found", "message": "app not found", "error": "app not found"}))]

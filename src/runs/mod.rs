@@ -15,7 +15,7 @@ use chrono::Utc;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, TransactionTrait,
+    QueryFilter, QueryOrder, TransactionTrait,
 };
 use serde_json::Value;
 use tokio_util::task::TaskTracker;
@@ -301,6 +301,16 @@ impl RunManager {
             .filter(runs::Column::Status.is_in(ACTIVE_STATUSES))
             .one(&self.deps.db)
             .await?;
+        // The same request again while its run is active (a client retrying a broken stream
+        // before it saw an id): that run, not a second one.
+        if let Some(run) = active.as_ref().filter(|run| {
+            run.owner_id == owner_id && run.request_digest.as_deref() == Some(request_digest)
+        }) {
+            return Ok(StartOutcome::Existing(RunRef {
+                run_id: run.id.clone(),
+                app_id: run.app_id.clone(),
+            }));
+        }
         Err(ApiError::Conflict {
             code: "run_active",
             message: "this app already has an active run; wait for it or cancel it".into(),
@@ -316,6 +326,21 @@ impl RunManager {
         runs::Entity::find()
             .filter(runs::Column::OwnerId.eq(owner_id))
             .filter(runs::Column::IdempotencyKey.eq(key))
+            .one(&self.deps.db)
+            .await
+    }
+
+    /// The caller's latest run that a request with this digest started (see
+    /// [`request_digest`]).
+    pub async fn find_latest_by_request(
+        &self,
+        owner_id: &str,
+        request_digest: &str,
+    ) -> Result<Option<runs::Model>, DbErr> {
+        runs::Entity::find()
+            .filter(runs::Column::OwnerId.eq(owner_id))
+            .filter(runs::Column::RequestDigest.eq(request_digest))
+            .order_by_desc(runs::Column::CreatedAt)
             .one(&self.deps.db)
             .await
     }

@@ -42,6 +42,31 @@ fn platform_message_url(metadata: &Value) -> String {
     }
 }
 
+/// app.build's `DeploymentType` (the web client's schema for the top-level `metadata`).
+const DEPLOYMENT_TYPES: [&str; 2] = ["databricks", "koyeb"];
+
+/// The web client's schema for an event's top-level `metadata` (`useSSE`'s `eventSchema`): an
+/// event that fails it is dropped whole.
+fn check_top_level_metadata(frame: &Frame) {
+    let Some(metadata) = frame.data.get("metadata") else {
+        return;
+    };
+    let kind = metadata["type"].as_str().unwrap_or("");
+    assert!(PLATFORM_MESSAGE_TYPES.contains(&kind), "{frame:?}");
+    for field in ["deploymentId", "githubUrl", "deploymentUrl", "commitUrl"] {
+        let value = metadata.get(field).unwrap_or(&Value::Null);
+        assert!(value.is_null() || value.is_string(), "{field} in {frame:?}");
+    }
+    if let Some(provider) = metadata.get("deploymentType") {
+        let provider = provider.as_str().unwrap_or("");
+        assert!(DEPLOYMENT_TYPES.contains(&provider), "{frame:?}");
+    }
+    if let Some(status) = metadata.get("deployStatus") {
+        let status = status.as_str().unwrap_or("");
+        assert!(DEPLOY_STATUSES.contains(&status), "{frame:?}");
+    }
+}
+
 /// Every line the terminal client would print for these events.
 fn terminal_lines(frames: &[Frame]) -> Vec<String> {
     let mut lines = Vec::new();
@@ -74,6 +99,7 @@ fn check_stream(frames: &[Frame]) -> String {
             .as_str()
             .expect("traceId on every event");
         assert!(trace_id.starts_with("app-"), "{trace_id}");
+        check_top_level_metadata(frame);
         // The web client drops an event whose message.metadata.type is not app.build's.
         if let Some(kind) = frame.data["message"]["metadata"].get("type") {
             let kind = kind.as_str().unwrap_or("");
@@ -88,6 +114,8 @@ fn check_stream(frames: &[Frame]) -> String {
     assert_eq!(last.data["status"], "idle", "{last:?}");
     for line in terminal_lines(frames) {
         assert!(!line.contains("undefined"), "{line:?}");
+        // The client appends the URL itself: a text that has it already shows it twice.
+        assert!(line.matches("http").count() <= 1, "{line:?}");
     }
     application_id_from(frames[0].data["traceId"].as_str().unwrap_or(""))
 }

@@ -518,7 +518,7 @@ async fn daily_limit_is_enforced_on_message(kind: DbKind) {
     assert_eq!(response.headers()["x-dailylimit-limit"], "1");
     assert_eq!(
         response.json::<Value>().await.expect("json")["code"],
-        "daily_limit_reached"
+        "daily_message_limit_reached"
     );
     app.stop().await;
 }

@@ -346,6 +346,111 @@ async fn idempotent_retry_attaches_to_the_same_run(kind: DbKind) {
 }
 db_test!(idempotent_retry_attaches_to_the_same_run);
 
+/// app.build's web client (event-source-plus, `retryStrategy: "on-error"`) sends its
+/// `POST /message` again when the stream breaks: the same body, no key, the last id it saw.
+async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: DbKind) {
+    let agent = FakeAgent::start().await;
+    let app = spawn_app_with(kind, &agent.config("")).await;
+    let token = app.token("alice");
+    let body = json!({"message": "build a todo app", "applicationId": null});
+    let retry = |last_event_id: Option<&str>, body: &Value| {
+        let mut request = app.http.post(app.url("/message")).bearer_auth(&token);
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        request.json(body).send()
+    };
+    agent.push(paced_script(10, 100));
+    let response = retry(None, &body).await.expect("post");
+    let run_id = run_id_of(&response);
+    let mut reader = SseReader::new(response);
+    let mut seen: Vec<Frame> = Vec::new();
+    for _ in 0..3 {
+        seen.push(reader.next().await.expect("frame"));
+    }
+    drop(reader); // the connection breaks
+
+    let again = retry(Some("3"), &body).await.expect("post");
+    assert_eq!(again.status(), 200);
+    assert_eq!(run_id_of(&again), run_id, "the same run, not a new app");
+    let rest = SseReader::new(again).collect().await;
+    assert_eq!(
+        rest.first().map(|f| f.id),
+        Some(4),
+        "it resumes after the id"
+    );
+    seen.extend(rest);
+    assert_complete_run(&seen);
+    assert_eq!(seen.len(), 12, "{:?}", kinds(&seen));
+
+    // After the end: what follows the id, and an empty stream when nothing does.
+    let tail = SseReader::new(retry(Some("10"), &body).await.expect("post"))
+        .collect()
+        .await;
+    assert_eq!(tail.iter().map(|f| f.id).collect::<Vec<_>>(), vec![11, 12]);
+    let nothing = retry(Some("12"), &body).await.expect("post");
+    assert_eq!(nothing.status(), 200);
+    assert_eq!(run_id_of(&nothing), run_id);
+    assert!(SseReader::new(nothing).collect().await.is_empty());
+    let bad = retry(Some("-1"), &body).await.expect("post");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(
+        bad.json::<Value>().await.expect("json")["code"],
+        "invalid_last_event_id"
+    );
+    assert_eq!(agent.requests().len(), 1, "the agent was called once");
+
+    // A follow-up whose stream breaks before any id: the same body attaches from the start,
+    // another message is still refused while the run is active.
+    let app_id = seen[0].data["appId"].as_str().expect("app id").to_string();
+    let follow_up = json!({"message": "add a due date", "applicationId": app_id});
+    agent.push(paced_script(10, 100));
+    let first = retry(None, &follow_up).await.expect("post");
+    let follow_up_run = run_id_of(&first);
+    drop(first);
+    let attached = retry(None, &follow_up).await.expect("post");
+    assert_eq!(attached.status(), 200);
+    assert_eq!(run_id_of(&attached), follow_up_run);
+    let other = retry(
+        None,
+        &json!({"message": "no, a calendar", "applicationId": app_id}),
+    )
+    .await
+    .expect("post");
+    assert_eq!(other.status(), 409);
+    assert_eq!(
+        other.json::<Value>().await.expect("json")["code"],
+        "run_active"
+    );
+    let frames = SseReader::new(attached).collect().await;
+    assert_eq!(frames.first().map(|f| f.id), Some(1));
+    assert_complete_run(&frames);
+
+    // Nobody else's run: bob's identical request is his own.
+    agent.push(paced_script(0, 0));
+    let bobs = app
+        .http
+        .post(app.url("/message"))
+        .bearer_auth(app.token("bob"))
+        .header("Last-Event-ID", "3")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(bobs.status(), 200);
+    assert_ne!(run_id_of(&bobs), run_id);
+    assert_complete_run(&SseReader::new(bobs).collect().await);
+    let usage: Value = app
+        .get("/message-limit", &token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(usage["currentUsage"], 2, "reconnects use no messages");
+    app.stop().await;
+}
+db_test!(a_client_that_posts_its_message_again_resumes_the_run_it_started);
+
 async fn one_active_run_per_app_and_cancel(kind: DbKind) {
     let agent = FakeAgent::start().await;
     let app = spawn_app_with(kind, &agent.config("")).await;
@@ -426,8 +531,11 @@ async fn concurrent_posts_for_one_app_start_one_run(kind: DbKind) {
         // Long enough that the winner is still running when every loser arrives, even on a busy machine.
         agent.push(paced_script(40, 100));
     }
-    let body = json!({"message": "go go", "applicationId": existing.id});
-    let posts = (0..5).map(|_| app.post_message(&token, &body));
+    // Different messages: the same one again would attach to the run it started.
+    let bodies: Vec<Value> = (0..5)
+        .map(|i| json!({"message": format!("go go {i}"), "applicationId": existing.id}))
+        .collect();
+    let posts = bodies.iter().map(|body| app.post_message(&token, body));
     let responses = futures::future::join_all(posts).await;
     let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
     assert_eq!(
