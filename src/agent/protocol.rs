@@ -94,11 +94,18 @@ const GATEWAY_FIELDS: [&str; 7] = [
 
 impl AgentEvent {
     /// Parses one `data:` payload. Anything but a JSON object with an object `message` is an error.
-    pub fn parse(data: String) -> Result<Self, String> {
+    pub fn parse(mut data: String) -> Result<Self, String> {
         let (top, message) = json_fields::read_object(&data, "message").map_err(|e| match e {
             json_fields::Error::NotAnObject => "event is not a JSON object".to_string(),
             e => format!("event is not valid JSON: {e}"),
         })?;
+        // The lines of a multi-line `data:` event are joined with LF. JSON that reads has no
+        // raw control character inside a string, so each LF is whitespace between tokens; kept
+        // in the parts passed through, it would end the client's `data:` line. A space is one
+        // byte too, so every field's range still holds.
+        if memchr::memchr(b'\n', data.as_bytes()).is_some() {
+            data = data.replace('\n', " ");
+        }
         let Some(mut message) = message else {
             return Err("event has no message object".into());
         };
@@ -485,6 +492,22 @@ mod tests {
             r#"{"appId":"a","message":{"kind":"WipUpdate","messages":[{"role":"assistant","content":"a \"quoted\" \u00e9 line\n"}],"z":[1, 2.50, {"k":null}]},"runId":"r","status":"running","techStack":null,"traceId":"app-a.req-r","timestamp":"t"}"#
         );
         assert_eq!(e.text(), "a \"quoted\" é line\n");
+    }
+
+    #[test]
+    fn the_lines_of_a_multi_line_event_reach_the_client_on_one() {
+        // What the SSE parser makes of `data: {...,` / `data:` / `data: "kind":...}`.
+        let e = parse(
+            "{\"status\":\"running\",\"message\":{\"role\":\"assistant\",\n\n\"kind\":\"WipUpdate\",\"messages\":[{\"role\":\"assistant\",\"content\":\"a\\nb\"}]},\n\"timestamp\":\"t\"}",
+        );
+        let client = client_message(&ClientEnvelope::new(&ctx()), &e);
+        assert!(!client.contains('\n'), "{client}");
+        let client: Value = serde_json::from_str(&client).expect("json");
+        assert_eq!(client["message"]["kind"], "WipUpdate");
+        assert_eq!(client["timestamp"], "t");
+        assert_eq!(e.text(), "a\nb", "an escaped newline in a string stays");
+        // A raw line break inside a string is still not JSON.
+        assert!(AgentEvent::parse("{\"message\":{\"kind\":\"a\nb\"}}".into()).is_err());
     }
 
     #[test]

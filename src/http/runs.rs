@@ -157,11 +157,11 @@ pub(super) fn last_event_id(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> ApiResult<i64> {
-    let raw = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| query.get("lastEventId").cloned());
+    // A header that is not visible ASCII is refused like any other bad value, not ignored.
+    let raw = match headers.get("last-event-id") {
+        Some(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        None => query.get("lastEventId").cloned(),
+    };
     match raw.as_deref().map(str::trim) {
         None | Some("") => Ok(0),
         Some(raw) => raw.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {

@@ -26,6 +26,8 @@ pub struct Script {
     pub steps: Vec<Step>,
     /// How long the agent holds back its response headers.
     pub headers_after: Duration,
+    /// A `content-encoding` the body (already encoded) is sent with.
+    pub content_encoding: Option<&'static str>,
 }
 
 impl Script {
@@ -38,6 +40,7 @@ impl Script {
             status: 200,
             steps,
             headers_after: Duration::ZERO,
+            content_encoding: None,
         }
     }
 
@@ -51,6 +54,14 @@ impl Script {
     pub fn headers_after(self, delay: Duration) -> Self {
         Self {
             headers_after: delay,
+            ..self
+        }
+    }
+
+    /// Sent with `content-encoding: encoding` (the steps carry the encoded bytes).
+    pub fn encoded(self, encoding: &'static str) -> Self {
+        Self {
+            content_encoding: Some(encoding),
             ..self
         }
     }
@@ -193,9 +204,13 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
             }
         }
     });
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", "text/event-stream; charset=utf-8")
+        .header("content-type", "text/event-stream; charset=utf-8");
+    if let Some(encoding) = script.content_encoding {
+        response = response.header("content-encoding", encoding);
+    }
+    response
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }

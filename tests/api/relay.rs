@@ -294,6 +294,58 @@ async fn protocol_quirks_are_tolerated(kind: DbKind) {
 }
 db_test!(protocol_quirks_are_tolerated);
 
+/// SSE lets an event's data span several `data:` lines (real agents never split one); the
+/// client's frame is still one `data:` line of JSON, live and replayed.
+async fn a_multi_line_agent_event_reaches_clients_as_one_line(kind: DbKind) {
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    agent.push(Script::steps(vec![
+        Step::Send(
+            "data: {\"status\":\"running\",\"traceId\":\"t\",\"message\":{\"role\":\"assistant\",\n\
+             data:\n\
+             data: \"kind\":\"WipUpdate\",\"messages\":[{\"role\":\"assistant\",\"content\":\"split\"}]}}\n\n"
+                .into(),
+        ),
+        Step::Send(data_line(&event("idle", "ReviewResult", Some("done")))),
+    ]));
+    let (headers, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(kinds(&frames), vec!["WipUpdate", "ReviewResult", "done"]);
+    assert_eq!(frames[0].data["message"]["messages"][0]["content"], "split");
+    let run_id = headers["x-run-id"].to_str().expect("id");
+    let replay = app.get(&format!("/runs/{run_id}/events"), &token).await;
+    let replay = SseReader::new(replay).collect().await;
+    assert_eq!(replay, frames, "the replay is the same");
+    app.stop().await;
+}
+db_test!(a_multi_line_agent_event_reaches_clients_as_one_line);
+
+/// The gateway asks for `identity`, but an agent or a proxy before it may compress anyway.
+async fn a_compressed_agent_stream_is_read(kind: DbKind) {
+    use std::io::Write;
+    let (app, agent) = setup(kind, "").await;
+    let token = app.token("alice");
+    let stream = format!(
+        "{}{}",
+        data_line(&event("running", "WipUpdate", Some("working"))),
+        data_line(&event("idle", "ReviewResult", Some("done")))
+    );
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(stream.as_bytes()).expect("gzip");
+    let gzip = gzip.finish().expect("gzip");
+    agent.push_raw(Script::raw_chunks(&gzip, 7).encoded("gzip"));
+    let (_, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
+    assert_complete_run(&frames);
+    assert_eq!(kinds(&frames), vec!["WipUpdate", "ReviewResult", "done"]);
+    let asked = &agent.requests()[0].headers;
+    assert_eq!(
+        asked["accept-encoding"], "identity",
+        "it still asks for none"
+    );
+    app.stop().await;
+}
+db_test!(a_compressed_agent_stream_is_read);
+
 /// Runs one scripted failure and returns the frames and the run's final status.
 async fn failing_run(app: &TestApp, token: &str) -> (Vec<Frame>, String) {
     let response = app

@@ -147,6 +147,23 @@ async fn disconnect_does_not_cancel_and_resume_is_exact(kind: DbKind) {
         bad.json::<Value>().await.expect("json")["code"],
         "invalid_last_event_id"
     );
+    // Bytes that are not text are refused too, not taken for "from the start".
+    let not_text = app
+        .http
+        .get(app.url(&format!("/runs/{run_id}/events")))
+        .bearer_auth(&token)
+        .header(
+            "Last-Event-ID",
+            reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").expect("header"),
+        )
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(not_text.status(), 400);
+    assert_eq!(
+        not_text.json::<Value>().await.expect("json")["code"],
+        "invalid_last_event_id"
+    );
     assert_eq!(
         events(&app, &app.token("bob"), &run_id, None)
             .await
