@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
+use chrono::Utc;
 use futures::stream;
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +25,9 @@ use crate::runs::{
 use crate::state::AppState;
 
 const MAX_IDEMPOTENCY_KEY: usize = 200;
+/// How long after its run ended a keyless retry of a request still resumes that run (a
+/// client's reconnects come within seconds); later, the same message starts a new run.
+const RECONNECT_WINDOW: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
 const MAX_TRACE_ID: usize = 128;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -61,7 +65,7 @@ struct MessageRequest {
     params(("Idempotency-Key" = Option<String>, Header, max_length = 200,
         description = "A retry with the same key attaches to the same run instead of starting another (and costs no message)"),
         ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
-        description = "On a retry (the same key, or without a key the same body as the caller's latest run): resume that run after this id instead of starting another")),
+        description = "On a retry (the same key, or without a key the same body as the caller's latest run while it runs or up to 10 minutes after it ended): resume that run after this id instead of starting another")),
     request_body = MessageRequest,
     responses(
         (status = 200, description = "The run's events as Server-Sent Events (`message`, `error`, `done`), each with an `id:` to resume from with `GET /runs/{id}/events`",
@@ -110,10 +114,16 @@ async fn post_message(
     let earlier = match &idempotency_key {
         Some(key) => state.runs.find_by_idempotency_key(&user.id, key).await?,
         // app.build's web client sends the same POST again when its stream breaks, with the
-        // last id it saw and no key: a reconnect to the run that request started.
-        None if headers.contains_key("last-event-id") => {
-            state.runs.find_latest_by_request(&user.id, &digest).await?
-        }
+        // last id it saw and no key: a reconnect to the run that request started, if that run
+        // is still going or only just ended (ids start at 1, so 0 resumes nothing).
+        None if after > 0 => state
+            .runs
+            .find_latest_by_request(&user.id, &digest)
+            .await?
+            .filter(|run| {
+                run.finished_at
+                    .is_none_or(|at| Utc::now() - at < RECONNECT_WINDOW)
+            }),
         None => None,
     };
     if let Some(run) = earlier {

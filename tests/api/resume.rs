@@ -417,6 +417,21 @@ async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: 
     );
     assert_eq!(agent.requests().len(), 1, "the agent was called once");
 
+    // Long after its run ended (or with id 0, which no stream sends), the same message is a new
+    // run.
+    set_finished_at(
+        &app,
+        &run_id,
+        chrono::Utc::now() - chrono::Duration::minutes(11),
+    )
+    .await;
+    for id in ["12", "0"] {
+        agent.push(paced_script(0, 0));
+        let later = retry(Some(id), &body).await.expect("post");
+        assert_ne!(run_id_of(&later), run_id, "Last-Event-ID {id}");
+        assert_complete_run(&SseReader::new(later).collect().await);
+    }
+
     // A follow-up whose stream breaks before any id: the same body attaches from the start,
     // another message is still refused while the run is active.
     let app_id = seen[0].data["appId"].as_str().expect("app id").to_string();
@@ -463,8 +478,19 @@ async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: 
         .json()
         .await
         .expect("json");
-    assert_eq!(usage["currentUsage"], 2, "reconnects use no messages");
+    assert_eq!(usage["currentUsage"], 4, "reconnects use no messages");
     app.stop().await;
+}
+
+async fn set_finished_at(app: &TestApp, run_id: &str, at: chrono::DateTime<chrono::Utc>) {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    entity::runs::Entity::update_many()
+        .col_expr(entity::runs::Column::FinishedAt, Expr::value(at))
+        .filter(entity::runs::Column::Id.eq(run_id))
+        .exec(&app.state.db)
+        .await
+        .expect("update");
 }
 db_test!(a_client_that_posts_its_message_again_resumes_the_run_it_started);
 
