@@ -139,6 +139,9 @@ impl AgentClient {
                 excerpt,
             });
         }
+        if let Some(unreadable) = not_an_event_stream(response.headers()) {
+            return Err(unreadable);
+        }
         Ok(AgentStream {
             body: Box::pin(response.bytes_stream()),
             parser: SseParser::new(self.config.max_event_bytes),
@@ -148,6 +151,33 @@ impl AgentClient {
             last_chunk: tokio::time::Instant::now(),
             max_event_bytes: self.config.max_event_bytes,
         })
+    }
+}
+
+/// Why a successful answer cannot be read as SSE, if it cannot: read anyway, it would end as
+/// "no final event", which says nothing of the cause. reqwest decodes gzip, brotli and
+/// deflate itself and then drops the `content-encoding`, so any encoding left is one it does
+/// not know. A missing `content-type` is let through (nothing is lost by trying).
+fn not_an_event_stream(headers: &reqwest::header::HeaderMap) -> Option<UpstreamError> {
+    use reqwest::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+    let text = |value: &HeaderValue| {
+        String::from_utf8_lossy(value.as_bytes())
+            .trim()
+            .to_ascii_lowercase()
+    };
+    if let Some(encoding) = headers.get(CONTENT_ENCODING).map(text) {
+        if encoding != "identity" {
+            return Some(UpstreamError::InvalidEvent(format!(
+                "the stream is encoded with {encoding}, which the gateway cannot decode \
+                 (it asks for identity)"
+            )));
+        }
+    }
+    match headers.get(CONTENT_TYPE).map(text) {
+        Some(kind) if !kind.starts_with("text/event-stream") => Some(UpstreamError::InvalidEvent(
+            format!("the answer is {kind}, not an event stream"),
+        )),
+        _ => None,
     }
 }
 

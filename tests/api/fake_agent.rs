@@ -26,8 +26,8 @@ pub struct Script {
     pub steps: Vec<Step>,
     /// How long the agent holds back its response headers.
     pub headers_after: Duration,
-    /// A `content-encoding` the body (already encoded) is sent with.
-    pub content_encoding: Option<&'static str>,
+    /// Response headers besides (or instead of) the usual `content-type`.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl Script {
@@ -40,7 +40,7 @@ impl Script {
             status: 200,
             steps,
             headers_after: Duration::ZERO,
-            content_encoding: None,
+            headers: Vec::new(),
         }
     }
 
@@ -58,12 +58,11 @@ impl Script {
         }
     }
 
-    /// Sent with `content-encoding: encoding` (the steps carry the encoded bytes).
-    pub fn encoded(self, encoding: &'static str) -> Self {
-        Self {
-            content_encoding: Some(encoding),
-            ..self
-        }
+    /// Sent with this response header (`content-type` replaces the usual one; for a
+    /// `content-encoding`, the steps carry the encoded bytes).
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     /// A captured `.sse` file, sent in small chunks that split lines and UTF-8 anywhere.
@@ -204,11 +203,16 @@ async fn handle(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes
             }
         }
     });
-    let mut response = Response::builder()
-        .status(status)
-        .header("content-type", "text/event-stream; charset=utf-8");
-    if let Some(encoding) = script.content_encoding {
-        response = response.header("content-encoding", encoding);
+    let mut response = Response::builder().status(status);
+    if !script
+        .headers
+        .iter()
+        .any(|(name, _)| *name == "content-type")
+    {
+        response = response.header("content-type", "text/event-stream; charset=utf-8");
+    }
+    for (name, value) in script.headers {
+        response = response.header(name, value);
     }
     response
         .body(Body::from_stream(stream))

@@ -320,7 +320,9 @@ async fn a_multi_line_agent_event_reaches_clients_as_one_line(kind: DbKind) {
 }
 db_test!(a_multi_line_agent_event_reaches_clients_as_one_line);
 
-/// The gateway asks for `identity`, but an agent or a proxy before it may compress anyway.
+/// The gateway asks for `identity`, but an agent or a proxy before it may compress anyway:
+/// gzip, brotli and deflate are read; another encoding, or a body that is not an event
+/// stream, fails the run saying so (not as a stream that ended early).
 async fn a_compressed_agent_stream_is_read(kind: DbKind) {
     use std::io::Write;
     let (app, agent) = setup(kind, "").await;
@@ -332,16 +334,46 @@ async fn a_compressed_agent_stream_is_read(kind: DbKind) {
     );
     let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gzip.write_all(stream.as_bytes()).expect("gzip");
-    let gzip = gzip.finish().expect("gzip");
-    agent.push_raw(Script::raw_chunks(&gzip, 7).encoded("gzip"));
-    let (_, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
-    assert_complete_run(&frames);
-    assert_eq!(kinds(&frames), vec!["WipUpdate", "ReviewResult", "done"]);
+    let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    deflate.write_all(stream.as_bytes()).expect("deflate");
+    for (encoding, body) in [
+        ("gzip", gzip.finish().expect("gzip")),
+        ("deflate", deflate.finish().expect("deflate")),
+    ] {
+        agent.push_raw(Script::raw_chunks(&body, 7).header("content-encoding", encoding));
+        let (_, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
+        assert_complete_run(&frames);
+        assert_eq!(
+            kinds(&frames),
+            vec!["WipUpdate", "ReviewResult", "done"],
+            "{encoding}"
+        );
+    }
     let asked = &agent.requests()[0].headers;
     assert_eq!(
         asked["accept-encoding"], "identity",
         "it still asks for none"
     );
+
+    for (script, says) in [
+        (
+            Script::steps(vec![Step::Send(stream.clone())]).header("content-encoding", "zstd"),
+            "encoded with zstd",
+        ),
+        (
+            Script::steps(vec![Step::Send("{\"detail\":\"ok\"}".into())])
+                .header("content-type", "application/json"),
+            "application/json",
+        ),
+    ] {
+        agent.push(script);
+        let (_, frames) = run_message(&app, &token, json!({"message": "hello agent"})).await;
+        assert_complete_run(&frames);
+        let error = frames.iter().find(|f| f.event == "error").expect("error");
+        assert_eq!(error.data["code"], "upstream_invalid_event", "{error:?}");
+        let text = error.data["error"].as_str().unwrap_or("");
+        assert!(text.contains(says), "{text}");
+    }
     app.stop().await;
 }
 db_test!(a_compressed_agent_stream_is_read);
