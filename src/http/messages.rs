@@ -113,9 +113,11 @@ async fn post_message(
     let digest = request_digest_of(&body);
     let earlier = match &idempotency_key {
         Some(key) => state.runs.find_by_idempotency_key(&user.id, key).await?,
-        // app.build's web client sends the same POST again when its stream breaks, with the
-        // last id it saw and no key: a reconnect to the run that request started, if that run
-        // is still going or only just ended (ids start at 1, so 0 resumes nothing).
+        // A client on event-source-plus sends the same POST again when its stream breaks,
+        // with the last id it saw and no key: a reconnect to the run that request started, if
+        // that run is still going or only just ended (ids start at 1, so 0 resumes nothing).
+        // (app.build's web client retries the same way but drops the id: a follow-up then
+        // attaches from the start, see `RunManager::start`.)
         None if after > 0 => state
             .runs
             .find_latest_by_request(&user.id, &digest)

@@ -363,8 +363,9 @@ async fn idempotent_retry_attaches_to_the_same_run(kind: DbKind) {
 }
 db_test!(idempotent_retry_attaches_to_the_same_run);
 
-/// app.build's web client (event-source-plus, `retryStrategy: "on-error"`) sends its
-/// `POST /message` again when the stream breaks: the same body, no key, the last id it saw.
+/// A client on event-source-plus (`retryStrategy: "on-error"`, as app.build's web client
+/// uses it) sends its `POST /message` again when the stream breaks: the same body, no key, the
+/// last id it saw (app.build's web client drops the id: the follow-up case below).
 async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: DbKind) {
     let agent = FakeAgent::start().await;
     let app = spawn_app_with(kind, &agent.config("")).await;
