@@ -329,6 +329,24 @@ pub fn frame_shapes(frames: &[Frame]) -> Vec<(i64, String, Value)> {
 }
 
 /// Checks the run invariants: ids 1..n without gaps, `done` exactly once and last.
+/// Messages `token`'s user has used today (`GET /message-limit`).
+pub async fn current_usage(app: &TestApp, token: &str) -> u64 {
+    let limit: Value = app
+        .get("/message-limit", token)
+        .await
+        .json()
+        .await
+        .expect("json");
+    limit["currentUsage"].as_u64().expect("currentUsage")
+}
+
+/// An error answer: its status and its stable `code`.
+pub async fn assert_error_code(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], code, "{body}");
+}
+
 pub fn assert_complete_run(frames: &[Frame]) {
     assert!(!frames.is_empty(), "no frames");
     for (i, frame) in frames.iter().enumerate() {

@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{event, with, FakeAgent, Script};
 use crate::helpers::{
-    assert_complete_run, settled_run_status, spawn_app_with, DbKind, Frame, SseReader, TestApp,
+    assert_complete_run, current_usage, settled_run_status, spawn_app_with, DbKind, Frame,
+    SseReader, TestApp,
 };
 
 async fn setup(kind: DbKind) -> (TestApp, FakeAgent) {
@@ -64,12 +65,6 @@ async fn json_of(app: &TestApp, path: &str, token: &str) -> Value {
     let response = app.get(path, token).await;
     assert_eq!(response.status(), 200, "{path}");
     response.json().await.expect("json")
-}
-
-async fn usage(app: &TestApp, token: &str) -> u64 {
-    json_of(app, "/message-limit", token).await["currentUsage"]
-        .as_u64()
-        .expect("currentUsage")
 }
 
 async fn run_view(app: &TestApp, token: &str, frames: &[Frame]) -> Value {
@@ -273,7 +268,7 @@ async fn settings_must_be_an_object_and_cost_nothing_otherwise(kind: DbKind) {
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["code"], "invalid_settings");
     }
-    assert_eq!(usage(&app, &token).await, 0);
+    assert_eq!(current_usage(&app, &token).await, 0);
     assert!(agent.requests().is_empty());
     let apps = json_of(&app, "/apps", &token).await;
     assert_eq!(apps["pagination"]["total"], 0);
@@ -329,7 +324,7 @@ async fn an_idempotency_key_reused_with_another_body_is_a_conflict(kind: DbKind)
     let body: Value = other.json().await.expect("json");
     assert_eq!(body["code"], "idempotency_key_reused");
     assert_eq!(agent.requests().len(), 1);
-    assert_eq!(usage(&app, &token).await, 1);
+    assert_eq!(current_usage(&app, &token).await, 1);
     app.stop().await;
 }
 db_test!(an_idempotency_key_reused_with_another_body_is_a_conflict);
@@ -382,7 +377,7 @@ async fn a_run_the_agent_never_answered_gives_the_message_back(kind: DbKind) {
         let frames = run(&app, &token, json!({"message": "build a todo app"})).await;
         assert!(frames.iter().any(|f| f.event == "error"));
     }
-    assert_eq!(usage(&app, &token).await, 0);
+    assert_eq!(current_usage(&app, &token).await, 0);
     let apps = json_of(&app, "/apps", &token).await;
     assert_eq!(apps["pagination"]["total"], 0, "{apps}");
     assert_eq!(apps["data"], json!([]));
@@ -392,7 +387,7 @@ async fn a_run_the_agent_never_answered_gives_the_message_back(kind: DbKind) {
         event("idle", "RuntimeError", Some("the model failed")),
     ]));
     run(&app, &token, json!({"message": "build a todo app"})).await;
-    assert_eq!(usage(&app, &token).await, 1);
+    assert_eq!(current_usage(&app, &token).await, 1);
     app.stop().await;
 }
 db_test!(a_run_the_agent_never_answered_gives_the_message_back);
@@ -407,7 +402,7 @@ async fn questions_before_the_first_app_do_not_count(kind: DbKind) {
     )]));
     let frames = run(&app, &token, json!({"message": "build an app"})).await;
     let app_id = app_id_of(&frames);
-    assert_eq!(usage(&app, &token).await, 0);
+    assert_eq!(current_usage(&app, &token).await, 0);
     assert_eq!(
         json_of(&app, "/apps", &token).await["pagination"]["total"],
         0
@@ -421,7 +416,7 @@ async fn questions_before_the_first_app_do_not_count(kind: DbKind) {
     )
     .await;
     assert_eq!(app_id_of(&frames), app_id);
-    assert_eq!(usage(&app, &token).await, 1);
+    assert_eq!(current_usage(&app, &token).await, 1);
     let apps = json_of(&app, "/apps", &token).await;
     assert_eq!(apps["data"][0]["id"], app_id.as_str(), "{apps}");
     // Once the app has files, a question is a turn like any other.
@@ -436,7 +431,7 @@ async fn questions_before_the_first_app_do_not_count(kind: DbKind) {
         json!({"message": "make it nicer", "applicationId": app_id}),
     )
     .await;
-    assert_eq!(usage(&app, &token).await, 2);
+    assert_eq!(current_usage(&app, &token).await, 2);
     app.stop().await;
 }
 db_test!(questions_before_the_first_app_do_not_count);

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use crate::db_test;
 use crate::fake_agent::{data_line, event, FakeAgent, Script, Step};
 use crate::helpers::{
-    assert_complete_run, frame_shapes, kinds, relog, run_status, settled_run_status,
-    spawn_app_with, DbKind, Frame, SharedState, SseReader, TestApp,
+    assert_complete_run, assert_error_code, current_usage, frame_shapes, kinds, relog, run_status,
+    settled_run_status, spawn_app_with, DbKind, Frame, SharedState, SseReader, TestApp,
 };
 
 pub(crate) fn paced_script(n: usize, pause_ms: u64) -> Script {
@@ -159,11 +159,7 @@ async fn disconnect_does_not_cancel_and_resume_is_exact(kind: DbKind) {
         .send()
         .await
         .expect("events");
-    assert_eq!(not_text.status(), 400);
-    assert_eq!(
-        not_text.json::<Value>().await.expect("json")["code"],
-        "invalid_last_event_id"
-    );
+    assert_error_code(not_text, 400, "invalid_last_event_id").await;
     assert_eq!(
         events(&app, &app.token("bob"), &run_id, None)
             .await
@@ -411,11 +407,7 @@ async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: 
     assert_eq!(run_id_of(&nothing), run_id);
     assert!(SseReader::new(nothing).collect().await.is_empty());
     let bad = retry(Some("-1"), &body).await.expect("post");
-    assert_eq!(bad.status(), 400);
-    assert_eq!(
-        bad.json::<Value>().await.expect("json")["code"],
-        "invalid_last_event_id"
-    );
+    assert_error_code(bad, 400, "invalid_last_event_id").await;
     assert_eq!(agent.requests().len(), 1, "the agent was called once");
 
     // Long after its run ended (or with id 0, which no stream sends), the same message is a new
@@ -450,11 +442,7 @@ async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: 
     )
     .await
     .expect("post");
-    assert_eq!(other.status(), 409);
-    assert_eq!(
-        other.json::<Value>().await.expect("json")["code"],
-        "run_active"
-    );
+    assert_error_code(other, 409, "run_active").await;
     let frames = SseReader::new(attached).collect().await;
     assert_eq!(frames.first().map(|f| f.id), Some(1));
     assert_complete_run(&frames);
@@ -473,13 +461,11 @@ async fn a_client_that_posts_its_message_again_resumes_the_run_it_started(kind: 
     assert_eq!(bobs.status(), 200);
     assert_ne!(run_id_of(&bobs), run_id);
     assert_complete_run(&SseReader::new(bobs).collect().await);
-    let usage: Value = app
-        .get("/message-limit", &token)
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(usage["currentUsage"], 4, "reconnects use no messages");
+    assert_eq!(
+        current_usage(&app, &token).await,
+        4,
+        "reconnects use no messages"
+    );
     app.stop().await;
 }
 
